@@ -1,0 +1,141 @@
+"""The `rpcgate` command: serve, check, config validate."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import os
+import sys
+
+import structlog
+from aiohttp import web
+
+from rpcgate import __version__
+from rpcgate.config import Config, ConfigError, load_config, split_host_port
+from rpcgate.logs import configure_logging
+from rpcgate.masking import mask_url
+
+CONFIG_ENV = "RPCGATE_CONFIG"
+
+
+def _config_path(arg: str | None) -> str | None:
+    return arg or os.environ.get(CONFIG_ENV) or None
+
+
+def _load_or_exit(path: str | None) -> Config:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        where = path or "the embedded default"
+        print(f"rpcgate: invalid config ({where}):", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    path = _config_path(args.config)
+    config = _load_or_exit(path)
+    if args.listen:
+        try:
+            split_host_port(args.listen)
+        except ValueError as exc:
+            print(f"rpcgate: --listen {exc}", file=sys.stderr)
+            return 2
+        config = dataclasses.replace(config, listen=args.listen)
+    configure_logging(config.log_level)
+    log = structlog.get_logger("rpcgate")
+    try:
+        import uvloop  # a faster event loop where it is available
+
+        uvloop.install()
+    except ImportError:
+        pass
+    from rpcgate.server import build_app
+
+    host, port = config.listen_host_port()
+    log.info(
+        "starting",
+        version=__version__,
+        listen=config.listen,
+        config=path or "embedded default",
+        chains=[
+            {
+                "name": c.name,
+                "chain_id": c.chain_id,
+                "upstreams": [f"{u.name} {mask_url(u.url)}" for u in c.upstreams],
+            }
+            for c in config.chains
+        ],
+    )
+    web.run_app(
+        build_app(config), host=host, port=port, print=None, access_log=None, shutdown_timeout=5
+    )
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from rpcgate.check import chains_without_working_upstream, check_all, format_table
+
+    config = _load_or_exit(_config_path(args.config))
+    configure_logging("error")
+    results = asyncio.run(check_all(config, timeout_s=args.timeout))
+    print(format_table(results))
+    dead = chains_without_working_upstream(config, results)
+    if dead:
+        print(f"\nno working upstream for: {', '.join(dead)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.file)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        print(f"{args.file}: {len(exc.problems)} problem(s)", file=sys.stderr)
+        return 1
+    upstreams = sum(len(c.upstreams) for c in config.chains)
+    print(f"{args.file}: ok ({len(config.chains)} chain(s), {upstreams} upstream(s))")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rpcgate",
+        description=(
+            "A drop-in JSON-RPC gateway for EVM chains over many upstreams, with failover."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"rpcgate {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser(
+        "serve", help="run the gateway (no config: Ethereum mainnet over public endpoints)"
+    )
+    serve.add_argument("--config", help=f"YAML config file (or ${CONFIG_ENV})")
+    serve.add_argument("--listen", help="HOST:PORT, overrides the config's `listen`")
+    serve.set_defaults(func=cmd_serve)
+
+    check = sub.add_parser("check", help="probe every upstream and print a table")
+    check.add_argument("--config", help=f"YAML config file (or ${CONFIG_ENV})")
+    check.add_argument("--timeout", type=float, default=10.0, help="seconds per probe")
+    check.set_defaults(func=cmd_check)
+
+    config = sub.add_parser("config", help="config tools")
+    config_sub = config.add_subparsers(dest="config_command", required=True)
+    validate = config_sub.add_parser("validate", help="check a config file; list every problem")
+    validate.add_argument("file")
+    validate.set_defaults(func=cmd_validate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

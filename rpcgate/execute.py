@@ -1,0 +1,240 @@
+"""Carry one call to an answer: attempts over upstreams, with failover, under a deadline.
+
+tenacity drives the attempts; which upstream gets each attempt is `routing`'s decision,
+what a failure means is `errors`' decision, and what it does to the upstream's standing is
+`health`'s. This module only strings them together.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from eth_utils import keccak
+from tenacity import AsyncRetrying, RetryCallState, retry_if_result, stop_after_attempt
+
+from rpcgate.config import ChainConfig, FailoverConfig
+from rpcgate.errors import Classification, ErrorClass, classify
+from rpcgate.health import record_failure, record_success
+from rpcgate.jsonrpc import ALL_UPSTREAMS_FAILED, DEADLINE_EXCEEDED, NO_UPSTREAM, Call, rpc_error
+from rpcgate.masking import MASKER
+from rpcgate.methods import ALREADY_KNOWN_MESSAGES, Kind, method_info
+from rpcgate.routing import Candidate, attempt_order, next_candidate
+from rpcgate.upstream import Reply, Upstream
+
+log = structlog.get_logger("rpcgate.execute")
+
+# An upstream's own error is more useful to the caller than ours when every upstream said
+# the same kind of thing about the call (method unsupported, block missing, range too big).
+_ERRORS_ABOUT_THE_CALL = frozenset(
+    {ErrorClass.UNSUPPORTED, ErrorClass.MISSING_DATA, ErrorClass.TOO_LARGE}
+)
+# Failures worth a second try on the same upstream once all have been tried.
+_MAY_NOT_REPEAT = frozenset({ErrorClass.TRANSIENT, ErrorClass.RATE_LIMITED})
+_SECOND_ROUND_BACKOFF_S = 0.05
+
+
+@dataclass(slots=True)
+class Outcome:
+    result: Any = None
+    error: dict[str, Any] | None = None
+    upstream: str = "gateway"
+    attempts: int = 0
+
+
+@dataclass
+class _CallState:
+    call: Call
+    order: list[Candidate]
+    deadline: float
+    tried: list[str] = field(default_factory=list)
+    exhausted: set[str] = field(default_factory=set)
+    failed_domains: set[str] = field(default_factory=set)
+    history: list[dict[str, str]] = field(default_factory=list)
+    call_errors: list[tuple[ErrorClass, dict[str, Any]]] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class _Step:
+    outcome: Outcome
+    retry: bool
+
+
+class ChainRuntime:
+    """The live upstreams of one chain, and the executor that spreads calls over them."""
+
+    def __init__(
+        self,
+        config: ChainConfig,
+        failover: FailoverConfig,
+        *,
+        max_response_bytes: int,
+        max_concurrent_upstream_calls: int,
+    ) -> None:
+        self.config = config
+        self.failover = failover
+        self.upstreams = {
+            up.name: Upstream(
+                up,
+                max_response_bytes=max_response_bytes,
+                max_concurrent=max_concurrent_upstream_calls,
+            )
+            for up in config.upstreams
+        }
+        self._rotation = itertools.count()
+
+    async def start(self) -> None:
+        for upstream in self.upstreams.values():
+            await upstream.start()
+
+    async def close(self) -> None:
+        for upstream in self.upstreams.values():
+            await upstream.close()
+
+    def _candidates(self, now: float) -> list[Candidate]:
+        return [
+            Candidate(u.name, u.domain, u.health.is_available(now)) for u in self.upstreams.values()
+        ]
+
+    async def execute(self, call: Call) -> Outcome:
+        now = time.monotonic()
+        if not self.upstreams:
+            return Outcome(error=rpc_error(NO_UPSTREAM, "no upstream is configured"))
+        sticky = method_info(call.method).kind is Kind.STATEFUL
+        state = _CallState(
+            call,
+            attempt_order(self._candidates(now), next(self._rotation), sticky),
+            now + self.failover.deadline_s,
+        )
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self.failover.max_attempts) | self._out_of_time(state),
+            retry=retry_if_result(lambda step: step.retry),
+            wait=lambda rs: self._backoff(state),
+            retry_error_callback=lambda rs: self._give_up(state, rs),
+        )
+        step: _Step = await retrying(self._attempt, state)
+        return step.outcome
+
+    @staticmethod
+    def _out_of_time(state: _CallState) -> Any:
+        return lambda rs: time.monotonic() >= state.deadline - 0.001
+
+    def _backoff(self, state: _CallState) -> float:
+        """No wait before a new upstream; a short one before asking one a second time."""
+        if len(state.tried) < len(state.order):
+            return 0.0
+        return min(
+            _SECOND_ROUND_BACKOFF_S * len(state.tried), max(0.0, state.deadline - time.monotonic())
+        )
+
+    async def _attempt(self, state: _CallState) -> _Step:
+        eligible = [c for c in state.order if c.name not in state.exhausted]
+        candidate = next_candidate(eligible, state.tried, state.failed_domains)
+        if candidate is None:
+            return _Step(self._failed(state), retry=False)
+        remaining = state.deadline - time.monotonic()
+        if remaining <= 0:
+            return _Step(self._failed(state), retry=False)
+        upstream = self.upstreams[candidate.name]
+        state.tried.append(upstream.name)
+        attempts = len(state.tried)
+        timeout = min(self.failover.attempt_timeout_s, remaining)
+        reply = await upstream.call(state.call.method, state.call.params, timeout)
+        if reply.failure is None:
+            record_success(upstream.health, reply.latency_s)
+            return _Step(
+                Outcome(result=reply.result, upstream=upstream.name, attempts=attempts), retry=False
+            )
+        classification = classify(reply.failure)
+        if self._already_known(state.call, reply):
+            # A transaction the node already has: a previous attempt delivered it.
+            return _Step(
+                Outcome(result=_tx_hash(state.call), upstream=upstream.name, attempts=attempts),
+                retry=False,
+            )
+        self._note_failure(upstream, classification)
+        state.history.append(
+            {
+                "upstream": upstream.name,
+                "class": str(classification.error_class),
+                "reason": MASKER.mask(classification.reason),
+            }
+        )
+        if not classification.retry_elsewhere:
+            # The caller's problem (bad params, revert, nonce): the upstream's answer verbatim.
+            error = reply.error or rpc_error(ALL_UPSTREAMS_FAILED, classification.reason)
+            return _Step(
+                Outcome(error=error, upstream=upstream.name, attempts=attempts), retry=False
+            )
+        state.failed_domains.add(upstream.domain)
+        if classification.error_class not in _MAY_NOT_REPEAT:
+            state.exhausted.add(upstream.name)
+        if reply.error is not None:
+            state.call_errors.append((classification.error_class, reply.error))
+        return _Step(Outcome(attempts=attempts), retry=True)
+
+    def _note_failure(self, upstream: Upstream, classification: Classification) -> None:
+        now = time.monotonic()
+        was_available = upstream.health.is_available(now)
+        record_failure(upstream.health, classification, now)
+        if was_available and not upstream.health.is_available(now):
+            log.warning(
+                "upstream_cooldown",
+                upstream=upstream.name,
+                error_class=str(classification.error_class),
+                reason=classification.reason,
+                seconds=round(upstream.health.cooldown_until - now, 3),
+            )
+
+    @staticmethod
+    def _already_known(call: Call, reply: Reply) -> bool:
+        if call.method != "eth_sendRawTransaction" or reply.error is None:
+            return False
+        message = str(reply.error.get("message", "")).lower()
+        return (
+            any(text in message for text in ALREADY_KNOWN_MESSAGES) and _tx_hash(call) is not None
+        )
+
+    def _give_up(self, state: _CallState, rs: RetryCallState) -> _Step:
+        if time.monotonic() >= state.deadline - 0.001:
+            return _Step(
+                Outcome(
+                    error=rpc_error(
+                        DEADLINE_EXCEEDED,
+                        f"no upstream answered within {self.failover.deadline_s} s "
+                        "(failover.deadline_s)",
+                        {"attempts": state.history},
+                    ),
+                    attempts=len(state.tried),
+                ),
+                retry=False,
+            )
+        return _Step(self._failed(state), retry=False)
+
+    @staticmethod
+    def _failed(state: _CallState) -> Outcome:
+        attempts = len(state.tried)
+        if state.call_errors and all(c in _ERRORS_ABOUT_THE_CALL for c, _ in state.call_errors):
+            return Outcome(error=state.call_errors[-1][1], attempts=attempts)
+        if not state.tried:
+            return Outcome(error=rpc_error(NO_UPSTREAM, "no upstream is available"))
+        return Outcome(
+            error=rpc_error(
+                ALL_UPSTREAMS_FAILED, f"all {attempts} attempts failed", {"attempts": state.history}
+            ),
+            attempts=attempts,
+        )
+
+
+def _tx_hash(call: Call) -> str | None:
+    params = call.params
+    if not isinstance(params, list) or not params or not isinstance(params[0], str):
+        return None
+    raw = params[0]
+    try:
+        return "0x" + keccak(hexstr=raw).hex()
+    except ValueError:
+        return None

@@ -1,0 +1,150 @@
+"""JSON-RPC 2.0 framing, exactly as the specification says; no I/O.
+
+`parse_request` turns a request body into items (valid calls or per-item errors) and
+`encode_response` turns answers back into bytes. Ids are returned as sent, notifications
+get no answer, batches are answered item by item in order.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+PARSE_ERROR = -32700
+INVALID_REQUEST = -32600
+METHOD_NOT_FOUND = -32601
+INVALID_PARAMS = -32602
+INTERNAL_ERROR = -32603
+
+# rpcgate's own codes, in the implementation-defined server range, chosen apart from the
+# codes proxyd and eRPC use (-32010..-32024), which collide with each other.
+ALL_UPSTREAMS_FAILED = -32050  # every attempt failed; `data.attempts` says how
+DEADLINE_EXCEEDED = -32051  # the call's total deadline ran out
+NO_UPSTREAM = -32052  # nothing configured or available to serve the call
+UNKNOWN_CHAIN = -32053  # the URL path names no configured chain
+
+_ABSENT = object()
+
+
+def rpc_error(code: int, message: str, data: Any = None) -> dict[str, Any]:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if data is not None:
+        error["data"] = data
+    return error
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """A valid request object. `params` is None when the request had none."""
+
+    method: str
+    params: list[Any] | dict[str, Any] | None
+    id: Any
+    is_notification: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Invalid:
+    """A request object that is answered with an error without reaching an upstream."""
+
+    id: Any
+    error: dict[str, Any]
+
+
+Item = Call | Invalid
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    items: list[Item]
+    is_batch: bool
+
+
+def loads(body: bytes | str) -> Any:
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        # orjson refuses integers beyond 64 bits, which are valid JSON (and valid ids).
+        return json.loads(body)
+
+
+def dumps(value: Any) -> bytes:
+    try:
+        return orjson.dumps(value)
+    except TypeError:
+        return json.dumps(value, separators=(",", ":")).encode()
+
+
+def _parse_item(obj: Any) -> Item:
+    if not isinstance(obj, dict):
+        return Invalid(None, rpc_error(INVALID_REQUEST, "Invalid Request: not an object"))
+    raw_id = obj.get("id", _ABSENT)
+    id_ok = (
+        raw_id is _ABSENT
+        or raw_id is None
+        or (isinstance(raw_id, str | int | float) and not isinstance(raw_id, bool))
+    )
+    reply_id = raw_id if id_ok and raw_id is not _ABSENT else None
+    if not id_ok:
+        return Invalid(
+            None,
+            rpc_error(INVALID_REQUEST, "Invalid Request: id must be a string, a number or null"),
+        )
+    if obj.get("jsonrpc") != "2.0":
+        return Invalid(
+            reply_id, rpc_error(INVALID_REQUEST, 'Invalid Request: "jsonrpc" must be "2.0"')
+        )
+    method = obj.get("method")
+    if not isinstance(method, str) or not method:
+        return Invalid(
+            reply_id, rpc_error(INVALID_REQUEST, 'Invalid Request: "method" must be a string')
+        )
+    params = obj.get("params")
+    if params is not None and not isinstance(params, list | dict):
+        return Invalid(
+            reply_id,
+            rpc_error(INVALID_REQUEST, 'Invalid Request: "params" must be an array or an object'),
+        )
+    return Call(method, params, reply_id, raw_id is _ABSENT)
+
+
+def parse_request(body: bytes, max_batch_items: int) -> Request:
+    """A body becomes items to answer; a body that is not JSON becomes one -32700 error."""
+    try:
+        parsed = loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return Request([Invalid(None, rpc_error(PARSE_ERROR, "Parse error"))], False)
+    if isinstance(parsed, list):
+        if not parsed:
+            return Request(
+                [Invalid(None, rpc_error(INVALID_REQUEST, "Invalid Request: empty batch"))], False
+            )
+        if len(parsed) > max_batch_items:
+            message = (
+                f"Invalid Request: batch of {len(parsed)} items exceeds the limit of "
+                f"{max_batch_items} (limits.max_batch_items)"
+            )
+            return Request(
+                [Invalid(None, rpc_error(INVALID_REQUEST, message, {"limit": max_batch_items}))],
+                False,
+            )
+        return Request([_parse_item(obj) for obj in parsed], True)
+    return Request([_parse_item(parsed)], False)
+
+
+def response_object(
+    request_id: Any, *, result: Any = None, error: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    if error is not None:
+        return {"jsonrpc": "2.0", "id": request_id, "error": error}
+    return {"jsonrpc": "2.0", "id": request_id, "result": result}
+
+
+def encode_response(answers: list[dict[str, Any]], is_batch: bool) -> bytes | None:
+    """The body to send, or None when nothing is to be sent (only notifications)."""
+    if not answers:
+        return None
+    return dumps(answers if is_batch else answers[0])

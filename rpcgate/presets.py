@@ -1,0 +1,206 @@
+"""Everything rpcgate knows about a provider, one row each.
+
+A preset fills an upstream's url, kind and failure domain. Hosting facts come from
+shared/reference/providers.md: where a provider's hosting is undocumented, the provider
+itself is its own failure domain (we know of no infrastructure it shares with others).
+"""
+
+from __future__ import annotations
+
+import string
+from dataclasses import dataclass, field
+from typing import Literal
+
+# Network slugs, per chain id, for providers whose host or path names the network.
+_INFURA_NETWORKS = {
+    1: "mainnet",
+    11155111: "sepolia",
+    17000: "holesky",
+    137: "polygon-mainnet",
+    10: "optimism-mainnet",
+    42161: "arbitrum-mainnet",
+    8453: "base-mainnet",
+}
+_ALCHEMY_NETWORKS = {
+    1: "eth-mainnet",
+    11155111: "eth-sepolia",
+    17000: "eth-holesky",
+    137: "polygon-mainnet",
+    10: "opt-mainnet",
+    42161: "arb-mainnet",
+    8453: "base-mainnet",
+}
+_ANKR_NETWORKS = {
+    1: "eth",
+    11155111: "eth_sepolia",
+    137: "polygon",
+    10: "optimism",
+    42161: "arbitrum",
+    8453: "base",
+}
+_DRPC_NETWORKS = {
+    1: "ethereum",
+    11155111: "sepolia",
+    137: "polygon",
+    10: "optimism",
+    42161: "arbitrum",
+    8453: "base",
+}
+_CHAINSTACK_NETWORKS = {1: "ethereum-mainnet", 11155111: "ethereum-sepolia"}
+_PUBLICNODE_NETWORKS = {
+    1: "ethereum-rpc",
+    11155111: "ethereum-sepolia-rpc",
+    137: "polygon-bor-rpc",
+    8453: "base-rpc",
+}
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    kind: Literal["centralized", "decentralized"]
+    domain: str  # failure domain tag
+    url: str  # template: {key}, {network}, {endpoint}, {node_id}, {region}
+    keyless_url: str | None = None  # used when no key is given (public endpoint)
+    networks: dict[int, str] = field(default_factory=dict)  # chain id -> {network}
+    max_batch: int | None = None  # largest batch the provider accepts; None = unknown
+    note: str = ""
+
+    def placeholders(self, keyless: bool) -> set[str]:
+        template = self.keyless_url if keyless and self.keyless_url else self.url
+        return {name for _, name, _, _ in string.Formatter().parse(template) if name}
+
+
+PRESETS: dict[str, Preset] = {
+    preset.name: preset
+    for preset in (
+        Preset(
+            "infura",
+            "centralized",
+            "aws",
+            "https://{network}.infura.io/v3/{key}",
+            networks=_INFURA_NETWORKS,
+            note="key in the path; hosted on AWS (hit by the us-east-1 outage of 2025-10-20)",
+        ),
+        Preset(
+            "alchemy",
+            "centralized",
+            "aws",
+            "https://{network}.g.alchemy.com/v2/{key}",
+            networks=_ALCHEMY_NETWORKS,
+            max_batch=1000,
+            note="key in the path; AWS-related incident on 2025-10-20",
+        ),
+        Preset(
+            "quicknode",
+            "centralized",
+            "quicknode",
+            "https://{endpoint}.quiknode.pro/{key}/",
+            note="set `endpoint` (your endpoint's name) and `key` (its token)",
+        ),
+        Preset(
+            "chainstack",
+            "centralized",
+            "chainstack",
+            "https://{network}.core.chainstack.com/{key}",
+            networks=_CHAINSTACK_NETWORKS,
+            note="Global Node; a regional node's URL goes in `url`",
+        ),
+        Preset(
+            "ankr",
+            "centralized",
+            "ankr",
+            "https://rpc.ankr.com/{network}/{key}",
+            networks=_ANKR_NETWORKS,
+            max_batch=1000,
+            note="the keyless endpoint now answers 'Unauthorized': a key is required",
+        ),
+        Preset(
+            "drpc",
+            "decentralized",
+            "drpc",
+            "https://lb.drpc.live/{network}/{key}",
+            keyless_url="https://eth.drpc.org",
+            networks=_DRPC_NETWORKS,
+            max_batch=3,
+            note="free tier: batches of at most 3, 2 s timeout",
+        ),
+        Preset(
+            "pokt",
+            "decentralized",
+            "pokt",
+            "https://eth.api.pocket.network",
+            keyless_url="https://eth.api.pocket.network",
+            note="PATH gateway: JSON-RPC errors behind HTTP 4xx/5xx statuses",
+        ),
+        Preset(
+            "lava",
+            "decentralized",
+            "lava",
+            "https://g.w.lavanet.xyz:443/gateway/eth1/rpc-http/{key}",
+            keyless_url="https://eth1.lava.build",
+        ),
+        Preset(
+            "publicnode",
+            "centralized",
+            "allnodes",
+            "https://{network}.publicnode.com",
+            keyless_url="https://{network}.publicnode.com",
+            networks=_PUBLICNODE_NETWORKS,
+        ),
+        Preset(
+            "onerpc",
+            "centralized",
+            "automata",
+            "https://1rpc.io/{key}/eth",
+            keyless_url="https://public.1rpc.io/eth",
+            note="Automata 1RPC relay",
+        ),
+        Preset(
+            "merkle",
+            "centralized",
+            "merkle",
+            "https://eth.merkle.io",
+            keyless_url="https://eth.merkle.io",
+        ),
+        Preset(
+            "amb",
+            "centralized",
+            "aws",
+            "https://{node_id}.t.ethereum.managedblockchain.{region}.amazonaws.com/"
+            "?billingtoken={key}",
+            max_batch=1,
+            note="Amazon Managed Blockchain, accessor token in the query; no batches; "
+            "access ends 2027-09-29",
+        ),
+    )
+}
+
+
+class PresetError(ValueError):
+    """A preset cannot produce a URL from what the config gives; the message says why."""
+
+
+def preset_url(preset: Preset, chain_id: int, values: dict[str, str]) -> str:
+    """The URL a preset gives for a chain, from the upstream's key/endpoint/node_id/region."""
+    keyless = not values.get("key")
+    if keyless and preset.keyless_url is None:
+        raise PresetError(f"preset {preset.name!r} needs a `key`")
+    template = preset.keyless_url if keyless and preset.keyless_url else preset.url
+    fields = dict(values)
+    if "{network}" in template:
+        if chain_id not in preset.networks:
+            known = ", ".join(str(c) for c in sorted(preset.networks))
+            raise PresetError(
+                f"preset {preset.name!r} has no network for chain id {chain_id} "
+                f"(known: {known}); give a `url` instead"
+            )
+        fields["network"] = preset.networks[chain_id]
+    elif keyless and preset.keyless_url and chain_id != 1:
+        raise PresetError(f"preset {preset.name!r} is keyless on Ethereum mainnet only")
+    missing = sorted(p for p in preset.placeholders(keyless) if not fields.get(p))
+    if missing:
+        raise PresetError(
+            f"preset {preset.name!r} needs {', '.join('`' + m + '`' for m in missing)}"
+        )
+    return template.format(**fields)

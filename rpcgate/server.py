@@ -1,0 +1,233 @@
+"""The aiohttp server: a thin shell from HTTP requests to the executor and back.
+
+A request's path: read the body (within limits) -> frame it (`jsonrpc`) -> answer each item
+(`execute`) -> encode, with diagnostics headers saying who answered and after how many
+attempts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from rpcgate import __version__
+from rpcgate.config import Config
+from rpcgate.execute import ChainRuntime, Outcome
+from rpcgate.jsonrpc import (
+    INTERNAL_ERROR,
+    INVALID_REQUEST,
+    UNKNOWN_CHAIN,
+    Call,
+    Invalid,
+    dumps,
+    encode_response,
+    parse_request,
+    response_object,
+    rpc_error,
+)
+from rpcgate.masking import MASKER
+
+log = structlog.get_logger("rpcgate.server")
+
+HEADER_UPSTREAM = "X-Rpcgate-Upstream"
+HEADER_ATTEMPTS = "X-Rpcgate-Attempts"
+_CORS_HEADERS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Methods": "POST, GET, OPTIONS",
+    "Access-Control-Allow-Headers": "Content-Type, Authorization",
+    "Access-Control-Expose-Headers": f"{HEADER_UPSTREAM}, {HEADER_ATTEMPTS}",
+    "Access-Control-Max-Age": "86400",
+}
+
+
+class Gateway:
+    """The running chains, addressable by name, by chain id, and (the first) by '/'."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.chains = [
+            ChainRuntime(
+                chain,
+                config.failover,
+                max_response_bytes=config.limits.max_response_bytes,
+                max_concurrent_upstream_calls=config.limits.max_concurrent_upstream_calls,
+            )
+            for chain in config.chains
+        ]
+        self._by_path: dict[str, ChainRuntime] = {}
+        for runtime in self.chains:
+            self._by_path[runtime.config.name] = runtime
+            self._by_path[str(runtime.config.chain_id)] = runtime
+
+    def chain_for(self, path: str | None) -> ChainRuntime | None:
+        if not path:
+            return self.chains[0]
+        return self._by_path.get(path)
+
+    def served_paths(self) -> list[str]:
+        return [f"/{c.config.name} (/{c.config.chain_id})" for c in self.chains]
+
+    async def start(self) -> None:
+        for runtime in self.chains:
+            await runtime.start()
+
+    async def close(self) -> None:
+        for runtime in self.chains:
+            await runtime.close()
+
+
+GATEWAY = web.AppKey("gateway", Gateway)
+
+
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    body: dict[str, Any] | None  # None for a notification
+    upstream: str
+    attempts: int
+
+
+def _json_response(
+    payload: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
+    return web.Response(
+        body=dumps(payload), status=status, content_type="application/json", headers=headers
+    )
+
+
+def _gateway_error(status: int, code: int, message: str, data: Any = None) -> web.Response:
+    return _json_response(
+        response_object(None, error=rpc_error(code, message, data)),
+        status,
+        {HEADER_UPSTREAM: "gateway", HEADER_ATTEMPTS: "0"},
+    )
+
+
+async def _read_body(request: web.Request, limit: int) -> bytes | None:
+    """The body, or None when it is over the limit (checked before and while reading)."""
+    if request.content_length is not None and request.content_length > limit:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_any():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _answer(chain: ChainRuntime, item: Call | Invalid) -> _Answer:
+    if isinstance(item, Invalid):
+        return _Answer(response_object(item.id, error=item.error), "gateway", 0)
+    try:
+        outcome = await chain.execute(item)
+    except Exception as exc:  # a bug must cost one answer, never the whole batch
+        log.exception("execute_failed", method=item.method)
+        outcome = Outcome(
+            error=rpc_error(
+                INTERNAL_ERROR, "internal gateway error", MASKER.mask(type(exc).__name__)
+            )
+        )
+    if item.is_notification:
+        return _Answer(None, outcome.upstream, outcome.attempts)
+    body = response_object(item.id, result=outcome.result, error=outcome.error)
+    return _Answer(body, outcome.upstream, outcome.attempts)
+
+
+async def handle_rpc(request: web.Request) -> web.StreamResponse:
+    gateway = request.app[GATEWAY]
+    chain = gateway.chain_for(request.match_info.get("chain"))
+    if chain is None:
+        name = request.match_info.get("chain")
+        return _gateway_error(
+            404,
+            UNKNOWN_CHAIN,
+            f"unknown chain {name!r}; served: " + ", ".join(gateway.served_paths()),
+        )
+    limits = gateway.config.limits
+    body = await _read_body(request, limits.max_body_bytes)
+    if body is None:
+        return _gateway_error(
+            413,
+            INVALID_REQUEST,
+            f"request body exceeds {limits.max_body_bytes} bytes (limits.max_body_bytes)",
+            {"limit": limits.max_body_bytes},
+        )
+    parsed = parse_request(body, limits.max_batch_items)
+    if len(parsed.items) == 1:
+        answers = [await _answer(chain, parsed.items[0])]
+    else:
+        answers = list(await asyncio.gather(*(_answer(chain, i) for i in parsed.items)))
+    payload = encode_response([a.body for a in answers if a.body is not None], parsed.is_batch)
+    upstreams = list(dict.fromkeys(a.upstream for a in answers))
+    headers = {
+        HEADER_UPSTREAM: ",".join(upstreams),
+        HEADER_ATTEMPTS: str(sum(a.attempts for a in answers)),
+    }
+    if payload is None:  # only notifications: nothing to answer
+        return web.Response(status=204, headers=headers)
+    return web.Response(body=payload, content_type="application/json", headers=headers)
+
+
+async def handle_not_post(request: web.Request) -> web.StreamResponse:
+    return _gateway_error(405, INVALID_REQUEST, "JSON-RPC is served over POST")
+
+
+async def handle_root_get(request: web.Request) -> web.StreamResponse:
+    gateway = request.app[GATEWAY]
+    return _json_response(
+        {
+            "name": "rpcgate",
+            "version": __version__,
+            "chains": [
+                {
+                    "name": c.config.name,
+                    "chain_id": c.config.chain_id,
+                    "upstreams": [u.name for u in c.upstreams.values()],
+                }
+                for c in gateway.chains
+            ],
+        }
+    )
+
+
+async def handle_health(request: web.Request) -> web.StreamResponse:
+    return _json_response({"status": "ok"})
+
+
+@web.middleware
+async def cors(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Browser dApps call the RPC URL directly, so the gateway answers CORS preflights."""
+    if request.method == "OPTIONS":
+        return web.Response(status=204, headers=_CORS_HEADERS)
+    response = await handler(request)
+    response.headers.update(_CORS_HEADERS)
+    return response
+
+
+def build_app(config: Config) -> web.Application:
+    # The body limit is enforced by _read_body with a JSON-RPC error; aiohttp's own limit
+    # would answer with a bare 413 page.
+    app = web.Application(middlewares=[cors], client_max_size=config.limits.max_body_bytes + 1)
+    gateway = Gateway(config)
+    app[GATEWAY] = gateway
+
+    async def lifecycle(app: web.Application) -> Any:
+        await gateway.start()
+        yield
+        await gateway.close()
+
+    app.cleanup_ctx.append(lifecycle)
+    app.router.add_get("/healthz", handle_health)
+    app.router.add_post("/", handle_rpc)
+    app.router.add_get("/", handle_root_get)
+    app.router.add_post("/{chain}", handle_rpc)
+    app.router.add_route("*", "/{chain}", handle_not_post)
+    return app

@@ -1,0 +1,199 @@
+"""The HTTP client of one upstream: a thin I/O shell that turns an exchange into plain data.
+
+One keep-alive aiohttp session per upstream. Every answer becomes either a result or an
+`UpstreamFailure` for the classifier; nothing here decides what a failure means.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import itertools
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from rpcgate.config import UpstreamConfig
+from rpcgate.errors import UpstreamFailure
+from rpcgate.health import UpstreamHealth
+from rpcgate.jsonrpc import dumps, loads
+from rpcgate.masking import MASKER, mask_url
+
+USER_AGENT = "rpcgate/0.1"
+_BODY_PREFIX = 200  # bytes of a non-JSON body kept for classification and logs
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """One attempt's outcome: a result, or a failure (with the upstream's error object)."""
+
+    result: Any = None
+    failure: UpstreamFailure | None = None
+    error: dict[str, Any] | None = None  # the JSON-RPC error object, verbatim
+    latency_s: float = 0.0
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    if not value:
+        return None
+    value = value.strip()
+    if value.replace(".", "", 1).isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def interpret(status: int, body: bytes, headers: dict[str, str], request_id: int) -> Reply:
+    """Turns one HTTP exchange into a Reply. Pure, so it is tested without sockets."""
+    retry_after = parse_retry_after(headers.get("retry-after"))
+    try:
+        parsed = loads(body) if body else None
+    except (ValueError, UnicodeDecodeError):
+        parsed = None
+        text = body[:_BODY_PREFIX].decode("utf-8", "replace")
+        return Reply(
+            failure=UpstreamFailure(
+                transport=None if status >= 300 else "bad_json",
+                http_status=status,
+                retry_after_s=retry_after,
+                body_text=text,
+            )
+        )
+    if isinstance(parsed, list) and len(parsed) == 1:
+        parsed = parsed[0]
+    if not isinstance(parsed, dict):
+        return Reply(
+            failure=UpstreamFailure(
+                transport=None if status >= 300 else "bad_response",
+                http_status=status,
+                retry_after_s=retry_after,
+                body_text=body[:_BODY_PREFIX].decode("utf-8", "replace"),
+            )
+        )
+    error = parsed.get("error")
+    if isinstance(error, dict):
+        code = error.get("code")
+        message = error.get("message")
+        return Reply(
+            error=error,
+            failure=UpstreamFailure(
+                http_status=status,
+                rpc_code=code if isinstance(code, int) else None,
+                rpc_message=message if isinstance(message, str) else None,
+                rpc_data=error.get("data"),
+                retry_after_s=retry_after,
+            ),
+        )
+    if status >= 300 or "result" not in parsed:
+        return Reply(
+            failure=UpstreamFailure(
+                transport=None if status >= 300 else "bad_response",
+                http_status=status,
+                retry_after_s=retry_after,
+                body_text=body[:_BODY_PREFIX].decode("utf-8", "replace"),
+            )
+        )
+    if parsed.get("id") != request_id:
+        return Reply(
+            failure=UpstreamFailure(
+                transport="bad_response", http_status=status, body_text="id mismatch"
+            )
+        )
+    return Reply(result=parsed["result"])
+
+
+class Upstream:
+    """One upstream of one chain: its config, its session and its health."""
+
+    def __init__(
+        self, config: UpstreamConfig, *, max_response_bytes: int, max_concurrent: int
+    ) -> None:
+        self.config = config
+        self.name = config.name
+        self.domain = config.domain
+        self.display_url = mask_url(config.url)
+        self.health = UpstreamHealth()
+        self._max_response_bytes = max_response_bytes
+        self._limit = asyncio.Semaphore(max_concurrent)
+        self._ids = itertools.count(1)
+        self._session: aiohttp.ClientSession | None = None
+        MASKER.add_url(config.url)
+        MASKER.add(*config.headers.values())
+
+    async def start(self) -> None:
+        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=60, ttl_dns_cache=300)
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": USER_AGENT,
+            **self.config.headers,
+        }
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            headers=headers,
+            skip_auto_headers=("Accept-Encoding",),
+            auto_decompress=True,
+        )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def call(self, method: str, params: Any, timeout_s: float) -> Reply:
+        """One attempt. Never raises for upstream trouble: a failure comes back as data."""
+        if self._session is None:
+            await self.start()
+        assert self._session is not None
+        request_id = next(self._ids)
+        payload: dict[str, Any] = {"jsonrpc": "2.0", "id": request_id, "method": method}
+        if params is not None:
+            payload["params"] = params
+        started = time.monotonic()
+        try:
+            async with (
+                self._limit,
+                asyncio.timeout(timeout_s),
+                self._session.post(self.config.url, data=dumps(payload)) as resp,
+            ):
+                body = await self._read_body(resp)
+                if body is None:
+                    return Reply(
+                        failure=UpstreamFailure(http_status=413, body_text="response too large"),
+                        latency_s=time.monotonic() - started,
+                    )
+                retry_after = resp.headers.get("Retry-After", "")
+                reply = interpret(resp.status, body, {"retry-after": retry_after}, request_id)
+        except TimeoutError:
+            reply = Reply(failure=UpstreamFailure(transport="timeout"))
+        except aiohttp.ClientConnectorError as exc:
+            reply = Reply(
+                failure=UpstreamFailure(transport="connect", body_text=MASKER.mask(str(exc)))
+            )
+        except (aiohttp.ClientError, OSError) as exc:
+            reply = Reply(
+                failure=UpstreamFailure(
+                    transport="reset", body_text=MASKER.mask(f"{type(exc).__name__}: {exc}")
+                )
+            )
+        latency = time.monotonic() - started
+        return Reply(
+            result=reply.result, failure=reply.failure, error=reply.error, latency_s=latency
+        )
+
+    async def _read_body(self, resp: aiohttp.ClientResponse) -> bytes | None:
+        declared = resp.content_length
+        if declared is not None and declared > self._max_response_bytes:
+            return None
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in resp.content.iter_any():
+            size += len(chunk)
+            if size > self._max_response_bytes:
+                return None
+            chunks.append(chunk)
+        return b"".join(chunks)

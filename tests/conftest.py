@@ -1,0 +1,121 @@
+"""Fixtures shared by the gateway tests: real anvil nodes, fault proxies, a live gateway."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import aiohttp
+import pytest
+import yaml
+from aiohttp import web
+
+from rpcgate.config import Config, parse_config
+from rpcgate.server import GATEWAY, Gateway, build_app
+from tests.harness.anvil import AnvilCluster, JsonRpcError
+from tests.harness.fixtures import *  # noqa: F403 - the harness fixtures, shared
+from tests.harness.loop import BackgroundLoop
+
+
+@dataclass
+class HttpReply:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        import json
+
+        return json.loads(self.body)
+
+
+@dataclass
+class RunningGateway:
+    url: str
+    gateway: Gateway
+    config: Config
+    runner: web.AppRunner
+    loop: BackgroundLoop
+
+    def post(self, body: bytes | Any, path: str = "/",
+             headers: dict[str, str] | None = None) -> HttpReply:
+        """Raw HTTP POST to the gateway (bytes as is, anything else as JSON)."""
+        return self.loop.run(_post(self.url + path, body, headers))
+
+    def rpc(self, method: str, params: Sequence[Any] = (), path: str = "/") -> HttpReply:
+        return self.post({"jsonrpc": "2.0", "id": 1, "method": method, "params": list(params)},
+                         path)
+
+    def result(self, method: str, params: Sequence[Any] = ()) -> Any:
+        reply = self.rpc(method, params).json()
+        assert "error" not in reply, reply
+        return reply["result"]
+
+
+async def _post(url: str, body: bytes | Any, headers: dict[str, str] | None) -> HttpReply:
+    async with aiohttp.ClientSession() as session:
+        kwargs: dict[str, Any] = {"data": body} if isinstance(body, bytes) else {"json": body}
+        async with session.post(url, headers=headers, **kwargs) as resp:
+            return HttpReply(resp.status, dict(resp.headers), await resp.read())
+
+
+def gateway_config(upstream_urls: Sequence[str], *, chain_id: int = 31337,
+                   **overrides: Any) -> Config:
+    """A config serving one chain over the given URLs, with test-friendly timeouts."""
+    raw: dict[str, Any] = {
+        "listen": "127.0.0.1:0",
+        "failover": {"attempt_timeout_s": 1.0, "deadline_s": 10.0, "max_attempts": 5},
+        "chains": [{
+            "name": "devnet",
+            "chain_id": chain_id,
+            "upstreams": [{"name": f"node{i}", "url": url} for i, url in
+                          enumerate(upstream_urls)],
+        }],
+    }
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(raw.get(key), dict):
+            raw[key] = {**raw[key], **value}
+        else:
+            raw[key] = value
+    return parse_config(yaml.safe_dump(raw))
+
+
+class GatewayFactory(Protocol):
+    def __call__(self, upstream_urls: Sequence[str], **overrides: Any) -> RunningGateway: ...
+
+
+async def _start(config: Config, loop: BackgroundLoop) -> RunningGateway:
+    app = build_app(config)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    return RunningGateway(f"http://{host}:{port}", app[GATEWAY], config, runner, loop)
+
+
+@pytest.fixture
+def start_gateway(background_loop: BackgroundLoop) -> Iterator[GatewayFactory]:
+    """Starts gateways in the background loop; all are stopped after the test."""
+    running: list[RunningGateway] = []
+
+    def start(upstream_urls: Sequence[str], **overrides: Any) -> RunningGateway:
+        config = gateway_config(upstream_urls, **overrides)
+        gateway = background_loop.run(_start(config, background_loop))
+        running.append(gateway)
+        return gateway
+
+    yield start
+    for gateway in running:
+        background_loop.run(gateway.runner.cleanup())
+
+
+def gossip(cluster: AnvilCluster, raw_transaction: str) -> None:
+    """What the p2p network does: every node learns the transaction (anvil nodes don't peer)."""
+    for node in cluster:
+        try:
+            node.send_raw_transaction(raw_transaction)
+        except JsonRpcError as exc:
+            if "already" not in exc.error_message.lower():
+                raise

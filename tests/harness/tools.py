@@ -1,0 +1,61 @@
+"""Locating the external tools the harness drives, and grabbing free local ports."""
+
+from __future__ import annotations
+
+import os
+import platform
+import socket
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+ANVIL_VERSION = "1.7.1"
+ANVIL_BIN_ENV = "ANVIL_BIN"
+
+# npm ships anvil as one package per platform; the wrapper package @foundry-rs/anvil only
+# pulls in the one matching the machine it was installed on.
+_ANVIL_PLATFORM_PACKAGES = {
+    "x86_64": "anvil-linux-amd64",
+    "amd64": "anvil-linux-amd64",
+    "aarch64": "anvil-linux-arm64",
+    "arm64": "anvil-linux-arm64",
+}
+
+ANVIL_INSTALL_HINT = (
+    f"run ./scripts/test (it installs @foundry-rs/anvil@{ANVIL_VERSION} into .tools/) or "
+    f"`npm install --prefix .tools @foundry-rs/anvil@{ANVIL_VERSION}`"
+)
+
+
+def anvil_binary() -> str:
+    """Path of the anvil executable: $ANVIL_BIN, else the copy npm installed into .tools/."""
+    from_env = os.environ.get(ANVIL_BIN_ENV)
+    if from_env:
+        if not Path(from_env).is_file():
+            raise RuntimeError(
+                f"anvil not found at ${ANVIL_BIN_ENV}={from_env}: {ANVIL_INSTALL_HINT}"
+            )
+        return from_env
+
+    machine = platform.machine().lower()
+    package = _ANVIL_PLATFORM_PACKAGES.get(machine)
+    if package is None:
+        raise RuntimeError(
+            f"anvil not found: no @foundry-rs package known for machine {machine!r}; "
+            f"install anvil {ANVIL_VERSION} yourself and set ${ANVIL_BIN_ENV}"
+        )
+    installed = REPO_ROOT / ".tools" / "node_modules" / "@foundry-rs" / package / "bin" / "anvil"
+    if not installed.is_file():
+        raise RuntimeError(f"anvil not found: {ANVIL_INSTALL_HINT}")
+    return str(installed)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago.
+
+    The port is released before returning, so another process may grab it first; callers
+    that spawn servers should retry on "address in use".
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
