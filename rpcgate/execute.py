@@ -35,6 +35,7 @@ _ERRORS_ABOUT_THE_CALL = frozenset(
 # Failures worth a second try on the same upstream once all have been tried.
 _MAY_NOT_REPEAT = frozenset({ErrorClass.TRANSIENT, ErrorClass.RATE_LIMITED})
 _SECOND_ROUND_BACKOFF_S = 0.05
+_DETAIL_CHARS = 200  # of an upstream's error text, kept in a failed call's `data.attempts`
 
 
 @dataclass(slots=True)
@@ -156,16 +157,22 @@ class ChainRuntime:
                 retry=False,
             )
         self._note_failure(upstream, classification)
-        state.history.append(
-            {
-                "upstream": upstream.name,
-                "class": str(classification.error_class),
-                "reason": MASKER.mask(classification.reason),
-            }
-        )
+        attempt = {
+            "upstream": upstream.name,
+            "class": str(classification.error_class),
+            "reason": MASKER.mask(classification.reason),
+        }
+        detail = (reply.error or {}).get("message") or reply.failure.body_text
+        if detail:
+            attempt["detail"] = MASKER.mask(str(detail))[:_DETAIL_CHARS]
+        state.history.append(attempt)
         if not classification.retry_elsewhere:
             # The caller's problem (bad params, revert, nonce): the upstream's answer verbatim.
-            error = reply.error or rpc_error(ALL_UPSTREAMS_FAILED, classification.reason)
+            error = (
+                MASKER.mask_any(reply.error)
+                if reply.error
+                else rpc_error(ALL_UPSTREAMS_FAILED, MASKER.mask(classification.reason))
+            )
             return _Step(
                 Outcome(error=error, upstream=upstream.name, attempts=attempts), retry=False
             )
@@ -173,7 +180,7 @@ class ChainRuntime:
         if classification.error_class not in _MAY_NOT_REPEAT:
             state.exhausted.add(upstream.name)
         if reply.error is not None:
-            state.call_errors.append((classification.error_class, reply.error))
+            state.call_errors.append((classification.error_class, MASKER.mask_any(reply.error)))
         return _Step(Outcome(attempts=attempts), retry=True)
 
     def _note_failure(self, upstream: Upstream, classification: Classification) -> None:
@@ -223,7 +230,9 @@ class ChainRuntime:
             return Outcome(error=rpc_error(NO_UPSTREAM, "no upstream is available"))
         return Outcome(
             error=rpc_error(
-                ALL_UPSTREAMS_FAILED, f"all {attempts} attempts failed", {"attempts": state.history}
+                ALL_UPSTREAMS_FAILED,
+                f"no upstream could answer ({attempts} attempt{'' if attempts == 1 else 's'})",
+                {"attempts": state.history},
             ),
             attempts=attempts,
         )

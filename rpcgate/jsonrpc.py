@@ -64,11 +64,12 @@ class Request:
 
 
 def loads(body: bytes | str) -> Any:
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError:
-        # orjson refuses integers beyond 64 bits, which are valid JSON (and valid ids).
-        return json.loads(body)
+    return orjson.loads(body)
+
+
+def _has_float_id(parsed: Any) -> bool:
+    items = parsed if isinstance(parsed, list) else [parsed]
+    return any(isinstance(i, dict) and isinstance(i.get("id"), float) for i in items)
 
 
 def dumps(value: Any) -> bytes:
@@ -115,6 +116,9 @@ def parse_request(body: bytes, max_batch_items: int) -> Request:
     """A body becomes items to answer; a body that is not JSON becomes one -32700 error."""
     try:
         parsed = loads(body)
+        if _has_float_id(parsed):
+            # orjson reads integers beyond 64 bits as floats; an id must come back as sent.
+            parsed = json.loads(body)
     except (ValueError, UnicodeDecodeError):
         return Request([Invalid(None, rpc_error(PARSE_ERROR, "Parse error"))], False)
     if isinstance(parsed, list):

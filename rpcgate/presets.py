@@ -196,8 +196,13 @@ def preset_url(preset: Preset, chain_id: int, values: dict[str, str]) -> str:
                 f"(known: {known}); give a `url` instead"
             )
         fields["network"] = preset.networks[chain_id]
-    elif keyless and preset.keyless_url and chain_id != 1:
-        raise PresetError(f"preset {preset.name!r} is keyless on Ethereum mainnet only")
+    elif chain_id != 1 and not preset.placeholders(keyless) & {"endpoint", "node_id"}:
+        # A URL naming neither a network nor the user's own node is Ethereum mainnet's:
+        # using it for another chain would serve that chain mainnet's data.
+        raise PresetError(
+            f"preset {preset.name!r} {'keyless ' if keyless else ''}serves Ethereum mainnet "
+            f"(chain id 1) only, not chain id {chain_id}; give a `url` instead"
+        )
     missing = sorted(p for p in preset.placeholders(keyless) if not fields.get(p))
     if missing:
         raise PresetError(

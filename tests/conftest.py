@@ -38,14 +38,16 @@ class RunningGateway:
     runner: web.AppRunner
     loop: BackgroundLoop
 
-    def post(self, body: bytes | Any, path: str = "/",
-             headers: dict[str, str] | None = None) -> HttpReply:
+    def post(
+        self, body: bytes | Any, path: str = "/", headers: dict[str, str] | None = None
+    ) -> HttpReply:
         """Raw HTTP POST to the gateway (bytes as is, anything else as JSON)."""
         return self.loop.run(_post(self.url + path, body, headers))
 
     def rpc(self, method: str, params: Sequence[Any] = (), path: str = "/") -> HttpReply:
-        return self.post({"jsonrpc": "2.0", "id": 1, "method": method, "params": list(params)},
-                         path)
+        return self.post(
+            {"jsonrpc": "2.0", "id": 1, "method": method, "params": list(params)}, path
+        )
 
     def result(self, method: str, params: Sequence[Any] = ()) -> Any:
         reply = self.rpc(method, params).json()
@@ -60,18 +62,27 @@ async def _post(url: str, body: bytes | Any, headers: dict[str, str] | None) -> 
             return HttpReply(resp.status, dict(resp.headers), await resp.read())
 
 
-def gateway_config(upstream_urls: Sequence[str], *, chain_id: int = 31337,
-                   **overrides: Any) -> Config:
-    """A config serving one chain over the given URLs, with test-friendly timeouts."""
+def gateway_config(
+    upstream_urls: Sequence[str],
+    *,
+    chain_id: int = 31337,
+    upstreams: Sequence[dict[str, Any]] | None = None,
+    **overrides: Any,
+) -> Config:
+    """A config serving one chain over the given URLs (or `upstreams` as written), with
+    test-friendly timeouts; other keyword arguments override top-level sections."""
     raw: dict[str, Any] = {
         "listen": "127.0.0.1:0",
         "failover": {"attempt_timeout_s": 1.0, "deadline_s": 10.0, "max_attempts": 5},
-        "chains": [{
-            "name": "devnet",
-            "chain_id": chain_id,
-            "upstreams": [{"name": f"node{i}", "url": url} for i, url in
-                          enumerate(upstream_urls)],
-        }],
+        "chains": [
+            {
+                "name": "devnet",
+                "chain_id": chain_id,
+                "upstreams": list(upstreams)
+                if upstreams is not None
+                else [{"name": f"node{i}", "url": url} for i, url in enumerate(upstream_urls)],
+            }
+        ],
     }
     for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(raw.get(key), dict):

@@ -17,9 +17,11 @@ CHAIN_ID = 31337
 
 
 @pytest.fixture
-def devnet(anvil_cluster: AnvilClusterFactory, fault_proxy: FaultProxyFactory,
-           start_gateway: GatewayFactory) -> Iterator[tuple[AnvilCluster, list[FaultProxy],
-                                                             RunningGateway]]:
+def devnet(
+    anvil_cluster: AnvilClusterFactory,
+    fault_proxy: FaultProxyFactory,
+    start_gateway: GatewayFactory,
+) -> Iterator[tuple[AnvilCluster, list[FaultProxy], RunningGateway]]:
     cluster = anvil_cluster(3, chain_id=CHAIN_ID)
     cluster.mine_all(2)
     proxies = [fault_proxy(url) for url in cluster.urls]
@@ -48,8 +50,9 @@ def test_signed_transfer_is_mined_and_its_receipt_served(devnet: tuple) -> None:
     cluster, _, gateway = devnet
     w3 = Web3(HTTPProvider(gateway.url))
     receiver = "0x000000000000000000000000000000000000bEEF"
-    raw = sign_transaction(chain_id=CHAIN_ID, nonce=0, to=receiver, value=12345,
-                           key=DEV_KEYS[0], gas=21000)
+    raw = sign_transaction(
+        chain_id=CHAIN_ID, nonce=0, to=receiver, value=12345, key=DEV_KEYS[0], gas=21000
+    )
     tx_hash = _send_and_mine(w3, cluster, raw)
     receipt = w3.eth.get_transaction_receipt(tx_hash)
     assert receipt["status"] == 1
@@ -71,11 +74,13 @@ def test_contract_deploy_call_and_logs(devnet: tuple) -> None:
     answer = w3.eth.call({"to": contract, "data": "0x1234"})
     assert int.from_bytes(answer, "big") == RETURN_VALUE
 
-    poke = sign_transaction(chain_id=CHAIN_ID, nonce=1, to=contract, data="0xc0ffee",
-                            key=DEV_KEYS[0])
+    poke = sign_transaction(
+        chain_id=CHAIN_ID, nonce=1, to=contract, data="0xc0ffee", key=DEV_KEYS[0]
+    )
     poke_hash = _send_and_mine(w3, cluster, poke)
-    logs = w3.eth.get_logs({"fromBlock": 0, "toBlock": "latest", "address": contract,
-                            "topics": [LOG_TOPIC]})
+    logs = w3.eth.get_logs(
+        {"fromBlock": 0, "toBlock": "latest", "address": contract, "topics": [LOG_TOPIC]}
+    )
     assert [log["transactionHash"].to_0x_hex() for log in logs] == [poke_hash]
     assert logs[0]["data"].hex() == "c0ffee"
 
@@ -98,8 +103,9 @@ async def test_async_web3_reads_and_sends(devnet: tuple) -> None:
     w3 = AsyncWeb3(AsyncHTTPProvider(gateway.url))
     assert await w3.eth.chain_id == CHAIN_ID
     assert await w3.eth.block_number == 2
-    raw = sign_transaction(chain_id=CHAIN_ID, nonce=0, to=DEV_ADDRESSES[1], value=7,
-                           key=DEV_KEYS[0], gas=21000)
+    raw = sign_transaction(
+        chain_id=CHAIN_ID, nonce=0, to=DEV_ADDRESSES[1], value=7, key=DEV_KEYS[0], gas=21000
+    )
     tx_hash = (await w3.eth.send_raw_transaction(raw)).to_0x_hex()
     gossip(cluster, raw)
     cluster.mine_all()
@@ -115,17 +121,23 @@ FAULTS = [
     pytest.param(Fault.HTTP_5XX, {"status": 502}, id="http-502"),
     pytest.param(Fault.HTTP_429, {}, id="http-429"),
     pytest.param(Fault.RPC_ERROR, {}, id="rpc-internal-error"),
-    pytest.param(Fault.RPC_ERROR, {"error_code": -32005, "error_message":
-                                   "daily request count exceeded, request rate limited"},
-                 id="rpc-infura-rate-limit"),
+    pytest.param(
+        Fault.RPC_ERROR,
+        {
+            "error_code": -32005,
+            "error_message": "daily request count exceeded, request rate limited",
+        },
+        id="rpc-infura-rate-limit",
+    ),
     pytest.param(Fault.LATENCY, {"delay": 0.3}, id="latency"),
     pytest.param(Fault.GARBAGE, {}, id="garbage-body"),
 ]
 
 
 @pytest.mark.parametrize(("fault", "options"), FAULTS)
-def test_client_sees_no_error_when_first_upstream_fails(devnet: tuple, fault: Fault,
-                                                        options: dict) -> None:
+def test_client_sees_no_error_when_first_upstream_fails(
+    devnet: tuple, fault: Fault, options: dict
+) -> None:
     cluster, proxies, gateway = devnet
     proxies[0].set_fault(fault, **options)
     w3 = Web3(HTTPProvider(gateway.url, request_kwargs={"timeout": 30}))
@@ -136,8 +148,9 @@ def test_client_sees_no_error_when_first_upstream_fails(devnet: tuple, fault: Fa
         assert reply.json()["result"]["hash"] == cluster[0].block_hash(1)
         if fault is not Fault.LATENCY:  # a faulty upstream never produces an answer
             assert reply.headers["X-Rpcgate-Upstream"] in ("node1", "node2")
-    raw = sign_transaction(chain_id=CHAIN_ID, nonce=0, to=DEV_ADDRESSES[1], value=1,
-                           key=DEV_KEYS[0], gas=21000)
+    raw = sign_transaction(
+        chain_id=CHAIN_ID, nonce=0, to=DEV_ADDRESSES[1], value=1, key=DEV_KEYS[0], gas=21000
+    )
     tx_hash = w3.eth.send_raw_transaction(raw).to_0x_hex()
     gossip(cluster, raw)
     cluster.mine_all()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -12,6 +14,7 @@ from typing import Any
 import aiohttp
 import pytest
 import requests
+from eth_typing import HexStr
 from web3 import Web3
 
 from tests.harness import tools
@@ -50,8 +53,13 @@ from tests.harness.loop import BackgroundLoop
 
 __all__ = ["anvil_cluster", "background_loop", "fault_proxy"]  # fixtures, used by name
 
-CHAIN_ID_REQUEST = {"jsonrpc": "2.0", "id": 7, "method": "eth_chainId", "params": []}
-BATCH_REQUEST = [
+CHAIN_ID_REQUEST: dict[str, Any] = {
+    "jsonrpc": "2.0",
+    "id": 7,
+    "method": "eth_chainId",
+    "params": [],
+}
+BATCH_REQUEST: list[dict[str, Any]] = [
     {"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []},
     {"jsonrpc": "2.0", "id": 2, "method": "eth_blockNumber", "params": []},
 ]
@@ -185,7 +193,7 @@ def test_contract_deploys_answers_42_and_logs(anvil_cluster: AnvilClusterFactory
 
     # eth_call through web3's sync client, the way gateway tests talk to the gateway.
     web3 = Web3(Web3.HTTPProvider(cluster[1].url))
-    answer = web3.eth.call({"to": address, "data": "0x1234"})
+    answer = web3.eth.call({"to": address, "data": HexStr("0x1234")})
     assert "0x" + answer.hex() == RETURN_DATA
     assert int.from_bytes(answer, "big") == RETURN_VALUE
 
@@ -226,6 +234,45 @@ def test_node_that_cannot_start_reports_stderr() -> None:
     with pytest.raises(AnvilStartError, match="no-such-flag"):
         node.start()
     assert not node.is_running
+
+
+def test_node_on_a_taken_port_fails_instead_of_using_the_other_node() -> None:
+    with AnvilNode() as taken:
+        with pytest.raises(AnvilStartError, match="Address already in use"):
+            AnvilNode(port=taken.port).start()
+        assert taken.block_number() == 0
+
+
+def test_node_dies_with_the_process_that_spawned_it() -> None:
+    spawner = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "from tests.harness.anvil import AnvilNode\n"
+            "node = AnvilNode().start()\n"
+            "print(node._process.pid, flush=True)\n"
+            "input()\n",
+        ],
+        cwd=tools.REPO_ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert spawner.stdout is not None
+    anvil_pid = int(spawner.stdout.readline())
+    spawner.kill()  # no teardown runs, as when a test run is killed
+    spawner.wait()
+    deadline = time.monotonic() + 5
+    while Path(f"/proc/{anvil_pid}").exists() and not _is_zombie(anvil_pid):
+        assert time.monotonic() < deadline, f"anvil {anvil_pid} outlived its spawner"
+        time.sleep(0.02)
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
 
 
 def test_stopped_node_refuses_connections() -> None:

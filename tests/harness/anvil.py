@@ -9,13 +9,17 @@ later ends up with exactly the same hashes as the others.
 
 from __future__ import annotations
 
+import ctypes
 import json
+import os
+import signal
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import IO, Any
 
 from eth_account import Account
@@ -49,9 +53,43 @@ _STARTUP_TIMEOUT_SECONDS = 10.0
 _STARTUP_POLL_SECONDS = 0.02
 _RECEIPT_POLL_SECONDS = 0.005
 _RPC_TIMEOUT_SECONDS = 10.0
-_PORT_RACE_ATTEMPTS = 3
 
 BlockId = int | str
+
+_PROC_NET_TCP = Path("/proc/self/net/tcp")
+_CAN_INSPECT_SOCKETS = _PROC_NET_TCP.exists()
+_TCP_LISTEN_STATE = "0A"
+_PR_SET_PDEATHSIG = 1
+_CAN_SET_PDEATHSIG = sys.platform == "linux"
+_LIBC = ctypes.CDLL(None, use_errno=True) if _CAN_SET_PDEATHSIG else None
+
+
+def _die_with_parent() -> None:
+    """Runs in the forked child: SIGTERM anvil when the thread that spawned it dies.
+
+    Keeps a killed or crashed test run from leaving orphaned nodes behind. Note the kernel
+    ties this to the spawning *thread*, so spawn nodes from a long-lived thread.
+    """
+    assert _LIBC is not None
+    _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _listening_ports(pid: int) -> set[int]:
+    """TCP ports on which process `pid` listens (Linux /proc)."""
+    try:
+        fd_dir = Path(f"/proc/{pid}/fd")
+        links = [os.readlink(fd_dir / fd) for fd in os.listdir(fd_dir)]
+        table = Path(f"/proc/{pid}/net/tcp").read_text().splitlines()[1:]
+    except OSError:
+        return set()  # exited meanwhile
+    socket_inodes = {link[len("socket:[") : -1] for link in links if link.startswith("socket:[")}
+    ports = set()
+    for row in table:
+        fields = row.split()
+        local_address, state, inode = fields[1], fields[3], fields[9]
+        if state == _TCP_LISTEN_STATE and inode in socket_inodes:
+            ports.add(int(local_address.rsplit(":", 1)[1], 16))
+    return ports
 
 
 class JsonRpcError(RuntimeError):
@@ -126,6 +164,10 @@ class AnvilNode:
     With `automine=False` (the default) transactions stay pending until `mine()`; with
     `automine=True` anvil mines a block per transaction, at wall-clock-derived timestamps,
     which is convenient for a lone node but breaks cluster-wide identical blocks.
+
+    Without an explicit `port`, anvil gets `--port 0` and the port it bound is read from
+    /proc, so parallel test runs cannot race for ports. The process is SIGTERMed if the
+    thread that spawned it dies, so a killed test run leaves no orphaned nodes.
     """
 
     def __init__(
@@ -182,61 +224,75 @@ class AnvilNode:
 
     def start(self) -> AnvilNode:
         """Spawn anvil and block until it answers eth_chainId."""
+        self.spawn()
+        self.wait_until_ready()
+        return self
+
+    def spawn(self) -> None:
+        """Launch the process without waiting for it (start() = spawn() + wait_until_ready())."""
         if self._process is not None:
             raise RuntimeError("anvil node already started")
-        # A port picked by free_port() can be taken by someone else before anvil binds it.
-        attempts = 1 if self._requested_port is not None else _PORT_RACE_ATTEMPTS
-        for attempt in range(1, attempts + 1):
-            try:
-                self._spawn(self._requested_port or free_port())
-                self._wait_until_ready()
-                return self
-            except AnvilStartError as error:
-                lost_port_race = "address already in use" in str(error).lower()
-                if not lost_port_race or attempt == attempts:
-                    raise
-        raise AssertionError("unreachable")
-
-    def _spawn(self, port: int) -> None:
+        if self._requested_port is not None:
+            port = self._requested_port
+        elif _CAN_INSPECT_SOCKETS:
+            port = 0  # anvil asks the kernel; no window for another process to take it
+        else:
+            port = free_port()
         # stderr goes to a file rather than a pipe: nobody drains a pipe while anvil runs.
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the process
-        self._port = port
         self._process = subprocess.Popen(
             self.command(port),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=self._stderr,
+            preexec_fn=_die_with_parent if _CAN_SET_PDEATHSIG else None,
         )
+        self._port = port or None
 
-    def _wait_until_ready(self) -> None:
-        assert self._process is not None
+    def wait_until_ready(self) -> None:
+        """Block until anvil serves JSON-RPC; on failure it is stopped and stderr reported."""
+        process = self._process
+        if process is None:
+            raise RuntimeError("anvil node not spawned")
         deadline = time.monotonic() + self.startup_timeout
         while True:
-            exit_code = self._process.poll()
+            exit_code = process.poll()
             if exit_code is not None:
                 stderr = self._read_stderr()
                 self._discard_process()
                 raise AnvilStartError(
                     f"anvil exited with status {exit_code} during startup: {stderr}"
                 )
-            try:
-                reported = int(self.rpc("eth_chainId"), 16)
-            except (OSError, ValueError):
-                reported = None  # not listening yet
-            if reported is not None:
-                if reported != self.chain_id:
-                    self.stop()
-                    raise AnvilStartError(
-                        f"anvil reports chain id {reported}, wanted {self.chain_id}"
-                    )
+            if self._answers_as_own_process(process.pid):
                 return
             if time.monotonic() > deadline:
                 stderr = self._read_stderr()
                 self.stop()
                 raise AnvilStartError(
-                    f"anvil did not answer within {self.startup_timeout}s on {self.url}: {stderr}"
+                    f"anvil did not answer within {self.startup_timeout}s "
+                    f"(port {self._port}): {stderr}"
                 )
             time.sleep(_STARTUP_POLL_SECONDS)
+
+    def _answers_as_own_process(self, pid: int) -> bool:
+        # Whoever answers on the port must be our process: anvil that lost a port race
+        # exits, but not before a poll can reach the process that won it.
+        if _CAN_INSPECT_SOCKETS:
+            own_ports = _listening_ports(pid)
+            if self._port is None:
+                if not own_ports:
+                    return False
+                self._port = min(own_ports)
+            elif self._port not in own_ports:
+                return False
+        try:
+            reported = int(self.rpc("eth_chainId"), 16)
+        except (OSError, ValueError):
+            return False  # not serving yet
+        if reported != self.chain_id:
+            self.stop()
+            raise AnvilStartError(f"anvil reports chain id {reported}, wanted {self.chain_id}")
+        return True
 
     def _read_stderr(self) -> str:
         if self._stderr is None:
@@ -360,13 +416,15 @@ class AnvilCluster:
         ]
 
     def start(self) -> AnvilCluster:
-        with ThreadPoolExecutor(max_workers=len(self.nodes)) as pool:
-            startups = [pool.submit(node.start) for node in self.nodes]
-        for startup in startups:
-            failure = startup.exception()
-            if failure is not None:
-                self.stop()
-                raise failure
+        # All processes boot concurrently; then wait for each in turn.
+        try:
+            for node in self.nodes:
+                node.spawn()
+            for node in self.nodes:
+                node.wait_until_ready()
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def stop(self) -> None:

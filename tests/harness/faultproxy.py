@@ -229,6 +229,7 @@ class FaultProxy:
 
     async def _shutdown(self) -> None:
         self._stop_listening()
+        self._drop_open_connections()  # already done, unless it was refusing
         for pending in self._pending_connections:
             pending.cancel()
         await asyncio.gather(*self._pending_connections, return_exceptions=True)

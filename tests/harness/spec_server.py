@@ -1,0 +1,64 @@
+"""The JSON-RPC 2.0 specification's example server: subtract, sum, get_data, update, ...
+
+The specification's examples call methods no Ethereum node has, so they cannot run against
+anvil; this small server answers them exactly as the specification's examples show, so the
+gateway's framing (ids, batches, notifications, errors) is checked end to end.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+
+NOTIFICATION_METHODS = {"update", "notify_hello", "notify_sum", "foobar_notification"}
+
+
+def _answer(request: dict[str, Any]) -> dict[str, Any] | None:
+    method, params, request_id = request.get("method"), request.get("params"), request.get("id")
+    if method == "subtract":
+        if isinstance(params, dict):
+            result = params["minuend"] - params["subtrahend"]
+        else:
+            result = params[0] - params[1]
+    elif method == "sum":
+        result = sum(params)
+    elif method == "get_data":
+        result = ["hello", 5]
+    elif method in NOTIFICATION_METHODS:
+        result = None
+    else:
+        return {"jsonrpc": "2.0", "error": {"code": -32601, "message": "Method not found"},
+                "id": request_id}
+    return {"jsonrpc": "2.0", "result": result, "id": request_id}
+
+
+class SpecServer:
+    def __init__(self) -> None:
+        self.received: list[dict[str, Any]] = []
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        body = json.loads(await request.read())
+        items = body if isinstance(body, list) else [body]
+        self.received.extend(items)
+        answers = [_answer(item) for item in items]
+        payload: Any = answers if isinstance(body, list) else answers[0]
+        return web.json_response(payload)
+
+    async def start(self) -> SpecServer:
+        app = web.Application()
+        app.router.add_post("/", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        host, port = self._runner.addresses[0][:2]
+        self.url = f"http://{host}:{port}"
+        return self
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
