@@ -24,8 +24,8 @@ import yaml
 from rpcgate.presets import PRESETS, PresetError, preset_url
 
 
-def _doc(text: str, **kwargs: Any) -> Any:
-    return field(metadata={"doc": text}, **kwargs)
+def _doc(text: str, required: bool = False, **kwargs: Any) -> Any:
+    return field(metadata={"doc": text, "required": required}, **kwargs)
 
 
 @dataclass(frozen=True)
@@ -62,9 +62,15 @@ class UpstreamConfig:
 
 @dataclass(frozen=True)
 class ChainConfig:
-    name: str = _doc("Served at /{name}; letters, digits, - and _; not all digits.", default="")
-    chain_id: int = _doc("EIP-155 chain id; the chain is also served at /{chain_id}.", default=0)
-    upstreams: tuple[UpstreamConfig, ...] = _doc("The upstreams serving this chain.", default=())
+    name: str = _doc(
+        "Served at /{name}; letters, digits, - and _; not all digits.", required=True, default=""
+    )
+    chain_id: int = _doc(
+        "EIP-155 chain id; the chain is also served at /{chain_id}.", required=True, default=0
+    )
+    upstreams: tuple[UpstreamConfig, ...] = _doc(
+        "The upstreams serving this chain.", required=True, default=()
+    )
 
 
 @dataclass(frozen=True)
@@ -140,7 +146,17 @@ def substitute_env(
             problems.append(f"{path or '<root>'}: environment variable {name} is not set")
             return ""
 
-        return _ENV_REF.sub(replace, value)
+        substituted = _ENV_REF.sub(replace, value)
+        if substituted != value and _ENV_REF.fullmatch(value):
+            # A value that is one reference takes the variable's YAML type: a port, a
+            # count or a flag can come from the environment too.
+            try:
+                typed = yaml.safe_load(substituted)
+            except yaml.YAMLError:
+                return substituted
+            if isinstance(typed, int | float | bool):
+                return typed
+        return substituted
     if isinstance(value, dict):
         return {k: substitute_env(v, env, _join(path, str(k)), problems) for k, v in value.items()}
     if isinstance(value, list):
@@ -414,6 +430,8 @@ def config_reference() -> str:
             else:
                 default = None
             shown = "" if default in ("", (), {}) else f"`{yaml.safe_dump(default).strip()}`"
+            if f.metadata.get("required"):
+                shown = "required"
             shown = shown.replace("`...`", "").replace("\n...", "")
             doc = f.metadata.get("doc", "").replace("|", "\\|")
             rows.append(f"| `{key}` | {shown} | {doc} |")

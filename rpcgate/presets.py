@@ -198,11 +198,14 @@ def preset_url(preset: Preset, chain_id: int, values: dict[str, str]) -> str:
         fields["network"] = preset.networks[chain_id]
     elif chain_id != 1 and not preset.placeholders(keyless) & {"endpoint", "node_id"}:
         # A URL naming neither a network nor the user's own node is Ethereum mainnet's:
-        # using it for another chain would serve that chain mainnet's data.
+        # using it for another chain would answer that chain's calls with mainnet's data.
         raise PresetError(
             f"preset {preset.name!r} {'keyless ' if keyless else ''}serves Ethereum mainnet "
             f"(chain id 1) only, not chain id {chain_id}; give a `url` instead"
         )
+    if not keyless and "key" not in preset.placeholders(keyless=False):
+        # A key the URL has no place for would be silently dropped: say so instead.
+        raise PresetError(f"preset {preset.name!r} takes no `key` (its endpoint is public)")
     missing = sorted(p for p in preset.placeholders(keyless) if not fields.get(p))
     if missing:
         raise PresetError(

@@ -27,6 +27,7 @@ from tests.harness.anvil import (
     AnvilStartError,
     JsonRpcError,
     sign_transaction,
+    transaction_hash,
 )
 from tests.harness.contract import (
     INIT_CODE,
@@ -173,6 +174,18 @@ def test_transaction_waits_for_mining_without_automine(
     cluster.mine_all()
     receipt = node.receipt(tx_hash)
     assert receipt is not None and receipt["status"] == "0x1"
+
+
+def test_transaction_sent_to_one_node_can_be_broadcast_to_the_rest(
+    anvil_cluster: AnvilClusterFactory,
+) -> None:
+    cluster = anvil_cluster(3)
+    raw = sign_transaction(chain_id=DEFAULT_CHAIN_ID, nonce=0, to=DEV_ADDRESSES[1], value=1)
+    sent_hash = cluster[1].send_raw_transaction(raw)  # as if through the gateway
+    assert cluster.broadcast_raw_transaction(raw) == sent_hash == transaction_hash(raw)
+    cluster.mine_all()
+    assert len(set(cluster.block_hashes(1))) == 1
+    assert all(node.receipt(sent_hash) is not None for node in cluster)
 
 
 def test_contract_deploys_answers_42_and_logs(anvil_cluster: AnvilClusterFactory) -> None:

@@ -144,7 +144,9 @@ def test_every_preset_has_a_row_here() -> None:
 def test_preset_gives_its_upstream_kind_and_failure_domain(
     preset: str, expected: tuple[str, str]
 ) -> None:
-    upstream = resolve({"preset": preset, **FULL_ENTRY})
+    takes_key = "key" in PRESETS[preset].placeholders(keyless=False)
+    entry = {k: v for k, v in FULL_ENTRY.items() if takes_key or k != "key"}
+    upstream = resolve({"preset": preset, **entry})
     assert (upstream.kind, upstream.domain) == expected
 
 
@@ -244,6 +246,12 @@ PRESET_PROBLEMS = [
         "chains[0].upstreams[0]: preset 'pokt' serves Ethereum mainnet (chain id 1) "
         "only, not chain id 11155111; give a `url` instead",
         id="pokt-sepolia",
+    ),
+    pytest.param(
+        {"preset": "merkle", "key": "a-key-with-no-place"},
+        1,
+        "chains[0].upstreams[0]: preset 'merkle' takes no `key` (its endpoint is public)",
+        id="merkle-key-would-be-dropped",
     ),
 ]
 

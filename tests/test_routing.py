@@ -18,14 +18,18 @@ def names(candidates: list[Candidate] | tuple[Candidate, ...]) -> list[str]:
     return [c.name for c in candidates]
 
 
-@pytest.mark.parametrize(("rotation", "expected"), [
-    (0, ["a", "b", "c", "d"]),
-    (1, ["b", "c", "a", "d"]),
-    (2, ["c", "a", "b", "d"]),
-    (3, ["a", "b", "c", "d"]),
-])
-def test_rotation_spreads_load_and_cooling_upstreams_go_last(rotation: int,
-                                                            expected: list[str]) -> None:
+@pytest.mark.parametrize(
+    ("rotation", "expected"),
+    [
+        (0, ["a", "b", "c", "d"]),
+        (1, ["b", "c", "a", "d"]),
+        (2, ["c", "a", "b", "d"]),
+        (3, ["a", "b", "c", "d"]),
+    ],
+)
+def test_rotation_spreads_load_and_cooling_upstreams_go_last(
+    rotation: int, expected: list[str]
+) -> None:
     assert names(attempt_order([A, B, C, D_COOLING], rotation)) == expected
 
 
@@ -38,15 +42,18 @@ def test_everything_cooling_still_gives_an_order() -> None:
     assert names(attempt_order(cooling, 5)) == ["x", "y"]
 
 
-@pytest.mark.parametrize(("tried", "failed_domains", "expected"), [
-    ([], set(), "a"),
-    (["a"], {"aws"}, "c"),  # b shares a's failed domain: skip to another domain
-    (["a"], set(), "b"),
-    (["a", "c"], {"aws", "gcp"}, "b"),  # every domain failed: any untried one
-    (["a", "b", "c"], {"aws", "gcp"}, "a"),  # all tried once: a second round begins
-    (["a", "b", "c", "a"], {"aws"}, "c"),  # second round, still domain-aware
-    (["a", "b", "c", "a"], {"aws", "gcp"}, "b"),
-])
+@pytest.mark.parametrize(
+    ("tried", "failed_domains", "expected"),
+    [
+        ([], set(), "a"),
+        (["a"], {"aws"}, "c"),  # b shares a's failed domain: skip to another domain
+        (["a"], set(), "b"),
+        (["a", "c"], {"aws", "gcp"}, "b"),  # every domain failed: any untried one
+        (["a", "b", "c"], {"aws", "gcp"}, "a"),  # all tried once: a second round begins
+        (["a", "b", "c", "a"], {"aws"}, "c"),  # second round, still domain-aware
+        (["a", "b", "c", "a"], {"aws", "gcp"}, "b"),
+    ],
+)
 def test_next_candidate(tried: list[str], failed_domains: set[str], expected: str) -> None:
     candidate = next_candidate([A, B, C], tried, failed_domains)
     assert candidate is not None and candidate.name == expected
@@ -81,9 +88,17 @@ def test_repeated_transient_failures_open_a_growing_breaker_and_success_closes_i
     assert health.consecutive_failures == 0
 
 
-@pytest.mark.parametrize("error_class", [ErrorClass.CLIENT, ErrorClass.REVERT,
-                                         ErrorClass.MISSING_DATA, ErrorClass.UNSUPPORTED,
-                                         ErrorClass.TOO_LARGE, ErrorClass.TXPOOL])
+@pytest.mark.parametrize(
+    "error_class",
+    [
+        ErrorClass.CLIENT,
+        ErrorClass.REVERT,
+        ErrorClass.MISSING_DATA,
+        ErrorClass.UNSUPPORTED,
+        ErrorClass.TOO_LARGE,
+        ErrorClass.TXPOOL,
+    ],
+)
 def test_failures_about_the_call_do_not_hurt_the_upstream(error_class: ErrorClass) -> None:
     health = UpstreamHealth()
     for _ in range(10):

@@ -24,33 +24,49 @@ def test_null_result_is_a_result() -> None:
     assert reply.failure is None and reply.result is None
 
 
-@pytest.mark.parametrize(("status", "error", "expected"), [
-    # Pocket's PATH puts JSON-RPC errors behind HTTP statuses: the body decides.
-    (400, {"code": 3, "message": "execution reverted", "data": "0x08c379a0"},
-     ErrorClass.REVERT),
-    (404, {"code": -32601, "message": "the method foo does not exist/is not available"},
-     ErrorClass.UNSUPPORTED),
-    (504, {"code": -32098, "message": "request timeout"}, ErrorClass.TRANSIENT),
-    (429, {"code": -32097, "message": "rate limited"}, ErrorClass.RATE_LIMITED),
-    (500, {"code": -32000, "message": "Block 19000000 not processed yet. Please try again."},
-     ErrorClass.MISSING_DATA),
-    (200, {"code": -32000, "message": "header not found"}, ErrorClass.MISSING_DATA),
-])
-def test_error_bodies_behind_any_status_are_read(status: int, error: dict,
-                                                 expected: ErrorClass) -> None:
+@pytest.mark.parametrize(
+    ("status", "error", "expected"),
+    [
+        # Pocket's PATH puts JSON-RPC errors behind HTTP statuses: the body decides.
+        (
+            400,
+            {"code": 3, "message": "execution reverted", "data": "0x08c379a0"},
+            ErrorClass.REVERT,
+        ),
+        (
+            404,
+            {"code": -32601, "message": "the method foo does not exist/is not available"},
+            ErrorClass.UNSUPPORTED,
+        ),
+        (504, {"code": -32098, "message": "request timeout"}, ErrorClass.TRANSIENT),
+        (429, {"code": -32097, "message": "rate limited"}, ErrorClass.RATE_LIMITED),
+        (
+            500,
+            {"code": -32000, "message": "Block 19000000 not processed yet. Please try again."},
+            ErrorClass.MISSING_DATA,
+        ),
+        (200, {"code": -32000, "message": "header not found"}, ErrorClass.MISSING_DATA),
+    ],
+)
+def test_error_bodies_behind_any_status_are_read(
+    status: int, error: dict, expected: ErrorClass
+) -> None:
     reply = interpret(status, _body({"jsonrpc": "2.0", "id": 1, "error": error}), {}, 1)
     assert reply.error == error  # kept verbatim for the caller, data included
     assert reply.failure is not None
     assert classify(reply.failure).error_class is expected
 
 
-@pytest.mark.parametrize(("status", "body", "transport"), [
-    (200, b"\x00garbage<html>", "bad_json"),
-    (200, b"", "bad_response"),
-    (200, b'"just a string"', "bad_response"),
-    (200, b'{"jsonrpc":"2.0","id":1}', "bad_response"),
-    (502, b"<html>Bad Gateway</html>", None),
-])
+@pytest.mark.parametrize(
+    ("status", "body", "transport"),
+    [
+        (200, b"\x00garbage<html>", "bad_json"),
+        (200, b"", "bad_response"),
+        (200, b'"just a string"', "bad_response"),
+        (200, b'{"jsonrpc":"2.0","id":1}', "bad_response"),
+        (502, b"<html>Bad Gateway</html>", None),
+    ],
+)
 def test_unusable_bodies_are_transient(status: int, body: bytes, transport: str | None) -> None:
     reply = interpret(status, body, {}, 1)
     assert reply.failure is not None

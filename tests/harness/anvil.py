@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from eth_account import Account
+from eth_utils import keccak
 
 from tests.harness.tools import anvil_binary, free_port
 
@@ -48,6 +49,8 @@ DEV_ADDRESSES: tuple[str, str] = (
 DEFAULT_MAX_FEE_PER_GAS = 10 * 10**9
 DEFAULT_MAX_PRIORITY_FEE_PER_GAS = 10**9
 DEFAULT_GAS_LIMIT = 200_000
+# What anvil answers when eth_sendRawTransaction repeats a transaction it already has.
+ALREADY_IMPORTED_CODE = -32003
 
 _STARTUP_TIMEOUT_SECONDS = 10.0
 _STARTUP_POLL_SECONDS = 0.02
@@ -143,6 +146,10 @@ def sign_transaction(
         tx["to"] = to
     signed = Account.sign_transaction(tx, key)
     return "0x" + bytes(signed.raw_transaction).hex()
+
+
+def transaction_hash(raw_transaction: str) -> str:
+    return "0x" + keccak(hexstr=raw_transaction).hex()
 
 
 def json_rpc(url: str, method: str, params: Sequence[Any] | None = None) -> Any:
@@ -498,8 +505,15 @@ class AnvilCluster:
             node.revert(snapshot_id)
 
     def broadcast_raw_transaction(self, raw_transaction: str) -> str:
-        """Submit the same signed transaction to every node; returns its hash."""
-        hashes = {node.send_raw_transaction(raw_transaction) for node in self.nodes}
-        if len(hashes) != 1:
-            raise AssertionError(f"nodes disagree on the transaction hash: {hashes}")
-        return hashes.pop()
+        """Submit the same signed transaction to every node that lacks it; returns its hash.
+
+        A transaction that reached only one node (say, through the gateway) makes that
+        node's next block differ from the others'; broadcasting it keeps them identical.
+        """
+        for node in self.nodes:
+            try:
+                node.send_raw_transaction(raw_transaction)
+            except JsonRpcError as error:
+                if error.code != ALREADY_IMPORTED_CODE:
+                    raise
+        return transaction_hash(raw_transaction)

@@ -29,8 +29,11 @@ def _answer(request: dict[str, Any]) -> dict[str, Any] | None:
     elif method in NOTIFICATION_METHODS:
         result = None
     else:
-        return {"jsonrpc": "2.0", "error": {"code": -32601, "message": "Method not found"},
-                "id": request_id}
+        return {
+            "jsonrpc": "2.0",
+            "error": {"code": -32601, "message": "Method not found"},
+            "id": request_id,
+        }
     return {"jsonrpc": "2.0", "result": result, "id": request_id}
 
 
