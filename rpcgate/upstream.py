@@ -51,34 +51,29 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
 def interpret(status: int, body: bytes, headers: dict[str, str], request_id: int) -> Reply:
     """Turns one HTTP exchange into a Reply. Pure, so it is tested without sockets."""
     retry_after = parse_retry_after(headers.get("retry-after"))
-    try:
-        parsed = loads(body) if body else None
-    except (ValueError, UnicodeDecodeError):
-        parsed = None
-        text = body[:_BODY_PREFIX].decode("utf-8", "replace")
+
+    def unusable(problem: str) -> Reply:
+        # A non-2xx status explains itself; on a 2xx, the body is the problem.
         return Reply(
             failure=UpstreamFailure(
-                transport=None if status >= 300 else "bad_json",
-                http_status=status,
-                retry_after_s=retry_after,
-                body_text=text,
-            )
-        )
-    if isinstance(parsed, list) and len(parsed) == 1:
-        parsed = parsed[0]
-    if not isinstance(parsed, dict):
-        return Reply(
-            failure=UpstreamFailure(
-                transport=None if status >= 300 else "bad_response",
+                transport=None if status >= 300 else problem,
                 http_status=status,
                 retry_after_s=retry_after,
                 body_text=body[:_BODY_PREFIX].decode("utf-8", "replace"),
             )
         )
+
+    try:
+        parsed = loads(body) if body else None
+    except (ValueError, UnicodeDecodeError):
+        return unusable("bad_json")
+    if isinstance(parsed, list) and len(parsed) == 1:
+        parsed = parsed[0]
+    if not isinstance(parsed, dict):
+        return unusable("bad_response")
     error = parsed.get("error")
     if isinstance(error, dict):
-        code = error.get("code")
-        message = error.get("message")
+        code, message = error.get("code"), error.get("message")
         return Reply(
             error=error,
             failure=UpstreamFailure(
@@ -90,14 +85,7 @@ def interpret(status: int, body: bytes, headers: dict[str, str], request_id: int
             ),
         )
     if status >= 300 or "result" not in parsed:
-        return Reply(
-            failure=UpstreamFailure(
-                transport=None if status >= 300 else "bad_response",
-                http_status=status,
-                retry_after_s=retry_after,
-                body_text=body[:_BODY_PREFIX].decode("utf-8", "replace"),
-            )
-        )
+        return unusable("bad_response")
     if parsed.get("id") != request_id:
         return Reply(
             failure=UpstreamFailure(
