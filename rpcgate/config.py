@@ -55,6 +55,10 @@ class UpstreamConfig:
         "(aws, cloudflare, ...); default: from the preset, else the host.",
         default="",
     )
+    weight: float = _doc(
+        "Vote weight in the block-height agreement (a node you run yourself may count more).",
+        default=1.0,
+    )
     headers: dict[str, str] = _doc(
         "Extra HTTP headers sent to this upstream (e.g. auth).", default_factory=dict
     )
@@ -70,6 +74,15 @@ class ChainConfig:
     )
     upstreams: tuple[UpstreamConfig, ...] = _doc(
         "The upstreams serving this chain.", required=True, default=()
+    )
+    head_poll_interval: float = _doc(
+        "Seconds between two head polls of each upstream (one eth_blockNumber each when idle).",
+        default=1.0,
+    )
+    max_lag_blocks: int = _doc(
+        "An upstream further behind the consensus head than this is `lagging`: it still "
+        "serves calls about blocks it has, never `latest`.",
+        default=3,
     )
 
 
@@ -362,6 +375,13 @@ def _resolve(config: Config, problems: list[str]) -> Config:
         seen_ids.setdefault(chain.chain_id, i)
         if not chain.upstreams:
             problems.append(f"{path}.upstreams: at least one upstream is needed")
+        if chain.head_poll_interval <= 0:
+            problems.append(f"{path}.head_poll_interval: must be more than 0")
+        if chain.max_lag_blocks < 0:
+            problems.append(f"{path}.max_lag_blocks: must be 0 or more")
+        for j, up in enumerate(chain.upstreams):
+            if up.weight <= 0:
+                problems.append(f"{path}.upstreams[{j}].weight: must be more than 0")
         upstreams = [
             _resolve_upstream(up, chain.chain_id or 0, f"{path}.upstreams[{j}]", problems)
             for j, up in enumerate(chain.upstreams)

@@ -126,6 +126,8 @@ MESSAGE_PATTERNS: tuple[tuple[str, ErrorClass], ...] = (
     ("transaction indexing is in progress", ErrorClass.MISSING_DATA),  # geth
     ("extends beyond current head block", ErrorClass.MISSING_DATA),  # geth -32602: lag
     ("unexpected error (code=40000)", ErrorClass.MISSING_DATA),  # dRPC ChainException
+    # anvil -32602 "BlockOutOfRangeError: block height is 100 but requested was 4096"
+    ("blockoutofrangeerror", ErrorClass.MISSING_DATA),
     ("query returned more than", ErrorClass.TOO_LARGE),  # Infura -32005
     ("query timeout exceeded", ErrorClass.TOO_LARGE),  # Infura -32005: a smaller range helps
     ("exceeds max results", ErrorClass.TOO_LARGE),  # reth, dRPC, BlastAPI

@@ -7,6 +7,7 @@ what a failure means is `errors`' decision, and what it does to the upstream's s
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import time
 from dataclasses import dataclass, field
@@ -22,7 +23,9 @@ from rpcgate.health import record_failure, record_success
 from rpcgate.jsonrpc import ALL_UPSTREAMS_FAILED, DEADLINE_EXCEEDED, NO_UPSTREAM, Call, rpc_error
 from rpcgate.masking import MASKER
 from rpcgate.methods import ALREADY_KNOWN_MESSAGES, Kind, method_info
-from rpcgate.routing import Candidate, attempt_order, next_candidate
+from rpcgate.pinning import Tags, pin_call
+from rpcgate.routing import Candidate, attempt_order, block_fit, next_candidate
+from rpcgate.tracker import HeadTracker
 from rpcgate.upstream import Reply, Upstream
 
 log = structlog.get_logger("rpcgate.execute")
@@ -86,28 +89,68 @@ class ChainRuntime:
             for up in config.upstreams
         }
         self._rotation = itertools.count()
+        self.tracker = HeadTracker(config, self.upstreams, failover.attempt_timeout_s)
 
     async def start(self) -> None:
         for upstream in self.upstreams.values():
             await upstream.start()
+        await self.tracker.start()
 
     async def close(self) -> None:
+        await self.tracker.stop()
         for upstream in self.upstreams.values():
             await upstream.close()
 
-    def _candidates(self, now: float) -> list[Candidate]:
-        return [
-            Candidate(u.name, u.domain, u.health.is_available(now)) for u in self.upstreams.values()
-        ]
+    def _candidates(self, now: float, block: int | None) -> list[Candidate]:
+        candidates = []
+        for upstream in self.upstreams.values():
+            view = self.tracker.views[upstream.name]
+            head = view.head.number if view.head is not None else None
+            fit = block_fit(view.state, view.chain_id_ok is True, head, view.fork_height, block)
+            if fit is not False:
+                candidates.append(
+                    Candidate(
+                        upstream.name,
+                        upstream.domain,
+                        upstream.health.is_available(now),
+                        last_resort=fit is None,
+                    )
+                )
+        return candidates
+
+    def _nobody_serves(self, block: int | None) -> Outcome:
+        states = "; ".join(f"{v.name}: {v.state} ({v.reason})" for v in self.tracker.views.values())
+        about = "" if block is None else f" block {block}"
+        return Outcome(
+            error=rpc_error(NO_UPSTREAM, f"no upstream can serve{about} now: {MASKER.mask(states)}")
+        )
 
     async def execute(self, call: Call) -> Outcome:
         now = time.monotonic()
-        if not self.upstreams:
-            return Outcome(error=rpc_error(NO_UPSTREAM, "no upstream is configured"))
+        consensus = self.tracker.consensus
+        head = consensus.head.number if consensus.head is not None else None
+        if call.method == "eth_blockNumber" and head is not None:
+            return Outcome(result=hex(head), upstream="gateway")
+        tags = Tags(
+            head,
+            consensus.safe.number if consensus.safe else None,
+            consensus.finalized.number if consensus.finalized else None,
+        )
+        pinned = pin_call(call.method, call.params, tags)
+        # About the head, an unknown height, or a block nobody has yet: ask in-sync upstreams.
+        block = (
+            head
+            if pinned.block is None or (head is not None and pinned.block > head)
+            else pinned.block
+        )
+        candidates = self._candidates(now, block)
+        if not candidates:
+            return self._nobody_serves(block)
+        call = dataclasses.replace(call, params=pinned.params)
         sticky = method_info(call.method).kind is Kind.STATEFUL
         state = _CallState(
             call,
-            attempt_order(self._candidates(now), next(self._rotation), sticky),
+            attempt_order(candidates, next(self._rotation), sticky),
             now + self.failover.deadline_s,
         )
         retrying = AsyncRetrying(

@@ -12,28 +12,55 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from rpcgate.heads import State
+
 
 @dataclass(frozen=True, slots=True)
 class Candidate:
     name: str
     domain: str
     available: bool  # not in cooldown
+    last_resort: bool = False  # polls say it is down: tried only when all else failed
+
+
+def block_fit(
+    state: State,
+    chain_verified: bool,
+    head: int | None,
+    fork_height: int | None,
+    block: int | None,
+) -> bool | None:
+    """May this upstream answer a call about `block`? True, False, or None (last resort).
+
+    A wrong-chain, syncing or unverified upstream never answers. A lagging one answers
+    about blocks it has; a forked one about blocks below its fork.
+    """
+    if not chain_verified or state in (State.WRONG_CHAIN, State.SYNCING, State.STARTING):
+        return False
+    if block is not None:
+        if head is None or head < block:
+            return False
+        if state is State.FORKED and (fork_height is None or block >= fork_height):
+            return False
+    return None if state is State.DOWN else True
 
 
 def attempt_order(
     candidates: Sequence[Candidate], rotation: int, sticky: bool = False
 ) -> list[Candidate]:
-    """Available upstreams first (rotated to spread load), then those in cooldown.
+    """Available upstreams first (rotated to spread load), then those in cooldown, then the
+    last resorts.
 
     `sticky` keeps the configured order, for calls whose state lives on one node
     (filters): the same healthy node keeps getting them.
     """
-    available = [c for c in candidates if c.available]
-    cooling = [c for c in candidates if not c.available]
+    available = [c for c in candidates if c.available and not c.last_resort]
+    cooling = [c for c in candidates if not c.available and not c.last_resort]
+    last = [c for c in candidates if c.last_resort]
     if available and not sticky:
         start = rotation % len(available)
         available = available[start:] + available[:start]
-    return available + cooling
+    return available + cooling + last
 
 
 def next_candidate(

@@ -49,6 +49,11 @@ class RunningGateway:
             {"jsonrpc": "2.0", "id": 1, "method": method, "params": list(params)}, path
         )
 
+    def sync(self) -> None:
+        """One head-poll round on every chain now, instead of waiting for the next one."""
+        for chain in self.gateway.chains:
+            self.loop.run(chain.tracker.poll_once())
+
     def result(self, method: str, params: Sequence[Any] = ()) -> Any:
         reply = self.rpc(method, params).json()
         assert "error" not in reply, reply
@@ -67,6 +72,8 @@ def gateway_config(
     *,
     chain_id: int = 31337,
     upstreams: Sequence[dict[str, Any]] | None = None,
+    head_poll_interval: float = 0.2,
+    max_lag_blocks: int = 3,
     **overrides: Any,
 ) -> Config:
     """A config serving one chain over the given URLs (or `upstreams` as written), with

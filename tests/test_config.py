@@ -237,7 +237,7 @@ def test_missing_env_variable_in_a_header_is_named_with_its_key_path() -> None:
 
 # --- every problem, with its key path --------------------------------------------------------
 
-UPSTREAM_KEYS = "domain, endpoint, headers, key, kind, name, node_id, preset, region, url"
+UPSTREAM_KEYS = "domain, endpoint, headers, key, kind, name, node_id, preset, region, url, weight"
 ROOT_KEYS = "cache, chains, failover, limits, listen, log_level"
 PRESET_NAMES = (
     "infura, alchemy, quicknode, chainstack, ankr, drpc, pokt, lava, publicnode, onerpc, "
@@ -271,8 +271,8 @@ SINGLE_PROBLEMS = [
         id="upstream-without-url-or-preset",
     ),
     pytest.param(
-        chain_with("{url: https://eth.merkle.io, weight: 2}"),
-        f"chains[0].upstreams[0].weight: unknown key (known: {UPSTREAM_KEYS})",
+        chain_with("{url: https://eth.merkle.io, priority: 2}"),
+        f"chains[0].upstreams[0].priority: unknown key (known: {UPSTREAM_KEYS})",
         id="unknown-upstream-key",
     ),
     pytest.param(
@@ -466,7 +466,7 @@ def test_every_problem_in_a_file_is_reported_at_once() -> None:
               - url: ethereum-rpc.publicnode.com
               - preset: pokt
               - preset: infura-v3
-                weight: 2
+                priority: 2
               - preset: alchemy
                 key: ${ALCHEMY_API_KEY}
           - name: ethereum
@@ -487,7 +487,7 @@ def test_every_problem_in_a_file_is_reported_at_once() -> None:
         "chains[0].upstreams[2].url: not a URL (expected http:// or https://)",
         "chains[0].upstreams[3].name: 'pokt' is already upstreams[1]; give each a distinct `name`",
         f"chains[0].upstreams[4].preset: unknown preset 'infura-v3' (known: {PRESET_NAMES})",
-        f"chains[0].upstreams[4].weight: unknown key (known: {UPSTREAM_KEYS})",
+        f"chains[0].upstreams[4].priority: unknown key (known: {UPSTREAM_KEYS})",
         "chains[0].upstreams[5].key: environment variable ALCHEMY_API_KEY is not set",
         "chains[1].name: 'ethereum' is already chains[0]",
         "chains[1].chain_id: 1 is already chains[0]",

@@ -47,6 +47,16 @@ def case(failure: UpstreamFailure, expected: ErrorClass, case_id: str) -> object
 
 
 PROVIDER_CASES = [
+    # anvil, asked about a block above its head (a lagging node)
+    case(
+        F(
+            http_status=200,
+            rpc_code=-32602,
+            rpc_message="BlockOutOfRangeError: block height is 100 but requested was 4096",
+        ),
+        C.MISSING_DATA,
+        "anvil-block-out-of-range",
+    ),
     # Infura
     case(
         F(http_status=401, rpc_message="invalid project id"),

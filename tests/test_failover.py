@@ -45,7 +45,7 @@ def test_revert_comes_back_verbatim_with_its_data_and_is_not_retried(two_nodes) 
     assert error == direct
     assert error["data"] == "0xdeadbeef"
     assert reply.headers["X-Rpcgate-Attempts"] == "1"
-    assert proxies[0].request_count + proxies[1].request_count == 1
+    assert proxies[0].methods.count("eth_call") + proxies[1].methods.count("eth_call") == 1
 
 
 def test_invalid_params_are_the_callers_problem_and_not_retried(two_nodes) -> None:  # type: ignore[no-untyped-def]
@@ -79,12 +79,13 @@ def test_missing_data_on_one_node_is_served_by_another(two_nodes) -> None:  # ty
 
 def test_rate_limited_upstream_is_rested_for_its_retry_after(two_nodes) -> None:  # type: ignore[no-untyped-def]
     _, proxies, start_gateway = two_nodes
+    gateway = start_gateway([p.url for p in proxies], head_poll_interval=60)
     proxies[0].set_fault(Fault.HTTP_429)
-    gateway = start_gateway([p.url for p in proxies])
+    proxies[0].reset_counts()
     for _ in range(6):
-        assert "result" in gateway.rpc("eth_blockNumber").json()
+        assert "result" in gateway.rpc("eth_chainId").json()
     # One 429 (Retry-After: 1) and the upstream is left alone for that second.
-    assert proxies[0].request_count == 1
+    assert proxies[0].methods.count("eth_chainId") == 1
     node0 = gateway.gateway.chains[0].upstreams["node0"]
     assert not node0.health.is_available(time.monotonic())
     assert "429" in node0.health.cooldown_reason
@@ -92,10 +93,10 @@ def test_rate_limited_upstream_is_rested_for_its_retry_after(two_nodes) -> None:
 
 def test_all_upstreams_down_gives_a_clear_error_naming_each_attempt(two_nodes) -> None:  # type: ignore[no-untyped-def]
     _, proxies, start_gateway = two_nodes
+    gateway = start_gateway([p.url for p in proxies])
     for proxy in proxies:
         proxy.set_fault(Fault.REFUSE)
-    gateway = start_gateway([p.url for p in proxies])
-    reply = gateway.rpc("eth_blockNumber")
+    reply = gateway.rpc("eth_getBalance", [DEV_ADDRESSES[0], "0x0"])
     error = reply.json()["error"]
     assert error["code"] == -32050
     attempts = error["data"]["attempts"]
@@ -104,15 +105,26 @@ def test_all_upstreams_down_gives_a_clear_error_naming_each_attempt(two_nodes) -
     assert reply.headers["X-Rpcgate-Upstream"] == "gateway"
 
 
-def test_hanging_upstreams_end_at_the_deadline(two_nodes) -> None:  # type: ignore[no-untyped-def]
+def test_upstreams_never_reached_serve_nothing_and_the_error_says_why(two_nodes) -> None:  # type: ignore[no-untyped-def]
     _, proxies, start_gateway = two_nodes
     for proxy in proxies:
-        proxy.set_fault(Fault.HANG)
+        proxy.set_fault(Fault.REFUSE)
+    gateway = start_gateway([p.url for p in proxies])
+    reply = gateway.rpc("eth_getBalance", [DEV_ADDRESSES[0], "0x0"])
+    error = reply.json()["error"]
+    assert error["code"] == -32052
+    assert "node0: down" in error["message"] and "connect" in error["message"]
+
+
+def test_hanging_upstreams_end_at_the_deadline(two_nodes) -> None:  # type: ignore[no-untyped-def]
+    _, proxies, start_gateway = two_nodes
     gateway = start_gateway(
         [p.url for p in proxies], failover={"attempt_timeout_s": 0.5, "deadline_s": 1.2}
     )
+    for proxy in proxies:
+        proxy.set_fault(Fault.HANG)
     started = time.monotonic()
-    reply = gateway.rpc("eth_blockNumber")
+    reply = gateway.rpc("eth_getBalance", [DEV_ADDRESSES[0], "0x0"])
     elapsed = time.monotonic() - started
     assert reply.json()["error"]["code"] in (-32050, -32051)
     assert elapsed < 3.0

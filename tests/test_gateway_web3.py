@@ -29,10 +29,11 @@ def devnet(
     yield cluster, proxies, gateway
 
 
-def _send_and_mine(w3: Web3, cluster: AnvilCluster, raw: str) -> str:
+def _send_and_mine(w3: Web3, cluster: AnvilCluster, gateway: RunningGateway, raw: str) -> str:
     tx_hash = w3.eth.send_raw_transaction(raw).to_0x_hex()
     gossip(cluster, raw)
     cluster.mine_all()
+    gateway.sync()  # the next head poll would see the block; don't wait for it
     return tx_hash
 
 
@@ -53,7 +54,7 @@ def test_signed_transfer_is_mined_and_its_receipt_served(devnet: tuple) -> None:
     raw = sign_transaction(
         chain_id=CHAIN_ID, nonce=0, to=receiver, value=12345, key=DEV_KEYS[0], gas=21000
     )
-    tx_hash = _send_and_mine(w3, cluster, raw)
+    tx_hash = _send_and_mine(w3, cluster, gateway, raw)
     receipt = w3.eth.get_transaction_receipt(tx_hash)
     assert receipt["status"] == 1
     assert receipt["blockNumber"] == 3
@@ -66,7 +67,7 @@ def test_contract_deploy_call_and_logs(devnet: tuple) -> None:
     cluster, _, gateway = devnet
     w3 = Web3(HTTPProvider(gateway.url))
     deploy = sign_transaction(chain_id=CHAIN_ID, nonce=0, data=INIT_CODE, key=DEV_KEYS[0])
-    receipt = w3.eth.get_transaction_receipt(_send_and_mine(w3, cluster, deploy))
+    receipt = w3.eth.get_transaction_receipt(_send_and_mine(w3, cluster, gateway, deploy))
     contract = receipt["contractAddress"]
     assert contract.lower() == create_address(DEV_ADDRESSES[0], 0).lower()
     assert w3.eth.get_code(contract) != b""
@@ -77,7 +78,7 @@ def test_contract_deploy_call_and_logs(devnet: tuple) -> None:
     poke = sign_transaction(
         chain_id=CHAIN_ID, nonce=1, to=contract, data="0xc0ffee", key=DEV_KEYS[0]
     )
-    poke_hash = _send_and_mine(w3, cluster, poke)
+    poke_hash = _send_and_mine(w3, cluster, gateway, poke)
     logs = w3.eth.get_logs(
         {"fromBlock": 0, "toBlock": "latest", "address": contract, "topics": [LOG_TOPIC]}
     )
@@ -109,6 +110,7 @@ async def test_async_web3_reads_and_sends(devnet: tuple) -> None:
     tx_hash = (await w3.eth.send_raw_transaction(raw)).to_0x_hex()
     gossip(cluster, raw)
     cluster.mine_all()
+    gateway.sync()
     receipt = await w3.eth.get_transaction_receipt(tx_hash)
     assert receipt["status"] == 1
     await w3.provider.disconnect()

@@ -13,6 +13,7 @@ import yaml
 from rpcgate.logs import configure_logging
 from rpcgate.masking import MASK, SecretMasker, mask_url, url_secrets
 from tests.conftest import GatewayFactory
+from tests.harness.anvil import DEV_ADDRESSES
 from tests.harness.faultproxy import Fault
 from tests.harness.fixtures import AnvilClusterFactory, FaultProxyFactory
 
@@ -98,21 +99,24 @@ def test_secret_in_path_never_reaches_logs_or_client_errors(
 ) -> None:
     cluster = anvil_cluster(1)
     proxy = fault_proxy(cluster.urls[0])
-    # A provider that echoes the key back in its error text, as some do.
-    proxy.set_fault(
-        Fault.RPC_ERROR,
-        error_code=-32000,
-        error_message=f"invalid project id {INFURA_KEY} (unauthorized)",
-    )
     captured = io.StringIO()
     configure_logging("debug", stream=captured)
     try:
         gateway = start_gateway(
             [], upstreams=[{"name": "infura", "url": f"{proxy.url}/v3/{INFURA_KEY}"}]
         )
-        replies = [gateway.rpc("eth_blockNumber").body.decode() for _ in range(4)]
+        # A provider that echoes the key back in its error text, as some do.
+        proxy.set_fault(
+            Fault.RPC_ERROR,
+            error_code=-32000,
+            error_message=f"invalid project id {INFURA_KEY} (unauthorized)",
+        )
+        call = ("eth_getBalance", [DEV_ADDRESSES[0], "0x0"])
+        replies = [gateway.rpc(*call).body.decode() for _ in range(4)]
+        gateway.sync()
+        replies += [gateway.rpc(*call).body.decode() for _ in range(2)]
         proxy.set_fault(Fault.HTTP_5XX)
-        replies += [gateway.rpc("eth_blockNumber").body.decode() for _ in range(2)]
+        replies += [gateway.rpc(*call).body.decode() for _ in range(2)]
     finally:
         configure_logging("info")
     log_text = captured.getvalue()

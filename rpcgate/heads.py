@@ -1,0 +1,309 @@
+"""Block-height agreement: the consensus head and each upstream's state. Pure functions.
+
+The agreement rule
+------------------
+An upstream *votes* when its chain id is verified, it is not syncing and its last poll
+succeeded. Each voter has a weight (`upstreams[].weight`, default 1). A block (number,
+hash) is agreed when voters holding more than half of the voters' total weight have that
+hash at that height. The consensus head is the highest agreed block, found by walking
+down from the voters' heads; an upstream above it votes for it when its own hash at that
+height matches (fetched on demand). So:
+
+- one upstream far ahead, or on a fork, holds less than half the weight: it cannot move
+  the head, and since the head is what the others have, they are not lagging;
+- with one voter, its head is the consensus;
+- with two, both must agree: the head is the highest block the two share;
+- with none (every upstream down), the last consensus is kept.
+
+The head never goes backwards between two decisions, except across a real reorg: when a
+lower block wins while a voter still holds the previous head block, the previous head is
+kept; when a majority now has another hash at that height, the lower head is accepted.
+
+`safe` and `finalized` are the highest numbers that a weighted majority of voters has
+reached (capped at the head), with the hash the majority reports there; they never go
+backwards.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+# How far below the lowest voter head the walk looks for agreement.
+MAX_WALK_BACK = 64
+# Hashes remembered per upstream (by height), enough for the walk and fork checks.
+HASH_HISTORY = 256
+# Consecutive failed polls after which an upstream is `down`.
+DOWN_AFTER_POLL_FAILURES = 2
+
+
+class State(enum.StrEnum):
+    STARTING = "starting"  # not polled yet: serves nothing until its chain id is verified
+    OK = "ok"
+    LAGGING = "lagging"
+    FORKED = "forked"
+    WRONG_CHAIN = "wrong-chain"
+    SYNCING = "syncing"
+    DOWN = "down"
+
+
+@dataclass(frozen=True, slots=True)
+class Block:
+    number: int
+    hash: str
+    parent_hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class Tagged:
+    """A safe or finalized block as an upstream reported it."""
+
+    number: int
+    hash: str
+
+
+@dataclass
+class UpstreamView:
+    """What the head tracker knows of one upstream; plain data, updated by the tracker."""
+
+    name: str
+    weight: float = 1.0
+    chain_id: int | None = None  # as the upstream reported it
+    chain_id_ok: bool | None = None  # None: not verified yet
+    syncing: bool = False
+    poll_failures: int = 0  # consecutive
+    last_poll_error: str = ""
+    head: Block | None = None
+    safe: Tagged | None = None
+    finalized: Tagged | None = None
+    hashes: dict[int, str] = field(default_factory=dict)
+    state: State = State.STARTING
+    reason: str = "not polled yet"
+    since: float = 0.0  # wall-clock seconds of the last state change
+    fork_height: int | None = None  # lowest height known to differ from the consensus
+    last_poll_at: float | None = None
+
+    def hash_at(self, number: int) -> str | None:
+        return self.hashes.get(number)
+
+    @property
+    def votes(self) -> bool:
+        return (
+            self.chain_id_ok is True
+            and not self.syncing
+            and self.head is not None
+            and self.poll_failures == 0
+        )
+
+
+def record_head(view: UpstreamView, block: Block) -> None:
+    """Remembers a new head. A parent that contradicts what we knew means the upstream
+    reorganised: the history above the fork point is forgotten."""
+    known_parent = view.hashes.get(block.number - 1)
+    if (known_parent is not None and known_parent != block.parent_hash) or (
+        view.head is not None
+        and block.number <= view.head.number
+        and view.hashes.get(block.number) != block.hash
+    ):
+        view.hashes = {n: h for n, h in view.hashes.items() if n < block.number - 1}
+    view.head = block
+    record_hash(view, block.number, block.hash)
+    record_hash(view, block.number - 1, block.parent_hash)
+
+
+def record_hash(view: UpstreamView, number: int, block_hash: str) -> None:
+    if number < 0:
+        return
+    view.hashes[number] = block_hash
+    if len(view.hashes) > HASH_HISTORY:
+        for old in sorted(view.hashes)[: len(view.hashes) - HASH_HISTORY]:
+            del view.hashes[old]
+
+
+@dataclass(frozen=True, slots=True)
+class Consensus:
+    head: Block | None = None
+    safe: Tagged | None = None
+    finalized: Tagged | None = None
+    voters: tuple[str, ...] = ()  # upstreams holding the head block
+    # Hashes the decision needs and no one has fetched: (upstream, height).
+    needs: tuple[tuple[str, int], ...] = ()
+
+
+def _majority_hash(
+    voters: Sequence[UpstreamView], number: int, total: float
+) -> tuple[str | None, float, float]:
+    """The hash with the most weight at a height, its weight, and the weight not known."""
+    weights: dict[str, float] = {}
+    unknown = 0.0
+    for view in voters:
+        assert view.head is not None
+        if view.head.number < number:
+            continue
+        block_hash = view.hash_at(number)
+        if block_hash is None:
+            unknown += view.weight
+        else:
+            weights[block_hash] = weights.get(block_hash, 0.0) + view.weight
+    if not weights:
+        return None, 0.0, unknown
+    best = max(weights, key=lambda h: weights[h])
+    return best, weights[best], unknown
+
+
+def canonical_hash(views: Iterable[UpstreamView], number: int) -> str | None:
+    """The hash a weighted majority of voters has at a height, if there is one."""
+    voters = [v for v in views if v.votes]
+    total = sum(v.weight for v in voters)
+    block_hash, weight, _ = _majority_hash(voters, number, total)
+    return block_hash if weight > total / 2 else None
+
+
+def _tag_consensus(
+    voters: Sequence[UpstreamView], total: float, head: Block, pick: str, previous: Tagged | None
+) -> Tagged | None:
+    reported = [(getattr(v, pick), v.weight) for v in voters if getattr(v, pick) is not None]
+    reached = 0.0
+    chosen: int | None = None
+    for number in sorted({t.number for t, _ in reported}, reverse=True):
+        reached = sum(w for t, w in reported if t.number >= number)
+        if reached > total / 2:
+            chosen = min(number, head.number)
+            break
+    if chosen is None:
+        return previous
+    at_chosen: dict[str, float] = {}
+    for tagged, weight in reported:
+        if tagged.number == chosen:
+            at_chosen[tagged.hash] = at_chosen.get(tagged.hash, 0.0) + weight
+    block_hash = max(at_chosen, key=lambda h: at_chosen[h]) if at_chosen else ""
+    result = Tagged(chosen, block_hash)
+    if previous is not None and previous.number > result.number:
+        return previous
+    return result
+
+
+def compute_consensus(views: Sequence[UpstreamView], previous: Consensus) -> Consensus:
+    voters = [v for v in views if v.votes]
+    if not voters:
+        return Consensus(previous.head, previous.safe, previous.finalized, ())
+    total = sum(v.weight for v in voters)
+    heads = sorted({v.head.number for v in voters if v.head is not None}, reverse=True)
+    heights = heads + list(range(heads[-1] - 1, max(heads[-1] - MAX_WALK_BACK, 0) - 1, -1))
+    needs: list[tuple[str, int]] = []
+    winner: Block | None = None
+    for number in heights:
+        block_hash, weight, unknown = _majority_hash(voters, number, total)
+        if block_hash is not None and weight > total / 2:
+            winner = _block_at(voters, number, block_hash)
+            break
+        if weight + unknown > total / 2:
+            # Undecided: the upstreams that could tip it have not told us their hash here.
+            needs.extend(
+                (v.name, number)
+                for v in voters
+                if v.head is not None and v.head.number >= number and v.hash_at(number) is None
+            )
+    if winner is None:
+        return Consensus(previous.head, previous.safe, previous.finalized, (), tuple(needs))
+    winner = _never_backwards(voters, total, winner, previous.head)
+    holders = tuple(v.name for v in voters if v.hash_at(winner.number) == winner.hash)
+    # Upstreams above the head whose hash at the head is unknown: needed to tell whether
+    # they are ahead on the same chain or on a fork.
+    needs.extend(
+        (v.name, winner.number)
+        for v in voters
+        if v.head is not None and v.head.number > winner.number and v.hash_at(winner.number) is None
+    )
+    return Consensus(
+        winner,
+        _tag_consensus(voters, total, winner, "safe", previous.safe),
+        _tag_consensus(voters, total, winner, "finalized", previous.finalized),
+        holders,
+        tuple(dict.fromkeys(needs)),
+    )
+
+
+def _block_at(voters: Sequence[UpstreamView], number: int, block_hash: str) -> Block:
+    for view in voters:
+        if view.head is not None and view.head.number == number and view.head.hash == block_hash:
+            return view.head
+    parent = next(
+        (
+            v.hash_at(number - 1)
+            for v in voters
+            if v.hash_at(number) == block_hash and v.hash_at(number - 1)
+        ),
+        "",
+    )
+    return Block(number, block_hash, parent or "")
+
+
+def _never_backwards(
+    voters: Sequence[UpstreamView], total: float, winner: Block, previous: Block | None
+) -> Block:
+    if previous is None or winner.number >= previous.number:
+        return winner
+    majority_hash, weight, _ = _majority_hash(voters, previous.number, total)
+    if majority_hash is not None and majority_hash != previous.hash and weight > total / 2:
+        return winner  # a real reorg: the majority has replaced the previous head block
+    if any(v.hash_at(previous.number) == previous.hash for v in voters):
+        return previous  # someone still serves it: a voter dropped out, nothing reorganised
+    return winner
+
+
+def upstream_state(
+    view: UpstreamView,
+    consensus: Consensus,
+    canonical: dict[int, str],
+    expected_chain_id: int,
+    max_lag_blocks: int,
+) -> tuple[State, str, int | None]:
+    """An upstream's state, the reason for it, and the height its fork starts at."""
+    if view.chain_id_ok is False:
+        return State.WRONG_CHAIN, (f"chain id {view.chain_id}, expected {expected_chain_id}"), None
+    if view.chain_id_ok is None and view.poll_failures == 0:
+        return State.STARTING, "chain id not verified yet", None
+    if view.poll_failures >= DOWN_AFTER_POLL_FAILURES or view.head is None:
+        return State.DOWN, view.last_poll_error or "no head yet", None
+    if view.syncing:
+        return State.SYNCING, "eth_syncing reports it is syncing", None
+    head = consensus.head
+    if head is None:
+        return State.OK, "no consensus yet", None
+    compare_at = min(view.head.number, head.number)
+    mine, theirs = view.hash_at(compare_at), canonical.get(compare_at)
+    if mine is not None and theirs is not None and mine != theirs:
+        fork_height = compare_at
+        while (
+            fork_height - 1 in canonical
+            and view.hash_at(fork_height - 1) is not None
+            and view.hash_at(fork_height - 1) != canonical[fork_height - 1]
+        ):
+            fork_height -= 1
+        return (
+            State.FORKED,
+            (f"its block {compare_at} is {mine[:10]}…, the consensus has {theirs[:10]}…"),
+            fork_height,
+        )
+    lag = head.number - view.head.number
+    if lag > max_lag_blocks:
+        return State.LAGGING, f"{lag} blocks behind the consensus head", None
+    if lag < 0:
+        return State.OK, f"{-lag} blocks ahead of the consensus head", None
+    return State.OK, "in sync" if lag == 0 else f"{lag} blocks behind the consensus head", None
+
+
+def canonical_hashes(views: Sequence[UpstreamView], consensus: Consensus) -> dict[int, str]:
+    """The consensus chain's hashes at the heights some upstream reported (majority)."""
+    if consensus.head is None:
+        return {}
+    heights = {n for v in views for n in v.hashes if n <= consensus.head.number}
+    result = {}
+    for number in heights:
+        block_hash = canonical_hash(views, number)
+        if block_hash is not None:
+            result[number] = block_hash
+    result[consensus.head.number] = consensus.head.hash
+    return result

@@ -1,0 +1,243 @@
+"""The head tracker of one chain: polls every upstream and keeps the consensus current.
+
+The I/O shell around `heads`. Polling is cheap: each poll asks `eth_blockNumber` and fetches
+the block only when the number changed, so an idle chain costs one small request per
+upstream per poll and a new block one block fetch per upstream. `safe` and `finalized` are
+fetched every FINALITY_REFRESH_BLOCKS new blocks, `eth_syncing` only when an upstream lags,
+`eth_chainId` at start and when a head jumps implausibly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Any
+
+import structlog
+
+from rpcgate.config import ChainConfig
+from rpcgate.errors import classify
+from rpcgate.heads import (
+    Block,
+    Consensus,
+    State,
+    Tagged,
+    UpstreamView,
+    canonical_hashes,
+    compute_consensus,
+    record_hash,
+    record_head,
+    upstream_state,
+)
+from rpcgate.health import record_failure
+from rpcgate.upstream import Reply, Upstream
+
+log = structlog.get_logger("rpcgate.heads")
+
+FINALITY_REFRESH_BLOCKS = 8
+# A head that moves more than this between two polls is checked against the chain id again
+# (an upstream silently switched to another network looks exactly like that).
+IMPLAUSIBLE_JUMP_BLOCKS = 1000
+# Hash look-ups one decision may make (walking back, checking who is ahead or forked).
+MAX_LOOKUPS_PER_DECISION = 16
+# A wrong-chain or syncing upstream is re-checked every this many polls.
+RECHECK_EVERY_POLLS = 10
+
+
+def _hex(value: Any) -> int | None:
+    if isinstance(value, str) and value.startswith("0x"):
+        try:
+            return int(value, 16)
+        except ValueError:
+            return None
+    return None
+
+
+def _block(value: Any) -> Block | None:
+    if not isinstance(value, dict):
+        return None
+    number = _hex(value.get("number"))
+    block_hash, parent = value.get("hash"), value.get("parentHash")
+    if number is None or not isinstance(block_hash, str) or not isinstance(parent, str):
+        return None
+    return Block(number, block_hash, parent)
+
+
+class HeadTracker:
+    def __init__(
+        self, chain: ChainConfig, upstreams: dict[str, Upstream], timeout_s: float
+    ) -> None:
+        self.chain = chain
+        self.upstreams = upstreams
+        self.timeout_s = min(timeout_s, max(chain.head_poll_interval * 4, 1.0))
+        self.views = {
+            up.name: UpstreamView(up.name, weight=up.weight, since=time.time())
+            for up in chain.upstreams
+        }
+        self.consensus = Consensus()
+        self.canonical: dict[int, str] = {}
+        self._finality_at: dict[str, int] = {}
+        self._polls = 0
+        self._task: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+
+    async def start(self) -> None:
+        """One round before serving (so nothing unverified serves), then poll forever."""
+        await self.poll_once()
+        self._task = asyncio.create_task(self._run(), name=f"heads-{self.chain.name}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.chain.head_poll_interval)
+            try:
+                await self.poll_once()
+            except Exception:  # a bug in one round must not stop head tracking
+                log.exception("head_poll_round_failed", chain=self.chain.name)
+
+    async def poll_once(self) -> None:
+        async with self._lock:
+            self._polls += 1
+            await asyncio.gather(
+                *(self._poll(self.upstreams[name], view) for name, view in self.views.items())
+            )
+            await self._decide()
+
+    async def _call(
+        self, upstream: Upstream, view: UpstreamView, method: str, params: list[Any]
+    ) -> Reply:
+        reply = await upstream.call(method, params, self.timeout_s)
+        if reply.failure is not None:
+            classification = classify(reply.failure)
+            view.poll_failures += 1
+            view.last_poll_error = (
+                f"{method}: {classification.error_class}: {classification.reason}"
+            )
+            record_failure(upstream.health, classification, time.monotonic())
+        return reply
+
+    async def _poll(self, upstream: Upstream, view: UpstreamView) -> None:
+        view.last_poll_at = time.time()
+        recheck = view.state in (State.WRONG_CHAIN, State.SYNCING) and (
+            self._polls % RECHECK_EVERY_POLLS == 0
+        )
+        if (view.chain_id_ok is None or recheck) and not await self._verify_chain_id(
+            upstream, view
+        ):
+            return
+        if view.chain_id_ok is False:
+            return  # quarantined: only the chain id is asked again, now and then
+        reply = await self._call(upstream, view, "eth_blockNumber", [])
+        number = _hex(reply.result)
+        if reply.failure is not None or number is None:
+            return
+        if view.head is not None and abs(number - view.head.number) > IMPLAUSIBLE_JUMP_BLOCKS:
+            view.chain_id_ok = None  # verify again before trusting this head
+            if not await self._verify_chain_id(upstream, view) or view.chain_id_ok is False:
+                return
+        if view.head is None or number != view.head.number:
+            reply = await self._call(upstream, view, "eth_getBlockByNumber", [hex(number), False])
+            block = _block(reply.result)
+            if block is None:
+                if reply.failure is None:
+                    view.poll_failures += 1
+                    view.last_poll_error = f"eth_getBlockByNumber({number}) gave no block"
+                return
+            record_head(view, block)
+            if (
+                number - self._finality_at.get(view.name, -FINALITY_REFRESH_BLOCKS)
+                >= FINALITY_REFRESH_BLOCKS
+            ):
+                await self._poll_finality(upstream, view)
+                self._finality_at[view.name] = number
+        if (
+            view.state is State.LAGGING and (view.syncing or self._polls % RECHECK_EVERY_POLLS == 0)
+        ) or view.state is State.STARTING:
+            syncing = await self._call(upstream, view, "eth_syncing", [])
+            if syncing.failure is None:
+                view.syncing = bool(syncing.result)  # false, or an object describing progress
+        view.poll_failures = 0
+        view.last_poll_error = ""
+
+    async def _verify_chain_id(self, upstream: Upstream, view: UpstreamView) -> bool:
+        reply = await self._call(upstream, view, "eth_chainId", [])
+        chain_id = _hex(reply.result)
+        if reply.failure is not None or chain_id is None:
+            return False
+        view.chain_id = chain_id
+        view.chain_id_ok = chain_id == self.chain.chain_id
+        if not view.chain_id_ok:
+            view.poll_failures = 0
+        return True
+
+    async def _poll_finality(self, upstream: Upstream, view: UpstreamView) -> None:
+        safe, finalized = await asyncio.gather(
+            upstream.call("eth_getBlockByNumber", ["safe", False], self.timeout_s),
+            upstream.call("eth_getBlockByNumber", ["finalized", False], self.timeout_s),
+        )
+        # Nodes without the tags (pre-merge chains) answer with errors: not a poll failure.
+        for reply, attr in ((safe, "safe"), (finalized, "finalized")):
+            block = _block(reply.result)
+            if block is not None:
+                setattr(view, attr, Tagged(block.number, block.hash))
+                record_hash(view, block.number, block.hash)
+
+    async def _decide(self) -> None:
+        views = list(self.views.values())
+        consensus = compute_consensus(views, self.consensus)
+        lookups = 0
+        while consensus.needs and lookups < MAX_LOOKUPS_PER_DECISION:
+            batch = consensus.needs[: MAX_LOOKUPS_PER_DECISION - lookups]
+            lookups += len(batch)
+            await asyncio.gather(*(self._lookup(name, number) for name, number in batch))
+            again = compute_consensus(views, self.consensus)
+            if again.needs == consensus.needs:
+                break  # the look-ups failed; decide with what we have
+            consensus = again
+        self._publish(consensus)
+
+    async def _lookup(self, name: str, number: int) -> None:
+        upstream, view = self.upstreams[name], self.views[name]
+        reply = await upstream.call("eth_getBlockByNumber", [hex(number), False], self.timeout_s)
+        block = _block(reply.result)
+        if block is not None and block.number == number:
+            record_hash(view, number, block.hash)
+            record_hash(view, number - 1, block.parent_hash)
+
+    def _publish(self, consensus: Consensus) -> None:
+        previous = self.consensus.head
+        self.consensus = consensus
+        self.canonical = canonical_hashes(list(self.views.values()), consensus)
+        if consensus.head is not None and (previous is None or previous != consensus.head):
+            log.debug(
+                "consensus_head",
+                chain=self.chain.name,
+                number=consensus.head.number,
+                hash=consensus.head.hash,
+                voters=list(consensus.voters),
+            )
+        now = time.time()
+        for view in self.views.values():
+            state, reason, fork_height = upstream_state(
+                view, consensus, self.canonical, self.chain.chain_id, self.chain.max_lag_blocks
+            )
+            view.fork_height = fork_height
+            if state is not view.state:
+                log.info(
+                    "upstream_state",
+                    chain=self.chain.name,
+                    upstream=view.name,
+                    state=str(state),
+                    previous=str(view.state),
+                    reason=reason,
+                )
+                view.since = now
+                view.state = state
+            view.reason = reason
