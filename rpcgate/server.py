@@ -31,6 +31,7 @@ from rpcgate.jsonrpc import (
     rpc_error,
 )
 from rpcgate.masking import MASKER
+from rpcgate.status import gateway_status
 
 log = structlog.get_logger("rpcgate.server")
 
@@ -196,6 +197,10 @@ async def handle_root_get(request: web.Request) -> web.StreamResponse:
     )
 
 
+async def handle_status(request: web.Request) -> web.StreamResponse:
+    return _json_response(gateway_status(request.app[GATEWAY].chains))
+
+
 async def handle_health(request: web.Request) -> web.StreamResponse:
     return _json_response({"status": "ok"})
 
@@ -226,6 +231,7 @@ def build_app(config: Config) -> web.Application:
 
     app.cleanup_ctx.append(lifecycle)
     app.router.add_get("/healthz", handle_health)
+    app.router.add_get("/status.json", handle_status)
     app.router.add_post("/", handle_rpc)
     app.router.add_get("/", handle_root_get)
     app.router.add_post("/{chain}", handle_rpc)

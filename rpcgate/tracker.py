@@ -142,7 +142,8 @@ class HeadTracker:
             view.chain_id_ok = None  # verify again before trusting this head
             if not await self._verify_chain_id(upstream, view) or view.chain_id_ok is False:
                 return
-        if view.head is None or number != view.head.number:
+        # A forked upstream is re-read even at the same height: it may have rejoined there.
+        if view.head is None or number != view.head.number or view.state is State.FORKED:
             reply = await self._call(upstream, view, "eth_getBlockByNumber", [hex(number), False])
             block = _block(reply.result)
             if block is None:

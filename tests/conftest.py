@@ -85,6 +85,8 @@ def gateway_config(
             {
                 "name": "devnet",
                 "chain_id": chain_id,
+                "head_poll_interval": head_poll_interval,
+                "max_lag_blocks": max_lag_blocks,
                 "upstreams": list(upstreams)
                 if upstreams is not None
                 else [{"name": f"node{i}", "url": url} for i, url in enumerate(upstream_urls)],

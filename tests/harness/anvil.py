@@ -222,6 +222,10 @@ class AnvilNode:
             str(self.chain_id),
             "--timestamp",
             str(self.genesis_timestamp),
+            # anvil does not roll its base fee back on evm_revert, so a reverted node would
+            # mine blocks that differ from its peers'; a zero base fee stays zero.
+            "--block-base-fee-per-gas",
+            "0",
             "--silent",
         ]
         if not self.automine:

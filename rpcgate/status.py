@@ -1,0 +1,79 @@
+"""`GET /status.json`: what the gateway believes about every chain and upstream, and why.
+
+Built from plain data only; upstream URLs appear masked, and every string passes the
+secret masker on the way out.
+"""
+
+from __future__ import annotations
+
+import datetime
+import time
+from typing import Any
+
+from rpcgate.execute import ChainRuntime
+from rpcgate.heads import Block, Tagged
+from rpcgate.masking import MASKER
+
+
+def _iso(seconds: float | None) -> str | None:
+    if seconds is None:
+        return None
+    return datetime.datetime.fromtimestamp(seconds, datetime.UTC).isoformat(timespec="seconds")
+
+
+def _block(block: Block | Tagged | None) -> dict[str, Any] | None:
+    if block is None:
+        return None
+    return {"number": block.number, "hash": block.hash}
+
+
+def chain_status(runtime: ChainRuntime) -> dict[str, Any]:
+    consensus = runtime.tracker.consensus
+    head = consensus.head.number if consensus.head is not None else None
+    now = time.monotonic()
+    upstreams = []
+    for upstream in runtime.upstreams.values():
+        view = runtime.tracker.views[upstream.name]
+        health = upstream.health
+        upstreams.append(
+            {
+                "name": upstream.name,
+                "url": upstream.display_url,
+                "kind": upstream.config.kind,
+                "domain": upstream.domain,
+                "weight": upstream.config.weight,
+                "state": str(view.state),
+                "reason": view.reason,
+                "since": _iso(view.since),
+                "head": _block(view.head),
+                "lag": None if head is None or view.head is None else head - view.head.number,
+                "fork_height": view.fork_height,
+                "chain_id": view.chain_id,
+                "last_poll": _iso(view.last_poll_at),
+                "latency_ms": None
+                if health.latency_ewma_s is None
+                else round(health.latency_ewma_s * 1000, 1),
+                "error_rate": round(health.error_rate, 4),
+                "requests": health.successes + health.failures,
+                "cooldown_s": round(max(0.0, health.cooldown_until - now), 3),
+                "cooldown_reason": health.cooldown_reason if health.cooldown_until > now else "",
+            }
+        )
+    return {
+        "name": runtime.config.name,
+        "chain_id": runtime.config.chain_id,
+        "consensus": {
+            "head": _block(consensus.head),
+            "safe": _block(consensus.safe),
+            "finalized": _block(consensus.finalized),
+            "voters": list(consensus.voters),
+        },
+        "max_lag_blocks": runtime.config.max_lag_blocks,
+        "upstreams": upstreams,
+    }
+
+
+def gateway_status(chains: list[ChainRuntime]) -> dict[str, Any]:
+    status = {"time": _iso(time.time()), "chains": [chain_status(c) for c in chains]}
+    masked: dict[str, Any] = MASKER.mask_any(status)
+    return masked
