@@ -92,6 +92,27 @@ class CacheConfig:
         "redis://host:6379/0 shares the cache across replicas; null keeps it in-process only.",
         default=None,
     )
+    memory_bytes: int = _doc(
+        "Budget of the in-process cache; least recently used go first.", default=64 * 1024 * 1024
+    )
+    redis_prefix: str = _doc(
+        "Prefix of every Redis key (then the chain id).", default="rpcgate:v1:"
+    )
+    redis_timeout_s: float = _doc(
+        "Longest wait for one Redis operation; then it is skipped "
+        "and Redis is marked down until it answers again.",
+        default=0.1,
+    )
+    ttl_static_s: float = _doc("TTL of answers fixed for a chain (eth_chainId).", default=86400.0)
+    ttl_finalized_s: float = _doc("TTL of answers about finalized blocks.", default=3600.0)
+    ttl_unfinalized_s: float = _doc(
+        "TTL of answers about blocks not yet finalized (they are "
+        "also dropped as soon as their block is reorganised).",
+        default=600.0,
+    )
+    ttl_head_s: float = _doc(
+        "TTL of answers about the head (gas price); they also die with the next head.", default=60.0
+    )
 
 
 @dataclass(frozen=True)
@@ -334,6 +355,17 @@ def _resolve(config: Config, problems: list[str]) -> Config:
         "unix",
     ):
         problems.append("cache.redis_url: must start with redis://, rediss:// or unix://")
+    if config.cache.memory_bytes < 0:
+        problems.append("cache.memory_bytes: must be 0 or more")
+    for key in (
+        "redis_timeout_s",
+        "ttl_static_s",
+        "ttl_finalized_s",
+        "ttl_unfinalized_s",
+        "ttl_head_s",
+    ):
+        if getattr(config.cache, key) <= 0:
+            problems.append(f"cache.{key}: must be more than 0")
     for key in (
         "max_body_bytes",
         "max_batch_items",

@@ -17,6 +17,7 @@ import structlog
 from eth_utils import keccak
 from tenacity import AsyncRetrying, RetryCallState, retry_if_result, stop_after_attempt
 
+from rpcgate.cache import CachePlan, ChainView, entry_for, plan_call
 from rpcgate.config import ChainConfig, FailoverConfig
 from rpcgate.errors import Classification, ErrorClass, classify
 from rpcgate.health import record_failure, record_success
@@ -25,6 +26,7 @@ from rpcgate.masking import MASKER
 from rpcgate.methods import ALREADY_KNOWN_MESSAGES, Kind, method_info
 from rpcgate.pinning import Tags, pin_call
 from rpcgate.routing import Candidate, attempt_order, block_fit, next_candidate
+from rpcgate.store import CacheCounters, Coalescer, ResponseCache
 from rpcgate.tracker import HeadTracker
 from rpcgate.upstream import Reply, Upstream
 
@@ -47,6 +49,7 @@ class Outcome:
     error: dict[str, Any] | None = None
     upstream: str = "gateway"
     attempts: int = 0
+    cache: str = "bypass"  # hit | miss | bypass
 
 
 @dataclass
@@ -75,11 +78,15 @@ class ChainRuntime:
         config: ChainConfig,
         failover: FailoverConfig,
         *,
+        cache: ResponseCache,
         max_response_bytes: int,
         max_concurrent_upstream_calls: int,
     ) -> None:
         self.config = config
         self.failover = failover
+        self.cache = cache
+        self.cache_counters = CacheCounters()
+        self._coalescer: Coalescer[Outcome] = Coalescer()
         self.upstreams = {
             up.name: Upstream(
                 up,
@@ -125,28 +132,57 @@ class ChainRuntime:
             error=rpc_error(NO_UPSTREAM, f"no upstream can serve{about} now: {MASKER.mask(states)}")
         )
 
-    async def execute(self, call: Call) -> Outcome:
-        now = time.monotonic()
+    async def execute(self, call: Call, *, read_cache: bool = True) -> Outcome:
+        """A call's path: the consensus head, tags pinned, the cache, then the upstreams."""
         consensus = self.tracker.consensus
         head = consensus.head.number if consensus.head is not None else None
         if call.method == "eth_blockNumber" and head is not None:
             return Outcome(result=hex(head), upstream="gateway")
-        tags = Tags(
-            head,
-            consensus.safe.number if consensus.safe else None,
-            consensus.finalized.number if consensus.finalized else None,
+        finalized = consensus.finalized.number if consensus.finalized else None
+        tags = Tags(head, consensus.safe.number if consensus.safe else None, finalized)
+        pinned_call = pin_call(call.method, call.params, tags)
+        pinned, block = dataclasses.replace(call, params=pinned_call.params), pinned_call.block
+        view = ChainView(consensus.head, finalized, self.tracker.canonical)
+        plan = plan_call(self.config.chain_id, call.method, pinned_call, view)
+        counters = self.cache_counters
+        if plan.key is None:
+            counters.bypass += 1
+            return await self._from_upstreams(pinned, block, head)
+        if read_cache:
+            entry = await self.cache.get(plan.key, view, counters)
+            if entry is not None:
+                counters.hits += 1
+                return Outcome(result=entry.result, upstream="cache", cache="hit")
+        counters.misses += 1
+        return await self._coalescer.run(
+            plan.key,
+            lambda: self._fetch_and_store(pinned, block, head, plan),
+            on_shared=lambda: setattr(counters, "coalesced", counters.coalesced + 1),
         )
-        pinned = pin_call(call.method, call.params, tags)
+
+    async def _fetch_and_store(
+        self, call: Call, block: int | None, head: int | None, plan: CachePlan
+    ) -> Outcome:
+        outcome = await self._from_upstreams(call, block, head)
+        outcome.cache = "miss"
+        if outcome.error is None and plan.key is not None:
+            consensus = self.tracker.consensus  # as it is now, after the call
+            finalized = consensus.finalized.number if consensus.finalized else None
+            view = ChainView(consensus.head, finalized, self.tracker.canonical)
+            stored = entry_for(plan, outcome.result, view)
+            if stored is not None:
+                self.cache.put(plan.key, *stored)
+                self.cache_counters.stores += 1
+        return outcome
+
+    async def _from_upstreams(self, call: Call, block: int | None, head: int | None) -> Outcome:
+        now = time.monotonic()
         # About the head, an unknown height, or a block nobody has yet: ask in-sync upstreams.
-        block = (
-            head
-            if pinned.block is None or (head is not None and pinned.block > head)
-            else pinned.block
-        )
+        if block is None or (head is not None and block > head):
+            block = head
         candidates = self._candidates(now, block)
         if not candidates:
             return self._nobody_serves(block)
-        call = dataclasses.replace(call, params=pinned.params)
         sticky = method_info(call.method).kind is Kind.STATEFUL
         state = _CallState(
             call,

@@ -1,7 +1,16 @@
 """Everything rpcgate knows about a JSON-RPC method, in one table.
 
-The router, the executor (and later the cache and the tag pinner) all read this table; a
-method that is not in it is forwarded as an ordinary read.
+The router, the executor, the tag pinner and the cache all read this table. A method that
+is not in it is forwarded as an ordinary read and never cached.
+
+Cache policies (how long an answer may be served again, see `cache.py`):
+- STATIC: never changes for a chain.
+- BLOCK: about one block, pinned to its number: kept long once that block is finalized,
+  and before that only while the block is still canonical (its hash is remembered).
+- HEAD: about the moving head: lives only until the next head.
+- BY_HASH: looked up by a hash; kept only when found, and tied to the block it was found
+  in (canonical check until that block is finalized). A null (not mined yet) is not kept.
+- NEVER: writes, filters, subscriptions, node-local and account-local answers.
 """
 
 from __future__ import annotations
@@ -17,59 +26,105 @@ class Kind(enum.StrEnum):
     LOCAL = "local"  # about the node itself, not the chain; answered per node
 
 
+class Cache(enum.StrEnum):
+    NEVER = "never"
+    STATIC = "static"
+    BLOCK = "block"
+    HEAD = "head"
+    BY_HASH = "by_hash"
+
+
 @dataclass(frozen=True, slots=True)
 class MethodInfo:
     kind: Kind
+    cache: Cache = Cache.NEVER
     # Position of the block parameter (number, tag or EIP-1898 object), if any.
     block_param: int | None = None
     why: str = ""
 
 
-_READ = MethodInfo(Kind.READ)
+def _block(position: int, why: str) -> MethodInfo:
+    return MethodInfo(Kind.READ, Cache.BLOCK, position, why)
+
+
+def _by_hash(why: str) -> MethodInfo:
+    return MethodInfo(Kind.READ, Cache.BY_HASH, None, why)
+
+
+def _never(kind: Kind, why: str) -> MethodInfo:
+    return MethodInfo(kind, Cache.NEVER, None, why)
+
+
+_STATE = "state at a pinned block is fixed while that block is canonical"
 
 METHODS: dict[str, MethodInfo] = {
-    "eth_chainId": _READ,
-    "net_version": _READ,
-    "eth_blockNumber": _READ,
-    "eth_gasPrice": _READ,
-    "eth_maxPriorityFeePerGas": _READ,
-    "eth_feeHistory": MethodInfo(Kind.READ, block_param=1),
-    "eth_getBalance": MethodInfo(Kind.READ, block_param=1),
-    "eth_getCode": MethodInfo(Kind.READ, block_param=1),
-    "eth_getTransactionCount": MethodInfo(Kind.READ, block_param=1),
-    "eth_getStorageAt": MethodInfo(Kind.READ, block_param=2),
-    "eth_call": MethodInfo(Kind.READ, block_param=1),
-    "eth_estimateGas": MethodInfo(Kind.READ, block_param=1),
-    "eth_createAccessList": MethodInfo(Kind.READ, block_param=1),
-    "eth_getProof": MethodInfo(Kind.READ, block_param=2),
-    "eth_getBlockByNumber": MethodInfo(Kind.READ, block_param=0),
-    "eth_getBlockReceipts": MethodInfo(Kind.READ, block_param=0),
-    "eth_getBlockTransactionCountByNumber": MethodInfo(Kind.READ, block_param=0),
-    "eth_getTransactionByBlockNumberAndIndex": MethodInfo(Kind.READ, block_param=0),
-    "eth_getUncleCountByBlockNumber": MethodInfo(Kind.READ, block_param=0),
-    "eth_getBlockByHash": _READ,
-    "eth_getTransactionByHash": _READ,
-    "eth_getTransactionReceipt": _READ,
-    "eth_getLogs": _READ,
-    "eth_sendRawTransaction": MethodInfo(
-        Kind.WRITE,
-        why="idempotent: the same signed bytes have the same hash everywhere, so sending "
-        "them to a second node after a timeout cannot spend twice",
+    # chain identity
+    "eth_chainId": MethodInfo(Kind.READ, Cache.STATIC, why="fixed for the chain"),
+    "net_version": MethodInfo(Kind.READ, Cache.STATIC, why="fixed for the chain"),
+    # the head; eth_blockNumber itself is answered from the consensus head
+    "eth_blockNumber": _never(Kind.READ, "answered from the consensus head, no cache needed"),
+    "eth_gasPrice": MethodInfo(Kind.READ, Cache.HEAD, why="a suggestion for the next block"),
+    "eth_maxPriorityFeePerGas": MethodInfo(Kind.READ, Cache.HEAD, why="as eth_gasPrice"),
+    "eth_blobBaseFee": MethodInfo(Kind.READ, Cache.HEAD, why="follows the head"),
+    # state and blocks at a block (tags pinned to numbers first)
+    "eth_feeHistory": _block(1, "fees up to a pinned newest block do not change"),
+    "eth_getBalance": _block(1, _STATE),
+    "eth_getCode": _block(1, _STATE),
+    "eth_getTransactionCount": _block(1, _STATE + "; `pending` is never cached"),
+    "eth_getStorageAt": _block(2, _STATE),
+    "eth_call": _block(1, _STATE),
+    "eth_estimateGas": _block(1, _STATE + "; without a block parameter it is not cached"),
+    "eth_createAccessList": _block(1, _STATE),
+    "eth_getProof": _block(2, _STATE),
+    "eth_getBlockByNumber": _block(0, "a block at a canonical height; null is not kept"),
+    "eth_getBlockReceipts": _block(0, "the receipts of a canonical block"),
+    "eth_getBlockTransactionCountByNumber": _block(0, "a property of the block"),
+    "eth_getTransactionByBlockNumberAndIndex": _block(0, "a property of the block"),
+    "eth_getUncleCountByBlockNumber": _block(0, "a property of the block"),
+    "eth_getLogs": MethodInfo(
+        Kind.READ, Cache.BLOCK, None, "a pinned range: its last block's hash covers the whole range"
     ),
-    "eth_newFilter": MethodInfo(Kind.STATEFUL, why="the filter id exists on one node only"),
-    "eth_newBlockFilter": MethodInfo(Kind.STATEFUL, why="the filter id exists on one node"),
-    "eth_newPendingTransactionFilter": MethodInfo(Kind.STATEFUL, why="per node"),
-    "eth_getFilterChanges": MethodInfo(Kind.STATEFUL, why="per node"),
-    "eth_getFilterLogs": MethodInfo(Kind.STATEFUL, why="per node"),
-    "eth_uninstallFilter": MethodInfo(Kind.STATEFUL, why="per node"),
-    "eth_syncing": MethodInfo(Kind.LOCAL, why="describes one node"),
-    "net_peerCount": MethodInfo(Kind.LOCAL, why="describes one node"),
-    "web3_clientVersion": MethodInfo(Kind.LOCAL, why="describes one node"),
+    # by hash: only what was found, tied to the block it is in
+    "eth_getBlockByHash": _by_hash("kept while the block is canonical"),
+    "eth_getTransactionByHash": _by_hash("a pending transaction (no block) is not kept"),
+    "eth_getTransactionReceipt": _by_hash("may move in a reorg: canonical check until final"),
+    "eth_getTransactionByBlockHashAndIndex": _by_hash("kept while the block is canonical"),
+    "eth_getBlockTransactionCountByHash": _never(Kind.READ, "the answer names no block"),
+    # writes
+    "eth_sendRawTransaction": _never(
+        Kind.WRITE,
+        "a write. Idempotent: the same signed bytes have the same hash everywhere, so "
+        "sending them to a second node after a timeout cannot spend twice",
+    ),
+    "eth_sendTransaction": _never(Kind.WRITE, "a write signed by the node: account-local"),
+    # filters and subscriptions: state on one node, consumed as read
+    "eth_newFilter": _never(Kind.STATEFUL, "the filter id exists on one node only"),
+    "eth_newBlockFilter": _never(Kind.STATEFUL, "the filter id exists on one node only"),
+    "eth_newPendingTransactionFilter": _never(Kind.STATEFUL, "per node"),
+    "eth_getFilterChanges": _never(Kind.STATEFUL, "per node; each call consumes changes"),
+    "eth_getFilterLogs": _never(Kind.STATEFUL, "per node"),
+    "eth_uninstallFilter": _never(Kind.STATEFUL, "per node"),
+    "eth_subscribe": _never(Kind.STATEFUL, "a subscription lives on one connection"),
+    "eth_unsubscribe": _never(Kind.STATEFUL, "a subscription lives on one connection"),
+    # about the node or its accounts, not the chain
+    "eth_syncing": _never(Kind.LOCAL, "describes one node"),
+    "net_peerCount": _never(Kind.LOCAL, "describes one node"),
+    "net_listening": _never(Kind.LOCAL, "describes one node"),
+    "web3_clientVersion": _never(Kind.LOCAL, "describes one node"),
+    "eth_accounts": _never(Kind.LOCAL, "the node's own accounts"),
+    "eth_coinbase": _never(Kind.LOCAL, "the node's own account"),
+    "eth_mining": _never(Kind.LOCAL, "describes one node"),
+    "eth_hashrate": _never(Kind.LOCAL, "describes one node"),
+    "eth_sign": _never(Kind.LOCAL, "signed by the node's account"),
+    "eth_signTransaction": _never(Kind.LOCAL, "signed by the node's account"),
+    "eth_signTypedData_v4": _never(Kind.LOCAL, "signed by the node's account"),
 }
+
+_UNKNOWN = MethodInfo(Kind.READ, Cache.NEVER, why="not in the table: forwarded, never cached")
 
 
 def method_info(method: str) -> MethodInfo:
-    return METHODS.get(method, _READ)
+    return METHODS.get(method, _UNKNOWN)
 
 
 # Answers to eth_sendRawTransaction that mean "the network has this transaction already":

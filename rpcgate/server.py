@@ -32,16 +32,21 @@ from rpcgate.jsonrpc import (
 )
 from rpcgate.masking import MASKER
 from rpcgate.status import gateway_status
+from rpcgate.store import ResponseCache
 
 log = structlog.get_logger("rpcgate.server")
 
 HEADER_UPSTREAM = "X-Rpcgate-Upstream"
 HEADER_ATTEMPTS = "X-Rpcgate-Attempts"
+HEADER_CACHE = "X-Rpcgate-Cache"  # hit | miss | bypass, one per item of a batch
+# `Cache-Control: no-cache` (or this header set to `no-cache`) skips the cache read for the
+# request; the fresh answer is still stored.
+HEADER_CACHE_CONTROL = "X-Rpcgate-Cache-Control"
 _CORS_HEADERS = {
     "Access-Control-Allow-Origin": "*",
     "Access-Control-Allow-Methods": "POST, GET, OPTIONS",
-    "Access-Control-Allow-Headers": "Content-Type, Authorization",
-    "Access-Control-Expose-Headers": f"{HEADER_UPSTREAM}, {HEADER_ATTEMPTS}",
+    "Access-Control-Allow-Headers": f"Content-Type, Authorization, {HEADER_CACHE_CONTROL}",
+    "Access-Control-Expose-Headers": f"{HEADER_UPSTREAM}, {HEADER_ATTEMPTS}, {HEADER_CACHE}",
     "Access-Control-Max-Age": "86400",
 }
 
@@ -51,10 +56,12 @@ class Gateway:
 
     def __init__(self, config: Config) -> None:
         self.config = config
+        self.cache = ResponseCache(config.cache)
         self.chains = [
             ChainRuntime(
                 chain,
                 config.failover,
+                cache=self.cache,
                 max_response_bytes=config.limits.max_response_bytes,
                 max_concurrent_upstream_calls=config.limits.max_concurrent_upstream_calls,
             )
@@ -74,12 +81,14 @@ class Gateway:
         return [f"/{c.config.name} (/{c.config.chain_id})" for c in self.chains]
 
     async def start(self) -> None:
+        await self.cache.start()
         for runtime in self.chains:
             await runtime.start()
 
     async def close(self) -> None:
         for runtime in self.chains:
             await runtime.close()
+        await self.cache.close()
 
 
 GATEWAY = web.AppKey("gateway", Gateway)
@@ -90,6 +99,7 @@ class _Answer:
     body: dict[str, Any] | None  # None for a notification
     upstream: str
     attempts: int
+    cache: str
 
 
 def _json_response(
@@ -122,11 +132,11 @@ async def _read_body(request: web.Request, limit: int) -> bytes | None:
     return b"".join(chunks)
 
 
-async def _answer(chain: ChainRuntime, item: Call | Invalid) -> _Answer:
+async def _answer(chain: ChainRuntime, item: Call | Invalid, read_cache: bool) -> _Answer:
     if isinstance(item, Invalid):
-        return _Answer(response_object(item.id, error=item.error), "gateway", 0)
+        return _Answer(response_object(item.id, error=item.error), "gateway", 0, "bypass")
     try:
-        outcome = await chain.execute(item)
+        outcome = await chain.execute(item, read_cache=read_cache)
     except Exception as exc:  # a bug must cost one answer, never the whole batch
         log.exception("execute_failed", method=item.method)
         outcome = Outcome(
@@ -134,10 +144,21 @@ async def _answer(chain: ChainRuntime, item: Call | Invalid) -> _Answer:
                 INTERNAL_ERROR, "internal gateway error", MASKER.mask(type(exc).__name__)
             )
         )
-    if item.is_notification:
-        return _Answer(None, outcome.upstream, outcome.attempts)
-    body = response_object(item.id, result=outcome.result, error=outcome.error)
-    return _Answer(body, outcome.upstream, outcome.attempts)
+    body = (
+        None
+        if item.is_notification
+        else response_object(item.id, result=outcome.result, error=outcome.error)
+    )
+    return _Answer(body, outcome.upstream, outcome.attempts, outcome.cache)
+
+
+def _skips_cache(request: web.Request) -> bool:
+    wanted = (
+        request.headers.get(HEADER_CACHE_CONTROL, "")
+        + ","
+        + request.headers.get("Cache-Control", "")
+    )
+    return "no-cache" in wanted.lower()
 
 
 async def handle_rpc(request: web.Request) -> web.StreamResponse:
@@ -160,15 +181,17 @@ async def handle_rpc(request: web.Request) -> web.StreamResponse:
             {"limit": limits.max_body_bytes},
         )
     parsed = parse_request(body, limits.max_batch_items)
+    read_cache = not _skips_cache(request)
     if len(parsed.items) == 1:
-        answers = [await _answer(chain, parsed.items[0])]
+        answers = [await _answer(chain, parsed.items[0], read_cache)]
     else:
-        answers = list(await asyncio.gather(*(_answer(chain, i) for i in parsed.items)))
+        answers = list(await asyncio.gather(*(_answer(chain, i, read_cache) for i in parsed.items)))
     payload = encode_response([a.body for a in answers if a.body is not None], parsed.is_batch)
     upstreams = list(dict.fromkeys(a.upstream for a in answers))
     headers = {
         HEADER_UPSTREAM: ",".join(upstreams),
         HEADER_ATTEMPTS: str(sum(a.attempts for a in answers)),
+        HEADER_CACHE: ",".join(a.cache for a in answers),
     }
     if payload is None:  # only notifications: nothing to answer
         return web.Response(status=204, headers=headers)

@@ -44,9 +44,13 @@ class RunningGateway:
         """Raw HTTP POST to the gateway (bytes as is, anything else as JSON)."""
         return self.loop.run(_post(self.url + path, body, headers))
 
-    def rpc(self, method: str, params: Sequence[Any] = (), path: str = "/") -> HttpReply:
+    def rpc(
+        self, method: str, params: Sequence[Any] = (), path: str = "/", fresh: bool = False
+    ) -> HttpReply:
+        """One call; `fresh` skips the cache read (to watch routing, not the cache)."""
+        headers = {"Cache-Control": "no-cache"} if fresh else None
         return self.post(
-            {"jsonrpc": "2.0", "id": 1, "method": method, "params": list(params)}, path
+            {"jsonrpc": "2.0", "id": 1, "method": method, "params": list(params)}, path, headers
         )
 
     def sync(self) -> None:

@@ -62,11 +62,11 @@ def test_lagging_node_never_answers_latest_yet_serves_blocks_it_has(devnet: Devn
     for proxy in proxies:
         proxy.reset_counts()
     for _ in range(12):
-        balance = gateway.rpc("eth_getBalance", [ADDR, "latest"]).json()
+        balance = gateway.rpc("eth_getBalance", [ADDR, "latest"], fresh=True).json()
         assert balance["result"] == cluster[0].rpc("eth_getBalance", [ADDR, "latest"])
-        block = gateway.rpc("eth_getBlockByNumber", ["latest", False]).json()["result"]
+        block = gateway.rpc("eth_getBlockByNumber", ["latest", False], fresh=True).json()["result"]
         assert int(block["number"], 16) == 8
-        old = gateway.rpc("eth_getTransactionCount", [ADDR, "0x2"]).json()
+        old = gateway.rpc("eth_getTransactionCount", [ADDR, "0x2"], fresh=True).json()
         assert old["result"] == "0x0"
     assert "eth_getBalance" not in proxies[2].methods
     assert proxies[2].methods.count("eth_getTransactionCount") > 0  # it still serves block 2
@@ -86,10 +86,10 @@ def test_forked_node_never_answers_where_it_disagrees_and_rejoins(devnet: Devnet
     for proxy in proxies:
         proxy.reset_counts()
     for _ in range(12):
-        assert gateway.rpc("eth_getBalance", [ADDR, "0x4"]).json()["result"]
-        block = gateway.rpc("eth_getBlockByNumber", ["latest", False]).json()["result"]
+        assert gateway.rpc("eth_getBalance", [ADDR, "0x4"], fresh=True).json()["result"]
+        block = gateway.rpc("eth_getBlockByNumber", ["latest", False], fresh=True).json()["result"]
         assert block["hash"] == canonical_4
-        assert gateway.rpc("eth_getTransactionCount", [ADDR, "0x3"]).json()["result"]
+        assert gateway.rpc("eth_getTransactionCount", [ADDR, "0x3"], fresh=True).json()["result"]
     assert "eth_getBalance" not in proxies[2].methods
     assert proxies[2].methods.count("eth_getTransactionCount") > 0  # below its fork: fine
 
@@ -99,7 +99,7 @@ def test_forked_node_never_answers_where_it_disagrees_and_rejoins(devnet: Devnet
     assert states(gateway)["node2"] == "ok"
     proxies[2].reset_counts()
     for _ in range(9):
-        gateway.rpc("eth_getBalance", [ADDR, "0x4"])
+        gateway.rpc("eth_getBalance", [ADDR, "0x4"], fresh=True)
     assert proxies[2].methods.count("eth_getBalance") > 0
 
 

@@ -70,7 +70,7 @@ def test_missing_data_on_one_node_is_served_by_another(two_nodes) -> None:  # ty
     proxies[0].set_fault(Fault.RPC_ERROR, error_code=-32000, error_message="header not found")
     gateway = start_gateway([p.url for p in proxies])
     for _ in range(4):
-        reply = gateway.rpc("eth_getBlockByNumber", ["0x1", False])
+        reply = gateway.rpc("eth_getBlockByNumber", ["0x1", False], fresh=True)
         assert reply.json()["result"]["hash"] == cluster[1].block_hash(1)
         assert reply.headers["X-Rpcgate-Upstream"] == "node1"
     # Missing data says nothing about the node's health: no cooldown for it.
@@ -83,7 +83,7 @@ def test_rate_limited_upstream_is_rested_for_its_retry_after(two_nodes) -> None:
     proxies[0].set_fault(Fault.HTTP_429)
     proxies[0].reset_counts()
     for _ in range(6):
-        assert "result" in gateway.rpc("eth_chainId").json()
+        assert "result" in gateway.rpc("eth_chainId", fresh=True).json()
     # One 429 (Retry-After: 1) and the upstream is left alone for that second.
     assert proxies[0].methods.count("eth_chainId") == 1
     node0 = gateway.gateway.chains[0].upstreams["node0"]
@@ -164,7 +164,7 @@ def test_failover_prefers_another_failure_domain(
         failover={"max_attempts": 2},  # two tries: the second must not go to aws-b
     )
     for _ in range(6):
-        reply = gateway.rpc("eth_chainId")
+        reply = gateway.rpc("eth_chainId", fresh=True)
         assert reply.json()["result"] == hex(CHAIN_ID)
         assert reply.headers["X-Rpcgate-Upstream"] == "other"
     assert proxies[1].request_count <= proxies[0].request_count

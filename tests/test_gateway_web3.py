@@ -142,11 +142,16 @@ def test_client_sees_no_error_when_first_upstream_fails(
 ) -> None:
     cluster, proxies, gateway = devnet
     proxies[0].set_fault(fault, **options)
-    w3 = Web3(HTTPProvider(gateway.url, request_kwargs={"timeout": 30}))
+    # Every call goes to the upstreams (not the cache), so each one meets the fault.
+    w3 = Web3(
+        HTTPProvider(
+            gateway.url, request_kwargs={"timeout": 30, "headers": {"Cache-Control": "no-cache"}}
+        )
+    )
     for _ in range(6):  # rotation sends some calls to the faulty upstream first
         assert w3.eth.chain_id == CHAIN_ID
         assert w3.eth.get_balance(DEV_ADDRESSES[0]) > 0
-        reply = gateway.rpc("eth_getBlockByNumber", ["0x1", False])
+        reply = gateway.rpc("eth_getBlockByNumber", ["0x1", False], fresh=True)
         assert reply.json()["result"]["hash"] == cluster[0].block_hash(1)
         if fault is not Fault.LATENCY:  # a faulty upstream never produces an answer
             assert reply.headers["X-Rpcgate-Upstream"] in ("node1", "node2")

@@ -1,0 +1,204 @@
+"""What may be cached, under which key, and whether a cached answer may still be served.
+
+Pure decisions over plain data; the tiers that hold entries are in `store.py`. The policy
+of each method is in the method table (`methods.py`), with its reason.
+
+The rule that keeps the cache right across reorgs: an entry about a block that was not
+finalized when it was stored remembers that block's hash, and is served only while the
+consensus still has that hash at that height. An entry about the head remembers the head's
+hash and dies with it. Finalized blocks and static answers are kept until their TTL.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from rpcgate.heads import Block
+from rpcgate.methods import Cache, method_info
+from rpcgate.pinning import PinnedCall
+
+# Fields of call objects and filters that are quantities: "0x01" and "0x1" are one value.
+_QUANTITY_KEYS = frozenset(
+    {
+        "gas",
+        "gasPrice",
+        "value",
+        "nonce",
+        "maxFeePerGas",
+        "maxPriorityFeePerGas",
+        "maxFeePerBlobGas",
+        "blockNumber",
+        "fromBlock",
+        "toBlock",
+        "chainId",
+        "type",
+    }
+)
+
+
+class Lifetime(enum.StrEnum):
+    """Which TTL an entry gets (the seconds are settings)."""
+
+    STATIC = "static"
+    FINALIZED = "finalized"
+    UNFINALIZED = "unfinalized"
+    HEAD = "head"
+
+
+@dataclass(frozen=True, slots=True)
+class ChainView:
+    """What the cache needs of the consensus: the head, finality, canonical hashes."""
+
+    head: Block | None
+    finalized: int | None
+    canonical: Mapping[int, str]
+
+    def hash_at(self, number: int) -> str | None:
+        if self.head is not None and number == self.head.number:
+            return self.head.hash
+        return self.canonical.get(number)
+
+    def is_final(self, number: int) -> bool:
+        return self.finalized is not None and number <= self.finalized
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    result: Any
+    block_number: int | None = None  # the block the answer is about
+    block_hash: str | None = None  # its hash when stored; None: it was final then
+    head_hash: str | None = None  # for answers about the head: the head they belong to
+
+    def to_bytes(self) -> bytes:
+        return orjson.dumps([self.result, self.block_number, self.block_hash, self.head_hash])
+
+    @staticmethod
+    def from_bytes(raw: bytes) -> Entry:
+        result, block_number, block_hash, head_hash = orjson.loads(raw)
+        return Entry(result, block_number, block_hash, head_hash)
+
+
+@dataclass(frozen=True, slots=True)
+class CachePlan:
+    key: str | None  # None: this call is not cached (bypass)
+    policy: Cache
+    block: int | None = None  # BLOCK: the pinned block
+    block_hash: str | None = None  # BLOCK: the canonical hash there when the call was made
+
+
+BYPASS = CachePlan(None, Cache.NEVER)
+
+
+def _normalize(value: Any, quantity: bool = False) -> Any:
+    if isinstance(value, str):
+        if value[:2] in ("0x", "0X"):
+            lowered = "0x" + value[2:].lower()
+            if quantity:
+                try:
+                    return hex(int(lowered, 16))
+                except ValueError:
+                    return lowered
+            return lowered
+        return value
+    if isinstance(value, dict):
+        return {k: _normalize(v, k in _QUANTITY_KEYS) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_normalize(v) for v in value]
+    return value
+
+
+def cache_key(chain_id: int, method: str, params: Any) -> str:
+    """One canonical form per call: request id dropped, tags already pinned, hex folded to
+    lower case, quantities without leading zeros, object keys sorted."""
+    position = method_info(method).block_param
+    normalized = _normalize(params)
+    if isinstance(normalized, list) and position is not None and len(normalized) > position:
+        normalized[position] = _normalize(normalized[position], quantity=True)
+    body = orjson.dumps([method, normalized], option=orjson.OPT_SORT_KEYS)
+    return f"{chain_id}:{body.decode()}"
+
+
+def redis_key(prefix: str, key: str) -> str:
+    """Redis keys: namespaced per chain, fixed length whatever the params."""
+    chain_id, _, body = key.partition(":")
+    method = body[2 : body.index('"', 2)]
+    digest = hashlib.sha256(body.encode()).hexdigest()[:40]
+    return f"{prefix}{chain_id}:{method}:{digest}"
+
+
+def plan_call(chain_id: int, method: str, pinned: PinnedCall, view: ChainView) -> CachePlan:
+    policy = method_info(method).cache
+    if policy is Cache.NEVER:
+        return BYPASS
+    if policy is Cache.BLOCK:
+        if pinned.block is None:  # pending, a block hash, or no block given
+            return BYPASS
+        return CachePlan(
+            cache_key(chain_id, method, pinned.params),
+            policy,
+            pinned.block,
+            view.hash_at(pinned.block),
+        )
+    return CachePlan(cache_key(chain_id, method, pinned.params), policy)
+
+
+def _located(result: Any) -> tuple[int, str] | None:
+    """The block a by-hash answer sits in: (number, hash), or None (pending, unknown)."""
+    if not isinstance(result, dict):
+        return None
+    number = result.get("blockNumber", result.get("number"))
+    block_hash = result.get("blockHash", result.get("hash") if "number" in result else None)
+    if not isinstance(number, str) or not isinstance(block_hash, str):
+        return None
+    try:
+        return int(number, 16), block_hash
+    except ValueError:
+        return None
+
+
+def entry_for(plan: CachePlan, result: Any, view: ChainView) -> tuple[Entry, Lifetime] | None:
+    """The entry to store for an upstream's answer, or None when it must not be kept."""
+    if plan.key is None or result is None:
+        return None  # null: not found yet (a block above the head, a tx not mined)
+    if plan.policy is Cache.STATIC:
+        return Entry(result), Lifetime.STATIC
+    if plan.policy is Cache.HEAD:
+        if view.head is None:
+            return None
+        return Entry(result, head_hash=view.head.hash), Lifetime.HEAD
+    if plan.policy is Cache.BLOCK:
+        assert plan.block is not None
+        if isinstance(result, dict) and "hash" in result and "number" in result:
+            located = _located(result)
+            if located is None or located != (plan.block, view.hash_at(plan.block)):
+                return None  # a block that is not the consensus block at that height
+        if view.is_final(plan.block):
+            return Entry(result, plan.block), Lifetime.FINALIZED
+        now = view.hash_at(plan.block)
+        if now is None or now != plan.block_hash:
+            return None  # unknown, or reorganised while the call was in flight
+        return Entry(result, plan.block, now), Lifetime.UNFINALIZED
+    located = _located(result)  # BY_HASH
+    if located is None:
+        return None
+    number, block_hash = located
+    if view.is_final(number) and view.hash_at(number) in (None, block_hash):
+        return Entry(result, number), Lifetime.FINALIZED
+    if view.hash_at(number) != block_hash:
+        return None  # not (or not known to be) on the canonical chain
+    return Entry(result, number, block_hash), Lifetime.UNFINALIZED
+
+
+def is_fresh(entry: Entry, view: ChainView) -> bool:
+    if entry.head_hash is not None:
+        return view.head is not None and view.head.hash == entry.head_hash
+    if entry.block_hash is not None:
+        assert entry.block_number is not None
+        return view.hash_at(entry.block_number) == entry.block_hash
+    return True
