@@ -117,7 +117,7 @@ def cache_key(chain_id: int, method: str, params: Any) -> str:
     """One canonical form per call: request id dropped, tags already pinned, hex folded to
     lower case, quantities without leading zeros, object keys sorted."""
     position = method_info(method).block_param
-    normalized = _normalize(params)
+    normalized = _normalize([] if params is None else params)  # absent params == []
     if isinstance(normalized, list) and position is not None and len(normalized) > position:
         normalized[position] = _normalize(normalized[position], quantity=True)
     body = orjson.dumps([method, normalized], option=orjson.OPT_SORT_KEYS)

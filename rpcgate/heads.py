@@ -99,17 +99,22 @@ class UpstreamView:
 
 def record_head(view: UpstreamView, block: Block) -> None:
     """Remembers a new head. A parent that contradicts what we knew means the upstream
-    reorganised: the history above the fork point is forgotten."""
+    reorganised, from a height we do not know: its whole history is forgotten (heights
+    are learnt again as needed), so no abandoned hash can pass for canonical."""
     known_parent = view.hashes.get(block.number - 1)
     if (known_parent is not None and known_parent != block.parent_hash) or (
         view.head is not None
         and block.number <= view.head.number
         and view.hashes.get(block.number) != block.hash
     ):
-        view.hashes = {n: h for n, h in view.hashes.items() if n < block.number - 1}
+        forget_history(view)
     view.head = block
     record_hash(view, block.number, block.hash)
     record_hash(view, block.number - 1, block.parent_hash)
+
+
+def forget_history(view: UpstreamView) -> None:
+    view.hashes = {}
 
 
 def record_hash(view: UpstreamView, number: int, block_hash: str) -> None:

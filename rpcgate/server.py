@@ -221,7 +221,8 @@ async def handle_root_get(request: web.Request) -> web.StreamResponse:
 
 
 async def handle_status(request: web.Request) -> web.StreamResponse:
-    return _json_response(gateway_status(request.app[GATEWAY].chains))
+    gateway = request.app[GATEWAY]
+    return _json_response(gateway_status(gateway.chains, gateway.cache))
 
 
 async def handle_health(request: web.Request) -> web.StreamResponse:

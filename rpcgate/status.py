@@ -6,6 +6,7 @@ secret masker on the way out.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import time
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 from rpcgate.execute import ChainRuntime
 from rpcgate.heads import Block, Tagged
 from rpcgate.masking import MASKER
+from rpcgate.store import ResponseCache
 
 
 def _iso(seconds: float | None) -> str | None:
@@ -69,11 +71,26 @@ def chain_status(runtime: ChainRuntime) -> dict[str, Any]:
             "voters": list(consensus.voters),
         },
         "max_lag_blocks": runtime.config.max_lag_blocks,
+        "cache": dataclasses.asdict(runtime.cache_counters),
         "upstreams": upstreams,
     }
 
 
-def gateway_status(chains: list[ChainRuntime]) -> dict[str, Any]:
-    status = {"time": _iso(time.time()), "chains": [chain_status(c) for c in chains]}
+def cache_status(cache: ResponseCache) -> dict[str, Any]:
+    redis = cache.redis
+    return {
+        "memory_bytes": cache.memory.bytes,
+        "memory_budget_bytes": cache.memory.max_bytes,
+        "memory_entries": len(cache.memory),
+        "redis": None if redis is None else ("up" if redis.up else "down"),
+    }
+
+
+def gateway_status(chains: list[ChainRuntime], cache: ResponseCache) -> dict[str, Any]:
+    status = {
+        "time": _iso(time.time()),
+        "cache": cache_status(cache),
+        "chains": [chain_status(c) for c in chains],
+    }
     masked: dict[str, Any] = MASKER.mask_any(status)
     return masked

@@ -18,7 +18,7 @@ from typing import Generic, TypeVar
 
 import redis.asyncio as aioredis
 import structlog
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import OutOfMemoryError, RedisError, ResponseError
 
 from rpcgate.cache import ChainView, Entry, Lifetime, is_fresh, redis_key
 from rpcgate.config import CacheConfig
@@ -106,10 +106,9 @@ class RedisTier:
         try:
             async with asyncio.timeout(self.timeout_s):
                 return await call()
-        except ResponseError as exc:  # Redis answered: full, or misconfigured
-            if "OOM" in str(exc) and what == "set":
-                self._pause_writes(str(exc))
-                return None
+        except OutOfMemoryError as exc:  # Redis is full: reads still work, writes wait
+            self._pause_writes(str(exc))
+        except ResponseError as exc:  # Redis answered, but not as a cache should
             self._went_down(what, exc)
         except (RedisError, OSError, TimeoutError) as exc:
             self._went_down(what, exc)

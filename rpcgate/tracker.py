@@ -26,6 +26,7 @@ from rpcgate.heads import (
     UpstreamView,
     canonical_hashes,
     compute_consensus,
+    forget_history,
     record_hash,
     record_head,
     upstream_state,
@@ -151,6 +152,8 @@ class HeadTracker:
                     view.poll_failures += 1
                     view.last_poll_error = f"eth_getBlockByNumber({number}) gave no block"
                 return
+            if view.head is not None and number > view.head.number + 1:
+                await self._check_continuity(upstream, view)
             record_head(view, block)
             if (
                 number - self._finality_at.get(view.name, -FINALITY_REFRESH_BLOCKS)
@@ -166,6 +169,18 @@ class HeadTracker:
                 view.syncing = bool(syncing.result)  # false, or an object describing progress
         view.poll_failures = 0
         view.last_poll_error = ""
+
+    async def _check_continuity(self, upstream: Upstream, view: UpstreamView) -> None:
+        """Blocks were skipped between two polls: is the head we knew still in the chain?
+        If not, the upstream reorganised and its history is no longer true."""
+        assert view.head is not None
+        known = view.head
+        reply = await upstream.call(
+            "eth_getBlockByNumber", [hex(known.number), False], self.timeout_s
+        )
+        block = _block(reply.result)
+        if block is None or block.hash != known.hash:
+            forget_history(view)
 
     async def _verify_chain_id(self, upstream: Upstream, view: UpstreamView) -> bool:
         reply = await self._call(upstream, view, "eth_chainId", [])

@@ -10,6 +10,7 @@ import pytest
 from tests.harness.anvil import DEFAULT_CHAIN_ID, DEFAULT_GENESIS_TIMESTAMP, AnvilCluster
 from tests.harness.faultproxy import Fault, FaultProxy
 from tests.harness.loop import BackgroundLoop
+from tests.harness.redis_server import RedisServer
 
 __all__ = [
     "AnvilClusterFactory",
@@ -17,6 +18,7 @@ __all__ = [
     "anvil_cluster",
     "background_loop",
     "fault_proxy",
+    "redis_server",
 ]
 
 
@@ -90,3 +92,11 @@ def fault_proxy(background_loop: BackgroundLoop) -> Iterator[FaultProxyFactory]:
     yield start_proxy
     for proxy in proxies:
         background_loop.run(proxy.stop())
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    """A throwaway redis-server on a free port (fails, saying how to install it, if absent)."""
+    server = RedisServer().start()
+    yield server
+    server.stop()
