@@ -190,7 +190,7 @@ def test_identical_calls_in_flight_share_one_upstream_call(devnet) -> None:  # t
 
 
 def test_every_redis_key_has_a_ttl_and_a_chain_namespace(devnet, redis_server: RedisServer) -> None:  # type: ignore[no-untyped-def]
-    cluster, proxies, start_gateway = devnet
+    _cluster, proxies, start_gateway = devnet
     gateway = start_gateway(
         [p.url for p in proxies], head_poll_interval=60, cache={"redis_url": redis_server.url}
     )
@@ -326,7 +326,7 @@ def test_two_gateway_processes_share_entries_through_redis(
         time.sleep(0.3)  # A's background writes reach Redis
         before = {m: calls_to_upstreams(proxies, m) for m, _ in shared_calls}
         for method, params in shared_calls:
-            status, headers, body = _post(url_b, method, params)
+            _status, headers, body = _post(url_b, method, params)
             assert headers["X-Rpcgate-Cache"] == "hit", (method, body)
             assert headers["X-Rpcgate-Upstream"] == "cache"
             assert body["result"] == gateway_a.rpc(method, params).json()["result"]
