@@ -96,6 +96,9 @@ BYPASS = CachePlan(None, Cache.NEVER)
 
 
 def _normalize(value: Any, quantity: bool = False) -> Any:
+    if type(value) is list and not quantity and all(type(v) is str for v in value):
+        # The common case (addresses, hashes, tags), without a call per item.
+        return ["0x" + v[2:].lower() if v[:2] in ("0x", "0X") else v for v in value]
     if isinstance(value, str):
         if value[:2] in ("0x", "0X"):
             lowered = "0x" + value[2:].lower()
@@ -121,7 +124,7 @@ def cache_key(chain_id: int, method: str, params: Any) -> str:
     if isinstance(normalized, list) and position is not None and len(normalized) > position:
         normalized[position] = _normalize(normalized[position], quantity=True)
     body = orjson.dumps([method, normalized], option=orjson.OPT_SORT_KEYS)
-    return f"{chain_id}:{body.decode()}"
+    return str(chain_id) + ":" + body.decode()
 
 
 def redis_key(prefix: str, key: str) -> str:

@@ -7,7 +7,6 @@ what a failure means is `errors`' decision, and what it does to the upstream's s
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import time
 from dataclasses import dataclass, field
@@ -141,7 +140,8 @@ class ChainRuntime:
         finalized = consensus.finalized.number if consensus.finalized else None
         tags = Tags(head, consensus.safe.number if consensus.safe else None, finalized)
         pinned_call = pin_call(call.method, call.params, tags)
-        pinned, block = dataclasses.replace(call, params=pinned_call.params), pinned_call.block
+        block = pinned_call.block
+        pinned = Call(call.method, pinned_call.params, call.id, call.is_notification)
         view = ChainView(consensus.head, finalized, self.tracker.canonical)
         plan = plan_call(self.config.chain_id, call.method, pinned_call, view)
         counters = self.cache_counters
@@ -149,7 +149,9 @@ class ChainRuntime:
             counters.bypass += 1
             return await self._from_upstreams(pinned, block, head)
         if read_cache:
-            entry = await self.cache.get(plan.key, view, counters)
+            entry = self.cache.get_local(plan.key, view, counters)
+            if entry is None:
+                entry = await self.cache.get_shared(plan.key, view, counters)
             if entry is not None:
                 counters.hits += 1
                 return Outcome(result=entry.result, upstream="cache", cache="hit")

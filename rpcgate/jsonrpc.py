@@ -67,9 +67,15 @@ def loads(body: bytes | str) -> Any:
     return orjson.loads(body)
 
 
+_ID_TYPES = (str, int, float)  # by exact type: a bool is not a valid id
+
+
 def _has_float_id(parsed: Any) -> bool:
-    items = parsed if isinstance(parsed, list) else [parsed]
-    return any(isinstance(i, dict) and isinstance(i.get("id"), float) for i in items)
+    if type(parsed) is dict:
+        return type(parsed.get("id")) is float
+    if type(parsed) is list:
+        return any(type(i) is dict and type(i.get("id")) is float for i in parsed)
+    return False
 
 
 def dumps(value: Any) -> bytes:
@@ -83,11 +89,7 @@ def _parse_item(obj: Any) -> Item:
     if not isinstance(obj, dict):
         return Invalid(None, rpc_error(INVALID_REQUEST, "Invalid Request: not an object"))
     raw_id = obj.get("id", _ABSENT)
-    id_ok = (
-        raw_id is _ABSENT
-        or raw_id is None
-        or (isinstance(raw_id, str | int | float) and not isinstance(raw_id, bool))
-    )
+    id_ok = raw_id is _ABSENT or raw_id is None or type(raw_id) in _ID_TYPES
     reply_id = raw_id if id_ok and raw_id is not _ABSENT else None
     if not id_ok:
         return Invalid(

@@ -8,7 +8,7 @@ attempts.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -105,8 +105,12 @@ class _Answer:
 def _json_response(
     payload: Any, status: int = 200, headers: dict[str, str] | None = None
 ) -> web.Response:
+    """Off the hot path: CORS headers always (a browser may read errors and status)."""
     return web.Response(
-        body=dumps(payload), status=status, content_type="application/json", headers=headers
+        body=dumps(payload),
+        status=status,
+        content_type="application/json",
+        headers={**_CORS_HEADERS, **(headers or {})},
     )
 
 
@@ -120,8 +124,10 @@ def _gateway_error(status: int, code: int, message: str, data: Any = None) -> we
 
 async def _read_body(request: web.Request, limit: int) -> bytes | None:
     """The body, or None when it is over the limit (checked before and while reading)."""
-    if request.content_length is not None and request.content_length > limit:
-        return None
+    if request.content_length is not None:
+        if request.content_length > limit:
+            return None
+        return await request.read()  # declared and within the limit: the fast path
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.content.iter_any():
@@ -152,13 +158,12 @@ async def _answer(chain: ChainRuntime, item: Call | Invalid, read_cache: bool) -
     return _Answer(body, outcome.upstream, outcome.attempts, outcome.cache)
 
 
-def _skips_cache(request: web.Request) -> bool:
-    wanted = (
-        request.headers.get(HEADER_CACHE_CONTROL, "")
-        + ","
-        + request.headers.get("Cache-Control", "")
-    )
-    return "no-cache" in wanted.lower()
+def _skips_cache(headers: Mapping[str, str]) -> bool:
+    for name in (HEADER_CACHE_CONTROL, "Cache-Control"):
+        value = headers.get(name)
+        if value is not None and "no-cache" in value.lower():
+            return True
+    return False
 
 
 async def handle_rpc(request: web.Request) -> web.StreamResponse:
@@ -181,21 +186,29 @@ async def handle_rpc(request: web.Request) -> web.StreamResponse:
             {"limit": limits.max_body_bytes},
         )
     parsed = parse_request(body, limits.max_batch_items)
-    read_cache = not _skips_cache(request)
+    read_cache = not _skips_cache(request.headers)
     if len(parsed.items) == 1:
-        answers = [await _answer(chain, parsed.items[0], read_cache)]
+        answer = await _answer(chain, parsed.items[0], read_cache)
+        payload = encode_response([answer.body] if answer.body else [], parsed.is_batch)
+        headers = {
+            HEADER_UPSTREAM: answer.upstream,
+            HEADER_ATTEMPTS: str(answer.attempts),
+            HEADER_CACHE: answer.cache,
+        }
     else:
-        answers = list(await asyncio.gather(*(_answer(chain, i, read_cache) for i in parsed.items)))
-    payload = encode_response([a.body for a in answers if a.body is not None], parsed.is_batch)
-    upstreams = list(dict.fromkeys(a.upstream for a in answers))
-    headers = {
-        HEADER_UPSTREAM: ",".join(upstreams),
-        HEADER_ATTEMPTS: str(sum(a.attempts for a in answers)),
-        HEADER_CACHE: ",".join(a.cache for a in answers),
-    }
+        answers = await asyncio.gather(*(_answer(chain, i, read_cache) for i in parsed.items))
+        payload = encode_response([a.body for a in answers if a.body is not None], True)
+        headers = {
+            HEADER_UPSTREAM: ",".join(dict.fromkeys(a.upstream for a in answers)),
+            HEADER_ATTEMPTS: str(sum(a.attempts for a in answers)),
+            HEADER_CACHE: ",".join(a.cache for a in answers),
+        }
+    if "Origin" in request.headers:  # only browsers send it; others are spared the headers
+        headers.update(_CORS_HEADERS)
     if payload is None:  # only notifications: nothing to answer
         return web.Response(status=204, headers=headers)
-    return web.Response(body=payload, content_type="application/json", headers=headers)
+    headers["Content-Type"] = "application/json"
+    return web.Response(body=payload, headers=headers)
 
 
 async def handle_not_post(request: web.Request) -> web.StreamResponse:
@@ -229,22 +242,15 @@ async def handle_health(request: web.Request) -> web.StreamResponse:
     return _json_response({"status": "ok"})
 
 
-@web.middleware
-async def cors(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
+async def handle_preflight(request: web.Request) -> web.StreamResponse:
     """Browser dApps call the RPC URL directly, so the gateway answers CORS preflights."""
-    if request.method == "OPTIONS":
-        return web.Response(status=204, headers=_CORS_HEADERS)
-    response = await handler(request)
-    response.headers.update(_CORS_HEADERS)
-    return response
+    return web.Response(status=204, headers=_CORS_HEADERS)
 
 
 def build_app(config: Config) -> web.Application:
     # The body limit is enforced by _read_body with a JSON-RPC error; aiohttp's own limit
     # would answer with a bare 413 page.
-    app = web.Application(middlewares=[cors], client_max_size=config.limits.max_body_bytes + 1)
+    app = web.Application(client_max_size=config.limits.max_body_bytes + 1)
     gateway = Gateway(config)
     app[GATEWAY] = gateway
 
@@ -258,6 +264,8 @@ def build_app(config: Config) -> web.Application:
     app.router.add_get("/status.json", handle_status)
     app.router.add_post("/", handle_rpc)
     app.router.add_get("/", handle_root_get)
+    app.router.add_route("OPTIONS", "/", handle_preflight)
     app.router.add_post("/{chain}", handle_rpc)
+    app.router.add_route("OPTIONS", "/{chain}", handle_preflight)
     app.router.add_route("*", "/{chain}", handle_not_post)
     return app

@@ -188,15 +188,27 @@ class ResponseCache:
         if self.redis is not None:
             await self.redis.close()
 
-    async def get(self, key: str, view: ChainView, counters: CacheCounters) -> Entry | None:
-        now = time.monotonic()
-        entry = self.memory.get(key, now)
-        if entry is None and self.redis is not None:
-            entry = await self.redis.get(key)
-            if entry is not None:
-                counters.redis_hits += 1
-                # Seen again soon, most likely: keep it here too, for a short while.
-                self.memory.put(key, entry, len(entry.to_bytes()), now + self.config.ttl_head_s)
+    def get_local(self, key: str, view: ChainView, counters: CacheCounters) -> Entry | None:
+        """The in-process tier: no await, so a hit costs no trip through the event loop."""
+        return self._fresh(key, self.memory.get(key, time.monotonic()), view, counters)
+
+    async def get_shared(self, key: str, view: ChainView, counters: CacheCounters) -> Entry | None:
+        """The Redis tier, asked after a local miss."""
+        if self.redis is None:
+            return None
+        entry = await self.redis.get(key)
+        if entry is None:
+            return None
+        counters.redis_hits += 1
+        # Asked again soon, most likely: keep it here too, for a short while.
+        self.memory.put(
+            key, entry, len(entry.to_bytes()), time.monotonic() + self.config.ttl_head_s
+        )
+        return self._fresh(key, entry, view, counters)
+
+    def _fresh(
+        self, key: str, entry: Entry | None, view: ChainView, counters: CacheCounters
+    ) -> Entry | None:
         if entry is None:
             return None
         if not is_fresh(entry, view):

@@ -75,9 +75,11 @@ def test_browsers_get_cors_preflight_and_headers(gateway: RunningGateway) -> Non
     assert status == 204
     assert headers["Access-Control-Allow-Origin"] == "*"
     assert "POST" in headers["Access-Control-Allow-Methods"]
-    reply = gateway.rpc("eth_chainId")
+    body = {"jsonrpc": "2.0", "id": 1, "method": "eth_chainId"}
+    reply = gateway.post(body, headers={"Origin": "https://app.example"})
     assert reply.headers["Access-Control-Allow-Origin"] == "*"
     assert "X-Rpcgate-Upstream" in reply.headers["Access-Control-Expose-Headers"]
+    assert "Access-Control-Allow-Origin" not in gateway.post(body).headers  # not a browser
 
 
 def test_healthz_answers(gateway: RunningGateway) -> None:

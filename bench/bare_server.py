@@ -1,0 +1,39 @@
+"""The baseline for cache-hit throughput: a bare aiohttp server answering JSON-RPC from a
+dict, with the same event loop and JSON library as rpcgate. Nothing to do but parse, look
+up and answer: the ceiling a cache hit could reach on this framework.
+
+    python bench/bare_server.py ANSWERS.json PORT
+"""
+
+from __future__ import annotations
+
+import sys
+
+import orjson
+from aiohttp import web
+
+
+def main() -> None:
+    answers_path, port = sys.argv[1], int(sys.argv[2])
+    with open(answers_path, "rb") as f:
+        answers = {key: value for key, value in orjson.loads(f.read())}
+
+    async def handle(request: web.Request) -> web.Response:
+        call = orjson.loads(await request.read())
+        key = call["method"] + orjson.dumps(call.get("params", [])).decode()
+        body = {"jsonrpc": "2.0", "id": call.get("id"), "result": answers.get(key)}
+        return web.Response(body=orjson.dumps(body), content_type="application/json")
+
+    app = web.Application()
+    app.router.add_post("/", handle)
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
+
+
+if __name__ == "__main__":
+    main()
