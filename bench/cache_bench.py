@@ -210,6 +210,7 @@ def main() -> None:
     loop = BackgroundLoop()
     cluster = AnvilCluster(3, chain_id=CHAIN_ID).start()
     processes: list[subprocess.Popen[bytes]] = []
+    proxies: list[FaultProxy] = []
     workdir = Path(tempfile.mkdtemp(prefix="rpcgate-bench-"))
     try:
         cluster.mine_all(3)
@@ -286,6 +287,8 @@ def main() -> None:
         for process in processes:
             process.terminate()
             process.wait(10)
+        for proxy in proxies:
+            loop.run(proxy.stop())
         cluster.stop()
         loop.stop()
         shutil.rmtree(workdir, ignore_errors=True)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import enum
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -74,14 +74,23 @@ class Entry:
     block_number: int | None = None  # the block the answer is about
     block_hash: str | None = None  # its hash when stored; None: it was final then
     head_hash: str | None = None  # for answers about the head: the head they belong to
+    # The result as JSON, encoded once when stored: a hit sends these bytes as they are.
+    result_json: bytes = field(default=b"", compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.result_json:
+            object.__setattr__(self, "result_json", orjson.dumps(self.result))
 
     def to_bytes(self) -> bytes:
-        return orjson.dumps([self.result, self.block_number, self.block_hash, self.head_hash])
+        """Metadata line, newline, result JSON (orjson never writes a raw newline)."""
+        meta = orjson.dumps([self.block_number, self.block_hash, self.head_hash])
+        return meta + b"\n" + self.result_json
 
     @staticmethod
     def from_bytes(raw: bytes) -> Entry:
-        result, block_number, block_hash, head_hash = orjson.loads(raw)
-        return Entry(result, block_number, block_hash, head_hash)
+        meta, _, result_json = raw.partition(b"\n")
+        block_number, block_hash, head_hash = orjson.loads(meta)
+        return Entry(orjson.loads(result_json), block_number, block_hash, head_hash, result_json)
 
 
 @dataclass(frozen=True, slots=True)

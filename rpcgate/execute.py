@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 import structlog
 from eth_utils import keccak
 from tenacity import AsyncRetrying, RetryCallState, retry_if_result, stop_after_attempt
@@ -23,7 +24,7 @@ from rpcgate.health import record_failure, record_success
 from rpcgate.jsonrpc import ALL_UPSTREAMS_FAILED, DEADLINE_EXCEEDED, NO_UPSTREAM, Call, rpc_error
 from rpcgate.masking import MASKER
 from rpcgate.methods import ALREADY_KNOWN_MESSAGES, Kind, method_info
-from rpcgate.pinning import Tags, pin_call
+from rpcgate.pinning import PinnedCall, Tags, pin_call
 from rpcgate.routing import Candidate, attempt_order, block_fit, next_candidate
 from rpcgate.store import CacheCounters, Coalescer, ResponseCache
 from rpcgate.tracker import HeadTracker
@@ -39,6 +40,7 @@ _ERRORS_ABOUT_THE_CALL = frozenset(
 # Failures worth a second try on the same upstream once all have been tried.
 _MAY_NOT_REPEAT = frozenset({ErrorClass.TRANSIENT, ErrorClass.RATE_LIMITED})
 _SECOND_ROUND_BACKOFF_S = 0.05
+_REMEMBERED_PLANS = 4096  # distinct hot calls whose plan is kept (cleared when full)
 _DETAIL_CHARS = 200  # of an upstream's error text, kept in a failed call's `data.attempts`
 
 
@@ -49,6 +51,7 @@ class Outcome:
     upstream: str = "gateway"
     attempts: int = 0
     cache: str = "bypass"  # hit | miss | bypass
+    result_json: bytes | None = None  # a cached result, already encoded
 
 
 @dataclass
@@ -86,6 +89,7 @@ class ChainRuntime:
         self.cache = cache
         self.cache_counters = CacheCounters()
         self._coalescer: Coalescer[Outcome] = Coalescer()
+        self._plans: dict[tuple[str, bytes] | None, Any] = {}
         self.upstreams = {
             up.name: Upstream(
                 up,
@@ -139,11 +143,10 @@ class ChainRuntime:
             return Outcome(result=hex(head), upstream="gateway")
         finalized = consensus.finalized.number if consensus.finalized else None
         tags = Tags(head, consensus.safe.number if consensus.safe else None, finalized)
-        pinned_call = pin_call(call.method, call.params, tags)
+        view = ChainView(consensus.head, finalized, self.tracker.canonical)
+        pinned_call, plan = self._plan(call, tags, view)
         block = pinned_call.block
         pinned = Call(call.method, pinned_call.params, call.id, call.is_notification)
-        view = ChainView(consensus.head, finalized, self.tracker.canonical)
-        plan = plan_call(self.config.chain_id, call.method, pinned_call, view)
         counters = self.cache_counters
         if plan.key is None:
             counters.bypass += 1
@@ -154,13 +157,32 @@ class ChainRuntime:
                 entry = await self.cache.get_shared(plan.key, view, counters)
             if entry is not None:
                 counters.hits += 1
-                return Outcome(result=entry.result, upstream="cache", cache="hit")
+                return Outcome(upstream="cache", cache="hit", result_json=entry.result_json)
         counters.misses += 1
         return await self._coalescer.run(
             plan.key,
             lambda: self._fetch_and_store(pinned, block, head, plan),
             on_shared=lambda: setattr(counters, "coalesced", counters.coalesced + 1),
         )
+
+    def _plan(self, call: Call, tags: Tags, view: ChainView) -> tuple[PinnedCall, CachePlan]:
+        """Pinning and the cache key, remembered per call as sent while the head stays:
+        hot calls repeat, and this is the costly part of a cache hit."""
+        head_hash = view.head.hash if view.head is not None else None
+        try:
+            fingerprint = (call.method, orjson.dumps(call.params))
+        except TypeError:  # an integer beyond 64 bits somewhere: not worth remembering
+            fingerprint = None
+        remembered = self._plans.get(fingerprint) if fingerprint is not None else None
+        if remembered is not None and remembered[0] == (tags, head_hash):
+            return remembered[1], remembered[2]
+        pinned_call = pin_call(call.method, call.params, tags)
+        plan = plan_call(self.config.chain_id, call.method, pinned_call, view)
+        if fingerprint is not None:
+            if len(self._plans) >= _REMEMBERED_PLANS:
+                self._plans.clear()
+            self._plans[fingerprint] = ((tags, head_hash), pinned_call, plan)
+        return pinned_call, plan
 
     async def _fetch_and_store(
         self, call: Call, block: int | None, head: int | None, plan: CachePlan

@@ -81,8 +81,14 @@ def _has_float_id(parsed: Any) -> bool:
 def dumps(value: Any) -> bytes:
     try:
         return orjson.dumps(value)
-    except TypeError:
-        return json.dumps(value, separators=(",", ":")).encode()
+    except TypeError:  # an integer beyond 64 bits (an id): the standard library can
+        return json.dumps(value, separators=(",", ":"), default=_fragment).encode()
+
+
+def _fragment(value: Any) -> Any:
+    if isinstance(value, orjson.Fragment):
+        return json.loads(value.contents)
+    raise TypeError(f"not JSON: {type(value).__name__}")
 
 
 def _parse_item(obj: Any) -> Item:

@@ -14,6 +14,7 @@ from typing import Any
 
 import structlog
 from aiohttp import web
+from orjson import Fragment
 
 from rpcgate import __version__
 from rpcgate.config import Config
@@ -150,10 +151,11 @@ async def _answer(chain: ChainRuntime, item: Call | Invalid, read_cache: bool) -
                 INTERNAL_ERROR, "internal gateway error", MASKER.mask(type(exc).__name__)
             )
         )
+    result = outcome.result if outcome.result_json is None else Fragment(outcome.result_json)
     body = (
         None
         if item.is_notification
-        else response_object(item.id, result=outcome.result, error=outcome.error)
+        else response_object(item.id, result=result, error=outcome.error)
     )
     return _Answer(body, outcome.upstream, outcome.attempts, outcome.cache)
 

@@ -145,7 +145,7 @@ class RedisTier:
         try:
             return Entry.from_bytes(raw)
         except (ValueError, TypeError):
-            return None  # written by something else: treat as absent
+            return None  # written by something else (or an older version): treat as absent
 
     def put_later(self, key: str, raw: bytes, ttl_s: float) -> None:
         """Queues the write; the answer does not wait for it."""
