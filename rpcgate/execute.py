@@ -90,6 +90,7 @@ class ChainRuntime:
         self.cache_counters = CacheCounters()
         self._coalescer: Coalescer[Outcome] = Coalescer()
         self._plans: dict[tuple[str, bytes] | None, Any] = {}
+        self._view: tuple[Any, Any, tuple[int | None, Tags, ChainView]] | None = None
         self.upstreams = {
             up.name: Upstream(
                 up,
@@ -137,14 +138,10 @@ class ChainRuntime:
 
     async def execute(self, call: Call, *, read_cache: bool = True) -> Outcome:
         """A call's path: the consensus head, tags pinned, the cache, then the upstreams."""
-        consensus = self.tracker.consensus
-        head = consensus.head.number if consensus.head is not None else None
-        if call.method == "eth_blockNumber" and head is not None:
-            return Outcome(result=hex(head), upstream="gateway")
-        finalized = consensus.finalized.number if consensus.finalized else None
-        tags = Tags(head, consensus.safe.number if consensus.safe else None, finalized)
-        view = ChainView(consensus.head, finalized, self.tracker.canonical)
-        pinned_call, plan = self._plan(call, tags, view)
+        local = self.answer_locally(call, read_cache)
+        if local is not None:
+            return local
+        head, view, pinned_call, plan = self._prepare(call)
         block = pinned_call.block
         pinned = Call(call.method, pinned_call.params, call.id, call.is_notification)
         counters = self.cache_counters
@@ -152,9 +149,7 @@ class ChainRuntime:
             counters.bypass += 1
             return await self._from_upstreams(pinned, block, head)
         if read_cache:
-            entry = self.cache.get_local(plan.key, view, counters)
-            if entry is None:
-                entry = await self.cache.get_shared(plan.key, view, counters)
+            entry = await self.cache.get_shared(plan.key, view, counters)
             if entry is not None:
                 counters.hits += 1
                 return Outcome(upstream="cache", cache="hit", result_json=entry.result_json)
@@ -164,6 +159,41 @@ class ChainRuntime:
             lambda: self._fetch_and_store(pinned, block, head, plan),
             on_shared=lambda: setattr(counters, "coalesced", counters.coalesced + 1),
         )
+
+    def answer_locally(self, call: Call, read_cache: bool = True) -> Outcome | None:
+        """The answer when the gateway has it in hand (the consensus head, an entry of the
+        in-process cache), without an await; None when it needs Redis or an upstream."""
+        head = self.tracker.consensus.head
+        if call.method == "eth_blockNumber" and head is not None:
+            return Outcome(upstream="gateway", result_json=b'"%s"' % hex(head.number).encode())
+        if not read_cache:
+            return None
+        _, view, _, plan = self._prepare(call)
+        if plan.key is None:
+            return None
+        entry = self.cache.get_local(plan.key, view, self.cache_counters)
+        if entry is None:
+            return None
+        self.cache_counters.hits += 1
+        return Outcome(upstream="cache", cache="hit", result_json=entry.result_json)
+
+    def _prepare(self, call: Call) -> tuple[int | None, ChainView, PinnedCall, CachePlan]:
+        head, tags, view = self._consensus_view()
+        pinned_call, plan = self._plan(call, tags, view)
+        return head, view, pinned_call, plan
+
+    def _consensus_view(self) -> tuple[int | None, Tags, ChainView]:
+        """Tags and the cache's view of the consensus, rebuilt only when it changes."""
+        consensus, canonical = self.tracker.consensus, self.tracker.canonical
+        built = self._view
+        if built is not None and built[0] is consensus and built[1] is canonical:
+            return built[2]
+        head = consensus.head.number if consensus.head is not None else None
+        finalized = consensus.finalized.number if consensus.finalized else None
+        tags = Tags(head, consensus.safe.number if consensus.safe else None, finalized)
+        view = (head, tags, ChainView(consensus.head, finalized, canonical))
+        self._view = (consensus, canonical, view)
+        return view
 
     def _plan(self, call: Call, tags: Tags, view: ChainView) -> tuple[PinnedCall, CachePlan]:
         """Pinning and the cache key, remembered per call as sent while the head stays:
@@ -190,9 +220,7 @@ class ChainRuntime:
         outcome = await self._from_upstreams(call, block, head)
         outcome.cache = "miss"
         if outcome.error is None and plan.key is not None:
-            consensus = self.tracker.consensus  # as it is now, after the call
-            finalized = consensus.finalized.number if consensus.finalized else None
-            view = ChainView(consensus.head, finalized, self.tracker.canonical)
+            _, _, view = self._consensus_view()  # as it is now, after the call
             stored = entry_for(plan, outcome.result, view)
             if stored is not None:
                 self.cache.put(plan.key, *stored)
