@@ -196,22 +196,22 @@ class ChainRuntime:
         return view
 
     def _plan(self, call: Call, tags: Tags, view: ChainView) -> tuple[PinnedCall, CachePlan]:
-        """Pinning and the cache key, remembered per call as sent while the head stays:
-        hot calls repeat, and this is the costly part of a cache hit."""
-        head_hash = view.head.hash if view.head is not None else None
+        """Pinning and the cache key, remembered per call as sent while the consensus
+        stays the same (`view` is rebuilt, as a new object, whenever it changes): hot calls
+        repeat, and this is the costly part of a cache hit."""
         try:
             fingerprint = (call.method, orjson.dumps(call.params))
         except TypeError:  # an integer beyond 64 bits somewhere: not worth remembering
             fingerprint = None
         remembered = self._plans.get(fingerprint) if fingerprint is not None else None
-        if remembered is not None and remembered[0] == (tags, head_hash):
+        if remembered is not None and remembered[0] is view:
             return remembered[1], remembered[2]
         pinned_call = pin_call(call.method, call.params, tags)
         plan = plan_call(self.config.chain_id, call.method, pinned_call, view)
         if fingerprint is not None:
             if len(self._plans) >= _REMEMBERED_PLANS:
                 self._plans.clear()
-            self._plans[fingerprint] = ((tags, head_hash), pinned_call, plan)
+            self._plans[fingerprint] = (view, pinned_call, plan)
         return pinned_call, plan
 
     async def _fetch_and_store(

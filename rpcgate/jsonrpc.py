@@ -120,6 +120,19 @@ def _parse_item(obj: Any) -> Item:
     return Call(method, params, reply_id, raw_id is _ABSENT)
 
 
+def parse_single(body: bytes) -> Call | None:
+    """The common case in one step: a body that is one valid call, else None (and the
+    caller takes `parse_request`, which says what is wrong)."""
+    try:
+        obj = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    if type(obj) is not dict or type(obj.get("id")) is float:
+        return None
+    item = _parse_item(obj)
+    return item if type(item) is Call else None
+
+
 def parse_request(body: bytes, max_batch_items: int) -> Request:
     """A body becomes items to answer; a body that is not JSON becomes one -32700 error."""
     try:

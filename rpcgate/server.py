@@ -28,6 +28,7 @@ from rpcgate.jsonrpc import (
     dumps,
     encode_response,
     parse_request,
+    parse_single,
     response_object,
     rpc_error,
 )
@@ -207,13 +208,13 @@ async def handle_rpc(request: web.Request) -> web.StreamResponse:
             f"request body exceeds {limits.max_body_bytes} bytes (limits.max_body_bytes)",
             {"limit": limits.max_body_bytes},
         )
-    parsed = parse_request(body, limits.max_batch_items)
     read_cache = not _skips_cache(request.headers)
-    first = parsed.items[0]
-    if not parsed.is_batch and type(first) is Call and not first.is_notification:
-        in_hand = _answer_in_hand(request, chain, first, read_cache)
+    single = parse_single(body)
+    if single is not None and not single.is_notification:
+        in_hand = _answer_in_hand(request, chain, single, read_cache)
         if in_hand is not None:
             return in_hand
+    parsed = parse_request(body, limits.max_batch_items)
     if len(parsed.items) == 1:
         answer = await _answer(chain, parsed.items[0], read_cache)
         payload = encode_response([answer.body] if answer.body else [], parsed.is_batch)
