@@ -139,9 +139,9 @@ def dapp_mix(contracts: list[str], receipts: list[str]) -> list[dict[str, Any]]:
 def wrk_load(
     url: str, bodies: list[dict[str, Any]], seconds: float, connections: int
 ) -> dict[str, float]:
-    script = tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False)
     lua_bodies = ",\n".join("[[" + json.dumps(b) + "]]" for b in bodies)
-    script.write(f"""
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(f"""
 bodies = {{ {lua_bodies} }}
 counter = 0
 request = function()
@@ -150,7 +150,6 @@ request = function()
                     bodies[(counter % #bodies) + 1])
 end
 """)
-    script.close()
     out = subprocess.run(
         [
             "wrk",
