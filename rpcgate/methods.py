@@ -127,6 +127,16 @@ def method_info(method: str) -> MethodInfo:
     return METHODS.get(method, _UNKNOWN)
 
 
+def methods_reference() -> str:
+    """The README's method table, generated from METHODS (a test keeps them equal)."""
+    rows = ["| method | kind | cache | block parameter | why |", "|---|---|---|---|---|"]
+    for name, info in METHODS.items():
+        position = "" if info.block_param is None else str(info.block_param)
+        rows.append(f"| `{name}` | {info.kind} | {info.cache} | {position} | {info.why} |")
+    rows.append(f"| anything else | read | never | | {_UNKNOWN.why} |")
+    return "\n".join(rows) + "\n"
+
+
 # Answers to eth_sendRawTransaction that mean "the network has this transaction already":
 # after a retry, the first attempt may have delivered it. These count as success.
 ALREADY_KNOWN_MESSAGES = (

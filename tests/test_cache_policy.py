@@ -218,3 +218,14 @@ async def test_coalesced_callers_survive_the_first_caller_going_away() -> None:
     await asyncio.sleep(0.01)
     first.cancel()
     assert await second == "answer"
+
+
+def test_readme_method_table_is_generated_from_the_method_table() -> None:
+    from pathlib import Path
+
+    from rpcgate.methods import methods_reference
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    start, end = "<!-- methods-reference:start -->", "<!-- methods-reference:end -->"
+    documented = readme.split(start, 1)[1].split(end, 1)[0]
+    assert documented.strip() == methods_reference().strip()
