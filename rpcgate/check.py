@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from rpcgate.config import Config
 from rpcgate.errors import classify
+from rpcgate.jsonrpc import quantity
 from rpcgate.upstream import Reply, Upstream
 
 # Balance of the zero address at block 1: only a node that keeps old state can answer.
@@ -45,8 +46,8 @@ async def probe(
         upstream.call("web3_clientVersion", [], timeout_s),
         upstream.call(*_OLD_STATE_PROBE, timeout_s),
     )
-    chain_id = _hex_int(chain_id_reply.result)
-    head = _hex_int(head_reply.result)
+    chain_id = quantity(chain_id_reply.result)
+    head = quantity(head_reply.result)
     problem = None
     if chain_id_reply.failure is not None:
         problem = f"eth_chainId failed: {_why(chain_id_reply)}"
@@ -67,15 +68,6 @@ async def probe(
         old_state,
         problem,
     )
-
-
-def _hex_int(value: object) -> int | None:
-    if isinstance(value, str) and value.startswith("0x"):
-        try:
-            return int(value, 16)
-        except ValueError:
-            return None
-    return None
 
 
 async def check_all(config: Config, timeout_s: float = 10.0) -> list[ProbeResult]:

@@ -29,6 +29,16 @@ UNKNOWN_CHAIN = -32053  # the URL path names no configured chain
 _ABSENT = object()
 
 
+def quantity(value: Any) -> int | None:
+    """A JSON-RPC quantity ("0x1a") as an int; None when it is not one."""
+    if isinstance(value, str) and value.startswith("0x"):
+        try:
+            return int(value, 16)
+        except ValueError:
+            return None
+    return None
+
+
 def rpc_error(code: int, message: str, data: Any = None) -> dict[str, Any]:
     error: dict[str, Any] = {"code": code, "message": message}
     if data is not None:

@@ -32,6 +32,7 @@ from rpcgate.heads import (
     upstream_state,
 )
 from rpcgate.health import record_failure
+from rpcgate.jsonrpc import quantity
 from rpcgate.upstream import Reply, Upstream
 
 log = structlog.get_logger("rpcgate.heads")
@@ -46,19 +47,10 @@ MAX_LOOKUPS_PER_DECISION = 16
 RECHECK_EVERY_POLLS = 10
 
 
-def _hex(value: Any) -> int | None:
-    if isinstance(value, str) and value.startswith("0x"):
-        try:
-            return int(value, 16)
-        except ValueError:
-            return None
-    return None
-
-
 def _block(value: Any) -> Block | None:
     if not isinstance(value, dict):
         return None
-    number = _hex(value.get("number"))
+    number = quantity(value.get("number"))
     block_hash, parent = value.get("hash"), value.get("parentHash")
     if number is None or not isinstance(block_hash, str) or not isinstance(parent, str):
         return None
@@ -136,7 +128,7 @@ class HeadTracker:
         if view.chain_id_ok is False:
             return  # quarantined: only the chain id is asked again, now and then
         reply = await self._call(upstream, view, "eth_blockNumber", [])
-        number = _hex(reply.result)
+        number = quantity(reply.result)
         if reply.failure is not None or number is None:
             return
         if view.head is not None and abs(number - view.head.number) > IMPLAUSIBLE_JUMP_BLOCKS:
@@ -184,7 +176,7 @@ class HeadTracker:
 
     async def _verify_chain_id(self, upstream: Upstream, view: UpstreamView) -> bool:
         reply = await self._call(upstream, view, "eth_chainId", [])
-        chain_id = _hex(reply.result)
+        chain_id = quantity(reply.result)
         if reply.failure is not None or chain_id is None:
             return False
         view.chain_id = chain_id
