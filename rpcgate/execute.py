@@ -136,9 +136,12 @@ class ChainRuntime:
             error=rpc_error(NO_UPSTREAM, f"no upstream can serve{about} now: {MASKER.mask(states)}")
         )
 
-    async def execute(self, call: Call, *, read_cache: bool = True) -> Outcome:
-        """A call's path: the consensus head, tags pinned, the cache, then the upstreams."""
-        local = self.answer_locally(call, read_cache)
+    async def execute(
+        self, call: Call, *, read_cache: bool = True, asked_locally: bool = False
+    ) -> Outcome:
+        """A call's path: the consensus head, tags pinned, the cache, then the upstreams.
+        `asked_locally`: the caller already tried `answer_locally` for this call."""
+        local = None if asked_locally else self.answer_locally(call, read_cache)
         if local is not None:
             return local
         head, view, pinned_call, plan = self._prepare(call)

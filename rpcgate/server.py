@@ -25,6 +25,7 @@ from rpcgate.jsonrpc import (
     UNKNOWN_CHAIN,
     Call,
     Invalid,
+    Request,
     dumps,
     encode_response,
     parse_request,
@@ -140,11 +141,13 @@ async def _read_body(request: web.Request, limit: int) -> bytes | None:
     return b"".join(chunks)
 
 
-async def _answer(chain: ChainRuntime, item: Call | Invalid, read_cache: bool) -> _Answer:
+async def _answer(
+    chain: ChainRuntime, item: Call | Invalid, read_cache: bool, asked_locally: bool = False
+) -> _Answer:
     if isinstance(item, Invalid):
         return _Answer(response_object(item.id, error=item.error), "gateway", 0, "bypass")
     try:
-        outcome = await chain.execute(item, read_cache=read_cache)
+        outcome = await chain.execute(item, read_cache=read_cache, asked_locally=asked_locally)
     except Exception as exc:  # a bug must cost one answer, never the whole batch
         log.exception("execute_failed", method=item.method)
         outcome = Outcome(
@@ -210,13 +213,18 @@ async def handle_rpc(request: web.Request) -> web.StreamResponse:
         )
     read_cache = not _skips_cache(request.headers)
     single = parse_single(body)
-    if single is not None and not single.is_notification:
+    asked_locally = single is not None and not single.is_notification
+    if single is not None and asked_locally:
         in_hand = _answer_in_hand(request, chain, single, read_cache)
         if in_hand is not None:
             return in_hand
-    parsed = parse_request(body, limits.max_batch_items)
+    parsed = (
+        Request([single], is_batch=False)
+        if single is not None
+        else parse_request(body, limits.max_batch_items)
+    )
     if len(parsed.items) == 1:
-        answer = await _answer(chain, parsed.items[0], read_cache)
+        answer = await _answer(chain, parsed.items[0], read_cache, asked_locally)
         payload = encode_response([answer.body] if answer.body else [], parsed.is_batch)
         headers = {
             HEADER_UPSTREAM: answer.upstream,
