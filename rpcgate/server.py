@@ -18,7 +18,8 @@ from orjson import Fragment
 
 from rpcgate import __version__
 from rpcgate.config import Config
-from rpcgate.execute import ChainRuntime, Outcome
+from rpcgate.execute import ChainRuntime
+from rpcgate.failover import Outcome
 from rpcgate.jsonrpc import (
     INTERNAL_ERROR,
     INVALID_REQUEST,
