@@ -262,3 +262,26 @@ def test_status_shows_consensus_and_upstreams_without_secrets(
     gateway.sync()
     body = gateway.loop.run(_get_json(gateway.url + "/status.json"))
     assert body["chains"][0]["consensus"]["head"]["number"] == 71
+
+
+def test_upstream_that_switches_to_another_chain_is_caught_by_its_head_jump(
+    anvil_cluster: AnvilClusterFactory,
+    fault_proxy: FaultProxyFactory,
+    start_gateway: GatewayFactory,
+) -> None:
+    cluster = anvil_cluster(3, chain_id=CHAIN_ID)
+    cluster.mine_all(3)
+    other = anvil_cluster(1, chain_id=5)
+    other[0].rpc("anvil_mine", ["0x7d0"])  # 2,000 blocks: an implausible jump from 3
+    proxies = [fault_proxy(url) for url in cluster.urls]
+    gateway = start_gateway([p.url for p in proxies], head_poll_interval=60)
+    assert states(gateway)["node2"] == "ok"
+    proxies[2].upstream_url = other.urls[0]  # the provider silently changed networks
+    gateway.sync()
+    assert states(gateway)["node2"] == "wrong-chain"
+    assert status_of(gateway, "node2")["reason"] == f"chain id 5, expected {CHAIN_ID}"
+    assert gateway.rpc("eth_blockNumber").json()["result"] == hex(3)
+    proxies[2].reset_counts()
+    for _ in range(9):
+        assert gateway.rpc("eth_getBalance", [ADDR, "latest"], fresh=True).json()["result"]
+    assert "eth_getBalance" not in proxies[2].methods
