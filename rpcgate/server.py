@@ -85,9 +85,8 @@ class Gateway:
         return [f"/{c.config.name} (/{c.config.chain_id})" for c in self.chains]
 
     async def start(self) -> None:
-        await self.cache.start()
-        for runtime in self.chains:
-            await runtime.start()
+        # Chains start together: each waits for one head-poll round before serving.
+        await asyncio.gather(self.cache.start(), *(runtime.start() for runtime in self.chains))
 
     async def close(self) -> None:
         for runtime in self.chains:
