@@ -20,6 +20,7 @@ from rpcgate import __version__
 from rpcgate.config import Config
 from rpcgate.execute import ChainRuntime
 from rpcgate.failover import Outcome
+from rpcgate.heads import State
 from rpcgate.jsonrpc import (
     INTERNAL_ERROR,
     INVALID_REQUEST,
@@ -275,7 +276,26 @@ async def handle_status(request: web.Request) -> web.StreamResponse:
 
 
 async def handle_health(request: web.Request) -> web.StreamResponse:
+    """Liveness: the process answers."""
     return _json_response({"status": "ok"})
+
+
+async def handle_ready(request: web.Request) -> web.StreamResponse:
+    """Readiness (a Kubernetes probe): every chain has a consensus head and an upstream in
+    sync with it; otherwise 503, saying which chain is not ready and why."""
+    not_ready = {}
+    for runtime in request.app[GATEWAY].chains:
+        tracker = runtime.tracker
+        in_sync = [v.name for v in tracker.views.values() if v.state is State.OK]
+        if tracker.consensus.head is None or not in_sync:
+            not_ready[runtime.config.name] = "; ".join(
+                f"{v.name}: {v.state} ({v.reason})" for v in tracker.views.values()
+            )
+    if not_ready:
+        return _json_response(
+            {"status": "not ready", "chains": MASKER.mask_any(not_ready)}, status=503
+        )
+    return _json_response({"status": "ready"})
 
 
 async def handle_preflight(request: web.Request) -> web.StreamResponse:
@@ -297,6 +317,7 @@ def build_app(config: Config) -> web.Application:
 
     app.cleanup_ctx.append(lifecycle)
     app.router.add_get("/healthz", handle_health)
+    app.router.add_get("/readyz", handle_ready)
     app.router.add_get("/status.json", handle_status)
     app.router.add_post("/", handle_rpc)
     app.router.add_get("/", handle_root_get)

@@ -238,7 +238,8 @@ class HeadTracker:
             )
             view.fork_height = fork_height
             if state is not view.state:
-                log.info(
+                level = log.info if state in (State.OK, State.STARTING) else log.warning
+                level(
                     "upstream_state",
                     chain=self.chain.name,
                     upstream=view.name,

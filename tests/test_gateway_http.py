@@ -105,3 +105,23 @@ async def _options(url: str) -> tuple[int, dict[str, str]]:
         ) as resp,
     ):
         return resp.status, dict(resp.headers)
+
+
+def test_readiness_says_which_chain_cannot_serve(
+    anvil_cluster: AnvilClusterFactory,
+    fault_proxy,
+    start_gateway: GatewayFactory,  # type: ignore[no-untyped-def]
+) -> None:
+    from tests.harness.faultproxy import Fault
+
+    cluster = anvil_cluster(1, chain_id=CHAIN_ID)
+    proxy = fault_proxy(cluster.urls[0])
+    gateway = start_gateway([proxy.url], head_poll_interval=60)
+    status, body = gateway.loop.run(_get(gateway.url + "/readyz"))
+    assert (status, json.loads(body)) == (200, {"status": "ready"})
+    proxy.set_fault(Fault.REFUSE)
+    gateway.sync()
+    gateway.sync()  # two failed polls: down
+    status, body = gateway.loop.run(_get(gateway.url + "/readyz"))
+    assert status == 503
+    assert "node0: down" in json.loads(body)["chains"]["devnet"]
