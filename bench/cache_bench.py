@@ -53,6 +53,11 @@ from tests.harness.tools import free_port  # noqa: E402
 CHAIN_ID = 31337
 UPSTREAM_LATENCY_S = 0.030
 BLOCK_EVERY_S = 3.0
+# On a machine with two or more cores, the server under test and the load generator get a
+# core each, so the scheduler moving them around adds no noise to the comparison.
+_PIN = shutil.which("taskset") is not None and (os.cpu_count() or 1) >= 2
+SERVER_CPU = ["taskset", "-c", "1"] if _PIN else []
+CLIENT_CPU = ["taskset", "-c", "0"] if _PIN else []
 HOT_ACCOUNTS = [Web3.to_checksum_address(f"0x{i:040x}") for i in range(0xA11CE0, 0xA11CE5)]
 
 
@@ -152,6 +157,7 @@ end
 """)
     out = subprocess.run(
         [
+            *CLIENT_CPU,
             "wrk",
             "-t1",
             f"-c{connections}",
@@ -276,6 +282,7 @@ def main() -> None:
         processes.append(
             subprocess.Popen(
                 [
+                    *SERVER_CPU,
                     sys.executable,
                     "-m",
                     "rpcgate.cli",
@@ -321,6 +328,7 @@ def main() -> None:
         processes.append(
             subprocess.Popen(
                 [
+                    *SERVER_CPU,
                     sys.executable,
                     str(REPO / "bench" / "bare_server.py"),
                     str(workdir / "answers.json"),

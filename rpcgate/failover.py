@@ -61,7 +61,7 @@ class _CallState:
     call_errors: list[tuple[ErrorClass, dict[str, Any]]] = field(default_factory=list)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Step:
     outcome: Outcome
     retry: bool

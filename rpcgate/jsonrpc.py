@@ -46,7 +46,7 @@ def rpc_error(code: int, message: str, data: Any = None) -> dict[str, Any]:
     return error
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built once per call, and a frozen __init__ costs
 class Call:
     """A valid request object. `params` is None when the request had none."""
 
@@ -67,7 +67,7 @@ class Invalid:
 Item = Call | Invalid
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Request:
     items: list[Item]
     is_batch: bool

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from rpcgate.heads import State
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Candidate:
     name: str
     domain: str

@@ -98,7 +98,7 @@ class Gateway:
 GATEWAY = web.AppKey("gateway", Gateway)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Answer:
     body: dict[str, Any] | None  # None for a notification
     upstream: str
