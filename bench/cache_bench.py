@@ -238,6 +238,12 @@ def load(
     return python_load(url, bodies, seconds, connections)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time a process has used (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def upstream_requests(url: str) -> int:
     with urllib.request.urlopen(url + "/status.json", timeout=5) as resp:
         status = json.loads(resp.read())
@@ -340,10 +346,16 @@ def main() -> None:
         wait_listening(bare_url)
         hits_before = upstream_requests(gateway_url)
         rounds: dict[str, list[float]] = {"rpcgate": [], "bare": []}
+        per_cpu: dict[str, list[float]] = {"rpcgate": [], "bare": []}
+        servers = {"rpcgate": (gateway_url, processes[0].pid), "bare": (bare_url, processes[1].pid)}
         for _ in range(args.rounds):
-            for name, url in (("rpcgate", gateway_url), ("bare", bare_url)):
-                rounds[name].append(load(url, cacheable, args.seconds / 2, args.connections)["rps"])
+            for name, (url, pid) in servers.items():
+                cpu_before = cpu_seconds(pid)
+                result = load(url, cacheable, args.seconds / 2, args.connections)
+                rounds[name].append(result["rps"])
+                per_cpu[name].append(result["requests"] / (cpu_seconds(pid) - cpu_before))
         hit_upstream_calls = upstream_requests(gateway_url) - hits_before
+        cpu_ratio = statistics.median(per_cpu["rpcgate"]) / statistics.median(per_cpu["bare"])
 
         rpcgate_rps = statistics.median(rounds["rpcgate"])
         bare_rps = statistics.median(rounds["bare"])
@@ -367,6 +379,11 @@ def main() -> None:
             f"bare aiohttp from a dict {bare_rps:.0f} req/s -> ratio of medians "
             f"{rpcgate_rps / bare_rps:.2f}, median of paired ratios {paired:.2f} "
             f"(upstream calls during the rounds: {hit_upstream_calls})"
+        )
+        print(
+            f"per CPU second of the server: rpcgate {statistics.median(per_cpu['rpcgate']):.0f}, "
+            f"bare {statistics.median(per_cpu['bare']):.0f} requests -> ratio {cpu_ratio:.2f} "
+            "(what each server does with a core, whatever else the machine is doing)"
         )
         print(
             f"rounds: rpcgate {[round(r) for r in rounds['rpcgate']]}, "
