@@ -11,75 +11,71 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 from urllib.parse import urlsplit
 
 import yaml
 
 from rpcgate.presets import PRESETS, PresetError, preset_url
-
-
-def _doc(text: str, required: bool = False, **kwargs: Any) -> Any:
-    return field(metadata={"doc": text, "required": required}, **kwargs)
+from rpcgate.schema import load_dataclass, reference, setting, substitute_env
 
 
 @dataclass(frozen=True)
 class UpstreamConfig:
-    name: str = _doc(
+    name: str = setting(
         "Name shown in logs, headers and status; default: the preset or the host.", default=""
     )
-    preset: str | None = _doc(
+    preset: str | None = setting(
         "Provider preset that fills url, kind and domain: " + ", ".join(PRESETS) + ".", default=None
     )
-    url: str = _doc(
+    url: str = setting(
         "HTTP(S) JSON-RPC URL; `${ENV}` substitution keeps keys out of the file.", default=""
     )
-    key: str | None = _doc(
+    key: str | None = setting(
         "API key for a preset (placed where that provider expects it).", default=None
     )
-    endpoint: str | None = _doc(
+    endpoint: str | None = setting(
         "Endpoint name, for presets that need one (quicknode).", default=None
     )
-    node_id: str | None = _doc("Node id, for presets that need one (amb).", default=None)
-    region: str | None = _doc("Cloud region, for presets that need one (amb).", default=None)
-    kind: Literal["", "centralized", "decentralized"] = _doc(
+    node_id: str | None = setting("Node id, for presets that need one (amb).", default=None)
+    region: str | None = setting("Cloud region, for presets that need one (amb).", default=None)
+    kind: Literal["", "centralized", "decentralized"] = setting(
         "centralized | decentralized; default: from the preset, else centralized.", default=""
     )
-    domain: str = _doc(
+    domain: str = setting(
         "Failure domain: upstreams sharing infrastructure share a tag "
         "(aws, cloudflare, ...); default: from the preset, else the host.",
         default="",
     )
-    weight: float = _doc(
+    weight: float = setting(
         "Vote weight in the block-height agreement (a node you run yourself may count more).",
         default=1.0,
     )
-    headers: dict[str, str] = _doc(
+    headers: dict[str, str] = setting(
         "Extra HTTP headers sent to this upstream (e.g. auth).", default_factory=dict
     )
 
 
 @dataclass(frozen=True)
 class ChainConfig:
-    name: str = _doc(
+    name: str = setting(
         "Served at /{name}; letters, digits, - and _; not all digits.", required=True, default=""
     )
-    chain_id: int = _doc(
+    chain_id: int = setting(
         "EIP-155 chain id; the chain is also served at /{chain_id}.", required=True, default=0
     )
-    upstreams: tuple[UpstreamConfig, ...] = _doc(
+    upstreams: tuple[UpstreamConfig, ...] = setting(
         "The upstreams serving this chain.", required=True, default=()
     )
-    head_poll_interval: float = _doc(
+    head_poll_interval: float = setting(
         "Seconds between two head polls of each upstream (one eth_blockNumber each when idle).",
         default=1.0,
     )
-    max_lag_blocks: int = _doc(
+    max_lag_blocks: int = setting(
         "An upstream further behind the consensus head than this is `lagging`: it still "
         "serves calls about blocks it has, never `latest`.",
         default=3,
@@ -88,67 +84,73 @@ class ChainConfig:
 
 @dataclass(frozen=True)
 class CacheConfig:
-    redis_url: str | None = _doc(
+    redis_url: str | None = setting(
         "redis://host:6379/0 shares the cache across replicas; null keeps it in-process only.",
         default=None,
     )
-    memory_bytes: int = _doc(
+    memory_bytes: int = setting(
         "Budget of the in-process cache; least recently used go first.", default=64 * 1024 * 1024
     )
-    redis_prefix: str = _doc(
+    redis_prefix: str = setting(
         "Prefix of every Redis key (then the chain id).", default="rpcgate:v1:"
     )
-    redis_timeout_s: float = _doc(
+    redis_timeout_s: float = setting(
         "Longest wait for one Redis operation; then it is skipped "
         "and Redis is marked down until it answers again.",
         default=0.1,
     )
-    ttl_static_s: float = _doc("TTL of answers fixed for a chain (eth_chainId).", default=86400.0)
-    ttl_finalized_s: float = _doc("TTL of answers about finalized blocks.", default=3600.0)
-    ttl_unfinalized_s: float = _doc(
+    ttl_static_s: float = setting(
+        "TTL of answers fixed for a chain (eth_chainId).", default=86400.0
+    )
+    ttl_finalized_s: float = setting("TTL of answers about finalized blocks.", default=3600.0)
+    ttl_unfinalized_s: float = setting(
         "TTL of answers about blocks not yet finalized (they are "
         "also dropped as soon as their block is reorganised).",
         default=600.0,
     )
-    ttl_head_s: float = _doc(
+    ttl_head_s: float = setting(
         "TTL of answers about the head (gas price); they also die with the next head.", default=60.0
     )
 
 
 @dataclass(frozen=True)
 class LimitsConfig:
-    max_body_bytes: int = _doc(
+    max_body_bytes: int = setting(
         "Largest request body accepted (HTTP 413, JSON-RPC -32600).", default=5 * 1024 * 1024
     )
-    max_batch_items: int = _doc("Most items in one batch (JSON-RPC -32600).", default=100)
-    max_response_bytes: int = _doc(
+    max_batch_items: int = setting("Most items in one batch (JSON-RPC -32600).", default=100)
+    max_response_bytes: int = setting(
         "Largest upstream answer read; bigger is treated as too large and tried elsewhere.",
         default=64 * 1024 * 1024,
     )
-    max_concurrent_upstream_calls: int = _doc(
+    max_concurrent_upstream_calls: int = setting(
         "Most calls in flight to one upstream at once.", default=256
     )
 
 
 @dataclass(frozen=True)
 class FailoverConfig:
-    attempt_timeout_s: float = _doc("Time one upstream gets to answer one attempt.", default=10.0)
-    deadline_s: float = _doc("Total time for a call, across all attempts.", default=30.0)
-    max_attempts: int = _doc("Most upstream attempts per call.", default=5)
+    attempt_timeout_s: float = setting(
+        "Time one upstream gets to answer one attempt.", default=10.0
+    )
+    deadline_s: float = setting("Total time for a call, across all attempts.", default=30.0)
+    max_attempts: int = setting("Most upstream attempts per call.", default=5)
 
 
 @dataclass(frozen=True)
 class Config:
-    listen: str = _doc("HOST:PORT the gateway listens on.", default="127.0.0.1:8545")
-    log_level: Literal["debug", "info", "warning", "error"] = _doc(
+    listen: str = setting("HOST:PORT the gateway listens on.", default="127.0.0.1:8545")
+    log_level: Literal["debug", "info", "warning", "error"] = setting(
         "Lowest level logged.", default="info"
     )
-    cache: CacheConfig = _doc("Response cache.", default_factory=CacheConfig)
-    limits: LimitsConfig = _doc("Request limits.", default_factory=LimitsConfig)
-    failover: FailoverConfig = _doc(
+    cache: CacheConfig = setting("Response cache.", default_factory=CacheConfig)
+    limits: LimitsConfig = setting("Request limits.", default_factory=LimitsConfig)
+    failover: FailoverConfig = setting(
         "Timeouts and retries across upstreams.", default_factory=FailoverConfig
     )
-    chains: tuple[ChainConfig, ...] = _doc("The chains served; the first is also at /.", default=())
+    chains: tuple[ChainConfig, ...] = setting(
+        "The chains served; the first is also at /.", default=()
+    )
 
     def listen_host_port(self) -> tuple[str, int]:
         return split_host_port(self.listen)
@@ -158,124 +160,6 @@ class ConfigError(ValueError):
     def __init__(self, problems: list[str]) -> None:
         super().__init__("\n".join(problems))
         self.problems = problems
-
-
-# --- environment substitution -------------------------------------------------------------
-
-_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-
-
-def substitute_env(
-    value: Any, env: typing.Mapping[str, str], path: str, problems: list[str]
-) -> Any:
-    """Replaces ${NAME} and ${NAME:-default} in every string of a parsed YAML tree."""
-    if isinstance(value, str):
-
-        def replace(match: re.Match[str]) -> str:
-            name, default = match.group(1), match.group(2)
-            if name in env:
-                return env[name]
-            if default is not None:
-                return default
-            problems.append(f"{path or '<root>'}: environment variable {name} is not set")
-            return ""
-
-        substituted = _ENV_REF.sub(replace, value)
-        if substituted != value and _ENV_REF.fullmatch(value):
-            # A value that is one reference takes the variable's YAML type: a port, a
-            # count or a flag can come from the environment too.
-            try:
-                typed = yaml.safe_load(substituted)
-            except yaml.YAMLError:
-                return substituted
-            if isinstance(typed, int | float | bool):
-                return typed
-        return substituted
-    if isinstance(value, dict):
-        return {k: substitute_env(v, env, _join(path, str(k)), problems) for k, v in value.items()}
-    if isinstance(value, list):
-        return [substitute_env(v, env, f"{path}[{i}]", problems) for i, v in enumerate(value)]
-    return value
-
-
-def _join(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key
-
-
-# --- generic schema loading ---------------------------------------------------------------
-
-
-def _type_name(tp: Any) -> str:
-    if typing.get_origin(tp) is Literal:
-        return " | ".join(repr(a) for a in typing.get_args(tp) if a != "")
-    if dataclasses.is_dataclass(tp):
-        return "a mapping"
-    origin = typing.get_origin(tp)
-    if origin is tuple:
-        return "a list"
-    if origin is dict:
-        return "a mapping"
-    return {str: "a string", int: "an integer", float: "a number", bool: "true or false"}.get(
-        tp, str(tp)
-    )
-
-
-def _convert(tp: Any, raw: Any, path: str, problems: list[str]) -> Any:
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if raw is None:
-            return None
-        return _convert(args[0], raw, path, problems)
-    if origin is Literal:
-        if raw not in typing.get_args(tp):
-            problems.append(f"{path}: must be one of {_type_name(tp)}, not {raw!r}")
-        return raw
-    if dataclasses.is_dataclass(tp):
-        return _load_dataclass(typing.cast(type, tp), raw, path, problems)
-    if origin is tuple:
-        if not isinstance(raw, list):
-            problems.append(f"{path}: must be a list")
-            return ()
-        (item_type, _) = typing.get_args(tp)
-        return tuple(
-            _convert(item_type, item, f"{path}[{i}]", problems) for i, item in enumerate(raw)
-        )
-    if origin is dict:
-        if not isinstance(raw, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in raw.items()
-        ):
-            problems.append(f"{path}: must be a mapping of strings to strings")
-            return {}
-        return dict(raw)
-    if tp is float and isinstance(raw, int) and not isinstance(raw, bool):
-        return float(raw)
-    if (tp is int and isinstance(raw, bool)) or not isinstance(raw, tp):
-        problems.append(f"{path}: must be {_type_name(tp)}, not {raw!r}")
-        return None
-    return raw
-
-
-def _load_dataclass(cls: type, raw: Any, path: str, problems: list[str]) -> Any:
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        problems.append(f"{path or '<root>'}: must be a mapping")
-        return cls()
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    for key in raw:
-        if key not in names:
-            problems.append(
-                f"{_join(path, str(key))}: unknown key (known: {', '.join(sorted(names))})"
-            )
-    values = {}
-    for f in dataclasses.fields(cls):
-        if f.name in raw:
-            value = _convert(hints[f.name], raw[f.name], _join(path, f.name), problems)
-            if value is not None:  # None: invalid (already reported) or null; keep the default
-                values[f.name] = value
-    return cls(**values)
 
 
 # --- semantic validation and resolution ---------------------------------------------------
@@ -442,7 +326,7 @@ def parse_config(
         raise ConfigError([f"{source}: not valid YAML: {exc}"]) from None
     problems: list[str] = []
     raw = substitute_env(raw, os.environ if env is None else env, "", problems)
-    config = _resolve(_load_dataclass(Config, raw, "", problems), problems)
+    config = _resolve(load_dataclass(Config, raw, "", problems), problems)
     if problems:
         # One problem per key path: a value that failed to load also fails later checks.
         first_per_path = {p.split(": ", 1)[0]: p for p in reversed(problems)}
@@ -464,31 +348,4 @@ def load_config(path: str | Path | None, env: typing.Mapping[str, str] | None = 
 
 def config_reference() -> str:
     """The README's config reference, generated from the schema (a test keeps them equal)."""
-    rows = ["| key | default | meaning |", "|---|---|---|"]
-
-    def walk(cls: type, prefix: str) -> None:
-        hints = typing.get_type_hints(cls)
-        for f in dataclasses.fields(cls):
-            key = _join(prefix, f.name)
-            tp = hints[f.name]
-            if dataclasses.is_dataclass(tp):
-                walk(typing.cast(type, tp), key)
-                continue
-            item = typing.get_args(tp)[0] if typing.get_origin(tp) is tuple else None
-            if f.default is not dataclasses.MISSING:
-                default = f.default
-            elif f.default_factory is not dataclasses.MISSING:
-                default = f.default_factory()
-            else:
-                default = None
-            shown = "" if default in ("", (), {}) else f"`{yaml.safe_dump(default).strip()}`"
-            if f.metadata.get("required"):
-                shown = "required"
-            shown = shown.replace("`...`", "").replace("\n...", "")
-            doc = f.metadata.get("doc", "").replace("|", "\\|")
-            rows.append(f"| `{key}` | {shown} | {doc} |")
-            if item is not None and dataclasses.is_dataclass(item):
-                walk(typing.cast(type, item), f"{key}[]")
-
-    walk(Config, "")
-    return "\n".join(rows) + "\n"
+    return reference(Config)
