@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 
 from rpcgate.heads import Block
+from rpcgate.jsonrpc import quantity
 from rpcgate.methods import Cache, method_info
 from rpcgate.pinning import PinnedCall
 
@@ -164,14 +165,11 @@ def _located(result: Any) -> tuple[int, str] | None:
     """The block a by-hash answer sits in: (number, hash), or None (pending, unknown)."""
     if not isinstance(result, dict):
         return None
-    number = result.get("blockNumber", result.get("number"))
+    number = quantity(result.get("blockNumber", result.get("number")))
     block_hash = result.get("blockHash", result.get("hash") if "number" in result else None)
-    if not isinstance(number, str) or not isinstance(block_hash, str):
+    if number is None or not isinstance(block_hash, str):
         return None
-    try:
-        return int(number, 16), block_hash
-    except ValueError:
-        return None
+    return number, block_hash
 
 
 def entry_for(plan: CachePlan, result: Any, view: ChainView) -> tuple[Entry, Lifetime] | None:

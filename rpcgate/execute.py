@@ -34,7 +34,6 @@ class ChainRuntime:
         max_concurrent_upstream_calls: int,
     ) -> None:
         self.config = config
-        self.failover = failover
         self.cache = cache
         self.cache_counters = CacheCounters()
         self._coalescer: Coalescer[Outcome] = Coalescer()

@@ -7,6 +7,7 @@ One keep-alive aiohttp session per upstream. Every answer becomes either a resul
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import email.utils
 import itertools
 import time
@@ -168,10 +169,7 @@ class Upstream:
                     transport="reset", body_text=MASKER.mask(f"{type(exc).__name__}: {exc}")
                 )
             )
-        latency = time.monotonic() - started
-        return Reply(
-            result=reply.result, failure=reply.failure, error=reply.error, latency_s=latency
-        )
+        return dataclasses.replace(reply, latency_s=time.monotonic() - started)
 
     async def _read_body(self, resp: aiohttp.ClientResponse) -> bytes | None:
         declared = resp.content_length
