@@ -151,12 +151,12 @@ class Upstream:
             ):
                 body = await self._read_body(resp)
                 if body is None:
-                    return Reply(
-                        failure=UpstreamFailure(http_status=413, body_text="response too large"),
-                        latency_s=time.monotonic() - started,
+                    reply = Reply(
+                        failure=UpstreamFailure(http_status=413, body_text="response too large")
                     )
-                retry_after = resp.headers.get("Retry-After", "")
-                reply = interpret(resp.status, body, {"retry-after": retry_after}, request_id)
+                else:
+                    retry_after = resp.headers.get("Retry-After", "")
+                    reply = interpret(resp.status, body, {"retry-after": retry_after}, request_id)
         except TimeoutError:
             reply = Reply(failure=UpstreamFailure(transport="timeout"))
         except aiohttp.ClientConnectorError as exc:
