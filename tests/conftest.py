@@ -14,7 +14,9 @@ from aiohttp import web
 from rpcgate.config import Config, parse_config
 from rpcgate.server import GATEWAY, Gateway, build_app
 from tests.harness.anvil import AnvilCluster, JsonRpcError
+from tests.harness.faultproxy import FaultProxy
 from tests.harness.fixtures import *  # noqa: F403 - the harness fixtures, shared
+from tests.harness.fixtures import AnvilClusterFactory, FaultProxyFactory
 from tests.harness.loop import BackgroundLoop
 
 
@@ -133,6 +135,29 @@ def start_gateway(background_loop: BackgroundLoop) -> Iterator[GatewayFactory]:
     yield start
     for gateway in running:
         background_loop.run(gateway.runner.cleanup())
+
+
+class ProxiedClusterFactory(Protocol):
+    def __call__(
+        self, size: int, *, chain_id: int = 31337, mined: int = 0
+    ) -> tuple[AnvilCluster, list[FaultProxy]]: ...
+
+
+@pytest.fixture
+def proxied_cluster(
+    anvil_cluster: AnvilClusterFactory, fault_proxy: FaultProxyFactory
+) -> ProxiedClusterFactory:
+    """A lock-step anvil cluster, `mined` blocks high, each node behind a fault proxy."""
+
+    def start(
+        size: int, *, chain_id: int = 31337, mined: int = 0
+    ) -> tuple[AnvilCluster, list[FaultProxy]]:
+        cluster = anvil_cluster(size, chain_id=chain_id)
+        if mined:
+            cluster.mine_all(mined)
+        return cluster, [fault_proxy(url) for url in cluster.urls]
+
+    return start
 
 
 def gossip(cluster: AnvilCluster, raw_transaction: str) -> None:

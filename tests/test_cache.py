@@ -15,10 +15,9 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import GatewayFactory, RunningGateway, gossip
+from tests.conftest import GatewayFactory, ProxiedClusterFactory, RunningGateway, gossip
 from tests.harness.anvil import DEV_ADDRESSES, DEV_KEYS, AnvilCluster, sign_transaction
 from tests.harness.faultproxy import Fault, FaultProxy
-from tests.harness.fixtures import AnvilClusterFactory, FaultProxyFactory
 from tests.harness.redis_server import RedisServer
 from tests.harness.tools import free_port
 
@@ -33,13 +32,10 @@ def calls_to_upstreams(proxies: list[FaultProxy], method: str) -> int:
 
 @pytest.fixture
 def devnet(
-    anvil_cluster: AnvilClusterFactory,
-    fault_proxy: FaultProxyFactory,
+    proxied_cluster: ProxiedClusterFactory,
     start_gateway: GatewayFactory,
 ):  # type: ignore[no-untyped-def]
-    cluster = anvil_cluster(3, chain_id=CHAIN_ID)
-    cluster.mine_all(5)
-    proxies = [fault_proxy(url) for url in cluster.urls]
+    cluster, proxies = proxied_cluster(3, chain_id=CHAIN_ID, mined=5)
     return cluster, proxies, start_gateway
 
 

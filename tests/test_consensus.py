@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 from web3 import HTTPProvider, Web3
 
-from tests.conftest import GatewayFactory, RunningGateway, gossip
+from tests.conftest import GatewayFactory, ProxiedClusterFactory, RunningGateway, gossip
 from tests.harness.anvil import DEV_ADDRESSES, DEV_KEYS, AnvilCluster, sign_transaction
 from tests.harness.faultproxy import Fault, FaultProxy
 from tests.harness.fixtures import AnvilClusterFactory, FaultProxyFactory
@@ -24,13 +24,10 @@ Devnet = tuple[AnvilCluster, list[FaultProxy], RunningGateway]
 
 @pytest.fixture
 def devnet(
-    anvil_cluster: AnvilClusterFactory,
-    fault_proxy: FaultProxyFactory,
+    proxied_cluster: ProxiedClusterFactory,
     start_gateway: GatewayFactory,
 ) -> Iterator[Devnet]:
-    cluster = anvil_cluster(3, chain_id=CHAIN_ID)
-    cluster.mine_all(3)
-    proxies = [fault_proxy(url) for url in cluster.urls]
+    cluster, proxies = proxied_cluster(3, chain_id=CHAIN_ID, mined=3)
     # Polls only when the test says (gateway.sync()), so counts and states are exact.
     gateway = start_gateway([p.url for p in proxies], head_poll_interval=60, max_lag_blocks=3)
     yield cluster, proxies, gateway
@@ -150,13 +147,10 @@ def test_node_forked_fifty_blocks_ahead_moves_nothing_and_is_marked(devnet: Devn
 
 
 def test_block_number_never_decreases_under_a_flapping_upstream(
-    anvil_cluster: AnvilClusterFactory,
-    fault_proxy: FaultProxyFactory,
+    proxied_cluster: ProxiedClusterFactory,
     start_gateway: GatewayFactory,
 ) -> None:
-    cluster = anvil_cluster(3, chain_id=CHAIN_ID)
-    cluster.mine_all(5)
-    proxies = [fault_proxy(url) for url in cluster.urls]
+    cluster, proxies = proxied_cluster(3, chain_id=CHAIN_ID, mined=5)
     gateway = start_gateway([p.url for p in proxies], head_poll_interval=0.05, max_lag_blocks=3)
     stop = threading.Event()
     saw_node0_down = threading.Event()
@@ -193,13 +187,10 @@ def test_block_number_never_decreases_under_a_flapping_upstream(
 
 
 def test_idle_polling_costs_one_small_request_per_upstream_per_poll(
-    anvil_cluster: AnvilClusterFactory,
-    fault_proxy: FaultProxyFactory,
+    proxied_cluster: ProxiedClusterFactory,
     start_gateway: GatewayFactory,
 ) -> None:
-    cluster = anvil_cluster(3, chain_id=CHAIN_ID)
-    cluster.mine_all(3)
-    proxies = [fault_proxy(url) for url in cluster.urls]
+    cluster, proxies = proxied_cluster(3, chain_id=CHAIN_ID, mined=3)
     gateway = start_gateway([p.url for p in proxies], head_poll_interval=60)
     tracker = gateway.gateway.chains[0].tracker
     for proxy in proxies:
@@ -226,14 +217,11 @@ def test_idle_polling_costs_one_small_request_per_upstream_per_poll(
 
 
 def test_status_shows_consensus_and_upstreams_without_secrets(
-    anvil_cluster: AnvilClusterFactory,
-    fault_proxy: FaultProxyFactory,
+    proxied_cluster: ProxiedClusterFactory,
     start_gateway: GatewayFactory,
 ) -> None:
     key = "0123456789abcdef0123456789abcdef"
-    cluster = anvil_cluster(2, chain_id=CHAIN_ID)
-    cluster.mine_all(70)
-    proxies = [fault_proxy(url) for url in cluster.urls]
+    cluster, proxies = proxied_cluster(2, chain_id=CHAIN_ID, mined=70)
     gateway = start_gateway(
         [],
         upstreams=[

@@ -6,10 +6,9 @@ import time
 
 import pytest
 
-from tests.conftest import GatewayFactory, gossip
+from tests.conftest import GatewayFactory, ProxiedClusterFactory, gossip
 from tests.harness.anvil import DEV_ADDRESSES, DEV_KEYS, JsonRpcError, sign_transaction
 from tests.harness.faultproxy import Fault
-from tests.harness.fixtures import AnvilClusterFactory, FaultProxyFactory
 
 CHAIN_ID = 31337
 # PUSH4 0xdeadbeef PUSH1 0 MSTORE PUSH1 4 PUSH1 28 REVERT: reverts with 0xdeadbeef as data.
@@ -19,13 +18,10 @@ REVERTER = "0x00000000000000000000000000000000000dead1"
 
 @pytest.fixture
 def two_nodes(
-    anvil_cluster: AnvilClusterFactory,
-    fault_proxy: FaultProxyFactory,
+    proxied_cluster: ProxiedClusterFactory,
     start_gateway: GatewayFactory,
 ):  # type: ignore[no-untyped-def]
-    cluster = anvil_cluster(2, chain_id=CHAIN_ID)
-    cluster.mine_all(1)
-    proxies = [fault_proxy(url) for url in cluster.urls]
+    cluster, proxies = proxied_cluster(2, chain_id=CHAIN_ID, mined=1)
     return cluster, proxies, start_gateway
 
 
@@ -145,13 +141,11 @@ def test_already_known_transaction_counts_as_sent(two_nodes) -> None:  # type: i
 
 
 def test_failover_prefers_another_failure_domain(
-    anvil_cluster: AnvilClusterFactory,
-    fault_proxy: FaultProxyFactory,
+    proxied_cluster: ProxiedClusterFactory,
     start_gateway: GatewayFactory,
 ) -> None:
     """When an AWS-hosted upstream fails, the retry goes outside AWS first."""
-    cluster = anvil_cluster(3, chain_id=CHAIN_ID)
-    proxies = [fault_proxy(url) for url in cluster.urls]
+    _, proxies = proxied_cluster(3, chain_id=CHAIN_ID)
     proxies[0].set_fault(Fault.HTTP_5XX)
     proxies[1].set_fault(Fault.HTTP_5XX)  # shares node0's domain, and fails the same way
     gateway = start_gateway(

@@ -7,24 +7,20 @@ from collections.abc import Iterator
 import pytest
 from web3 import AsyncHTTPProvider, AsyncWeb3, HTTPProvider, Web3
 
-from tests.conftest import GatewayFactory, RunningGateway, gossip
+from tests.conftest import GatewayFactory, ProxiedClusterFactory, RunningGateway, gossip
 from tests.harness.anvil import DEV_ADDRESSES, DEV_KEYS, AnvilCluster, sign_transaction
 from tests.harness.contract import INIT_CODE, LOG_TOPIC, RETURN_VALUE, create_address
 from tests.harness.faultproxy import Fault, FaultProxy
-from tests.harness.fixtures import AnvilClusterFactory, FaultProxyFactory
 
 CHAIN_ID = 31337
 
 
 @pytest.fixture
 def devnet(
-    anvil_cluster: AnvilClusterFactory,
-    fault_proxy: FaultProxyFactory,
+    proxied_cluster: ProxiedClusterFactory,
     start_gateway: GatewayFactory,
 ) -> Iterator[tuple[AnvilCluster, list[FaultProxy], RunningGateway]]:
-    cluster = anvil_cluster(3, chain_id=CHAIN_ID)
-    cluster.mine_all(2)
-    proxies = [fault_proxy(url) for url in cluster.urls]
+    cluster, proxies = proxied_cluster(3, chain_id=CHAIN_ID, mined=2)
     gateway = start_gateway([p.url for p in proxies])
     yield cluster, proxies, gateway
 
