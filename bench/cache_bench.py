@@ -48,7 +48,7 @@ from tests.harness.anvil import (  # noqa: E402
 from tests.harness.contract import INIT_CODE, create_address  # noqa: E402
 from tests.harness.faultproxy import Fault, FaultProxy  # noqa: E402
 from tests.harness.loop import BackgroundLoop  # noqa: E402
-from tests.harness.tools import free_port  # noqa: E402
+from tests.harness.tools import free_port, wait_for_http  # noqa: E402
 
 CHAIN_ID = 31337
 UPSTREAM_LATENCY_S = 0.030
@@ -74,22 +74,6 @@ def rpc(url: str, method: str, params: list[Any]) -> Any:
     if "error" in reply:
         raise RuntimeError(f"{method}: {reply['error']}")
     return reply["result"]
-
-
-def wait_listening(url: str) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url + "/healthz", timeout=1):
-                return
-        except OSError:
-            try:  # the bare server has no /healthz; any HTTP answer will do
-                urllib.request.urlopen(url, timeout=1)
-            except urllib.error.HTTPError:
-                return
-            except OSError:
-                time.sleep(0.1)
-    raise RuntimeError(f"nothing listening at {url}")
 
 
 def prepare_chain(cluster: AnvilCluster) -> tuple[list[str], list[str]]:
@@ -299,7 +283,7 @@ def main() -> None:
                 cwd=REPO,
             )
         )
-        wait_listening(gateway_url)
+        wait_for_http(gateway_url + "/healthz")
         bodies = dapp_mix(contracts, receipts)
 
         # Part 1: the mix, with a new block every BLOCK_EVERY_S.
@@ -343,7 +327,7 @@ def main() -> None:
                 cwd=REPO,
             )
         )
-        wait_listening(bare_url)
+        wait_for_http(bare_url)
         hits_before = upstream_requests(gateway_url)
         rounds: dict[str, list[float]] = {"rpcgate": [], "bare": []}
         per_cpu: dict[str, list[float]] = {"rpcgate": [], "bare": []}

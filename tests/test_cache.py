@@ -19,7 +19,7 @@ from tests.conftest import GatewayFactory, ProxiedClusterFactory, RunningGateway
 from tests.harness.anvil import DEV_ADDRESSES, DEV_KEYS, AnvilCluster, sign_transaction
 from tests.harness.faultproxy import Fault, FaultProxy
 from tests.harness.redis_server import RedisServer
-from tests.harness.tools import free_port
+from tests.harness.tools import free_port, wait_for_http
 
 CHAIN_ID = 31337
 ADDR = DEV_ADDRESSES[0]
@@ -311,7 +311,7 @@ def test_two_gateway_processes_share_entries_through_redis(
     )
     try:
         url_b = f"http://127.0.0.1:{port}"
-        _wait_listening(url_b)
+        wait_for_http(url_b + "/healthz")
         shared_calls = [
             ("eth_getBalance", [ADDR, "latest"]),
             ("eth_chainId", []),
@@ -330,17 +330,6 @@ def test_two_gateway_processes_share_entries_through_redis(
     finally:
         process_b.terminate()
         process_b.wait(10)
-
-
-def _wait_listening(url: str) -> None:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url + "/healthz", timeout=1):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise AssertionError(f"no gateway at {url}")
 
 
 def _post(url: str, method: str, params: list[Any]) -> tuple[int, dict[str, str], Any]:

@@ -59,3 +59,21 @@ def free_port() -> int:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
         return port
+
+
+def wait_for_http(url: str, timeout: float = 30.0) -> None:
+    """Returns once something answers HTTP at `url` (any status), else raises."""
+    import time
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except urllib.error.HTTPError:
+            return  # an HTTP error is an answer: the server is up
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"nothing answered HTTP at {url} within {timeout} s")
