@@ -83,7 +83,7 @@ class Failover:
         for upstream in self.upstreams.values():
             view = self.tracker.views[upstream.name]
             head = view.head.number if view.head is not None else None
-            fit = block_fit(view.state, view.chain_id_ok is True, head, view.fork_height, block)
+            fit = block_fit(view.state, view.chain_id_ok is True, head, view.agreed_height, block)
             if fit is not False:
                 candidates.append(
                     Candidate(

@@ -22,18 +22,31 @@ kept; when a majority now has another hash at that height, the lower head is acc
 `safe` and `finalized` are the highest numbers that a weighted majority of voters has
 reached (capped at the head), with the hash the majority reports there; they never go
 backwards.
+
+The serving rule
+----------------
+The canonical chain below the head is what the holders of the head block have there (each
+block commits to its parent, so two nodes with the same head hash share every block below
+it), or what a weighted majority has at that height. An upstream may serve a block only at
+or below its *agreed height*: the highest height where its hash is known to equal the
+canonical one. Agreement is never assumed from a height nobody fetched: a fork that began
+below the height where it was noticed is treated as starting just above the last known
+agreement, until the common ancestor is found by a bounded search (`agreement_lookups`).
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 # How far below the lowest voter head the walk looks for agreement.
 MAX_WALK_BACK = 64
 # Hashes remembered per upstream (by height), enough for the walk and fork checks.
 HASH_HISTORY = 256
+# How far below the consensus head the common ancestor of a fork is searched for; an
+# upstream forked deeper than this serves no block by number at all.
+MAX_FORK_SEARCH_DEPTH = 128
 # Consecutive failed polls after which an upstream is `down`.
 DOWN_AFTER_POLL_FAILURES = 2
 
@@ -81,7 +94,10 @@ class UpstreamView:
     state: State = State.STARTING
     reason: str = "not polled yet"
     since: float = 0.0  # wall-clock seconds of the last state change
-    fork_height: int | None = None  # lowest height known to differ from the consensus
+    fork_height: int | None = None  # forked: the lowest height it may differ from the consensus
+    # The highest height where its hash is known to equal the canonical one: it may serve
+    # blocks at or below it (by hash chaining, its whole chain below agrees too).
+    agreed_height: int | None = None
     last_poll_at: float | None = None
 
     def hash_at(self, number: int) -> str | None:
@@ -258,14 +274,37 @@ def _never_backwards(
     return winner
 
 
+def agreed_height(view: UpstreamView, canonical: Mapping[int, str]) -> int | None:
+    """The highest height where the upstream's hash is known to equal the canonical one,
+    below any height where it is known to differ (a contradiction means stale history:
+    the lower, proven agreement is the one to trust)."""
+    differs = lowest_difference(view, canonical)
+    agreeing = [
+        number
+        for number, block_hash in view.hashes.items()
+        if (differs is None or number < differs) and canonical.get(number) == block_hash
+    ]
+    return max(agreeing, default=None)
+
+
+def lowest_difference(view: UpstreamView, canonical: Mapping[int, str]) -> int | None:
+    lowest = None
+    for number, block_hash in view.hashes.items():
+        theirs = canonical.get(number)
+        if theirs is not None and theirs != block_hash and (lowest is None or number < lowest):
+            lowest = number
+    return lowest
+
+
 def upstream_state(
     view: UpstreamView,
     consensus: Consensus,
-    canonical: dict[int, str],
+    canonical: Mapping[int, str],
     expected_chain_id: int,
     max_lag_blocks: int,
 ) -> tuple[State, str, int | None]:
-    """An upstream's state, the reason for it, and the height its fork starts at."""
+    """An upstream's state, the reason for it, and the height its fork starts at (just
+    above its last known agreement with the consensus: nothing above that is trusted)."""
     if view.chain_id_ok is False:
         return State.WRONG_CHAIN, (f"chain id {view.chain_id}, expected {expected_chain_id}"), None
     if view.chain_id_ok is None and view.poll_failures == 0:
@@ -277,19 +316,14 @@ def upstream_state(
     head = consensus.head
     if head is None:
         return State.OK, "no consensus yet", None
-    compare_at = min(view.head.number, head.number)
-    mine, theirs = view.hash_at(compare_at), canonical.get(compare_at)
-    if mine is not None and theirs is not None and mine != theirs:
-        fork_height = compare_at
-        while (
-            fork_height - 1 in canonical
-            and view.hash_at(fork_height - 1) is not None
-            and view.hash_at(fork_height - 1) != canonical[fork_height - 1]
-        ):
-            fork_height -= 1
+    differs = lowest_difference(view, canonical)
+    if differs is not None:
+        agreed = agreed_height(view, canonical)
+        fork_height = 0 if agreed is None else agreed + 1
+        mine, theirs = view.hashes[differs], canonical[differs]
         return (
             State.FORKED,
-            (f"its block {compare_at} is {mine[:10]}…, the consensus has {theirs[:10]}…"),
+            (f"its block {differs} is {mine[:10]}…, the consensus has {theirs[:10]}…"),
             fork_height,
         )
     lag = head.number - view.head.number
@@ -301,14 +335,56 @@ def upstream_state(
 
 
 def canonical_hashes(views: Sequence[UpstreamView], consensus: Consensus) -> dict[int, str]:
-    """The consensus chain's hashes at the heights some upstream reported (majority)."""
+    """The consensus chain's hashes at the heights some upstream reported: what a weighted
+    majority has there, else what the voters holding the head block have there (when they
+    all say the same)."""
     if consensus.head is None:
         return {}
-    heights = {n for v in views for n in v.hashes if n <= consensus.head.number}
+    head = consensus.head
+    holders = [v for v in views if v.votes and v.hash_at(head.number) == head.hash]
+    heights = {n for v in views for n in v.hashes if n <= head.number}
     result = {}
     for number in heights:
         block_hash = canonical_hash(views, number)
+        if block_hash is None:
+            known = {v.hashes[number] for v in holders if number in v.hashes}
+            block_hash = known.pop() if len(known) == 1 else None
         if block_hash is not None:
             result[number] = block_hash
-    result[consensus.head.number] = consensus.head.hash
+    result[head.number] = head.hash
     return result
+
+
+def agreement_lookups(
+    views: Sequence[UpstreamView], consensus: Consensus, canonical: Mapping[int, str]
+) -> list[tuple[str, int]]:
+    """The block look-ups (upstream, height) that would tell how far each upstream agrees
+    with the consensus chain: its hash at the height it would serve from, or, for a fork,
+    the next probe of a binary search for the common ancestor. Each look-up also gives the
+    parent's hash, so a search step settles two heights."""
+    head = consensus.head
+    if head is None:
+        return []
+    holder = next((v for v in views if v.votes and v.hash_at(head.number) == head.hash), None)
+    floor = max(0, head.number - MAX_FORK_SEARCH_DEPTH)
+    needs: list[tuple[str, int]] = []
+    for view in views:
+        if view.head is None or view.chain_id_ok is not True or view.poll_failures:
+            continue
+        top = min(view.head.number, head.number)
+        agreed = agreed_height(view, canonical)
+        if agreed == top:
+            continue
+        differs = lowest_difference(view, canonical)
+        if differs is None:
+            probe = top  # nothing known to differ: is its top block the canonical one?
+        else:
+            low = floor - 1 if agreed is None else agreed
+            if differs - low <= 1 or differs <= floor:
+                continue  # the common ancestor is known, or deeper than worth searching
+            probe = (low + differs + 1) // 2
+        if view.hash_at(probe) is None:
+            needs.append((view.name, probe))
+        if probe not in canonical and holder is not None and holder is not view:
+            needs.append((holder.name, probe))
+    return list(dict.fromkeys(needs))

@@ -27,21 +27,21 @@ def block_fit(
     state: State,
     chain_verified: bool,
     head: int | None,
-    fork_height: int | None,
+    agreed_height: int | None,
     block: int | None,
 ) -> bool | None:
     """May this upstream answer a call about `block`? True, False, or None (last resort).
 
-    A wrong-chain, syncing or unverified upstream never answers. A lagging one answers
-    about blocks it has; a forked one about blocks below its fork.
+    A wrong-chain, syncing or unverified upstream never answers. Any other answers about
+    blocks it has and is known to share with the consensus chain: at or below its agreed
+    height (so a lagging one serves what it has, a forked one what lies below its fork).
     """
     if not chain_verified or state in (State.WRONG_CHAIN, State.SYNCING, State.STARTING):
         return False
-    if block is not None:
-        if head is None or head < block:
-            return False
-        if state is State.FORKED and (fork_height is None or block >= fork_height):
-            return False
+    if block is not None and (
+        head is None or head < block or agreed_height is None or agreed_height < block
+    ):
+        return False
     return None if state is State.DOWN else True
 
 

@@ -50,6 +50,7 @@ def chain_status(runtime: ChainRuntime) -> dict[str, Any]:
                 "head": _block(view.head),
                 "lag": None if head is None or view.head is None else head - view.head.number,
                 "fork_height": view.fork_height,
+                "agreed_height": view.agreed_height,
                 "chain_id": view.chain_id,
                 "last_poll": _iso(view.last_poll_at),
                 "latency_ms": None

@@ -24,6 +24,8 @@ from rpcgate.heads import (
     State,
     Tagged,
     UpstreamView,
+    agreed_height,
+    agreement_lookups,
     canonical_hashes,
     compute_consensus,
     forget_history,
@@ -41,8 +43,10 @@ FINALITY_REFRESH_BLOCKS = 8
 # A head that moves more than this between two polls is checked against the chain id again
 # (an upstream silently switched to another network looks exactly like that).
 IMPLAUSIBLE_JUMP_BLOCKS = 1000
-# Hash look-ups one decision may make (walking back, checking who is ahead or forked).
-MAX_LOOKUPS_PER_DECISION = 16
+# Hash look-ups one decision may make (walking back, checking who is ahead or forked,
+# searching for where a fork starts: a binary search over MAX_FORK_SEARCH_DEPTH blocks takes
+# seven steps of at most two look-ups).
+MAX_LOOKUPS_PER_DECISION = 24
 # A wrong-chain or syncing upstream is re-checked every this many polls.
 RECHECK_EVERY_POLLS = 10
 
@@ -200,16 +204,20 @@ class HeadTracker:
     async def _decide(self) -> None:
         views = list(self.views.values())
         consensus = compute_consensus(views, self.consensus)
+        canonical = canonical_hashes(views, consensus)
+        needs = _needs(views, consensus, canonical)
         lookups = 0
-        while consensus.needs and lookups < MAX_LOOKUPS_PER_DECISION:
-            batch = consensus.needs[: MAX_LOOKUPS_PER_DECISION - lookups]
+        while needs and lookups < MAX_LOOKUPS_PER_DECISION:
+            batch = needs[: MAX_LOOKUPS_PER_DECISION - lookups]
             lookups += len(batch)
             await asyncio.gather(*(self._lookup(name, number) for name, number in batch))
-            again = compute_consensus(views, self.consensus)
-            if again.needs == consensus.needs:
+            consensus = compute_consensus(views, self.consensus)
+            canonical = canonical_hashes(views, consensus)
+            again = _needs(views, consensus, canonical)
+            if again == needs:
                 break  # the look-ups failed; decide with what we have
-            consensus = again
-        self._publish(consensus)
+            needs = again
+        self._publish(consensus, canonical)
 
     async def _lookup(self, name: str, number: int) -> None:
         upstream, view = self.upstreams[name], self.views[name]
@@ -219,10 +227,10 @@ class HeadTracker:
             record_hash(view, number, block.hash)
             record_hash(view, number - 1, block.parent_hash)
 
-    def _publish(self, consensus: Consensus) -> None:
+    def _publish(self, consensus: Consensus, canonical: dict[int, str]) -> None:
         previous = self.consensus.head
         self.consensus = consensus
-        self.canonical = canonical_hashes(list(self.views.values()), consensus)
+        self.canonical = canonical
         if consensus.head is not None and (previous is None or previous != consensus.head):
             log.debug(
                 "consensus_head",
@@ -237,6 +245,7 @@ class HeadTracker:
                 view, consensus, self.canonical, self.chain.chain_id, self.chain.max_lag_blocks
             )
             view.fork_height = fork_height
+            view.agreed_height = agreed_height(view, self.canonical)
             if state is not view.state:
                 level = log.info if state in (State.OK, State.STARTING) else log.warning
                 level(
@@ -250,3 +259,11 @@ class HeadTracker:
                 view.since = now
                 view.state = state
             view.reason = reason
+
+
+def _needs(
+    views: list[UpstreamView], consensus: Consensus, canonical: dict[int, str]
+) -> list[tuple[str, int]]:
+    """Look-ups the consensus needs first, then those that tell how far each upstream
+    agrees with it."""
+    return list(dict.fromkeys([*consensus.needs, *agreement_lookups(views, consensus, canonical)]))

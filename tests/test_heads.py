@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from rpcgate.heads import (
@@ -10,8 +12,11 @@ from rpcgate.heads import (
     State,
     Tagged,
     UpstreamView,
+    agreed_height,
+    agreement_lookups,
     canonical_hashes,
     compute_consensus,
+    record_hash,
     record_head,
     upstream_state,
 )
@@ -177,3 +182,117 @@ def test_a_reorganised_upstream_forgets_the_blocks_it_abandoned() -> None:
     assert v.hash_at(10) == h("b", 10)
     # Where the fork began is unknown: no older hash may pass for canonical any more.
     assert v.hash_at(9) is None and v.hash_at(8) is None
+
+
+# --- where a fork starts: agreement is never assumed from a height nobody fetched -------
+
+
+def chain_hash(label: str, fork_from: int | None) -> Callable[[int], str]:
+    return lambda n: h(label if fork_from is not None and n >= fork_from else "a", n)
+
+
+def polled(name: str, heads: list[int], blocks: Callable[[int], str]) -> UpstreamView:
+    """An upstream as the tracker knows it after polling it at these heads only."""
+    v = UpstreamView(name, chain_id=1, chain_id_ok=True)
+    for n in heads:
+        record_head(v, Block(n, blocks(n), blocks(n - 1)))
+    return v
+
+
+def decide(views: list[UpstreamView], chains: dict[str, Callable[[int], str]]) -> int:
+    """The tracker's decision loop without I/O: look-ups answered from each upstream's
+    chain (a block look-up gives the block's and its parent's hash); returns how many."""
+    lookups = 0
+    for _ in range(20):
+        consensus = compute_consensus(views, Consensus())
+        canonical = canonical_hashes(views, consensus)
+        needs = list(
+            dict.fromkeys([*consensus.needs, *agreement_lookups(views, consensus, canonical)])
+        )
+        if not needs:
+            return lookups
+        for name, number in needs:
+            v = next(v for v in views if v.name == name)
+            record_hash(v, number, chains[name](number))
+            record_hash(v, number - 1, chains[name](number - 1))
+            lookups += 1
+    raise AssertionError("the look-ups did not converge")
+
+
+def states_now(views: list[UpstreamView]) -> dict[str, tuple[State, int | None, int | None]]:
+    consensus = compute_consensus(views, Consensus())
+    canonical = canonical_hashes(views, consensus)
+    return {
+        v.name: (
+            upstream_state(v, consensus, canonical, 1, 3)[0],
+            upstream_state(v, consensus, canonical, 1, 3)[2],
+            agreed_height(v, canonical),
+        )
+        for v in views
+    }
+
+
+def test_a_fork_longer_than_a_poll_starts_just_above_the_last_known_agreement() -> None:
+    # Last poll: everyone at 10. Then node c mined 11..13 of its own, a and b the canonical
+    # 11..13, all faster than the poll: the tracker sees 13 and 12 only.
+    canonical, forked = chain_hash("a", None), chain_hash("f", 11)
+    views = [
+        polled("a", [10, 13], canonical),
+        polled("b", [10, 13], canonical),
+        polled("c", [10, 13], forked),
+    ]
+    state, fork_height, agreed = states_now(views)["c"]
+    assert state is State.FORKED
+    assert agreed == 10  # block 11 was never fetched: it is not assumed to agree
+    assert fork_height == 11
+
+
+def test_an_upstream_with_no_known_agreement_serves_no_block() -> None:
+    canonical, forked = chain_hash("a", None), chain_hash("f", 5)
+    views = [polled("a", [20], canonical), polled("b", [20], canonical), polled("c", [20], forked)]
+    state, fork_height, agreed = states_now(views)["c"]
+    assert (state, fork_height, agreed) == (State.FORKED, 0, None)
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3, 4, 7, 16, 50, 127])
+def test_the_common_ancestor_is_found_in_a_few_look_ups(depth: int) -> None:
+    head = 300
+    fork_from = head - depth + 1
+    chains = {
+        "a": chain_hash("a", None),
+        "b": chain_hash("a", None),
+        "c": chain_hash("f", fork_from),
+    }
+    views = [polled(name, [head], chains[name]) for name in chains]
+    lookups = decide(views, chains)
+    state, fork_height, agreed = states_now(views)["c"]
+    assert state is State.FORKED
+    assert (fork_height, agreed) == (fork_from, fork_from - 1)
+    assert lookups <= 2 * 8  # a binary search: two look-ups (its hash, ours) per step
+    assert decide(views, chains) == 0  # found once: nothing more to fetch
+
+
+def test_a_fork_deeper_than_the_search_serves_nothing_and_costs_nothing_more() -> None:
+    chains = {"a": chain_hash("a", None), "b": chain_hash("a", None), "c": chain_hash("f", 10)}
+    views = [polled(name, [500], chains[name]) for name in chains]
+    decide(views, chains)
+    assert states_now(views)["c"] == (State.FORKED, 0, None)
+    assert decide(views, chains) == 0
+
+
+def test_a_lagging_upstream_is_checked_against_the_canonical_chain_where_it_is() -> None:
+    # c stopped at 40 on a fork of its own, never polled before: nothing says so until its
+    # block 40 is compared with the canonical one.
+    chains = {"a": chain_hash("a", None), "b": chain_hash("a", None), "c": chain_hash("f", 38)}
+    views = [
+        polled("a", [50], chains["a"]),
+        polled("b", [50], chains["b"]),
+        polled("c", [40], chains["c"]),
+    ]
+    assert states_now(views)["c"][2] is None  # not known to agree anywhere: serves nothing
+    decide(views, chains)
+    assert states_now(views)["c"] == (State.FORKED, 38, 37)
+    honest = {"a": chains["a"], "b": chains["a"], "c": chains["a"]}
+    views = [polled(name, [50 if name != "c" else 40], honest[name]) for name in honest]
+    decide(views, honest)
+    assert states_now(views)["c"] == (State.LAGGING, None, 40)
