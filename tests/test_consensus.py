@@ -273,3 +273,24 @@ def test_upstream_that_switches_to_another_chain_is_caught_by_its_head_jump(
     for _ in range(9):
         assert gateway.rpc("eth_getBalance", [ADDR, "latest"], fresh=True).json()["result"]
     assert "eth_getBalance" not in proxies[2].methods
+
+
+def test_a_fork_longer_than_a_poll_is_never_served_below_where_it_was_noticed(
+    devnet: Devnet,
+) -> None:
+    cluster, proxies, gateway = devnet  # all at 3, polled there
+    cluster.fork(2, 3)  # node2 mines 4..6 of its own between two polls
+    cluster.mine_on([0, 1], 3)
+    gateway.sync()
+    assert states(gateway)["node2"] == "forked"
+    assert status_of(gateway, "node2")["fork_height"] == 4  # found, not guessed from 6
+    canonical = {n: cluster[0].block_hash(n) for n in range(1, 7)}
+    assert cluster[2].block_hash(4) != canonical[4]
+    for proxy in proxies:
+        proxy.reset_counts()
+    for _ in range(6):
+        for number in range(1, 7):
+            reply = gateway.rpc("eth_getBlockByNumber", [hex(number), False], fresh=True).json()
+            assert reply["result"]["hash"] == canonical[number], number
+    asked = [m for m in proxies[2].methods if m == "eth_getBlockByNumber"]
+    assert asked, "node2 still serves the blocks below its fork"
