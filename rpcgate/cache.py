@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 
 from rpcgate.heads import Block
-from rpcgate.jsonrpc import quantity
+from rpcgate.jsonrpc import dumps, quantity
 from rpcgate.methods import Cache, method_info
 from rpcgate.pinning import PinnedCall
 
@@ -133,7 +133,7 @@ def cache_key(chain_id: int, method: str, params: Any) -> str:
     normalized = _normalize([] if params is None else params)  # absent params == []
     if isinstance(normalized, list) and position is not None and len(normalized) > position:
         normalized[position] = _normalize(normalized[position], quantity=True)
-    body = orjson.dumps([method, normalized], option=orjson.OPT_SORT_KEYS)
+    body = dumps([method, normalized], orjson.OPT_SORT_KEYS)
     return str(chain_id) + ":" + body.decode()
 
 

@@ -88,17 +88,26 @@ def _has_float_id(parsed: Any) -> bool:
     return False
 
 
-def dumps(value: Any) -> bytes:
+def dumps(value: Any, option: int = 0) -> bytes:
     try:
-        return orjson.dumps(value)
-    except TypeError:  # an integer beyond 64 bits (an id): the standard library can
-        return json.dumps(value, separators=(",", ":"), default=_fragment).encode()
+        return orjson.dumps(value, option=option)
+    except TypeError:  # an integer beyond 64 bits (an id): written as its digits
+        return orjson.dumps(_big_ints_as_fragments(value), option=option)
 
 
-def _fragment(value: Any) -> Any:
-    if isinstance(value, orjson.Fragment):
-        return json.loads(value.contents)
-    raise TypeError(f"not JSON: {type(value).__name__}")
+_INT64_MIN, _UINT64_MAX = -(2**63), 2**64 - 1
+
+
+def _big_ints_as_fragments(value: Any) -> Any:
+    """`value` with every integer orjson cannot write replaced by its JSON text (results
+    already encoded, `orjson.Fragment`, pass through untouched)."""
+    if type(value) is int:
+        return value if _INT64_MIN <= value <= _UINT64_MAX else orjson.Fragment(str(value))
+    if type(value) is dict:
+        return {k: _big_ints_as_fragments(v) for k, v in value.items()}
+    if type(value) is list:
+        return [_big_ints_as_fragments(v) for v in value]
+    return value
 
 
 def _parse_item(obj: Any) -> Item:
