@@ -161,8 +161,8 @@ def plan_call(chain_id: int, method: str, pinned: PinnedCall, view: ChainView) -
     return CachePlan(cache_key(chain_id, method, pinned.params), policy)
 
 
-def _located(result: Any) -> tuple[int, str] | None:
-    """The block a by-hash answer sits in: (number, hash), or None (pending, unknown)."""
+def answer_block(result: Any) -> tuple[int, str] | None:
+    """The block an answer sits in or is: (number, hash), or None (pending, not a block)."""
     if not isinstance(result, dict):
         return None
     number = quantity(result.get("blockNumber", result.get("number")))
@@ -172,8 +172,16 @@ def _located(result: Any) -> tuple[int, str] | None:
     return number, block_hash
 
 
-def entry_for(plan: CachePlan, result: Any, view: ChainView) -> tuple[Entry, Lifetime] | None:
-    """The entry to store for an upstream's answer, or None when it must not be kept."""
+def entry_for(
+    plan: CachePlan, result: Any, view: ChainView, trusted_to: int | None
+) -> tuple[Entry, Lifetime] | None:
+    """The entry to store for an upstream's answer, or None when it must not be kept.
+
+    `trusted_to`: the answering upstream's agreed height, if it votes (None otherwise). An
+    answer about a finalized block is kept when the consensus hash there is known and the
+    answer matches it, or, where no hash was ever fetched (old history), when the upstream
+    is known to share the canonical chain at or above that block.
+    """
     if plan.key is None or result is None:
         return None  # null: not found yet (a block above the head, a tx not mined)
     if plan.policy is Cache.STATIC:
@@ -184,23 +192,31 @@ def entry_for(plan: CachePlan, result: Any, view: ChainView) -> tuple[Entry, Lif
         return Entry(result, head_hash=view.head.hash), Lifetime.HEAD
     if plan.policy is Cache.BLOCK:
         assert plan.block is not None
+        number, canonical = plan.block, view.hash_at(plan.block)
         if isinstance(result, dict) and "hash" in result and "number" in result:
-            located = _located(result)
-            if located is None or located != (plan.block, view.hash_at(plan.block)):
-                return None  # a block that is not the consensus block at that height
-        if view.is_final(plan.block):
-            return Entry(result, plan.block), Lifetime.FINALIZED
-        now = view.hash_at(plan.block)
-        if now is None or now != plan.block_hash:
+            where = answer_block(result)
+            if where is None or where[0] != number:
+                return None  # not the block asked for
+            if canonical is not None and where[1] != canonical:
+                return None  # not the consensus block at that height
+        if view.is_final(number):
+            if trusted_to is None or trusted_to < number:
+                return None  # the upstream is not known to be on the canonical chain there
+            return Entry(result, number), Lifetime.FINALIZED
+        if canonical is None or canonical != plan.block_hash:
             return None  # unknown, or reorganised while the call was in flight
-        return Entry(result, plan.block, now), Lifetime.UNFINALIZED
-    located = _located(result)  # BY_HASH
-    if located is None:
+        return Entry(result, number, canonical), Lifetime.UNFINALIZED
+    where = answer_block(result)  # BY_HASH
+    if where is None:
         return None
-    number, block_hash = located
-    if view.is_final(number) and view.hash_at(number) in (None, block_hash):
+    number, block_hash = where
+    canonical = view.hash_at(number)
+    if view.is_final(number) and (
+        canonical == block_hash
+        or (canonical is None and trusted_to is not None and trusted_to >= number)
+    ):
         return Entry(result, number), Lifetime.FINALIZED
-    if view.hash_at(number) != block_hash:
+    if canonical != block_hash:
         return None  # not (or not known to be) on the canonical chain
     return Entry(result, number, block_hash), Lifetime.UNFINALIZED
 

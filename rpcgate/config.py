@@ -80,6 +80,13 @@ class ChainConfig:
         "serves calls about blocks it has, never `latest`.",
         default=3,
     )
+    hold_ahead_s: float = setting(
+        "Longest wait for the served head to reach a block that an upstream's answer is in "
+        "(a receipt from a block just mined): the answer waits until eth_blockNumber has "
+        "reached its block, so no answer is newer than the head; after that it is answered "
+        "as not mined yet (null). 0 answers null at once.",
+        default=2.0,
+    )
 
 
 @dataclass(frozen=True)
@@ -295,6 +302,8 @@ def _resolve(config: Config, problems: list[str]) -> Config:
             problems.append(f"{path}.head_poll_interval: must be more than 0")
         if chain.max_lag_blocks < 0:
             problems.append(f"{path}.max_lag_blocks: must be 0 or more")
+        if chain.hold_ahead_s < 0:
+            problems.append(f"{path}.hold_ahead_s: must be 0 or more")
         for j, up in enumerate(chain.upstreams):
             if up.weight <= 0:
                 problems.append(f"{path}.upstreams[{j}].weight: must be more than 0")

@@ -1,6 +1,10 @@
 """A call's path through one chain, top to bottom: the consensus head answers what it can,
 tags are pinned to consensus numbers, the cache answers what it holds, identical calls in
-flight are coalesced, and `failover` carries the rest to the upstreams.
+flight are coalesced, `failover` carries the rest to the upstreams, and no answer is given
+out ahead of the served head.
+
+Every outcome says which block it is about (`Outcome.block`): the pinned block, or the
+block a by-hash answer was found in; the server sends it as `X-Rpcgate-Block`.
 """
 
 from __future__ import annotations
@@ -9,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from rpcgate.cache import CachePlan, ChainView, entry_for, plan_call
+from rpcgate.cache import CachePlan, ChainView, answer_block, entry_for, plan_call
 from rpcgate.config import ChainConfig, FailoverConfig
 from rpcgate.failover import Failover, Outcome
 from rpcgate.jsonrpc import Call
@@ -74,12 +78,12 @@ class ChainRuntime:
         counters = self.cache_counters
         if plan.key is None:
             counters.bypass += 1
-            return await self._failover.run(pinned, block, head)
+            return await self._from_upstreams(pinned, block, head)
         if read_cache:
             entry = await self.cache.get_shared(plan.key, view, counters)
             if entry is not None:
                 counters.hits += 1
-                return Outcome(upstream="cache", cache="hit", result_json=entry.result_json)
+                return _hit(entry.result_json, block, entry.block_number)
         counters.misses += 1
         return await self._coalescer.run(
             plan.key,
@@ -92,17 +96,21 @@ class ChainRuntime:
         in-process cache), without an await; None when it needs Redis or an upstream."""
         head = self.tracker.consensus.head
         if call.method == "eth_blockNumber" and head is not None:
-            return Outcome(upstream="gateway", result_json=b'"%s"' % hex(head.number).encode())
+            return Outcome(
+                upstream="gateway",
+                result_json=b'"%s"' % hex(head.number).encode(),
+                block=head.number,
+            )
         if not read_cache:
             return None
-        _, view, _, plan = self._prepare(call)
+        _, view, pinned_call, plan = self._prepare(call)
         if plan.key is None:
             return None
         entry = self.cache.get_local(plan.key, view, self.cache_counters)
         if entry is None:
             return None
         self.cache_counters.hits += 1
-        return Outcome(upstream="cache", cache="hit", result_json=entry.result_json)
+        return _hit(entry.result_json, pinned_call.block, entry.block_number)
 
     def _prepare(self, call: Call) -> tuple[int | None, ChainView, PinnedCall, CachePlan]:
         head, tags, view = self._consensus_view()
@@ -141,15 +149,66 @@ class ChainRuntime:
             self._plans[fingerprint] = (view, pinned_call, plan)
         return pinned_call, plan
 
+    async def _from_upstreams(self, call: Call, block: int | None, head: int | None) -> Outcome:
+        """The upstreams' answer, consistent with the served head: a call about a block
+        above it that some upstream already has waits for the head to get there first, and
+        an answer found in a block above it is held until the head reaches that block."""
+        hold = self.config.hold_ahead_s
+        if block is not None and head is not None and block > head and self._someone_has(block):
+            await self.tracker.wait_for_head(block, hold)
+            head = self._served_head()
+        outcome = await self._failover.run(call, block, head)
+        where = answer_block(outcome.result) if outcome.error is None else None
+        served = self._served_head()
+        if where is None or served is None or where[0] <= served:
+            outcome.block = block if block is not None or where is None else where[0]
+            return outcome
+        if await self._reached(where, hold):
+            outcome.block = where[0]
+            return outcome
+        # Ahead of everything the gateway serves, or not on the chain it serves: as a node
+        # at the served head would answer, not there (yet).
+        return Outcome(result=None, upstream=outcome.upstream, attempts=outcome.attempts)
+
+    def _served_head(self) -> int | None:
+        head = self.tracker.consensus.head
+        return None if head is None else head.number
+
+    def _someone_has(self, block: int) -> bool:
+        return any(
+            v.head is not None and v.head.number >= block for v in self.tracker.views.values()
+        )
+
+    async def _reached(self, where: tuple[int, str], hold_s: float) -> bool:
+        """Whether the served head reaches the answer's block (within `hold_s`) with that
+        very block on its chain."""
+        number, block_hash = where
+        if not await self.tracker.wait_for_head(number, hold_s):
+            return False
+        consensus_head = self.tracker.consensus.head
+        canonical = (
+            consensus_head.hash
+            if consensus_head is not None and consensus_head.number == number
+            else self.tracker.canonical.get(number)
+        )
+        return canonical == block_hash
+
     async def _fetch_and_store(
         self, call: Call, block: int | None, head: int | None, plan: CachePlan
     ) -> Outcome:
-        outcome = await self._failover.run(call, block, head)
+        outcome = await self._from_upstreams(call, block, head)
         outcome.cache = "miss"
         if outcome.error is None and plan.key is not None:
             _, _, view = self._consensus_view()  # as it is now, after the call
-            stored = entry_for(plan, outcome.result, view)
+            upstream = self.tracker.views.get(outcome.upstream)
+            trusted_to = upstream.agreed_height if upstream is not None and upstream.votes else None
+            stored = entry_for(plan, outcome.result, view, trusted_to)
             if stored is not None:
                 self.cache.put(plan.key, *stored)
                 self.cache_counters.stores += 1
         return outcome
+
+
+def _hit(result_json: bytes, pinned: int | None, stored_at: int | None) -> Outcome:
+    block = pinned if pinned is not None else stored_at
+    return Outcome(upstream="cache", cache="hit", result_json=result_json, block=block)

@@ -47,6 +47,7 @@ class Outcome:
     attempts: int = 0
     cache: str = "bypass"  # hit | miss | bypass
     result_json: bytes | None = None  # a cached result, already encoded
+    block: int | None = None  # the block the answer is about, where there is one
 
 
 @dataclass

@@ -44,6 +44,9 @@ log = structlog.get_logger("rpcgate.server")
 HEADER_UPSTREAM = "X-Rpcgate-Upstream"
 HEADER_ATTEMPTS = "X-Rpcgate-Attempts"
 HEADER_CACHE = "X-Rpcgate-Cache"  # hit | miss | bypass, one per item of a batch
+# The block number (decimal) an answer is about: the pinned block, or the block a by-hash
+# answer is in; absent when none. For a batch, one per answer in order, "-" for none.
+HEADER_BLOCK = "X-Rpcgate-Block"
 # `Cache-Control: no-cache` (or this header set to `no-cache`) skips the cache read for the
 # request; the fresh answer is still stored.
 HEADER_CACHE_CONTROL = "X-Rpcgate-Cache-Control"
@@ -51,7 +54,9 @@ _CORS_HEADERS = {
     "Access-Control-Allow-Origin": "*",
     "Access-Control-Allow-Methods": "POST, GET, OPTIONS",
     "Access-Control-Allow-Headers": f"Content-Type, Authorization, {HEADER_CACHE_CONTROL}",
-    "Access-Control-Expose-Headers": f"{HEADER_UPSTREAM}, {HEADER_ATTEMPTS}, {HEADER_CACHE}",
+    "Access-Control-Expose-Headers": (
+        f"{HEADER_UPSTREAM}, {HEADER_ATTEMPTS}, {HEADER_CACHE}, {HEADER_BLOCK}"
+    ),
     "Access-Control-Max-Age": "86400",
 }
 
@@ -104,6 +109,7 @@ class _Answer:
     upstream: str
     attempts: int
     cache: str
+    block: int | None = None
 
 
 def _json_response(
@@ -162,7 +168,7 @@ async def _answer(
         if item.is_notification
         else response_object(item.id, result=result, error=outcome.error)
     )
-    return _Answer(body, outcome.upstream, outcome.attempts, outcome.cache)
+    return _Answer(body, outcome.upstream, outcome.attempts, outcome.cache, outcome.block)
 
 
 def _skips_cache(headers: Mapping[str, str]) -> bool:
@@ -188,6 +194,8 @@ def _answer_in_hand(
         HEADER_CACHE: local.cache,
         "Content-Type": "application/json",
     }
+    if local.block is not None:
+        headers[HEADER_BLOCK] = str(local.block)
     if "Origin" in request.headers:
         headers.update(_CORS_HEADERS)
     return web.Response(body=payload, headers=headers)
@@ -232,6 +240,8 @@ async def handle_rpc(request: web.Request) -> web.StreamResponse:
             HEADER_ATTEMPTS: str(answer.attempts),
             HEADER_CACHE: answer.cache,
         }
+        if answer.block is not None and answer.body is not None:
+            headers[HEADER_BLOCK] = str(answer.block)
     else:
         answers = await asyncio.gather(*(_answer(chain, i, read_cache) for i in parsed.items))
         payload = encode_response([a.body for a in answers if a.body is not None], True)
@@ -239,6 +249,9 @@ async def handle_rpc(request: web.Request) -> web.StreamResponse:
             HEADER_UPSTREAM: ",".join(dict.fromkeys(a.upstream for a in answers)),
             HEADER_ATTEMPTS: str(sum(a.attempts for a in answers)),
             HEADER_CACHE: ",".join(a.cache for a in answers),
+            HEADER_BLOCK: ",".join(
+                "-" if a.block is None else str(a.block) for a in answers if a.body is not None
+            ),
         }
     if "Origin" in request.headers:  # only browsers send it; others are spared the headers
         headers.update(_CORS_HEADERS)

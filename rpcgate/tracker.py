@@ -49,6 +49,8 @@ IMPLAUSIBLE_JUMP_BLOCKS = 1000
 MAX_LOOKUPS_PER_DECISION = 24
 # A wrong-chain or syncing upstream is re-checked every this many polls.
 RECHECK_EVERY_POLLS = 10
+# Polls asked for by answers (a block above the head) come at most this often.
+HINTED_POLL_GAP_S = 0.05
 
 
 def _block(value: Any) -> Block | None:
@@ -78,6 +80,8 @@ class HeadTracker:
         self._polls = 0
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
+        self._poll_now = asyncio.Event()  # an answer showed a block above the head
+        self._published = asyncio.Event()  # set (and replaced) at each decision
 
     async def start(self) -> None:
         """One round before serving (so nothing unverified serves), then poll forever."""
@@ -92,12 +96,41 @@ class HeadTracker:
             self._task = None
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        last_round = loop.time()
         while True:
-            await asyncio.sleep(self.chain.head_poll_interval)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.chain.head_poll_interval):
+                    await self._poll_now.wait()
+            gap = last_round + HINTED_POLL_GAP_S - loop.time()
+            if gap > 0:
+                await asyncio.sleep(gap)
+            self._poll_now.clear()
             try:
                 await self.poll_once()
             except Exception:  # a bug in one round must not stop head tracking
                 log.exception("head_poll_round_failed", chain=self.chain.name)
+            last_round = loop.time()
+
+    def poll_soon(self) -> None:
+        """An answer is a free head hint: one showed a block above the consensus head."""
+        self._poll_now.set()
+
+    async def wait_for_head(self, number: int, timeout_s: float) -> bool:
+        """Polls soon and waits (at most `timeout_s`) until the consensus head reaches
+        `number`; whether it did."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while self.consensus.head is None or self.consensus.head.number < number:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            self.poll_soon()
+            published = self._published
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(remaining):
+                    await published.wait()
+        return True
 
     async def poll_once(self) -> None:
         async with self._lock:
@@ -231,6 +264,8 @@ class HeadTracker:
         previous = self.consensus.head
         self.consensus = consensus
         self.canonical = canonical
+        self._published.set()
+        self._published = asyncio.Event()
         if consensus.head is not None and (previous is None or previous != consensus.head):
             log.debug(
                 "consensus_head",

@@ -80,10 +80,12 @@ def gateway_config(
     upstreams: Sequence[dict[str, Any]] | None = None,
     head_poll_interval: float = 0.2,
     max_lag_blocks: int = 3,
+    chain: dict[str, Any] | None = None,
     **overrides: Any,
 ) -> Config:
     """A config serving one chain over the given URLs (or `upstreams` as written), with
-    test-friendly timeouts; other keyword arguments override top-level sections."""
+    test-friendly timeouts; `chain` adds chain settings, other keyword arguments override
+    top-level sections."""
     raw: dict[str, Any] = {
         "listen": "127.0.0.1:0",
         "failover": {"attempt_timeout_s": 1.0, "deadline_s": 10.0, "max_attempts": 5},
@@ -96,6 +98,7 @@ def gateway_config(
                 "upstreams": list(upstreams)
                 if upstreams is not None
                 else [{"name": f"node{i}", "url": url} for i, url in enumerate(upstream_urls)],
+                **(chain or {}),
             }
         ],
     }

@@ -337,3 +337,37 @@ def _post(url: str, method: str, params: list[Any]) -> tuple[int, dict[str, str]
     request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=10) as resp:
         return resp.status, dict(resp.headers), json.loads(resp.read())
+
+
+def test_finalized_history_is_cached_right_after_a_start(
+    proxied_cluster: ProxiedClusterFactory, start_gateway: GatewayFactory, redis_server: RedisServer
+) -> None:
+    # A chain with history: anvil's finalized block trails its head by 64.
+    cluster, proxies = proxied_cluster(3, chain_id=CHAIN_ID, mined=80)
+    start = lambda: start_gateway(  # noqa: E731
+        [p.url for p in proxies], head_poll_interval=60, cache={"redis_url": redis_server.url}
+    )
+    gateway = start()
+    assert gateway.gateway.chains[0].tracker.consensus.finalized.number == 16  # type: ignore[union-attr]
+    block_5 = cluster[0].block(5)
+    calls = [
+        ("eth_getBlockByNumber", ["0x5", False]),
+        ("eth_getBlockByHash", [block_5["hash"], False]),
+        ("eth_getBalance", [ADDR, "0x5"]),
+        ("eth_getBlockReceipts", ["0x5"]),
+    ]
+    for proxy in proxies:
+        proxy.reset_counts()
+    for _ in range(30):
+        for method, params in calls:
+            answer = gateway.rpc(method, params).json()
+            assert answer["result"] == cluster[2].rpc(method, params), method
+    for method, _ in calls:
+        assert calls_to_upstreams(proxies, method) == 1, method
+    time.sleep(0.3)  # the writes reach Redis after the answers
+    replica = start()  # a fresh process: its memory is empty, Redis is warm
+    for proxy in proxies:
+        proxy.reset_counts()
+    for method, params in calls:
+        assert replica.rpc(method, params).headers["X-Rpcgate-Cache"] == "hit", method
+    assert sum(p.request_count for p in proxies) == 0

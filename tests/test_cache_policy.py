@@ -27,6 +27,7 @@ HEAD = Block(100, "0xhead100", "0xhash99")
 CANONICAL = {n: f"0xhash{n}" for n in range(40, 100)}
 VIEW = ChainView(HEAD, finalized=36, canonical=CANONICAL)
 TAGS = Tags(100, 68, 36)
+TRUSTED = 100  # the answering upstream's agreed height: it holds the consensus head
 
 
 def planned(method: str, params: Any, view: ChainView = VIEW):  # type: ignore[no-untyped-def]
@@ -94,21 +95,53 @@ def test_keys_are_namespaced_per_chain_and_redis_keys_are_short() -> None:
 
 def test_static_answers_are_kept() -> None:
     plan = planned("eth_chainId", [])
-    stored = entry_for(plan, "0x1", VIEW)
+    stored = entry_for(plan, "0x1", VIEW, TRUSTED)
     assert stored is not None and stored[1] is Lifetime.STATIC
     assert is_fresh(stored[0], ChainView(Block(500, "0xother", "0x"), 400, {}))
 
 
 def test_finalized_block_answers_are_kept_long_without_a_hash_check() -> None:
     plan = planned("eth_getBalance", [ADDR, "0x10"])
-    stored = entry_for(plan, "0x5", VIEW)
+    stored = entry_for(plan, "0x5", VIEW, TRUSTED)
     assert stored == (Entry("0x5", 16), Lifetime.FINALIZED)
+
+
+@pytest.mark.parametrize(
+    ("trusted_to", "kept"),
+    [
+        (100, True),  # holds the head: its whole chain below is the canonical one
+        (16, True),  # agrees up to the block asked about
+        (15, False),  # forked just below it, or not known to agree that high
+        (None, False),  # does not vote (unverified, syncing, failing polls)
+    ],
+)
+def test_finalized_history_is_kept_from_an_upstream_known_to_share_the_chain_there(
+    trusted_to: int | None, kept: bool
+) -> None:
+    # Block 16 is far below `finalized` and no hash was ever fetched there (a fresh start).
+    block_16 = {"number": "0x10", "hash": "0xold16", "parentHash": "0xold15"}
+    for method, params, result in (
+        ("eth_getBlockByNumber", ["0x10", False], block_16),
+        ("eth_getBalance", [ADDR, "0x10"], "0x5"),
+        ("eth_getTransactionReceipt", ["0xt"], receipt(16, "0xold16")),
+    ):
+        stored = entry_for(planned(method, params), result, VIEW, trusted_to)
+        assert (stored is not None) is kept, method
+        assert stored is None or stored[1] is Lifetime.FINALIZED
+
+
+def test_a_final_block_that_contradicts_a_known_canonical_hash_is_not_kept() -> None:
+    view = ChainView(HEAD, finalized=36, canonical={**CANONICAL, 16: "0xhash16"})
+    wrong = {"number": "0x10", "hash": "0xforked16", "parentHash": "0xold15"}
+    assert entry_for(planned("eth_getBlockByNumber", ["0x10", False]), wrong, view, 100) is None
+    right = {**wrong, "hash": "0xhash16"}
+    assert entry_for(planned("eth_getBlockByNumber", ["0x10", False]), right, view, 100)
 
 
 def test_unfinalized_answers_die_when_their_block_is_reorganised() -> None:
     plan = planned("eth_getBalance", [ADDR, "latest"])
     assert plan.block == 100 and plan.block_hash == "0xhead100"
-    stored = entry_for(plan, "0x5", VIEW)
+    stored = entry_for(plan, "0x5", VIEW, TRUSTED)
     assert stored is not None and stored[1] is Lifetime.UNFINALIZED
     entry = stored[0]
     assert is_fresh(entry, VIEW)
@@ -123,21 +156,21 @@ def test_unfinalized_answers_die_when_their_block_is_reorganised() -> None:
 def test_an_answer_from_a_block_reorganised_during_the_call_is_not_kept() -> None:
     plan = planned("eth_getBalance", [ADDR, "0x50"])
     moved = ChainView(HEAD, 36, {**CANONICAL, 0x50: "0xother80"})
-    assert entry_for(plan, "0x5", moved) is None
+    assert entry_for(plan, "0x5", moved, TRUSTED) is None
 
 
 def test_a_block_that_is_not_the_consensus_block_is_not_kept() -> None:
     plan = planned("eth_getBlockByNumber", ["0x50", False])
     good = {"number": "0x50", "hash": "0xhash80", "parentHash": "0xhash79"}
     bad = {"number": "0x50", "hash": "0xforked", "parentHash": "0xhash79"}
-    assert entry_for(plan, good, VIEW) is not None
-    assert entry_for(plan, bad, VIEW) is None
-    assert entry_for(plan, None, VIEW) is None  # null: not there yet
+    assert entry_for(plan, good, VIEW, TRUSTED) is not None
+    assert entry_for(plan, bad, VIEW, TRUSTED) is None
+    assert entry_for(plan, None, VIEW, TRUSTED) is None  # null: not there yet
 
 
 def test_head_answers_die_with_the_next_head() -> None:
     plan = planned("eth_gasPrice", [])
-    stored = entry_for(plan, "0x3b9aca00", VIEW)
+    stored = entry_for(plan, "0x3b9aca00", VIEW, TRUSTED)
     assert stored is not None and stored[1] is Lifetime.HEAD
     assert is_fresh(stored[0], VIEW)
     assert not is_fresh(stored[0], ChainView(Block(101, "0xhead101", "0xhead100"), 36, CANONICAL))
@@ -154,16 +187,18 @@ def receipt(number: int, block_hash: str) -> dict[str, str]:
 
 def test_receipts_are_long_lived_only_once_their_block_is_final() -> None:
     plan = planned("eth_getTransactionReceipt", ["0xt"])
-    final = entry_for(plan, receipt(20, "0xany"), VIEW)
+    final = entry_for(plan, receipt(20, "0xany"), VIEW, TRUSTED)
     assert final is not None and final[1] is Lifetime.FINALIZED
-    recent = entry_for(plan, receipt(90, "0xhash90"), VIEW)
+    recent = entry_for(plan, receipt(90, "0xhash90"), VIEW, TRUSTED)
     assert recent is not None and recent[1] is Lifetime.UNFINALIZED
     moved = ChainView(HEAD, 36, {**CANONICAL, 90: "0xreorged90"})
     assert not is_fresh(recent[0], moved)
-    assert entry_for(plan, receipt(90, "0xstale90"), VIEW) is None  # not canonical now
-    assert entry_for(plan, None, VIEW) is None  # not mined yet: never kept
+    assert entry_for(plan, receipt(90, "0xstale90"), VIEW, TRUSTED) is None  # not canonical now
+    assert entry_for(plan, None, VIEW, TRUSTED) is None  # not mined yet: never kept
     pending_tx = {"hash": "0xt", "blockNumber": None, "blockHash": None}
-    assert entry_for(planned("eth_getTransactionByHash", ["0xt"]), pending_tx, VIEW) is None
+    assert (
+        entry_for(planned("eth_getTransactionByHash", ["0xt"]), pending_tx, VIEW, TRUSTED) is None
+    )
 
 
 def test_entries_survive_the_trip_through_bytes() -> None:
