@@ -175,8 +175,10 @@ class ChainRuntime:
         return None if head is None else head.number
 
     def _someone_has(self, block: int) -> bool:
+        """Whether a voting upstream's last polled head is at or above `block`."""
         return any(
-            v.head is not None and v.head.number >= block for v in self.tracker.views.values()
+            v.votes and v.head is not None and v.head.number >= block
+            for v in self.tracker.views.values()
         )
 
     async def _reached(self, where: tuple[int, str], hold_s: float) -> bool:
