@@ -71,6 +71,7 @@ def test_a_receipt_only_a_minority_has_is_answered_as_not_mined_yet(
         assert head(gateway) == 3
     assert sum(p.methods.count("eth_getTransactionReceipt") for p in proxies[:1]) > 0
     cluster.mine_on([1])  # a majority has block 4 now
+    gateway.sync()
     receipt = gateway.result("eth_getTransactionReceipt", [tx_hash])
     assert receipt is not None and head(gateway) == 4
 
