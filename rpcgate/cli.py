@@ -10,7 +10,6 @@ import os
 import sys
 
 import structlog
-from aiohttp import web
 
 from rpcgate import __version__
 from rpcgate.config import Config, ConfigError, load_config, split_host_port
@@ -53,9 +52,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         uvloop.install()
     except ImportError:
         pass
-    from rpcgate.server import build_app
+    from rpcgate.lifecycle import serve
 
-    host, port = config.listen_host_port()
     log.info(
         "starting",
         version=__version__,
@@ -73,10 +71,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # Everything loaded so far lives as long as the process: keep it out of the garbage
     # collector's way (fewer objects to scan on every collection).
     gc.freeze()
-    web.run_app(
-        build_app(config), host=host, port=port, print=None, access_log=None, shutdown_timeout=5
-    )
-    return 0
+    return asyncio.run(serve(config, path))
 
 
 def cmd_check(args: argparse.Namespace) -> int:

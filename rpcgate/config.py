@@ -145,6 +145,19 @@ class FailoverConfig:
 
 
 @dataclass(frozen=True)
+class ShutdownConfig:
+    grace_s: float = setting(
+        "On SIGTERM, seconds /readyz answers 503 before the listener closes (for a load "
+        "balancer to stop sending); SIGINT skips it.",
+        default=5.0,
+    )
+    timeout_s: float = setting(
+        "Then, the longest wait for calls in flight to finish before the process exits.",
+        default=20.0,
+    )
+
+
+@dataclass(frozen=True)
 class Config:
     listen: str = setting("HOST:PORT the gateway listens on.", default="127.0.0.1:8545")
     log_level: Literal["debug", "info", "warning", "error"] = setting(
@@ -157,6 +170,10 @@ class Config:
     )
     chains: tuple[ChainConfig, ...] = setting(
         "The chains served; the first is also at /.", default=()
+    )
+    shutdown: ShutdownConfig = setting(
+        "Draining on SIGTERM (SIGHUP reloads the config file instead).",
+        default_factory=ShutdownConfig,
     )
 
     def listen_host_port(self) -> tuple[str, int]:
@@ -272,6 +289,9 @@ def _resolve(config: Config, problems: list[str]) -> Config:
         problems.append("failover.deadline_s: must be at least failover.attempt_timeout_s")
     if fo.max_attempts < 1:
         problems.append("failover.max_attempts: must be at least 1")
+    for key in ("grace_s", "timeout_s"):
+        if getattr(config.shutdown, key) < 0:
+            problems.append(f"shutdown.{key}: must be 0 or more")
     if not config.chains:
         problems.append("chains: at least one chain is needed")
     chains = []

@@ -17,7 +17,7 @@ from aiohttp import web
 from orjson import Fragment
 
 from rpcgate import __version__
-from rpcgate.config import Config
+from rpcgate.config import ChainConfig, Config
 from rpcgate.execute import ChainRuntime
 from rpcgate.failover import Outcome
 from rpcgate.heads import State
@@ -36,7 +36,7 @@ from rpcgate.jsonrpc import (
     rpc_error,
 )
 from rpcgate.masking import MASKER
-from rpcgate.status import gateway_status
+from rpcgate.status import gateway_status, handle_status_page
 from rpcgate.store import ResponseCache
 
 log = structlog.get_logger("rpcgate.server")
@@ -67,20 +67,28 @@ class Gateway:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.cache = ResponseCache(config.cache)
-        self.chains = [
-            ChainRuntime(
-                chain,
-                config.failover,
-                cache=self.cache,
-                max_response_bytes=config.limits.max_response_bytes,
-                max_concurrent_upstream_calls=config.limits.max_concurrent_upstream_calls,
-            )
-            for chain in config.chains
-        ]
+        self.draining = False  # SIGTERM: /readyz says 503 while calls in flight finish
+        self._retiring: set[asyncio.Task[None]] = set()  # chains replaced by a reload
+        self.chains: list[ChainRuntime] = []
         self._by_path: dict[str, ChainRuntime] = {}
-        for runtime in self.chains:
-            self._by_path[runtime.config.name] = runtime
-            self._by_path[str(runtime.config.chain_id)] = runtime
+        self.set_chains([self.runtime_for(chain, config) for chain in config.chains])
+
+    def runtime_for(self, chain: ChainConfig, config: Config) -> ChainRuntime:
+        return ChainRuntime(
+            chain,
+            config.failover,
+            cache=self.cache,
+            max_response_bytes=config.limits.max_response_bytes,
+            max_concurrent_upstream_calls=config.limits.max_concurrent_upstream_calls,
+        )
+
+    def set_chains(self, chains: list[ChainRuntime]) -> None:
+        """Serve these chains from now on (a reload swaps them in one step)."""
+        by_path = {}
+        for runtime in chains:
+            by_path[runtime.config.name] = runtime
+            by_path[str(runtime.config.chain_id)] = runtime
+        self.chains, self._by_path = chains, by_path
 
     def chain_for(self, path: str | None) -> ChainRuntime | None:
         if not path:
@@ -94,7 +102,26 @@ class Gateway:
         # Chains start together: each waits for one head-poll round before serving.
         await asyncio.gather(self.cache.start(), *(runtime.start() for runtime in self.chains))
 
+    def retire(self, runtimes: list[ChainRuntime], after_s: float) -> None:
+        """Close runtimes no longer served once the calls they carry are over."""
+
+        async def close_later() -> None:
+            try:
+                for runtime in runtimes:
+                    await runtime.tracker.stop()  # nothing routes by its heads any more
+                await asyncio.sleep(after_s)
+            finally:
+                for runtime in runtimes:
+                    await runtime.close()
+
+        task = asyncio.create_task(close_later(), name="retire-chains")
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+
     async def close(self) -> None:
+        for task in list(self._retiring):
+            task.cancel()
+        await asyncio.gather(*self._retiring, return_exceptions=True)
         for runtime in self.chains:
             await runtime.close()
         await self.cache.close()
@@ -296,8 +323,11 @@ async def handle_health(request: web.Request) -> web.StreamResponse:
 async def handle_ready(request: web.Request) -> web.StreamResponse:
     """Readiness (a Kubernetes probe): every chain has a consensus head and an upstream in
     sync with it; otherwise 503, saying which chain is not ready and why."""
+    gateway = request.app[GATEWAY]
+    if gateway.draining:
+        return _json_response({"status": "draining"}, status=503)
     not_ready = {}
-    for runtime in request.app[GATEWAY].chains:
+    for runtime in gateway.chains:
         tracker = runtime.tracker
         in_sync = [v.name for v in tracker.views.values() if v.state is State.OK]
         if tracker.consensus.head is None or not in_sync:
@@ -332,6 +362,7 @@ def build_app(config: Config) -> web.Application:
     app.router.add_get("/healthz", handle_health)
     app.router.add_get("/readyz", handle_ready)
     app.router.add_get("/status.json", handle_status)
+    app.router.add_get("/status", handle_status_page)
     app.router.add_post("/", handle_rpc)
     app.router.add_get("/", handle_root_get)
     app.router.add_route("OPTIONS", "/", handle_preflight)

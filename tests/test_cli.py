@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -65,7 +66,7 @@ def serve() -> Iterator:  # type: ignore[type-arg]
 
     yield start
     for process in processes:
-        process.terminate()
+        process.send_signal(signal.SIGINT)  # stops without the drain grace
         try:
             process.wait(10)
         except subprocess.TimeoutExpired:
@@ -113,7 +114,7 @@ def test_serve_with_a_config_file_serves_anvil(
     )
     assert (status, body) == (200, {"jsonrpc": "2.0", "id": "x", "result": hex(1337)})
     assert headers["X-Rpcgate-Upstream"] in ("anvil0", "anvil1")
-    process.terminate()
+    process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=10)
     first = json.loads(stderr.splitlines()[0])  # structlog JSON lines
     assert first["event"] == "starting" and first["level"] == "info"

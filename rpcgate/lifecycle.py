@@ -1,0 +1,137 @@
+"""The process around the server: listen, then drain on SIGTERM and reload on SIGHUP.
+
+SIGTERM (what Kubernetes and Docker send): `/readyz` answers 503 at once, the listener
+closes after `shutdown.grace_s` (time for a load balancer to notice), calls in flight get up
+to `shutdown.timeout_s` to finish, and the process exits 0. SIGINT (Ctrl-C) does the same
+without the grace; a second signal stops at once. SIGHUP reads the config file again: a
+valid one is swapped in (`reload`), an invalid one is refused with the messages `rpcgate
+config validate` prints, and the old config keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import signal
+import socket
+from collections.abc import Callable
+
+import structlog
+from aiohttp import web
+
+from rpcgate.config import Config, ConfigError, load_config
+from rpcgate.reload import reconfigure
+from rpcgate.server import GATEWAY, Gateway, build_app
+
+log = structlog.get_logger("rpcgate")
+
+EXIT_OK = 0
+EXIT_CANNOT_SERVE = 2
+
+
+def listen_error(host: str, port: int, exc: OSError) -> str:
+    """One line an operator can act on, for a listener that could not open."""
+    where = f"{host}:{port}"
+    if exc.errno == errno.EADDRINUSE:
+        return f"cannot listen on {where}: the port is already in use (another rpcgate?)"
+    if exc.errno == errno.EACCES:
+        return f"cannot listen on {where}: permission denied (ports below 1024 need root)"
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return f"cannot listen on {where}: no such address on this machine"
+    return f"cannot listen on {where}: {exc.strerror or exc}"
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """The listening address, taken before the gateway starts (so a port in use fails at
+    once, not after the first head polls)."""
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+async def serve(config: Config, config_path: str | None) -> int:
+    host, port = config.listen_host_port()
+    try:
+        sock = bind(host, port)
+    except socket.gaierror as exc:
+        log.error("cannot_listen", error=f"cannot listen on {host}:{port}: {exc.strerror}")
+        return EXIT_CANNOT_SERVE
+    except OSError as exc:
+        log.error("cannot_listen", error=listen_error(host, port, exc))
+        return EXIT_CANNOT_SERVE
+    app = build_app(config)
+    gateway = app[GATEWAY]
+    runner = web.AppRunner(
+        app, access_log=None, handle_signals=False, shutdown_timeout=config.shutdown.timeout_s
+    )
+    await runner.setup()  # starts the gateway: one head-poll round per chain
+    await web.SockSite(runner, sock).start()
+    log.info("listening", listen=f"{host}:{port}")
+
+    loop = asyncio.get_running_loop()
+    stopping: asyncio.Future[bool] = loop.create_future()  # result: wait for the grace
+    reloads: set[asyncio.Task[None]] = set()
+
+    def on_stop(grace: bool) -> Callable[[], None]:
+        def handler() -> None:
+            if stopping.done():  # a second signal: stop now
+                log.warning("stopping_now")
+                raise SystemExit(EXIT_OK)
+            stopping.set_result(grace)
+
+        return handler
+
+    def on_reload() -> None:
+        task = asyncio.create_task(_reload(gateway, config_path))
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGTERM, on_stop(True))
+    loop.add_signal_handler(signal.SIGINT, on_stop(False))
+    loop.add_signal_handler(signal.SIGHUP, on_reload)
+    try:
+        wait_for_grace = await stopping
+        gateway.draining = True
+        grace = config.shutdown.grace_s if wait_for_grace else 0.0
+        log.info("draining", grace_s=grace, timeout_s=config.shutdown.timeout_s)
+        await asyncio.sleep(grace)
+        for task in reloads:
+            task.cancel()
+        # Closes the listener and idle connections, waits for calls in flight (bounded).
+        await runner.cleanup()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            with contextlib.suppress(ValueError, RuntimeError):
+                loop.remove_signal_handler(sig)
+    log.info("stopped")
+    return EXIT_OK
+
+
+async def _reload(gateway: Gateway, config_path: str | None) -> None:
+    if config_path is None:
+        log.warning("reload_skipped", reason="serving the embedded default: no file to read")
+        return
+    log.info("reloading", config=config_path)
+    try:
+        new = load_config(config_path)
+    except ConfigError as exc:
+        log.error(
+            "reload_refused",
+            config=config_path,
+            problems=exc.problems,
+            keeps_serving="the config loaded before",
+        )
+        return
+    try:
+        await reconfigure(gateway, new)
+    except Exception:  # a bug must not take the serving config down with it
+        log.exception("reload_failed", config=config_path)
