@@ -102,31 +102,91 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    formatter = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(
         prog="rpcgate",
         description=(
-            "A drop-in JSON-RPC gateway for EVM chains over many upstreams, with failover."
+            "A drop-in JSON-RPC gateway for EVM chains over many upstreams: one URL per "
+            "chain, block-height agreement, caching and failover."
         ),
+        epilog="Run `rpcgate COMMAND --help` for a command's options.",
+        formatter_class=formatter,
     )
     parser.add_argument("--version", action="version", version=f"rpcgate {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = sub.add_parser(
-        "serve", help="run the gateway (no config: Ethereum mainnet over public endpoints)"
+        "serve",
+        help="run the gateway",
+        description=(
+            "Run the gateway. Without a config it serves Ethereum mainnet over six keyless "
+            "public endpoints at http://127.0.0.1:8545 (also /ethereum and /1).\n\n"
+            "Signals: SIGTERM drains (readiness turns 503, the listener closes after "
+            "shutdown.grace_s, calls in flight finish, exit 0); SIGINT does the same "
+            "without the grace; SIGHUP reloads the config file (an invalid one is refused "
+            "and the old one keeps serving)."
+        ),
+        epilog=(
+            "examples:\n"
+            "  rpcgate serve\n"
+            "  rpcgate serve --config rpcgate.yaml --listen 0.0.0.0:8545\n"
+            "exit status: 0 after a drain, 2 when the config is invalid or the port "
+            "cannot be opened"
+        ),
+        formatter_class=formatter,
     )
-    serve.add_argument("--config", help=f"YAML config file (or ${CONFIG_ENV})")
-    serve.add_argument("--listen", help="HOST:PORT, overrides the config's `listen`")
+    serve.add_argument(
+        "--config",
+        metavar="FILE",
+        help=f"YAML config file (default: ${CONFIG_ENV}, else the embedded mainnet default)",
+    )
+    serve.add_argument(
+        "--listen", metavar="HOST:PORT", help="where to listen; overrides the config's `listen`"
+    )
     serve.set_defaults(func=cmd_serve)
 
-    check = sub.add_parser("check", help="probe every upstream and print a table")
-    check.add_argument("--config", help=f"YAML config file (or ${CONFIG_ENV})")
-    check.add_argument("--timeout", type=float, default=10.0, help="seconds per probe")
+    check = sub.add_parser(
+        "check",
+        help="probe every upstream and print a table",
+        description=(
+            "Probe every configured upstream once (chain id, head, latency, client version, "
+            "old state) and print a table; no secret is shown."
+        ),
+        epilog="exit status: 0, or 1 when a chain has no working upstream",
+        formatter_class=formatter,
+    )
+    check.add_argument(
+        "--config",
+        metavar="FILE",
+        help=f"YAML config file (default: ${CONFIG_ENV}, else the embedded mainnet default)",
+    )
+    check.add_argument(
+        "--timeout",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="time each probe gets (default: %(default)s)",
+    )
     check.set_defaults(func=cmd_check)
 
-    config = sub.add_parser("config", help="config tools")
-    config_sub = config.add_subparsers(dest="config_command", required=True)
-    validate = config_sub.add_parser("validate", help="check a config file; list every problem")
-    validate.add_argument("file")
+    config = sub.add_parser(
+        "config",
+        help="config tools",
+        description="Tools for config files.",
+        formatter_class=formatter,
+    )
+    config_sub = config.add_subparsers(dest="config_command", required=True, metavar="COMMAND")
+    validate = config_sub.add_parser(
+        "validate",
+        help="check a config file and list every problem",
+        description=(
+            "Check a config file without starting anything; every problem is listed with its "
+            "key path (e.g. chains[0].upstreams[2].url: not a URL)."
+        ),
+        epilog="exit status: 0 when valid, 1 otherwise",
+        formatter_class=formatter,
+    )
+    validate.add_argument("file", metavar="FILE")
     validate.set_defaults(func=cmd_validate)
     return parser
 

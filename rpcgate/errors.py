@@ -57,8 +57,9 @@ AUTH_COOLDOWN_S = 300.0  # long enough not to hammer a bad key, short enough to 
 class UpstreamFailure:
     """What the upstream client observed, as plain data."""
 
-    # set when no usable HTTP exchange: "timeout", "connect", "reset", "bad_json",
-    # "batch_mismatch", "bad_response"
+    # set when no usable HTTP exchange: "timeout", a connect failure in words ("DNS: name
+    # not resolved (host)", "connection refused (host:port)", "TLS: ..."), "reset",
+    # "bad_json", "batch_mismatch", "bad_response"
     transport: str | None = None
     http_status: int | None = None
     rpc_code: int | None = None  # JSON-RPC error code if the body carried an error object
@@ -203,7 +204,7 @@ _SENDER_RATE_LIMIT_CODE = -32017  # proxyd: the same sequencer sits behind every
 def classify(failure: UpstreamFailure, *, now_utc: datetime | None = None) -> Classification:
     """Decides what the gateway does about one failed attempt on one upstream."""
     if failure.transport is not None:
-        return _verdict(ErrorClass.TRANSIENT, f"transport: {failure.transport}", failure)
+        return _verdict(ErrorClass.TRANSIENT, failure.transport, failure)
     text = _error_text(failure)
     code = failure.rpc_code
     if code == _SENDER_RATE_LIMIT_CODE or "sender is over rate limit" in text:

@@ -9,19 +9,28 @@ block a by-hash answer was found in; the server sends it as `X-Rpcgate-Block`.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
+import structlog
 
 from rpcgate.cache import CachePlan, ChainView, answer_block, entry_for, plan_call
 from rpcgate.config import ChainConfig, FailoverConfig
 from rpcgate.failover import Failover, Outcome
-from rpcgate.jsonrpc import Call
+from rpcgate.jsonrpc import ALL_UPSTREAMS_FAILED, DEADLINE_EXCEEDED, NO_UPSTREAM, Call
 from rpcgate.pinning import PinnedCall, Tags, pin_call
 from rpcgate.store import CacheCounters, Coalescer, ResponseCache
 from rpcgate.tracker import HeadTracker
 from rpcgate.upstream import Upstream
 
+if TYPE_CHECKING:
+    from rpcgate.shared_head import SharedHeads
+
+log = structlog.get_logger("rpcgate.calls")
+
+# The gateway could not answer (as opposed to an upstream's verdict on the call itself,
+# a revert or bad params, logged at info).
+GATEWAY_FAILURES = frozenset({ALL_UPSTREAMS_FAILED, DEADLINE_EXCEEDED, NO_UPSTREAM})
 _REMEMBERED_PLANS = 4096  # distinct hot calls whose plan is kept (cleared when full)
 
 
@@ -36,6 +45,7 @@ class ChainRuntime:
         cache: ResponseCache,
         max_response_bytes: int,
         max_concurrent_upstream_calls: int,
+        shared_heads: SharedHeads | None = None,
     ) -> None:
         self.config = config
         self.cache = cache
@@ -51,7 +61,9 @@ class ChainRuntime:
             )
             for up in config.upstreams
         }
-        self.tracker = HeadTracker(config, self.upstreams, failover.attempt_timeout_s)
+        self.tracker = HeadTracker(
+            config, self.upstreams, failover.attempt_timeout_s, shared=shared_heads
+        )
         self._failover = Failover(self.upstreams, self.tracker, failover)
 
     async def start(self) -> None:
@@ -69,6 +81,9 @@ class ChainRuntime:
     ) -> Outcome:
         """A call's path: the consensus head, tags pinned, the cache, then the upstreams.
         `asked_locally`: the caller already tried `answer_locally` for this call."""
+        if self.tracker.behind_shared:  # another replica served a higher head: weigh it first
+            await self.tracker.catch_up_to_shared(self.config.hold_ahead_s)
+            asked_locally = False
         local = None if asked_locally else self.answer_locally(call, read_cache)
         if local is not None:
             return local
@@ -94,6 +109,8 @@ class ChainRuntime:
     def answer_locally(self, call: Call, read_cache: bool = True) -> Outcome | None:
         """The answer when the gateway has it in hand (the consensus head, an entry of the
         in-process cache), without an await; None when it needs Redis or an upstream."""
+        if self.tracker.behind_shared:
+            return None  # another replica served a higher head: the call waits for a poll
         head = self.tracker.consensus.head
         if call.method == "eth_blockNumber" and head is not None:
             return Outcome(
@@ -158,6 +175,7 @@ class ChainRuntime:
             await self.tracker.wait_for_head(block, hold)
             head = self._served_head()
         outcome = await self._failover.run(call, block, head)
+        self._log_call(call, outcome)
         where = answer_block(outcome.result) if outcome.error is None else None
         served = self._served_head()
         if where is None or served is None or where[0] <= served:
@@ -168,7 +186,31 @@ class ChainRuntime:
             return outcome
         # Ahead of everything the gateway serves, or not on the chain it serves: as a node
         # at the served head would answer, not there (yet).
-        return Outcome(result=None, upstream=outcome.upstream, attempts=outcome.attempts)
+        return Outcome(
+            result=None,
+            upstream=outcome.upstream,
+            attempts=outcome.attempts,
+            attempt_log=outcome.attempt_log,
+        )
+
+    def _log_call(self, call: Call, outcome: Outcome) -> None:
+        """Every failed call is a log line an operator can act on; successes at debug."""
+        if outcome.error is None:
+            log.debug("call", chain=self.config.name, method=call.method, upstream=outcome.upstream)
+            return
+        code = outcome.error.get("code")
+        log_at = log.warning if code in GATEWAY_FAILURES else log.info
+        log_at(
+            "call_failed",
+            chain=self.config.name,
+            method=call.method,
+            code=code,
+            message=outcome.error.get("message"),
+            attempts=[
+                f"{a.upstream}: {a.error_class or 'ok'} ({a.latency_s * 1000:.0f} ms)"
+                for a in outcome.attempt_log
+            ],
+        )
 
     def _served_head(self) -> int | None:
         head = self.tracker.consensus.head

@@ -39,6 +39,15 @@ _SECOND_ROUND_BACKOFF_S = 0.05
 _DETAIL_CHARS = 200  # of an upstream's error text, kept in a failed call's `data.attempts`
 
 
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One attempt of a call on an upstream, as the metrics and the call log read it."""
+
+    upstream: str
+    error_class: ErrorClass | None  # None: the upstream answered
+    latency_s: float
+
+
 @dataclass(slots=True)
 class Outcome:
     result: Any = None
@@ -48,6 +57,10 @@ class Outcome:
     cache: str = "bypass"  # hit | miss | bypass
     result_json: bytes | None = None  # a cached result, already encoded
     block: int | None = None  # the block the answer is about, where there is one
+    attempt_log: tuple[Attempt, ...] = ()  # the upstream attempts, in order
+    # Set once the metrics counted `attempt_log`: callers coalesced onto one upstream call
+    # share this Outcome, and its attempts happened once.
+    attempts_counted: bool = False
 
 
 @dataclass
@@ -60,6 +73,7 @@ class _CallState:
     failed_domains: set[str] = field(default_factory=set)
     history: list[dict[str, str]] = field(default_factory=list)
     call_errors: list[tuple[ErrorClass, dict[str, Any]]] = field(default_factory=list)
+    attempt_log: list[Attempt] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -126,6 +140,7 @@ class Failover:
             retry_error_callback=lambda rs: self._give_up(state, rs),
         )
         step: _Step = await retrying(self._attempt, state)
+        step.outcome.attempt_log = tuple(state.attempt_log)
         return step.outcome
 
     @staticmethod
@@ -154,11 +169,15 @@ class Failover:
         timeout = min(self.config.attempt_timeout_s, remaining)
         reply = await upstream.call(state.call.method, state.call.params, timeout)
         if reply.failure is None:
+            state.attempt_log.append(Attempt(upstream.name, None, reply.latency_s))
             record_success(upstream.health, reply.latency_s)
             return _Step(
                 Outcome(result=reply.result, upstream=upstream.name, attempts=attempts), retry=False
             )
         classification = classify(reply.failure)
+        state.attempt_log.append(
+            Attempt(upstream.name, classification.error_class, reply.latency_s)
+        )
         if self._already_known(state.call, reply):
             # A transaction the node already has: a previous attempt delivered it.
             return _Step(

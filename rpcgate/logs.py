@@ -22,7 +22,10 @@ def _render(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> str:
     return orjson.dumps(event, default=str).decode()
 
 
-def configure_logging(level: str = "info", stream: TextIO | None = None) -> None:
+def configure_logging(
+    level: str = "info", stream: TextIO | None = None, *, cache: bool = True
+) -> None:
+    """`cache=False` keeps loggers re-reading the configuration (tests reconfigure it)."""
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -36,7 +39,7 @@ def configure_logging(level: str = "info", stream: TextIO | None = None) -> None
             logging.getLevelNamesMapping()[level.upper()]
         ),
         logger_factory=structlog.PrintLoggerFactory(stream or sys.stderr),
-        cache_logger_on_first_use=True,
+        cache_logger_on_first_use=cache,
     )
     # Standard-library loggers (aiohttp's) go through the masker too.
     handler = logging.StreamHandler(stream or sys.stderr)

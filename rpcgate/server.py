@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
+from time import perf_counter
 from typing import Any
 
 import structlog
@@ -36,6 +37,9 @@ from rpcgate.jsonrpc import (
     rpc_error,
 )
 from rpcgate.masking import MASKER
+from rpcgate.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from rpcgate.metrics import GatewayMetrics
+from rpcgate.shared_head import SharedHeads
 from rpcgate.status import gateway_status, handle_status_page
 from rpcgate.store import ResponseCache
 
@@ -68,10 +72,19 @@ class Gateway:
         self.config = config
         self.cache = ResponseCache(config.cache)
         self.draining = False  # SIGTERM: /readyz says 503 while calls in flight finish
+        # With Redis, replicas share the highest head served (see shared_head.py).
+        self.shared_heads = (
+            SharedHeads(
+                config.cache.redis_url, config.cache.redis_prefix, config.cache.redis_timeout_s
+            )
+            if config.cache.redis_url
+            else None
+        )
         self._retiring: set[asyncio.Task[None]] = set()  # chains replaced by a reload
         self.chains: list[ChainRuntime] = []
         self._by_path: dict[str, ChainRuntime] = {}
         self.set_chains([self.runtime_for(chain, config) for chain in config.chains])
+        self.metrics = GatewayMetrics(self)
 
     def runtime_for(self, chain: ChainConfig, config: Config) -> ChainRuntime:
         return ChainRuntime(
@@ -80,6 +93,7 @@ class Gateway:
             cache=self.cache,
             max_response_bytes=config.limits.max_response_bytes,
             max_concurrent_upstream_calls=config.limits.max_concurrent_upstream_calls,
+            shared_heads=self.shared_heads,
         )
 
     def set_chains(self, chains: list[ChainRuntime]) -> None:
@@ -100,7 +114,12 @@ class Gateway:
 
     async def start(self) -> None:
         # Chains start together: each waits for one head-poll round before serving.
-        await asyncio.gather(self.cache.start(), *(runtime.start() for runtime in self.chains))
+        await asyncio.gather(self.cache.start(), self._start_chains())
+
+    async def _start_chains(self) -> None:
+        if self.shared_heads is not None:  # the head other replicas serve, before the first poll
+            await self.shared_heads.start()
+        await asyncio.gather(*(runtime.start() for runtime in self.chains))
 
     def retire(self, runtimes: list[ChainRuntime], after_s: float) -> None:
         """Close runtimes no longer served once the calls they carry are over."""
@@ -124,6 +143,8 @@ class Gateway:
         await asyncio.gather(*self._retiring, return_exceptions=True)
         for runtime in self.chains:
             await runtime.close()
+        if self.shared_heads is not None:
+            await self.shared_heads.close()
         await self.cache.close()
 
 
@@ -176,10 +197,19 @@ async def _read_body(request: web.Request, limit: int) -> bytes | None:
 
 
 async def _answer(
-    chain: ChainRuntime, item: Call | Invalid, read_cache: bool, asked_locally: bool = False
+    chain: ChainRuntime,
+    item: Call | Invalid,
+    read_cache: bool,
+    asked_locally: bool = False,
+    *,
+    metrics: GatewayMetrics,
+    started: float,  # perf_counter() when the request arrived
 ) -> _Answer:
     if isinstance(item, Invalid):
+        outcome = Outcome(error=item.error)
+        metrics.call_answered(chain.config.name, None, outcome, perf_counter() - started)
         return _Answer(response_object(item.id, error=item.error), "gateway", 0, "bypass")
+    metrics.in_flight[chain.config.name] += 1
     try:
         outcome = await chain.execute(item, read_cache=read_cache, asked_locally=asked_locally)
     except Exception as exc:  # a bug must cost one answer, never the whole batch
@@ -189,6 +219,9 @@ async def _answer(
                 INTERNAL_ERROR, "internal gateway error", MASKER.mask(type(exc).__name__)
             )
         )
+    finally:
+        metrics.in_flight[chain.config.name] -= 1
+    metrics.call_answered(chain.config.name, item.method, outcome, perf_counter() - started)
     result = outcome.result if outcome.result_json is None else Fragment(outcome.result_json)
     body = (
         None
@@ -229,6 +262,7 @@ def _answer_in_hand(
 
 
 async def handle_rpc(request: web.Request) -> web.StreamResponse:
+    started = perf_counter()
     gateway = request.app[GATEWAY]
     chain = gateway.chain_for(request.match_info.get("chain"))
     if chain is None:
@@ -253,6 +287,9 @@ async def handle_rpc(request: web.Request) -> web.StreamResponse:
     if single is not None and asked_locally:
         in_hand = _answer_in_hand(request, chain, single, read_cache)
         if in_hand is not None:
+            gateway.metrics.call_answered_locally(
+                chain.config.name, single.method, perf_counter() - started
+            )
             return in_hand
     parsed = (
         Request([single], is_batch=False)
@@ -260,7 +297,14 @@ async def handle_rpc(request: web.Request) -> web.StreamResponse:
         else parse_request(body, limits.max_batch_items)
     )
     if len(parsed.items) == 1:
-        answer = await _answer(chain, parsed.items[0], read_cache, asked_locally)
+        answer = await _answer(
+            chain,
+            parsed.items[0],
+            read_cache,
+            asked_locally,
+            metrics=gateway.metrics,
+            started=started,
+        )
         payload = encode_response([answer.body] if answer.body else [], parsed.is_batch)
         headers = {
             HEADER_UPSTREAM: answer.upstream,
@@ -270,7 +314,12 @@ async def handle_rpc(request: web.Request) -> web.StreamResponse:
         if answer.block is not None and answer.body is not None:
             headers[HEADER_BLOCK] = str(answer.block)
     else:
-        answers = await asyncio.gather(*(_answer(chain, i, read_cache) for i in parsed.items))
+        answers = await asyncio.gather(
+            *(
+                _answer(chain, i, read_cache, metrics=gateway.metrics, started=started)
+                for i in parsed.items
+            )
+        )
         payload = encode_response([a.body for a in answers if a.body is not None], True)
         headers = {
             HEADER_UPSTREAM: ",".join(dict.fromkeys(a.upstream for a in answers)),
@@ -290,6 +339,12 @@ async def handle_rpc(request: web.Request) -> web.StreamResponse:
 
 async def handle_not_post(request: web.Request) -> web.StreamResponse:
     return _gateway_error(405, INVALID_REQUEST, "JSON-RPC is served over POST")
+
+
+async def handle_metrics(request: web.Request) -> web.StreamResponse:
+    """Prometheus scrapes this (text exposition format)."""
+    body = request.app[GATEWAY].metrics.exposition()
+    return web.Response(body=body, headers={"Content-Type": METRICS_CONTENT_TYPE})
 
 
 async def handle_root_get(request: web.Request) -> web.StreamResponse:
@@ -362,6 +417,7 @@ def build_app(config: Config) -> web.Application:
     app.router.add_get("/healthz", handle_health)
     app.router.add_get("/readyz", handle_ready)
     app.router.add_get("/status.json", handle_status)
+    app.router.add_get("/metrics", handle_metrics)  # before /{chain}, which would take it
     app.router.add_get("/status", handle_status_page)
     app.router.add_post("/", handle_rpc)
     app.router.add_get("/", handle_root_get)

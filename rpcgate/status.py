@@ -1,20 +1,37 @@
 """`GET /status.json`: what the gateway believes about every chain and upstream, and why.
 
 Built from plain data only; upstream URLs appear masked, and every string passes the
-secret masker on the way out.
+secret masker on the way out. `GET /status` is the same, for people: one HTML file in the
+package that fetches status.json by itself, so it shows nothing status.json does not.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime
+import importlib.resources
 import time
 from typing import Any
+
+from aiohttp import web
 
 from rpcgate.execute import ChainRuntime
 from rpcgate.heads import Block, Tagged
 from rpcgate.masking import MASKER
-from rpcgate.store import ResponseCache
+from rpcgate.store import CacheCounters, ResponseCache
+
+# Read once, at import: a package built without it fails at startup, not on first view.
+STATUS_PAGE = importlib.resources.files("rpcgate").joinpath("status.html").read_bytes()
+# The page must work offline and inside a cluster: the browser is told to load nothing but
+# the page itself and status.json from the same origin.
+_STATUS_PAGE_HEADERS = {
+    "Cache-Control": "no-cache",
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+        "connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+}
 
 
 def _iso(seconds: float | None) -> str | None:
@@ -27,6 +44,12 @@ def _block(block: Block | Tagged | None) -> dict[str, Any] | None:
     if block is None:
         return None
     return {"number": block.number, "hash": block.hash}
+
+
+def _hit_rate(counters: CacheCounters) -> float | None:
+    """Hits over cache look-ups; calls that bypass the cache never look, so do not count."""
+    lookups = counters.hits + counters.misses
+    return None if lookups == 0 else round(counters.hits / lookups, 4)
 
 
 def chain_status(runtime: ChainRuntime) -> dict[str, Any]:
@@ -72,7 +95,10 @@ def chain_status(runtime: ChainRuntime) -> dict[str, Any]:
             "voters": list(consensus.voters),
         },
         "max_lag_blocks": runtime.config.max_lag_blocks,
-        "cache": dataclasses.asdict(runtime.cache_counters),
+        "cache": {
+            **dataclasses.asdict(runtime.cache_counters),
+            "hit_rate": _hit_rate(runtime.cache_counters),
+        },
         "upstreams": upstreams,
     }
 
@@ -95,3 +121,12 @@ def gateway_status(chains: list[ChainRuntime], cache: ResponseCache) -> dict[str
     }
     masked: dict[str, Any] = MASKER.mask_any(status)
     return masked
+
+
+async def handle_status_page(request: web.Request) -> web.Response:
+    return web.Response(
+        body=STATUS_PAGE,
+        content_type="text/html",
+        charset="utf-8",
+        headers=_STATUS_PAGE_HEADERS,
+    )

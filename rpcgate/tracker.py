@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -36,6 +37,9 @@ from rpcgate.heads import (
 from rpcgate.health import record_failure
 from rpcgate.jsonrpc import quantity
 from rpcgate.upstream import Reply, Upstream
+
+if TYPE_CHECKING:
+    from rpcgate.shared_head import SharedHeads
 
 log = structlog.get_logger("rpcgate.heads")
 
@@ -65,7 +69,11 @@ def _block(value: Any) -> Block | None:
 
 class HeadTracker:
     def __init__(
-        self, chain: ChainConfig, upstreams: dict[str, Upstream], timeout_s: float
+        self,
+        chain: ChainConfig,
+        upstreams: dict[str, Upstream],
+        timeout_s: float,
+        shared: SharedHeads | None = None,
     ) -> None:
         self.chain = chain
         self.upstreams = upstreams
@@ -82,6 +90,13 @@ class HeadTracker:
         self._lock = asyncio.Lock()
         self._poll_now = asyncio.Event()  # an answer showed a block above the head
         self._published = asyncio.Event()  # set (and replaced) at each decision
+        # Replicas: the highest head another replica served, until a poll has weighed it.
+        self._shared = shared
+        self._shared_floor: Block | None = None
+        self._floor_heard_in_round = 0
+        self._offered = -1
+        if shared is not None:
+            shared.listen(chain.chain_id, self._heard)
 
     async def start(self) -> None:
         """One round before serving (so nothing unverified serves), then poll forever."""
@@ -115,6 +130,35 @@ class HeadTracker:
     def poll_soon(self) -> None:
         """An answer is a free head hint: one showed a block above the consensus head."""
         self._poll_now.set()
+
+    def _heard(self, block: Block) -> None:
+        """Another replica serves `block`: poll now, and hold calls until that is weighed."""
+        head = self.consensus.head
+        if (head is None or block.number > head.number) and (
+            self._shared_floor is None or block.number > self._shared_floor.number
+        ):
+            self._shared_floor = block
+            self._floor_heard_in_round = self._polls
+            self.poll_soon()
+
+    @property
+    def behind_shared(self) -> bool:
+        """Another replica has served a higher head than this one, not yet weighed here."""
+        return self._shared_floor is not None
+
+    async def catch_up_to_shared(self, timeout_s: float) -> None:
+        """Waits (at most `timeout_s`) until the next poll has weighed the shared head."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while self._shared_floor is not None:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            self.poll_soon()
+            published = self._published
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(remaining):
+                    await published.wait()
 
     async def wait_for_head(self, number: int, timeout_s: float) -> bool:
         """Polls soon and waits (at most `timeout_s`) until the consensus head reaches
@@ -236,20 +280,35 @@ class HeadTracker:
 
     async def _decide(self) -> None:
         views = list(self.views.values())
-        consensus = compute_consensus(views, self.consensus)
+        # A head another replica served is a floor, kept where a voter of ours holds it.
+        floor = self._shared_floor
+        previous = self.consensus
+        if floor is not None and (previous.head is None or floor.number > previous.head.number):
+            previous = dataclasses.replace(previous, head=floor)
+        consensus = compute_consensus(views, previous)
         canonical = canonical_hashes(views, consensus)
-        needs = _needs(views, consensus, canonical)
+        needs = _needs(views, consensus, canonical, floor)
         lookups = 0
         while needs and lookups < MAX_LOOKUPS_PER_DECISION:
             batch = needs[: MAX_LOOKUPS_PER_DECISION - lookups]
             lookups += len(batch)
             await asyncio.gather(*(self._lookup(name, number) for name, number in batch))
-            consensus = compute_consensus(views, self.consensus)
+            consensus = compute_consensus(views, previous)
             canonical = canonical_hashes(views, consensus)
-            again = _needs(views, consensus, canonical)
+            again = _needs(views, consensus, canonical, floor)
             if again == needs:
                 break  # the look-ups failed; decide with what we have
             needs = again
+        head = consensus.head
+        if self._shared is not None and head is not None and head.number > self._offered:
+            await self._shared.offer(self.chain.chain_id, head)  # before anyone is served it
+            self._offered = head.number
+        weighed = floor is not None and (
+            self._polls > self._floor_heard_in_round
+            or (head is not None and head.number >= floor.number)
+        )
+        if weighed and self._shared_floor is floor:
+            self._shared_floor = None  # by a poll that began after it came, or reached
         self._publish(consensus, canonical)
 
     async def _lookup(self, name: str, number: int) -> None:
@@ -297,8 +356,22 @@ class HeadTracker:
 
 
 def _needs(
-    views: list[UpstreamView], consensus: Consensus, canonical: dict[int, str]
+    views: list[UpstreamView],
+    consensus: Consensus,
+    canonical: dict[int, str],
+    floor: Block | None = None,
 ) -> list[tuple[str, int]]:
-    """Look-ups the consensus needs first, then those that tell how far each upstream
-    agrees with it."""
-    return list(dict.fromkeys([*consensus.needs, *agreement_lookups(views, consensus, canonical)]))
+    """Look-ups the consensus needs first, then whether a voter holds the shared head,
+    then those that tell how far each upstream agrees with the consensus."""
+    at_floor = []
+    if floor is not None and (consensus.head is None or consensus.head.number < floor.number):
+        at_floor = [
+            (v.name, floor.number)
+            for v in views
+            if v.votes
+            and v.head is not None
+            and v.head.number >= floor.number
+            and v.hash_at(floor.number) is None
+        ]
+    lookups = agreement_lookups(views, consensus, canonical)
+    return list(dict.fromkeys([*consensus.needs, *at_floor, *lookups]))

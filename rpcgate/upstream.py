@@ -10,6 +10,7 @@ import asyncio
 import dataclasses
 import email.utils
 import itertools
+import socket
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -161,7 +162,9 @@ class Upstream:
             reply = Reply(failure=UpstreamFailure(transport="timeout"))
         except aiohttp.ClientConnectorError as exc:
             reply = Reply(
-                failure=UpstreamFailure(transport="connect", body_text=MASKER.mask(str(exc)))
+                failure=UpstreamFailure(
+                    transport=connect_failure(exc), body_text=MASKER.mask(str(exc))
+                )
             )
         except (aiohttp.ClientError, OSError) as exc:
             reply = Reply(
@@ -183,3 +186,19 @@ class Upstream:
                 return None
             chunks.append(chunk)
         return b"".join(chunks)
+
+
+def connect_failure(exc: aiohttp.ClientConnectorError) -> str:
+    """What went wrong before any HTTP, in the words an operator searches for."""
+    host = MASKER.mask(exc.host)
+    if isinstance(exc, aiohttp.ClientConnectorDNSError) or isinstance(
+        exc.os_error, socket.gaierror
+    ):
+        return f"DNS: name not resolved ({host})"
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return f"TLS: certificate not accepted ({host}: {exc.certificate_error})"
+    if isinstance(exc, aiohttp.ClientConnectorSSLError | aiohttp.ClientSSLError):
+        return f"TLS: handshake failed ({host})"
+    if isinstance(exc.os_error, ConnectionRefusedError):
+        return f"connection refused ({host}:{exc.port})"
+    return f"cannot connect ({host}:{exc.port}: {exc.os_error.strerror or exc.os_error})"

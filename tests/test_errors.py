@@ -592,7 +592,7 @@ def test_classification_table_rows(failure: UpstreamFailure, expected: ErrorClas
 def test_transport_failures_are_transient(failure: UpstreamFailure, expected: ErrorClass) -> None:
     verdict = classify(failure, now_utc=NOW)
     assert verdict.error_class is expected
-    assert verdict.reason == f"transport: {failure.transport}"
+    assert verdict.reason == failure.transport
 
 
 @pytest.mark.parametrize(("failure", "expected"), ORDERING_CASES)

@@ -100,7 +100,7 @@ def test_secret_in_path_never_reaches_logs_or_client_errors(
     cluster = anvil_cluster(1)
     proxy = fault_proxy(cluster.urls[0])
     captured = io.StringIO()
-    configure_logging("debug", stream=captured)
+    configure_logging("debug", stream=captured, cache=False)
     try:
         gateway = start_gateway(
             [], upstreams=[{"name": "infura", "url": f"{proxy.url}/v3/{INFURA_KEY}"}]
@@ -118,7 +118,7 @@ def test_secret_in_path_never_reaches_logs_or_client_errors(
         proxy.set_fault(Fault.HTTP_5XX)
         replies += [gateway.rpc(*call).body.decode() for _ in range(2)]
     finally:
-        configure_logging("info")
+        configure_logging("info", cache=False)
     log_text = captured.getvalue()
     assert "upstream_cooldown" in log_text  # the failures were logged...
     for text in [*replies, log_text]:

@@ -1,0 +1,90 @@
+"""Replicas behind one Service agree: a client whose calls alternate between two gateways
+sharing a Redis never sees `eth_blockNumber` (or `latest`) go back, even when one of them
+has a stale view of the upstreams."""
+
+from __future__ import annotations
+
+import time
+
+from tests.conftest import GatewayFactory, ProxiedClusterFactory, RunningGateway
+from tests.harness.redis_server import RedisServer
+
+CHAIN_ID = 31337
+
+
+def heads_seen_alternating(
+    cluster_mine: object, first: RunningGateway, second: RunningGateway, rounds: int
+) -> list[tuple[str, int]]:
+    seen = []
+    for i in range(rounds):
+        if i % 3 == 0:
+            cluster_mine()  # type: ignore[operator]
+            time.sleep(0.15)  # the fast replica polls meanwhile; the other does not
+        for name, gateway in (("fast", first), ("stale", second)):
+            seen.append((name, int(gateway.result("eth_blockNumber"), 16)))
+            block = gateway.result("eth_getBlockByNumber", ["latest", False])
+            seen.append((name, int(block["number"], 16)))
+    return seen
+
+
+def decreases(seen: list[tuple[str, int]]) -> list[tuple[int, tuple[str, int], int]]:
+    highest, found = -1, []
+    for index, (name, number) in enumerate(seen):
+        if number < highest:
+            found.append((index, (name, number), highest))
+        highest = max(highest, number)
+    return found
+
+
+def test_alternating_replicas_never_serve_a_lower_head(
+    proxied_cluster: ProxiedClusterFactory,
+    start_gateway: GatewayFactory,
+    redis_server: RedisServer,
+) -> None:
+    cluster, proxies = proxied_cluster(3, chain_id=CHAIN_ID, mined=3)
+    urls = [p.url for p in proxies]
+    shared = {"redis_url": redis_server.url}
+    fast = start_gateway(urls, head_poll_interval=0.05, cache=shared)
+    # Its own polls come once a minute: everything newer it learns from the other replica.
+    stale = start_gateway(urls, head_poll_interval=60, cache=shared)
+    seen = heads_seen_alternating(cluster.mine_all, fast, stale, 15)
+    assert decreases(seen) == [], seen
+    assert max(n for _, n in seen) == 3 + 5  # and it did move: five blocks were mined
+    assert any(name == "stale" and n == 8 for name, n in seen)
+    key = f"rpcgate:v1:{CHAIN_ID}:served-head"
+    stored = redis_server.client().get(key)
+    assert stored is not None and stored.decode().startswith("8:")
+
+
+def test_without_redis_the_guarantee_is_one_replica(
+    proxied_cluster: ProxiedClusterFactory, start_gateway: GatewayFactory
+) -> None:
+    """The control: the same client against two replicas that share nothing does see the
+    head go back (which is why the README says: one replica, or Redis)."""
+    cluster, proxies = proxied_cluster(3, chain_id=CHAIN_ID, mined=3)
+    urls = [p.url for p in proxies]
+    fast = start_gateway(urls, head_poll_interval=0.05)
+    stale = start_gateway(urls, head_poll_interval=60)
+    seen = heads_seen_alternating(cluster.mine_all, fast, stale, 6)
+    assert decreases(seen), seen
+
+
+def test_a_shared_head_no_voter_holds_is_not_served(
+    proxied_cluster: ProxiedClusterFactory,
+    start_gateway: GatewayFactory,
+    redis_server: RedisServer,
+) -> None:
+    """A head announced by a replica whose upstreams reorganised it away: the others weigh
+    it once, do not serve it, and do not keep holding calls for it."""
+    _, proxies = proxied_cluster(3, chain_id=CHAIN_ID, mined=3)
+    gateway = start_gateway(
+        [p.url for p in proxies], head_poll_interval=60, cache={"redis_url": redis_server.url}
+    )
+    client = redis_server.client()
+    key = f"rpcgate:v1:{CHAIN_ID}:served-head"
+    client.publish(key, "9:0x" + "ab" * 32 + ":0x" + "cd" * 32)
+    time.sleep(0.2)
+    started = time.monotonic()
+    assert int(gateway.result("eth_blockNumber"), 16) == 3
+    assert time.monotonic() - started < 1.5  # one poll weighed it, not the hold limit
+    assert not gateway.gateway.chains[0].tracker.behind_shared
