@@ -1,30 +1,96 @@
-"""Replicas behind one Service agree: a client whose calls alternate between two gateways
-sharing a Redis never sees `eth_blockNumber` (or `latest`) go back, even when one of them
+"""Replicas behind one Service agree: a client whose calls alternate between two gateway
+processes sharing a Redis never sees `eth_blockNumber` (or `latest`) go back, even when one of them
 has a stale view of the upstreams."""
 
 from __future__ import annotations
 
+import json
+import signal
+import subprocess
 import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
-from tests.conftest import GatewayFactory, ProxiedClusterFactory, RunningGateway
+import pytest
+import yaml
+
+from tests.conftest import GatewayFactory, ProxiedClusterFactory
 from tests.harness.redis_server import RedisServer
+from tests.harness.tools import free_port, wait_for_http
+from tests.test_cli import _rpcgate
 
 CHAIN_ID = 31337
 
 
+def _result(url: str, method: str, params: list[Any]) -> Any:
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).encode()
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as resp:
+        answer = json.loads(resp.read())
+    assert "result" in answer, answer
+    return answer["result"]
+
+
 def heads_seen_alternating(
-    cluster_mine: object, first: RunningGateway, second: RunningGateway, rounds: int
+    mine: Callable[[], None], first: str, second: str, rounds: int
 ) -> list[tuple[str, int]]:
+    """A client alternating between two replicas (their URLs), blocks mined meanwhile."""
     seen = []
     for i in range(rounds):
         if i % 3 == 0:
-            cluster_mine()  # type: ignore[operator]
+            mine()
             time.sleep(0.15)  # the fast replica polls meanwhile; the other does not
-        for name, gateway in (("fast", first), ("stale", second)):
-            seen.append((name, int(gateway.result("eth_blockNumber"), 16)))
-            block = gateway.result("eth_getBlockByNumber", ["latest", False])
+        for name, url in (("fast", first), ("stale", second)):
+            seen.append((name, int(_result(url, "eth_blockNumber", []), 16)))
+            block = _result(url, "eth_getBlockByNumber", ["latest", False])
             seen.append((name, int(block["number"], 16)))
     return seen
+
+
+@pytest.fixture
+def replica_process(tmp_path: Path) -> Iterator[Callable[[list[str], str | None], str]]:
+    """A second gateway in a process of its own, polling its upstreams once a minute."""
+    processes: list[subprocess.Popen[bytes]] = []
+
+    def start(upstream_urls: list[str], redis_url: str | None) -> str:
+        port = free_port()
+        config: dict[str, Any] = {
+            "listen": f"127.0.0.1:{port}",
+            "chains": [
+                {
+                    "name": "devnet",
+                    "chain_id": CHAIN_ID,
+                    "head_poll_interval": 60,
+                    "upstreams": [
+                        {"name": f"node{i}", "url": u} for i, u in enumerate(upstream_urls)
+                    ],
+                }
+            ],
+        }
+        if redis_url:
+            config["cache"] = {"redis_url": redis_url}
+        path = tmp_path / f"replica-{port}.yaml"
+        path.write_text(yaml.safe_dump(config))
+        processes.append(
+            subprocess.Popen(
+                [*_rpcgate(), "serve", "--config", str(path)],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
+        url = f"http://127.0.0.1:{port}"
+        wait_for_http(url + "/healthz")
+        return url
+
+    yield start
+    for process in processes:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
 
 
 def decreases(seen: list[tuple[str, int]]) -> list[tuple[int, tuple[str, int], int]]:
@@ -39,15 +105,15 @@ def decreases(seen: list[tuple[str, int]]) -> list[tuple[int, tuple[str, int], i
 def test_alternating_replicas_never_serve_a_lower_head(
     proxied_cluster: ProxiedClusterFactory,
     start_gateway: GatewayFactory,
+    replica_process: Callable[[list[str], str | None], str],
     redis_server: RedisServer,
 ) -> None:
     cluster, proxies = proxied_cluster(3, chain_id=CHAIN_ID, mined=3)
     urls = [p.url for p in proxies]
-    shared = {"redis_url": redis_server.url}
-    fast = start_gateway(urls, head_poll_interval=0.05, cache=shared)
+    fast = start_gateway(urls, head_poll_interval=0.05, cache={"redis_url": redis_server.url})
     # Its own polls come once a minute: everything newer it learns from the other replica.
-    stale = start_gateway(urls, head_poll_interval=60, cache=shared)
-    seen = heads_seen_alternating(cluster.mine_all, fast, stale, 15)
+    stale = replica_process(urls, redis_server.url)
+    seen = heads_seen_alternating(cluster.mine_all, fast.url, stale, 15)
     assert decreases(seen) == [], seen
     assert max(n for _, n in seen) == 3 + 5  # and it did move: five blocks were mined
     assert any(name == "stale" and n == 8 for name, n in seen)
@@ -57,15 +123,17 @@ def test_alternating_replicas_never_serve_a_lower_head(
 
 
 def test_without_redis_the_guarantee_is_one_replica(
-    proxied_cluster: ProxiedClusterFactory, start_gateway: GatewayFactory
+    proxied_cluster: ProxiedClusterFactory,
+    start_gateway: GatewayFactory,
+    replica_process: Callable[[list[str], str | None], str],
 ) -> None:
     """The control: the same client against two replicas that share nothing does see the
     head go back (which is why the README says: one replica, or Redis)."""
     cluster, proxies = proxied_cluster(3, chain_id=CHAIN_ID, mined=3)
     urls = [p.url for p in proxies]
     fast = start_gateway(urls, head_poll_interval=0.05)
-    stale = start_gateway(urls, head_poll_interval=60)
-    seen = heads_seen_alternating(cluster.mine_all, fast, stale, 6)
+    stale = replica_process(urls, None)
+    seen = heads_seen_alternating(cluster.mine_all, fast.url, stale, 6)
     assert decreases(seen), seen
 
 
