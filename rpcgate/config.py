@@ -142,6 +142,22 @@ class FailoverConfig:
     )
     deadline_s: float = setting("Total time for a call, across all attempts.", default=30.0)
     max_attempts: int = setting("Most upstream attempts per call.", default=5)
+    hedge_delay_min_s: float = setting(
+        "A read whose attempt has not answered within about its upstream's p95 latency is "
+        "also sent to the best upstream in another failure domain (a hedge; the first good "
+        "answer wins): this is the least wait before a hedge.",
+        default=0.05,
+    )
+    hedge_delay_max_s: float = setting(
+        "The most wait before a hedge (also the wait while an upstream's latency is not "
+        "known yet): a hanging upstream costs a call about this much.",
+        default=1.0,
+    )
+    hedge_budget: float = setting(
+        "Hedges allowed per call over time (a token bucket; 0 turns hedging off; at most 1, "
+        "so hedges never more than double the load on upstreams).",
+        default=0.5,
+    )
 
 
 @dataclass(frozen=True)
@@ -289,6 +305,12 @@ def _resolve(config: Config, problems: list[str]) -> Config:
         problems.append("failover.deadline_s: must be at least failover.attempt_timeout_s")
     if fo.max_attempts < 1:
         problems.append("failover.max_attempts: must be at least 1")
+    if not 0 <= fo.hedge_budget <= 1:
+        problems.append("failover.hedge_budget: must be between 0 and 1")
+    if not 0 < fo.hedge_delay_min_s <= fo.hedge_delay_max_s:
+        problems.append(
+            "failover.hedge_delay_min_s: must be more than 0 and at most hedge_delay_max_s"
+        )
     for key in ("grace_s", "timeout_s"):
         if getattr(config.shutdown, key) < 0:
             problems.append(f"shutdown.{key}: must be 0 or more")

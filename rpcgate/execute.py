@@ -65,6 +65,7 @@ class ChainRuntime:
             config, self.upstreams, failover.attempt_timeout_s, shared=shared_heads
         )
         self._failover = Failover(self.upstreams, self.tracker, failover)
+        self.hedges = self._failover.hedges  # counted for status and metrics
 
     async def start(self) -> None:
         for upstream in self.upstreams.values():
@@ -77,7 +78,12 @@ class ChainRuntime:
             await upstream.close()
 
     async def execute(
-        self, call: Call, *, read_cache: bool = True, asked_locally: bool = False
+        self,
+        call: Call,
+        *,
+        read_cache: bool = True,
+        asked_locally: bool = False,
+        trace: bool = False,
     ) -> Outcome:
         """A call's path: the consensus head, tags pinned, the cache, then the upstreams.
         `asked_locally`: the caller already tried `answer_locally` for this call."""
@@ -93,7 +99,7 @@ class ChainRuntime:
         counters = self.cache_counters
         if plan.key is None:
             counters.bypass += 1
-            return await self._from_upstreams(pinned, block, head)
+            return await self._from_upstreams(pinned, block, head, trace)
         if read_cache:
             entry = await self.cache.get_shared(plan.key, view, counters)
             if entry is not None:
@@ -102,7 +108,7 @@ class ChainRuntime:
         counters.misses += 1
         return await self._coalescer.run(
             plan.key,
-            lambda: self._fetch_and_store(pinned, block, head, plan),
+            lambda: self._fetch_and_store(pinned, block, head, plan, trace),
             on_shared=lambda: setattr(counters, "coalesced", counters.coalesced + 1),
         )
 
@@ -166,7 +172,9 @@ class ChainRuntime:
             self._plans[fingerprint] = (view, pinned_call, plan)
         return pinned_call, plan
 
-    async def _from_upstreams(self, call: Call, block: int | None, head: int | None) -> Outcome:
+    async def _from_upstreams(
+        self, call: Call, block: int | None, head: int | None, trace: bool = False
+    ) -> Outcome:
         """The upstreams' answer, consistent with the served head: a call about a block
         above it that some upstream already has waits for the head to get there first, and
         an answer found in a block above it is held until the head reaches that block."""
@@ -174,7 +182,7 @@ class ChainRuntime:
         if block is not None and head is not None and block > head and self._someone_has(block):
             await self.tracker.wait_for_head(block, hold)
             head = self._served_head()
-        outcome = await self._failover.run(call, block, head)
+        outcome = await self._failover.run(call, block, head, trace=trace)
         self._log_call(call, outcome)
         where = answer_block(outcome.result) if outcome.error is None else None
         served = self._served_head()
@@ -191,6 +199,7 @@ class ChainRuntime:
             upstream=outcome.upstream,
             attempts=outcome.attempts,
             attempt_log=outcome.attempt_log,
+            trace=outcome.trace,
         )
 
     def _log_call(self, call: Call, outcome: Outcome) -> None:
@@ -238,9 +247,9 @@ class ChainRuntime:
         return canonical == block_hash
 
     async def _fetch_and_store(
-        self, call: Call, block: int | None, head: int | None, plan: CachePlan
+        self, call: Call, block: int | None, head: int | None, plan: CachePlan, trace: bool
     ) -> Outcome:
-        outcome = await self._from_upstreams(call, block, head)
+        outcome = await self._from_upstreams(call, block, head, trace)
         outcome.cache = "miss"
         if outcome.error is None and plan.key is not None:
             _, _, view = self._consensus_view()  # as it is now, after the call

@@ -1,12 +1,14 @@
 """Carry one call to an answer: attempts over upstreams, with failover, under a deadline.
 
 tenacity drives the attempts; which upstreams may serve the call and in which order is
-`routing`'s decision, what a failure means is `errors`' decision, and what it does to the
-upstream's standing is `health`'s. This module only strings them together.
+`routing`'s decision, when a slow attempt gets a hedge beside it is `hedging`'s, what a
+failure means is `errors`' decision, and what it does to the upstream's standing is
+`health`'s. This module only strings them together.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import time
 from dataclasses import dataclass, field
@@ -18,11 +20,13 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_result, stop_after_
 
 from rpcgate.config import FailoverConfig
 from rpcgate.errors import Classification, ErrorClass, classify
-from rpcgate.health import record_failure, record_success
+from rpcgate.health import record_failure, record_latency, record_success
+from rpcgate.hedging import HedgeBudget, hedge_delay, is_hedgeable
 from rpcgate.jsonrpc import ALL_UPSTREAMS_FAILED, DEADLINE_EXCEEDED, NO_UPSTREAM, Call, rpc_error
 from rpcgate.masking import MASKER
 from rpcgate.methods import ALREADY_KNOWN_MESSAGES, Kind, method_info
-from rpcgate.routing import Candidate, attempt_order, block_fit, next_candidate
+from rpcgate.routing import Candidate, attempt_order, block_fit, next_candidate, score, why_unfit
+from rpcgate.trace import CallTrace
 from rpcgate.tracker import HeadTracker
 from rpcgate.upstream import Reply, Upstream
 
@@ -61,6 +65,7 @@ class Outcome:
     # Set once the metrics counted `attempt_log`: callers coalesced onto one upstream call
     # share this Outcome, and its attempts happened once.
     attempts_counted: bool = False
+    trace: CallTrace | None = None  # what routing did, when the caller asked
 
 
 @dataclass
@@ -74,6 +79,7 @@ class _CallState:
     history: list[dict[str, str]] = field(default_factory=list)
     call_errors: list[tuple[ErrorClass, dict[str, Any]]] = field(default_factory=list)
     attempt_log: list[Attempt] = field(default_factory=list)
+    trace: CallTrace | None = None
 
 
 @dataclass(slots=True)
@@ -92,22 +98,32 @@ class Failover:
         self.tracker = tracker
         self.config = config
         self._rotation = itertools.count()
+        self.hedges = HedgeBudget(config.hedge_budget)
 
-    def _candidates(self, now: float, block: int | None) -> list[Candidate]:
+    def _candidates(
+        self, now: float, block: int | None, trace: CallTrace | None = None
+    ) -> list[Candidate]:
         candidates = []
         for upstream in self.upstreams.values():
             view = self.tracker.views[upstream.name]
             head = view.head.number if view.head is not None else None
-            fit = block_fit(view.state, view.chain_id_ok is True, head, view.agreed_height, block)
-            if fit is not False:
-                candidates.append(
-                    Candidate(
-                        upstream.name,
-                        upstream.domain,
-                        upstream.health.is_available(now),
-                        last_resort=fit is None,
-                    )
-                )
+            verified = view.chain_id_ok is True
+            fit = block_fit(view.state, verified, head, view.agreed_height, block)
+            if fit is False:
+                if trace is not None:
+                    reason = why_unfit(view.state, verified, head, view.agreed_height, block)
+                    trace.excluded.append({"upstream": upstream.name, "reason": reason})
+                continue
+            health = upstream.health
+            parts = score(
+                health.latency_ewma_s, health.error_rate, health.in_flight, upstream.config.weight
+            )
+            available = health.is_available(now)
+            candidates.append(
+                Candidate(upstream.name, upstream.domain, available, fit is None, score=parts.value)
+            )
+            if trace is not None:
+                trace.considered.append(_considered(upstream, parts.value, available, fit, now))
         return candidates
 
     def _nobody_serves(self, block: int | None) -> Outcome:
@@ -117,21 +133,28 @@ class Failover:
             error=rpc_error(NO_UPSTREAM, f"no upstream can serve{about} now: {MASKER.mask(states)}")
         )
 
-    async def run(self, call: Call, block: int | None, head: int | None) -> Outcome:
+    async def run(
+        self, call: Call, block: int | None, head: int | None, *, trace: bool = False
+    ) -> Outcome:
         """Attempts over the upstreams that may serve `block`, until one answers, the call
         is shown to be the caller's problem, or the attempts or the deadline run out."""
         now = time.monotonic()
+        self.hedges.earn()
         # About the head, an unknown height, or a block nobody has yet: ask in-sync upstreams.
         if block is None or (head is not None and block > head):
             block = head
-        candidates = self._candidates(now, block)
+        call_trace = CallTrace(block=block) if trace else None
+        candidates = self._candidates(now, block, call_trace)
         if not candidates:
-            return self._nobody_serves(block)
+            outcome = self._nobody_serves(block)
+            outcome.trace = call_trace
+            return outcome
         sticky = method_info(call.method).kind is Kind.STATEFUL
         state = _CallState(
             call,
             attempt_order(candidates, next(self._rotation), sticky),
             now + self.config.deadline_s,
+            trace=call_trace,
         )
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self.config.max_attempts) | self._out_of_time(state),
@@ -141,6 +164,9 @@ class Failover:
         )
         step: _Step = await retrying(self._attempt, state)
         step.outcome.attempt_log = tuple(state.attempt_log)
+        if call_trace is not None:
+            call_trace.answered_by = step.outcome.upstream
+            step.outcome.trace = call_trace
         return step.outcome
 
     @staticmethod
@@ -165,9 +191,104 @@ class Failover:
             return _Step(self._failed(state), retry=False)
         upstream = self.upstreams[candidate.name]
         state.tried.append(upstream.name)
-        attempts = len(state.tried)
         timeout = min(self.config.attempt_timeout_s, remaining)
-        reply = await upstream.call(state.call.method, state.call.params, timeout)
+        completed = await self._call(state, upstream, timeout)
+        # A hedged attempt may bring two answers: the good one decides, a failure beside it
+        # still counts against its upstream.
+        completed.sort(key=lambda done: done[1].failure is None)
+        steps = [self._step(state, done_upstream, reply) for done_upstream, reply in completed]
+        return next((step for step in reversed(steps) if not step.retry), steps[-1])
+
+    async def _call(
+        self, state: _CallState, upstream: Upstream, timeout: float
+    ) -> list[tuple[Upstream, Reply]]:
+        """One attempt, with a hedge beside it when it is slow: the replies that came, in
+        the order they came (a hedge's loser is cancelled and brings none)."""
+        config = self.config
+        first = asyncio.create_task(self._timed(state, upstream, timeout, hedge=False))
+        if not (config.hedge_budget > 0 and is_hedgeable(state.call.method)):
+            return [(upstream, await first)]
+        delay = hedge_delay(
+            upstream.health.latency_p95_s, config.hedge_delay_min_s, config.hedge_delay_max_s
+        )
+        started = time.monotonic()
+        try:
+            done, _ = await asyncio.wait({first}, timeout=min(delay, timeout))
+        except asyncio.CancelledError:
+            first.cancel()
+            raise
+        if done:
+            return [(upstream, first.result())]
+        partner = self._hedge_partner(state, upstream)
+        if partner is None or not self.hedges.spend():
+            return [(upstream, await first)]
+        state.tried.append(partner.name)
+        remaining = max(0.001, state.deadline - time.monotonic())
+        second = asyncio.create_task(
+            self._timed(state, partner, min(config.attempt_timeout_s, remaining), hedge=True)
+        )
+        owner = {first: upstream, second: partner}
+        pending = {first, second}
+        completed: list[tuple[Upstream, Reply]] = []
+        try:
+            while pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    reply = task.result()
+                    completed.append((owner[task], reply))
+                    if reply.failure is None:
+                        if task is second:
+                            self.hedges.won += 1
+                        for loser in pending:  # it took at least this long: remember that
+                            record_latency(owner[loser].health, time.monotonic() - started)
+                            self._traced(state, owner[loser], "cancelled, the other answered")
+                        return completed
+            return completed
+        finally:
+            for task in pending:
+                task.cancel()
+
+    def _hedge_partner(self, state: _CallState, slow: Upstream) -> Upstream | None:
+        """The best untried upstream in rotation, in another failure domain if there is one."""
+        fresh = [
+            c
+            for c in state.order
+            if c.available
+            and not c.last_resort
+            and c.name not in state.tried
+            and c.name not in state.exhausted
+        ]
+        chosen = next_candidate(fresh, state.tried, state.failed_domains | {slow.domain})
+        return None if chosen is None else self.upstreams[chosen.name]
+
+    async def _timed(
+        self, state: _CallState, upstream: Upstream, timeout: float, *, hedge: bool
+    ) -> Reply:
+        upstream.health.in_flight += 1
+        try:
+            reply = await upstream.call(state.call.method, state.call.params, timeout)
+        finally:
+            upstream.health.in_flight -= 1
+        if state.trace is not None:
+            entry: dict[str, Any] = {
+                "upstream": upstream.name,
+                "ms": round(reply.latency_s * 1000, 1),
+                "result": "ok"
+                if reply.failure is None
+                else str(classify(reply.failure).error_class),
+            }
+            if hedge:
+                entry["hedge"] = True
+            state.trace.attempts.append(entry)
+        return reply
+
+    @staticmethod
+    def _traced(state: _CallState, upstream: Upstream, what: str) -> None:
+        if state.trace is not None:
+            state.trace.attempts.append({"upstream": upstream.name, "result": what})
+
+    def _step(self, state: _CallState, upstream: Upstream, reply: Reply) -> _Step:
+        attempts = len(state.tried)
         if reply.failure is None:
             state.attempt_log.append(Attempt(upstream.name, None, reply.latency_s))
             record_success(upstream.health, reply.latency_s)
@@ -275,3 +396,26 @@ def _tx_hash(call: Call) -> str | None:
         return "0x" + keccak(hexstr=raw).hex()
     except ValueError:
         return None
+
+
+def _considered(
+    upstream: Upstream, value: float, available: bool, fit: bool | None, now: float
+) -> dict[str, Any]:
+    health = upstream.health
+    entry: dict[str, Any] = {
+        "upstream": upstream.name,
+        "domain": upstream.domain,
+        "score": round(value * 1000, 3),
+        "latency_ms": None
+        if health.latency_ewma_s is None
+        else round(health.latency_ewma_s * 1000, 1),
+        "error_rate": round(health.error_rate, 4),
+        "in_flight": health.in_flight,
+        "weight": upstream.config.weight,
+    }
+    if not available:
+        entry["cooling_down_s"] = round(health.cooldown_until - now, 3)
+        entry["cooldown_reason"] = health.cooldown_reason
+    if fit is None:
+        entry["last_resort"] = "its polls say it is down"
+    return entry

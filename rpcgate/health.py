@@ -18,6 +18,9 @@ TRANSIENT_COOLDOWN_BASE_S = 1.0
 TRANSIENT_COOLDOWN_MAX_S = 30.0
 # A latency average that forgets quickly: routing should react within a few calls.
 LATENCY_EWMA_WEIGHT = 0.2
+# p95 is estimated as the average plus this many mean deviations (about right for the
+# long-tailed latencies of RPC providers, and cheap: two numbers per upstream).
+P95_DEVIATIONS = 2.5
 
 
 @dataclass
@@ -28,11 +31,19 @@ class UpstreamHealth:
     successes: int = 0
     failures: int = 0
     latency_ewma_s: float | None = None
+    latency_dev_s: float = 0.0  # decaying mean absolute deviation of the latency
+    in_flight: int = 0  # attempts under way now
     last_error: str = ""
     last_error_class: ErrorClass | None = None
 
     def is_available(self, now: float) -> bool:
         return now >= self.cooldown_until
+
+    @property
+    def latency_p95_s(self) -> float | None:
+        if self.latency_ewma_s is None:
+            return None
+        return self.latency_ewma_s + P95_DEVIATIONS * self.latency_dev_s
 
     @property
     def error_rate(self) -> float:
@@ -45,10 +56,19 @@ def record_success(health: UpstreamHealth, latency_s: float) -> None:
     health.consecutive_failures = 0
     health.cooldown_until = 0.0
     health.cooldown_reason = ""
+    record_latency(health, latency_s)
+
+
+def record_latency(health: UpstreamHealth, latency_s: float) -> None:
+    """An observed latency; also a lower bound for an attempt that lost to a hedge (it
+    took at least that long), so a slow upstream's estimate rises although it never
+    answered."""
     if health.latency_ewma_s is None:
         health.latency_ewma_s = latency_s
-    else:
-        health.latency_ewma_s += LATENCY_EWMA_WEIGHT * (latency_s - health.latency_ewma_s)
+        return
+    deviation = abs(latency_s - health.latency_ewma_s)
+    health.latency_ewma_s += LATENCY_EWMA_WEIGHT * (latency_s - health.latency_ewma_s)
+    health.latency_dev_s += LATENCY_EWMA_WEIGHT * (deviation - health.latency_dev_s)
 
 
 def counts_against_health(error_class: ErrorClass) -> bool:

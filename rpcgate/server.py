@@ -42,6 +42,7 @@ from rpcgate.metrics import GatewayMetrics
 from rpcgate.shared_head import SharedHeads
 from rpcgate.status import gateway_status, handle_status_page
 from rpcgate.store import ResponseCache
+from rpcgate.trace import HEADER_TRACE, wants_trace
 
 log = structlog.get_logger("rpcgate.server")
 
@@ -57,7 +58,9 @@ HEADER_CACHE_CONTROL = "X-Rpcgate-Cache-Control"
 _CORS_HEADERS = {
     "Access-Control-Allow-Origin": "*",
     "Access-Control-Allow-Methods": "POST, GET, OPTIONS",
-    "Access-Control-Allow-Headers": f"Content-Type, Authorization, {HEADER_CACHE_CONTROL}",
+    "Access-Control-Allow-Headers": (
+        f"Content-Type, Authorization, {HEADER_CACHE_CONTROL}, {HEADER_TRACE}"
+    ),
     "Access-Control-Expose-Headers": (
         f"{HEADER_UPSTREAM}, {HEADER_ATTEMPTS}, {HEADER_CACHE}, {HEADER_BLOCK}"
     ),
@@ -204,6 +207,7 @@ async def _answer(
     *,
     metrics: GatewayMetrics,
     started: float,  # perf_counter() when the request arrived
+    trace: bool = False,  # X-Rpcgate-Trace: the answer carries what routing did
 ) -> _Answer:
     if isinstance(item, Invalid):
         outcome = Outcome(error=item.error)
@@ -211,7 +215,9 @@ async def _answer(
         return _Answer(response_object(item.id, error=item.error), "gateway", 0, "bypass")
     metrics.in_flight[chain.config.name] += 1
     try:
-        outcome = await chain.execute(item, read_cache=read_cache, asked_locally=asked_locally)
+        outcome = await chain.execute(
+            item, read_cache=read_cache, asked_locally=asked_locally, trace=trace
+        )
     except Exception as exc:  # a bug must cost one answer, never the whole batch
         log.exception("execute_failed", method=item.method)
         outcome = Outcome(
@@ -228,6 +234,12 @@ async def _answer(
         if item.is_notification
         else response_object(item.id, result=result, error=outcome.error)
     )
+    if trace and body is not None:  # an extra member, only for a caller who asked
+        body["trace"] = (
+            outcome.trace.as_json()
+            if outcome.trace is not None
+            else {"answered_by": outcome.upstream, "cache": outcome.cache}
+        )
     return _Answer(body, outcome.upstream, outcome.attempts, outcome.cache, outcome.block)
 
 
@@ -282,8 +294,9 @@ async def handle_rpc(request: web.Request) -> web.StreamResponse:
             {"limit": limits.max_body_bytes},
         )
     read_cache = not _skips_cache(request.headers)
+    trace = wants_trace(request.headers.get(HEADER_TRACE))
     single = parse_single(body)
-    asked_locally = single is not None and not single.is_notification
+    asked_locally = single is not None and not single.is_notification and not trace
     if single is not None and asked_locally:
         in_hand = _answer_in_hand(request, chain, single, read_cache)
         if in_hand is not None:
@@ -304,6 +317,7 @@ async def handle_rpc(request: web.Request) -> web.StreamResponse:
             asked_locally,
             metrics=gateway.metrics,
             started=started,
+            trace=trace,
         )
         payload = encode_response([answer.body] if answer.body else [], parsed.is_batch)
         headers = {
@@ -316,7 +330,7 @@ async def handle_rpc(request: web.Request) -> web.StreamResponse:
     else:
         answers = await asyncio.gather(
             *(
-                _answer(chain, i, read_cache, metrics=gateway.metrics, started=started)
+                _answer(chain, i, read_cache, metrics=gateway.metrics, started=started, trace=trace)
                 for i in parsed.items
             )
         )

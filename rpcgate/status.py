@@ -18,6 +18,7 @@ from aiohttp import web
 from rpcgate.execute import ChainRuntime
 from rpcgate.heads import Block, Tagged
 from rpcgate.masking import MASKER
+from rpcgate.routing import score
 from rpcgate.store import CacheCounters, ResponseCache
 
 # Read once, at import: a package built without it fails at startup, not on first view.
@@ -80,6 +81,7 @@ def chain_status(runtime: ChainRuntime) -> dict[str, Any]:
                 if health.latency_ewma_s is None
                 else round(health.latency_ewma_s * 1000, 1),
                 "error_rate": round(health.error_rate, 4),
+                "score": _score(upstream),
                 "requests": health.successes + health.failures,
                 "cooldown_s": round(max(0.0, health.cooldown_until - now), 3),
                 "cooldown_reason": health.cooldown_reason if health.cooldown_until > now else "",
@@ -95,11 +97,32 @@ def chain_status(runtime: ChainRuntime) -> dict[str, Any]:
             "voters": list(consensus.voters),
         },
         "max_lag_blocks": runtime.config.max_lag_blocks,
+        "hedges": {
+            "sent": runtime.hedges.sent,
+            "won": runtime.hedges.won,
+            "refused_by_budget": runtime.hedges.refused,
+        },
         "cache": {
             **dataclasses.asdict(runtime.cache_counters),
             "hit_rate": _hit_rate(runtime.cache_counters),
         },
         "upstreams": upstreams,
+    }
+
+
+def _score(upstream: Any) -> dict[str, Any]:
+    """The routing score (milliseconds-like, lower is better) and what it is made of."""
+    health = upstream.health
+    parts = score(
+        health.latency_ewma_s, health.error_rate, health.in_flight, upstream.config.weight
+    )
+    return {
+        "value": round(parts.value * 1000, 3),
+        "latency_ms": round(parts.latency_s * 1000, 3),
+        "p95_ms": None if health.latency_p95_s is None else round(health.latency_p95_s * 1000, 3),
+        "error_rate": round(parts.error_rate, 4),
+        "in_flight": parts.in_flight,
+        "weight": parts.weight,
     }
 
 
