@@ -43,6 +43,7 @@ from rpcgate.failover import Outcome
 from rpcgate.heads import State
 from rpcgate.masking import MASKER
 from rpcgate.methods import METHODS
+from rpcgate.routing import score as routing_score
 from rpcgate.store import ResponseCache
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -284,6 +285,17 @@ def state_families(
         (field, _counter(name, documentation, ["chain"]))
         for field, name, documentation in _CACHE_COUNTERS
     ]
+    hedges = _counter(
+        "rpcgate_hedges_total",
+        "Hedged reads (result: sent; won, the hedge's answer was returned; refused by the budget)",
+        ["chain", "result"],
+    )
+    score = _gauge(
+        "rpcgate_upstream_score",
+        "Routing score of an upstream (seconds-like: latency inflated by errors and calls "
+        "in flight, over weight; lower is tried first)",
+        ["chain", "upstream"],
+    )
     for runtime in chains:
         chain = MASKER.mask(runtime.config.name)
         agreed = runtime.tracker.consensus
@@ -295,6 +307,13 @@ def state_families(
             if block is not None:
                 consensus.add_metric([chain, tag], block.number)
         voters.add_metric([chain], len(agreed.voters))
+        budget = runtime.hedges
+        for result, count in (
+            ("sent", budget.sent),
+            ("won", budget.won),
+            ("refused", budget.refused),
+        ):
+            hedges.add_metric([chain, result], count)
         for field, family in cache_counters:
             family.add_metric([chain], getattr(runtime.cache_counters, field))
         for upstream in runtime.upstreams.values():
@@ -311,7 +330,11 @@ def state_families(
             breaker.add_metric(labels, 1.0 if resting > 0 else 0.0)
             cooldown.add_metric(labels, resting)
             failures.add_metric(labels, health.consecutive_failures)
-    yield from (head, lag, state, breaker, cooldown, failures, consensus, voters)
+            parts = routing_score(
+                health.latency_ewma_s, health.error_rate, health.in_flight, upstream.config.weight
+            )
+            score.add_metric(labels, parts.value)
+    yield from (head, lag, state, breaker, cooldown, failures, score, consensus, voters, hedges)
     yield from (family for _, family in cache_counters)
     yield from _cache_families(cache)
     info = _gauge("rpcgate_build_info", "Always 1; the running version", ["version"])
