@@ -142,6 +142,11 @@ class FailoverConfig:
     )
     deadline_s: float = setting("Total time for a call, across all attempts.", default=30.0)
     max_attempts: int = setting("Most upstream attempts per call.", default=5)
+    broadcast: int = setting(
+        "eth_sendRawTransaction goes at once to this many upstreams in different failure "
+        "domains; the hash comes back as soon as one accepts (1: one at a time).",
+        default=3,
+    )
     hedge_delay_min_s: float = setting(
         "A read whose attempt has not answered within about its upstream's p95 latency is "
         "also sent to the best upstream in another failure domain (a hedge; the first good "
@@ -305,6 +310,8 @@ def _resolve(config: Config, problems: list[str]) -> Config:
         problems.append("failover.deadline_s: must be at least failover.attempt_timeout_s")
     if fo.max_attempts < 1:
         problems.append("failover.max_attempts: must be at least 1")
+    if fo.broadcast < 1:
+        problems.append("failover.broadcast: must be at least 1")
     if not 0 <= fo.hedge_budget <= 1:
         problems.append("failover.hedge_budget: must be between 0 and 1")
     if not 0 < fo.hedge_delay_min_s <= fo.hedge_delay_max_s:

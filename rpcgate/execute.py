@@ -9,15 +9,19 @@ block a by-hash answer was found in; the server sends it as `X-Rpcgate-Block`.
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
 import orjson
 import structlog
 
+from rpcgate.broadcast import Broadcaster, PendingTransactions, broadcast_targets
 from rpcgate.cache import CachePlan, ChainView, answer_block, entry_for, plan_call
 from rpcgate.config import ChainConfig, FailoverConfig
 from rpcgate.failover import Failover, Outcome
+from rpcgate.getlogs import refused_as_too_large, split_get_logs
 from rpcgate.jsonrpc import ALL_UPSTREAMS_FAILED, DEADLINE_EXCEEDED, NO_UPSTREAM, Call
+from rpcgate.masking import MASKER
 from rpcgate.pinning import PinnedCall, Tags, pin_call
 from rpcgate.store import CacheCounters, Coalescer, ResponseCache
 from rpcgate.tracker import HeadTracker
@@ -65,6 +69,9 @@ class ChainRuntime:
             config, self.upstreams, failover.attempt_timeout_s, shared=shared_heads
         )
         self._failover = Failover(self.upstreams, self.tracker, failover)
+        self._failover_config = failover
+        self.pending_transactions = PendingTransactions()
+        self._broadcaster = Broadcaster(self.upstreams, self.pending_transactions)
         self.hedges = self._failover.hedges  # counted for status and metrics
 
     async def start(self) -> None:
@@ -73,6 +80,7 @@ class ChainRuntime:
         await self.tracker.start()
 
     async def close(self) -> None:
+        await self._broadcaster.close()
         await self.tracker.stop()
         for upstream in self.upstreams.values():
             await upstream.close()
@@ -182,7 +190,15 @@ class ChainRuntime:
         if block is not None and head is not None and block > head and self._someone_has(block):
             await self.tracker.wait_for_head(block, hold)
             head = self._served_head()
-        outcome = await self._failover.run(call, block, head, trace=trace)
+        if call.method == "eth_sendRawTransaction" and self._failover_config.broadcast > 1:
+            outcome = await self._broadcast(call, head)
+        else:
+            prefer = self.pending_transactions.preferred(call.method, call.params, time.monotonic())
+            outcome = await self._failover.run(call, block, head, trace=trace, prefer=prefer)
+            if call.method == "eth_getLogs" and refused_as_too_large(outcome):
+                outcome = await split_get_logs(call, outcome, self._failover, head)
+            if call.method == "eth_getTransactionReceipt" and outcome.result is not None:
+                self.pending_transactions.mined(str(call.params[0]).lower())  # type: ignore[index]
         self._log_call(call, outcome)
         where = answer_block(outcome.result) if outcome.error is None else None
         served = self._served_head()
@@ -201,6 +217,21 @@ class ChainRuntime:
             attempt_log=outcome.attempt_log,
             trace=outcome.trace,
         )
+
+    async def _broadcast(self, call: Call, head: int | None) -> Outcome:
+        """A transaction to several upstreams in different domains at once (broadcast.py);
+        when none of them could say, the usual failover over all of them."""
+        config = self._failover_config
+        targets = broadcast_targets(self._failover.order_at(head), config.broadcast)
+        if targets:
+            tx_hash, rejection, accepted = await self._broadcaster.send(
+                call, targets, config.attempt_timeout_s
+            )
+            if tx_hash is not None:
+                return Outcome(result=tx_hash, upstream=accepted[0], attempts=len(targets))
+            if rejection is not None and rejection.error is not None:
+                return Outcome(error=MASKER.mask_any(rejection.error), attempts=len(targets))
+        return await self._failover.run(call, None, head)
 
     def _log_call(self, call: Call, outcome: Outcome) -> None:
         """Every failed call is a log line an operator can act on; successes at debug."""
@@ -246,6 +277,18 @@ class ChainRuntime:
         )
         return canonical == block_hash
 
+    def _trusted_to(self, answered_by: str) -> int | None:
+        """How high the upstream(s) that gave an answer are known to share the canonical
+        chain (several, comma-joined, for an answer fetched in parts): the lowest of them;
+        None when one of them does not vote."""
+        heights = []
+        for name in answered_by.split(","):
+            view = self.tracker.views.get(name)
+            if view is None or not view.votes or view.agreed_height is None:
+                return None
+            heights.append(view.agreed_height)
+        return min(heights, default=None)
+
     async def _fetch_and_store(
         self, call: Call, block: int | None, head: int | None, plan: CachePlan, trace: bool
     ) -> Outcome:
@@ -253,9 +296,7 @@ class ChainRuntime:
         outcome.cache = "miss"
         if outcome.error is None and plan.key is not None:
             _, _, view = self._consensus_view()  # as it is now, after the call
-            upstream = self.tracker.views.get(outcome.upstream)
-            trusted_to = upstream.agreed_height if upstream is not None and upstream.votes else None
-            stored = entry_for(plan, outcome.result, view, trusted_to)
+            stored = entry_for(plan, outcome.result, view, self._trusted_to(outcome.upstream))
             if stored is not None:
                 self.cache.put(plan.key, *stored)
                 self.cache_counters.stores += 1

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -133,8 +134,20 @@ class Failover:
             error=rpc_error(NO_UPSTREAM, f"no upstream can serve{about} now: {MASKER.mask(states)}")
         )
 
+    def order_at(self, block: int | None) -> list[Candidate]:
+        """The attempt order of a call about `block` (or the head), for callers that send
+        to several upstreams at once (a transaction broadcast)."""
+        candidates = self._candidates(time.monotonic(), block)
+        return attempt_order(candidates, next(self._rotation))
+
     async def run(
-        self, call: Call, block: int | None, head: int | None, *, trace: bool = False
+        self,
+        call: Call,
+        block: int | None,
+        head: int | None,
+        *,
+        trace: bool = False,
+        prefer: Sequence[str] = (),
     ) -> Outcome:
         """Attempts over the upstreams that may serve `block`, until one answers, the call
         is shown to be the caller's problem, or the attempts or the deadline run out."""
@@ -150,9 +163,13 @@ class Failover:
             outcome.trace = call_trace
             return outcome
         sticky = method_info(call.method).kind is Kind.STATEFUL
+        order = attempt_order(candidates, next(self._rotation), sticky)
+        if prefer:  # those known to have what the call looks up go first (if available)
+            first = [c for c in order if c.name in prefer and c.available and not c.last_resort]
+            order = first + [c for c in order if c not in first]
         state = _CallState(
             call,
-            attempt_order(candidates, next(self._rotation), sticky),
+            order,
             now + self.config.deadline_s,
             trace=call_trace,
         )

@@ -54,6 +54,12 @@ class Fault(enum.Enum):
     """Forward, but only after a delay."""
     GARBAGE = "garbage"
     """Answer 200, claiming JSON, with a body that does not parse as JSON."""
+    LOGS_RANGE_LIMIT = "logs_range_limit"
+    """A provider's eth_getLogs range cap: eth_getLogs over more than `max_blocks` blocks (a
+    `blockHash` filter is one) gets a JSON-RPC error (`error_code`, `error_message`, where
+    `{from_block}` and `{to_block}` become the first `max_blocks` of the range asked, as
+    Infura suggests a range); eth_getLogs whose range holds `failing_block` gets a 503;
+    everything else is forwarded."""
 
 
 @dataclass(frozen=True)
@@ -63,6 +69,8 @@ class FaultSettings:
     error_code: int = -32603
     error_message: str = "internal error"
     delay: float = 0.5
+    max_blocks: int = 0
+    failing_block: int | None = None
 
 
 class FaultProxy:
@@ -139,6 +147,8 @@ class FaultProxy:
         error_code: int | None = None,
         error_message: str | None = None,
         delay: float | None = None,
+        max_blocks: int | None = None,
+        failing_block: int | None = None,
     ) -> None:
         """Switch mode; options not given fall back to their defaults.
 
@@ -147,9 +157,12 @@ class FaultProxy:
         """
         defaults = FaultSettings()
         _require_option_fits(status, "status", fault, Fault.HTTP_5XX)
-        _require_option_fits(error_code, "error_code", fault, Fault.RPC_ERROR)
-        _require_option_fits(error_message, "error_message", fault, Fault.RPC_ERROR)
+        limit = Fault.LOGS_RANGE_LIMIT
+        _require_option_fits(error_code, "error_code", fault, Fault.RPC_ERROR, limit)
+        _require_option_fits(error_message, "error_message", fault, Fault.RPC_ERROR, limit)
         _require_option_fits(delay, "delay", fault, Fault.LATENCY)
+        _require_option_fits(max_blocks, "max_blocks", fault, limit)
+        _require_option_fits(failing_block, "failing_block", fault, limit)
         if status is not None and not 500 <= status <= 599:
             raise ValueError(f"HTTP_5XX needs a 5xx status, got {status}")
         settings = FaultSettings(
@@ -158,6 +171,8 @@ class FaultProxy:
             error_code=defaults.error_code if error_code is None else error_code,
             error_message=defaults.error_message if error_message is None else error_message,
             delay=defaults.delay if delay is None else delay,
+            max_blocks=defaults.max_blocks if max_blocks is None else max_blocks,
+            failing_block=failing_block,
         )
         self._call_on_loop(lambda: self._apply(settings))
 
@@ -356,6 +371,27 @@ class FaultProxy:
                 )
             case Fault.GARBAGE:
                 return web.Response(status=200, body=GARBAGE_BODY, headers={"Content-Type": _JSON})
+            case Fault.LOGS_RANGE_LIMIT:
+                return await self._limit_logs(request, body, payload, settings)
+
+    async def _limit_logs(
+        self, request: web.BaseRequest, body: bytes, payload: Any, settings: FaultSettings
+    ) -> web.Response:
+        blocks = _get_logs_blocks(payload)
+        if blocks is not None and len(blocks) > settings.max_blocks:
+            first = hex(blocks.start)
+            last = hex(blocks.start + settings.max_blocks - 1)
+            message = settings.error_message.replace("{from_block}", first)
+            errors = _error_replies(
+                payload, settings.error_code, message.replace("{to_block}", last)
+            )
+            return web.Response(
+                status=200, body=json.dumps(errors).encode(), headers={"Content-Type": _JSON}
+            )
+        failing = settings.failing_block
+        if blocks is not None and failing is not None and failing in blocks:
+            return web.Response(status=settings.status, text=UNAVAILABLE_BODY)
+        return await self._forward(request, body)
 
     async def _never_answer(
         self, request: web.BaseRequest, *, keep_connection: bool
@@ -396,9 +432,28 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
         return None
 
 
-def _require_option_fits(value: object, name: str, fault: Fault, owner: Fault) -> None:
-    if value is not None and fault is not owner:
-        raise ValueError(f"{name} only applies to {owner.name}, not {fault.name}")
+def _require_option_fits(value: object, name: str, fault: Fault, *owners: Fault) -> None:
+    if value is not None and fault not in owners:
+        names = " or ".join(owner.name for owner in owners)
+        raise ValueError(f"{name} only applies to {names}, not {fault.name}")
+
+
+def _get_logs_blocks(payload: Any) -> range | None:
+    """The blocks one eth_getLogs request covers (a `blockHash` filter: one block, of no
+    known number); None for anything else, or a bound that is not a number."""
+    if not isinstance(payload, dict) or payload.get("method") != "eth_getLogs":
+        return None
+    params = payload.get("params")
+    criteria = params[0] if isinstance(params, list) and params else None
+    if not isinstance(criteria, dict):
+        return None
+    if "blockHash" in criteria:
+        return range(-1, 0)
+    try:
+        first, last = (int(criteria[bound], 16) for bound in ("fromBlock", "toBlock"))
+    except (KeyError, TypeError, ValueError):
+        return None
+    return range(first, last + 1)
 
 
 def _parse_json(body: bytes) -> Any:
