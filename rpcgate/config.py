@@ -166,6 +166,15 @@ class FailoverConfig:
 
 
 @dataclass(frozen=True)
+class AdminConfig:
+    token: str | None = setting(
+        "Bearer token of the admin endpoint (/admin/drills: outage drills); null or empty "
+        "keeps the endpoint off (404). Give it as ${RPCGATE_ADMIN_TOKEN}; 16 characters or more.",
+        default=None,
+    )
+
+
+@dataclass(frozen=True)
 class ShutdownConfig:
     grace_s: float = setting(
         "On SIGTERM, seconds /readyz answers 503 before the listener closes (for a load "
@@ -196,6 +205,7 @@ class Config:
         "Draining on SIGTERM (SIGHUP reloads the config file instead).",
         default_factory=ShutdownConfig,
     )
+    admin: AdminConfig = setting("The admin endpoint (outage drills).", default_factory=AdminConfig)
 
     def listen_host_port(self) -> tuple[str, int]:
         return split_host_port(self.listen)
@@ -321,6 +331,14 @@ def _resolve(config: Config, problems: list[str]) -> Config:
     for key in ("grace_s", "timeout_s"):
         if getattr(config.shutdown, key) < 0:
             problems.append(f"shutdown.{key}: must be 0 or more")
+    token = config.admin.token
+    if token and (
+        len(token) < 16 or not token.isascii() or not token.isprintable() or " " in token
+    ):
+        # The message never shows the token.
+        problems.append(
+            "admin.token: must be at least 16 characters, printable ASCII without spaces"
+        )
     if not config.chains:
         problems.append("chains: at least one chain is needed")
     chains = []

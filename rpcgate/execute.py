@@ -18,14 +18,17 @@ import structlog
 from rpcgate.broadcast import Broadcaster, PendingTransactions, broadcast_targets
 from rpcgate.cache import CachePlan, ChainView, answer_block, entry_for, plan_call
 from rpcgate.config import ChainConfig, FailoverConfig
+from rpcgate.drills import Drills
+from rpcgate.errors import UpstreamFailure
 from rpcgate.failover import Failover, Outcome
+from rpcgate.filters import FILTER_METHODS, Filters, FilterStore
 from rpcgate.getlogs import refused_as_too_large, split_get_logs
 from rpcgate.jsonrpc import ALL_UPSTREAMS_FAILED, DEADLINE_EXCEEDED, NO_UPSTREAM, Call
 from rpcgate.masking import MASKER
 from rpcgate.pinning import PinnedCall, Tags, pin_call
 from rpcgate.store import CacheCounters, Coalescer, ResponseCache
 from rpcgate.tracker import HeadTracker
-from rpcgate.upstream import Upstream
+from rpcgate.upstream import Reply, Upstream
 
 if TYPE_CHECKING:
     from rpcgate.shared_head import SharedHeads
@@ -50,6 +53,8 @@ class ChainRuntime:
         max_response_bytes: int,
         max_concurrent_upstream_calls: int,
         shared_heads: SharedHeads | None = None,
+        filter_store: FilterStore | None = None,
+        drills: Drills | None = None,
     ) -> None:
         self.config = config
         self.cache = cache
@@ -68,10 +73,18 @@ class ChainRuntime:
         self.tracker = HeadTracker(
             config, self.upstreams, failover.attempt_timeout_s, shared=shared_heads
         )
-        self._failover = Failover(self.upstreams, self.tracker, failover)
+        self._failover = Failover(self.upstreams, self.tracker, failover, drills)
         self._failover_config = failover
         self.pending_transactions = PendingTransactions()
         self._broadcaster = Broadcaster(self.upstreams, self.pending_transactions)
+        self.filters = Filters(
+            config.chain_id,
+            filter_store or FilterStore(None, "", 0.1),
+            head=self._served_head,
+            execute=self._internal,
+            on_upstream=self._on_upstream,
+            pick_upstream=lambda call: self._failover.run(call, None, self._served_head()),
+        )
         self.hedges = self._failover.hedges  # counted for status and metrics
 
     async def start(self) -> None:
@@ -95,6 +108,9 @@ class ChainRuntime:
     ) -> Outcome:
         """A call's path: the consensus head, tags pinned, the cache, then the upstreams.
         `asked_locally`: the caller already tried `answer_locally` for this call."""
+        if call.method in FILTER_METHODS:  # kept by the gateway itself (filters.py)
+            result, error = await self.filters.handle(call)
+            return Outcome(result=result, error=error, upstream="gateway")
         if self.tracker.behind_shared:  # another replica served a higher head: weigh it first
             await self.tracker.catch_up_to_shared(self.config.hold_ahead_s)
             asked_locally = False
@@ -251,6 +267,19 @@ class ChainRuntime:
                 for a in outcome.attempt_log
             ],
         )
+
+    async def _internal(self, call: Call) -> tuple[Any, dict[str, Any] | None]:
+        """A call the gateway makes for itself, through the usual path (cache, failover)."""
+        outcome = await self.execute(call)
+        if outcome.result_json is not None:
+            return orjson.loads(outcome.result_json), None
+        return outcome.result, outcome.error
+
+    async def _on_upstream(self, name: str, method: str, params: list[Any]) -> Any:
+        upstream = self.upstreams.get(name)
+        if upstream is None:
+            return Reply(failure=UpstreamFailure(transport="upstream no longer configured"))
+        return await upstream.call(method, params, self._failover_config.attempt_timeout_s)
 
     def _served_head(self) -> int | None:
         head = self.tracker.consensus.head

@@ -20,6 +20,7 @@ from eth_utils import keccak
 from tenacity import AsyncRetrying, RetryCallState, retry_if_result, stop_after_attempt
 
 from rpcgate.config import FailoverConfig
+from rpcgate.drills import Drills
 from rpcgate.errors import Classification, ErrorClass, classify
 from rpcgate.health import record_failure, record_latency, record_success
 from rpcgate.hedging import HedgeBudget, hedge_delay, is_hedgeable
@@ -93,9 +94,14 @@ class Failover:
     """Spreads the calls of one chain over its upstreams."""
 
     def __init__(
-        self, upstreams: dict[str, Upstream], tracker: HeadTracker, config: FailoverConfig
+        self,
+        upstreams: dict[str, Upstream],
+        tracker: HeadTracker,
+        config: FailoverConfig,
+        drills: Drills | None = None,
     ) -> None:
         self.upstreams = upstreams
+        self.drills = drills or Drills()  # outage drills: a drained upstream rests
         self.tracker = tracker
         self.config = config
         self._rotation = itertools.count()
@@ -119,12 +125,18 @@ class Failover:
             parts = score(
                 health.latency_ewma_s, health.error_rate, health.in_flight, upstream.config.weight
             )
-            available = health.is_available(now)
+            drained_s = self.drills.drained_for(
+                upstream.name, upstream.domain, now, self.tracker.chain.name
+            )
+            available = health.is_available(now) and drained_s == 0.0
             candidates.append(
                 Candidate(upstream.name, upstream.domain, available, fit is None, score=parts.value)
             )
             if trace is not None:
-                trace.considered.append(_considered(upstream, parts.value, available, fit, now))
+                entry = _considered(upstream, parts.value, available, fit, now)
+                if drained_s:
+                    entry["drained_s"] = round(drained_s, 3)
+                trace.considered.append(entry)
         return candidates
 
     def _nobody_serves(self, block: int | None) -> Outcome:

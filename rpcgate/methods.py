@@ -98,12 +98,12 @@ METHODS: dict[str, MethodInfo] = {
     ),
     "eth_sendTransaction": _never(Kind.WRITE, "a write signed by the node: account-local"),
     # filters and subscriptions: state on one node, consumed as read
-    "eth_newFilter": _never(Kind.STATEFUL, "the filter id exists on one node only"),
-    "eth_newBlockFilter": _never(Kind.STATEFUL, "the filter id exists on one node only"),
-    "eth_newPendingTransactionFilter": _never(Kind.STATEFUL, "per node"),
-    "eth_getFilterChanges": _never(Kind.STATEFUL, "per node; each call consumes changes"),
-    "eth_getFilterLogs": _never(Kind.STATEFUL, "per node"),
-    "eth_uninstallFilter": _never(Kind.STATEFUL, "per node"),
+    "eth_newFilter": _never(Kind.STATEFUL, "kept by the gateway, answered from its consensus"),
+    "eth_newBlockFilter": _never(Kind.STATEFUL, "kept by the gateway, answered from its consensus"),
+    "eth_newPendingTransactionFilter": _never(Kind.STATEFUL, "made on one node: needs its pool"),
+    "eth_getFilterChanges": _never(Kind.STATEFUL, "each call consumes changes"),
+    "eth_getFilterLogs": _never(Kind.STATEFUL, "the filter's logs, fetched with eth_getLogs"),
+    "eth_uninstallFilter": _never(Kind.STATEFUL, "forgets the filter"),
     "eth_subscribe": _never(Kind.STATEFUL, "a subscription lives on one connection"),
     "eth_unsubscribe": _never(Kind.STATEFUL, "a subscription lives on one connection"),
     # about the node or its accounts, not the chain

@@ -112,9 +112,18 @@ def _convert(tp: Any, raw: Any, path: str, problems: list[str]) -> Any:
     if tp is float and isinstance(raw, int) and not isinstance(raw, bool):
         return float(raw)
     if (tp is int and isinstance(raw, bool)) or not isinstance(raw, tp):
-        problems.append(f"{path}: must be {_type_name(tp)}, not {raw!r}")
+        shown = "the value given" if _is_secret(path) else repr(raw)
+        problems.append(f"{path}: must be {_type_name(tp)}, not {shown}")
         return None
     return raw
+
+
+_SECRET_KEYS = ("token", "key", "password", "secret")
+
+
+def _is_secret(path: str) -> bool:
+    """A setting whose value must never be echoed, even in a type error."""
+    return path.rsplit(".", 1)[-1] in _SECRET_KEYS
 
 
 def load_dataclass(cls: type, raw: Any, path: str, problems: list[str]) -> Any:

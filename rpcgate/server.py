@@ -18,9 +18,12 @@ from aiohttp import web
 from orjson import Fragment
 
 from rpcgate import __version__
+from rpcgate.admin import add_admin_routes
 from rpcgate.config import ChainConfig, Config
+from rpcgate.drills import Drills
 from rpcgate.execute import ChainRuntime
 from rpcgate.failover import Outcome
+from rpcgate.filters import FilterStore
 from rpcgate.heads import State
 from rpcgate.jsonrpc import (
     INTERNAL_ERROR,
@@ -75,6 +78,11 @@ class Gateway:
         self.config = config
         self.cache = ResponseCache(config.cache)
         self.draining = False  # SIGTERM: /readyz says 503 while calls in flight finish
+        self.drills = Drills()  # outage drills (admin.py): drained upstreams go last
+        # Filters live in the gateway; with Redis, every replica serves every filter.
+        self.filter_store = FilterStore(
+            config.cache.redis_url, config.cache.redis_prefix, config.cache.redis_timeout_s
+        )
         # With Redis, replicas share the highest head served (see shared_head.py).
         self.shared_heads = (
             SharedHeads(
@@ -97,6 +105,8 @@ class Gateway:
             max_response_bytes=config.limits.max_response_bytes,
             max_concurrent_upstream_calls=config.limits.max_concurrent_upstream_calls,
             shared_heads=self.shared_heads,
+            filter_store=self.filter_store,
+            drills=self.drills,
         )
 
     def set_chains(self, chains: list[ChainRuntime]) -> None:
@@ -148,6 +158,7 @@ class Gateway:
             await runtime.close()
         if self.shared_heads is not None:
             await self.shared_heads.close()
+        await self.filter_store.close()
         await self.cache.close()
 
 
@@ -381,7 +392,7 @@ async def handle_root_get(request: web.Request) -> web.StreamResponse:
 
 async def handle_status(request: web.Request) -> web.StreamResponse:
     gateway = request.app[GATEWAY]
-    return _json_response(gateway_status(gateway.chains, gateway.cache))
+    return _json_response(gateway_status(gateway.chains, gateway.cache, gateway.drills))
 
 
 async def handle_health(request: web.Request) -> web.StreamResponse:
@@ -433,6 +444,7 @@ def build_app(config: Config) -> web.Application:
     app.router.add_get("/status.json", handle_status)
     app.router.add_get("/metrics", handle_metrics)  # before /{chain}, which would take it
     app.router.add_get("/status", handle_status_page)
+    add_admin_routes(app, gateway)  # every /admin/... path, before /{chain}
     app.router.add_post("/", handle_rpc)
     app.router.add_get("/", handle_root_get)
     app.router.add_route("OPTIONS", "/", handle_preflight)

@@ -15,6 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
+from rpcgate.drills import Drill, Drills
 from rpcgate.execute import ChainRuntime
 from rpcgate.heads import Block, Tagged
 from rpcgate.masking import MASKER
@@ -53,7 +54,7 @@ def _hit_rate(counters: CacheCounters) -> float | None:
     return None if lookups == 0 else round(counters.hits / lookups, 4)
 
 
-def chain_status(runtime: ChainRuntime) -> dict[str, Any]:
+def chain_status(runtime: ChainRuntime, drills: Drills | None = None) -> dict[str, Any]:
     consensus = runtime.tracker.consensus
     head = consensus.head.number if consensus.head is not None else None
     now = time.monotonic()
@@ -61,6 +62,11 @@ def chain_status(runtime: ChainRuntime) -> dict[str, Any]:
     for upstream in runtime.upstreams.values():
         view = runtime.tracker.views[upstream.name]
         health = upstream.health
+        drill = (
+            None
+            if drills is None
+            else drills.drill_for(upstream.name, upstream.domain, now, runtime.config.name)
+        )
         upstreams.append(
             {
                 "name": upstream.name,
@@ -85,6 +91,8 @@ def chain_status(runtime: ChainRuntime) -> dict[str, Any]:
                 "requests": health.successes + health.failures,
                 "cooldown_s": round(max(0.0, health.cooldown_until - now), 3),
                 "cooldown_reason": health.cooldown_reason if health.cooldown_until > now else "",
+                "drained_s": 0.0 if drill is None else round(drill.left_s(now), 3),
+                "drill": _drill(drill),
             }
         )
     return {
@@ -136,11 +144,28 @@ def cache_status(cache: ResponseCache) -> dict[str, Any]:
     }
 
 
-def gateway_status(chains: list[ChainRuntime], cache: ResponseCache) -> dict[str, Any]:
+def _drill(drill: Drill | None) -> dict[str, Any] | None:
+    """The drill taking an upstream out of rotation: what, who and why."""
+    if drill is None:
+        return None
+    return {
+        "id": drill.id,
+        "target": drill.target.describe(),
+        "seconds": drill.seconds,
+        "by": drill.by,
+        "reason": drill.reason,
+    }
+
+
+def gateway_status(
+    chains: list[ChainRuntime], cache: ResponseCache, drills: Drills | None = None
+) -> dict[str, Any]:
+    now = time.monotonic()
     status = {
         "time": _iso(time.time()),
         "cache": cache_status(cache),
-        "chains": [chain_status(c) for c in chains],
+        "drills": [] if drills is None else [d.as_dict(now) for d in drills.active(now)],
+        "chains": [chain_status(c, drills) for c in chains],
     }
     masked: dict[str, Any] = MASKER.mask_any(status)
     return masked

@@ -238,7 +238,7 @@ def test_missing_env_variable_in_a_header_is_named_with_its_key_path() -> None:
 # --- every problem, with its key path --------------------------------------------------------
 
 UPSTREAM_KEYS = "domain, endpoint, headers, key, kind, name, node_id, preset, region, url, weight"
-ROOT_KEYS = "cache, chains, failover, limits, listen, log_level, shutdown"
+ROOT_KEYS = "admin, cache, chains, failover, limits, listen, log_level, shutdown"
 PRESET_NAMES = (
     "infura, alchemy, quicknode, chainstack, ankr, drpc, pokt, lava, publicnode, onerpc, "
     "merkle, amb"
@@ -618,3 +618,9 @@ def test_config_reference_documents_the_keys_a_config_file_uses() -> None:
         "chains[].upstreams[].domain",
     ):
         assert f"| `{key}` |" in reference, key
+
+
+def test_a_secret_of_the_wrong_type_is_not_echoed() -> None:
+    text = "admin:\n  token: 12345678901234567890\n" + chain_with("url: https://eth.merkle.io")
+    problems = problems_of(text)
+    assert problems == ["admin.token: must be a string, not the value given"]
