@@ -61,6 +61,24 @@ class UpstreamConfig:
 
 
 @dataclass(frozen=True)
+class QuorumRule:
+    method: str = setting("The JSON-RPC method this rule is for.", required=True, default="")
+    mode: Literal["max", "agree"] = setting(
+        "max: ask several upstreams, the highest answer wins (pending nonces); agree: their "
+        "answers must be equal.",
+        default="agree",
+    )
+    upstreams: int = setting(
+        "How many upstreams to ask, in different failure domains first.", default=2
+    )
+    on_dispute: Literal["error", "majority"] = setting(
+        "agree only: what a dispute gives, an error naming who said what (-32054), or the "
+        "answer a strict majority gave.",
+        default="error",
+    )
+
+
+@dataclass(frozen=True)
 class ChainConfig:
     name: str = setting(
         "Served at /{name}; letters, digits, - and _; not all digits.", required=True, default=""
@@ -79,6 +97,10 @@ class ChainConfig:
         "An upstream further behind the consensus head than this is `lagging`: it still "
         "serves calls about blocks it has, never `latest`.",
         default=3,
+    )
+    quorum: tuple[QuorumRule, ...] = setting(
+        "Methods answered by several upstreams together (opt-in, one rule per method).",
+        default=(),
     )
     hold_ahead_s: float = setting(
         "Longest wait for the served head to reach a block that an upstream's answer is in "
@@ -371,6 +393,14 @@ def _resolve(config: Config, problems: list[str]) -> Config:
             problems.append(f"{path}.max_lag_blocks: must be 0 or more")
         if chain.hold_ahead_s < 0:
             problems.append(f"{path}.hold_ahead_s: must be 0 or more")
+        for k, rule in enumerate(chain.quorum):
+            if rule.upstreams < 2:
+                problems.append(f"{path}.quorum[{k}].upstreams: must be at least 2")
+            elif rule.upstreams > len(chain.upstreams):
+                problems.append(
+                    f"{path}.quorum[{k}].upstreams: the chain has only "
+                    f"{len(chain.upstreams)} upstreams"
+                )
         for j, up in enumerate(chain.upstreams):
             if up.weight <= 0:
                 problems.append(f"{path}.upstreams[{j}].weight: must be more than 0")

@@ -9,6 +9,7 @@ block a by-hash answer was found in; the server sends it as `X-Rpcgate-Block`.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -17,7 +18,7 @@ import structlog
 
 from rpcgate.broadcast import Broadcaster, PendingTransactions, broadcast_targets
 from rpcgate.cache import CachePlan, ChainView, answer_block, entry_for, plan_call
-from rpcgate.config import ChainConfig, FailoverConfig
+from rpcgate.config import ChainConfig, FailoverConfig, QuorumRule
 from rpcgate.drills import Drills
 from rpcgate.errors import UpstreamFailure
 from rpcgate.failover import Failover, Outcome
@@ -26,6 +27,7 @@ from rpcgate.getlogs import refused_as_too_large, split_get_logs
 from rpcgate.jsonrpc import ALL_UPSTREAMS_FAILED, DEADLINE_EXCEEDED, NO_UPSTREAM, Call
 from rpcgate.masking import MASKER
 from rpcgate.pinning import PinnedCall, Tags, pin_call
+from rpcgate.quorum import decide_agree, decide_max
 from rpcgate.store import CacheCounters, Coalescer, ResponseCache
 from rpcgate.tracker import HeadTracker
 from rpcgate.upstream import Reply, Upstream
@@ -75,6 +77,7 @@ class ChainRuntime:
         )
         self._failover = Failover(self.upstreams, self.tracker, failover, drills)
         self._failover_config = failover
+        self._quorum = {rule.method: rule for rule in config.quorum}
         self.pending_transactions = PendingTransactions()
         self._broadcaster = Broadcaster(self.upstreams, self.pending_transactions)
         self.filters = Filters(
@@ -206,8 +209,11 @@ class ChainRuntime:
         if block is not None and head is not None and block > head and self._someone_has(block):
             await self.tracker.wait_for_head(block, hold)
             head = self._served_head()
+        rule = self._quorum.get(call.method)
         if call.method == "eth_sendRawTransaction" and self._failover_config.broadcast > 1:
             outcome = await self._broadcast(call, head)
+        elif rule is not None:
+            outcome = await self._ask_quorum(call, block, head, rule)
         else:
             prefer = self.pending_transactions.preferred(call.method, call.params, time.monotonic())
             outcome = await self._failover.run(call, block, head, trace=trace, prefer=prefer)
@@ -233,6 +239,30 @@ class ChainRuntime:
             attempt_log=outcome.attempt_log,
             trace=outcome.trace,
         )
+
+    async def _ask_quorum(
+        self, call: Call, block: int | None, head: int | None, rule: QuorumRule
+    ) -> Outcome:
+        """Several upstreams in different domains at once; `quorum` decides from their
+        answers (the ones that failed do not count)."""
+        at = head if block is None or (head is not None and block > head) else block
+        targets = broadcast_targets(self._failover.order_at(at), rule.upstreams)
+        timeout = self._failover_config.attempt_timeout_s
+        replies = await asyncio.gather(
+            *(self.upstreams[name].call(call.method, call.params, timeout) for name in targets)
+        )
+        answers = [
+            (name, reply.result)
+            for name, reply in zip(targets, replies, strict=True)
+            if reply.failure is None
+        ]
+        upstream = ",".join(name for name, _ in answers) or "gateway"
+        if rule.mode == "max":
+            if not answers:
+                return await self._failover.run(call, block, head)
+            return Outcome(result=decide_max(answers), upstream=upstream, attempts=len(targets))
+        result, error = decide_agree(answers, rule.upstreams, rule.on_dispute)
+        return Outcome(result=result, error=error, upstream=upstream, attempts=len(targets))
 
     async def _broadcast(self, call: Call, head: int | None) -> Outcome:
         """A transaction to several upstreams in different domains at once (broadcast.py);
