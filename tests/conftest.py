@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import signal
+import subprocess
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import aiohttp
@@ -18,6 +21,7 @@ from tests.harness.faultproxy import FaultProxy
 from tests.harness.fixtures import *  # noqa: F403 - the harness fixtures, shared
 from tests.harness.fixtures import AnvilClusterFactory, FaultProxyFactory
 from tests.harness.loop import BackgroundLoop
+from tests.harness.tools import free_port, rpcgate_command, wait_for_http
 
 
 @dataclass
@@ -171,3 +175,49 @@ def gossip(cluster: AnvilCluster, raw_transaction: str) -> None:
         except JsonRpcError as exc:
             if "already" not in exc.error_message.lower():
                 raise
+
+
+@pytest.fixture
+def replica_process(tmp_path: Path) -> Iterator[Callable[..., str]]:
+    """A second gateway in a process of its own, polling its upstreams once a minute."""
+    processes: list[subprocess.Popen[bytes]] = []
+
+    def start(
+        upstream_urls: list[str], redis_url: str | None, head_poll_interval: float = 60
+    ) -> str:
+        port = free_port()
+        config: dict[str, Any] = {
+            "listen": f"127.0.0.1:{port}",
+            "chains": [
+                {
+                    "name": "devnet",
+                    "chain_id": 31337,
+                    "head_poll_interval": head_poll_interval,
+                    "upstreams": [
+                        {"name": f"node{i}", "url": u} for i, u in enumerate(upstream_urls)
+                    ],
+                }
+            ],
+        }
+        if redis_url:
+            config["cache"] = {"redis_url": redis_url}
+        path = tmp_path / f"replica-{port}.yaml"
+        path.write_text(yaml.safe_dump(config))
+        processes.append(
+            subprocess.Popen(
+                [*rpcgate_command(), "serve", "--config", str(path)],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
+        url = f"http://127.0.0.1:{port}"
+        wait_for_http(url + "/healthz")
+        return url
+
+    yield start
+    for process in processes:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()

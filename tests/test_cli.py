@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -18,13 +16,11 @@ import pytest
 import yaml
 
 from tests.harness.fixtures import AnvilClusterFactory
-from tests.harness.tools import free_port
+from tests.harness.tools import free_port, rpcgate_command
 
 
 def _rpcgate() -> list[str]:
-    """The installed console script when there is one (as `pip install .` gives)."""
-    script = shutil.which("rpcgate", path=str(Path(sys.executable).parent))
-    return [script] if script else [sys.executable, "-m", "rpcgate.cli"]
+    return rpcgate_command()
 
 
 def _post(url: str, payload: object, timeout: float = 20) -> tuple[int, dict, object]:

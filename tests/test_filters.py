@@ -3,6 +3,8 @@ served by every replica sharing the Redis, with no block or log missing or repea
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from rpcgate.filters import MAX_BLOCKS_PER_POLL, changes_range, logs_window
@@ -11,6 +13,7 @@ from tests.harness.anvil import DEV_ADDRESSES, DEV_KEYS, AnvilCluster, sign_tran
 from tests.harness.contract import INIT_CODE, LOG_TOPIC, create_address
 from tests.harness.faultproxy import Fault, FaultProxy
 from tests.harness.redis_server import RedisServer
+from tests.test_replicas import _result
 
 CHAIN_ID = 31337
 CONTRACT = create_address(DEV_ADDRESSES[0], 0)
@@ -62,20 +65,26 @@ def _gateway(
     )
 
 
-def test_a_block_filter_is_read_through_another_replica_with_nothing_missing_or_repeated(
-    chain, start_gateway: GatewayFactory, redis_server: RedisServer
+def test_a_block_filter_is_read_through_another_process_with_nothing_missing_or_repeated(
+    chain, start_gateway: GatewayFactory, redis_server: RedisServer, replica_process
 ) -> None:  # type: ignore[no-untyped-def]
     cluster, proxies, nonce = chain
     first = _gateway(start_gateway, proxies, redis_server.url, reverse=False)
-    second = _gateway(start_gateway, proxies, redis_server.url, reverse=True)
+    # A gateway process of its own, its upstreams listed the other way round.
+    second = replica_process(
+        list(reversed([p.url for p in proxies])), redis_server.url, head_poll_interval=0.05
+    )
     start = int(first.result("eth_blockNumber"), 16)
     filter_id = first.result("eth_newBlockFilter")
     seen: list[str] = []
     for round_ in range(6):
         nonce = _mine_with_logs(cluster, nonce, 1 + round_ % 3)
-        reader = (first, second)[round_ % 2]
-        reader.sync()
-        seen += reader.result("eth_getFilterChanges", [filter_id])
+        if round_ % 2 == 0:
+            first.sync()
+            seen += first.result("eth_getFilterChanges", [filter_id])
+        else:
+            time.sleep(0.3)  # the other process polls on its own
+            seen += _result(second, "eth_getFilterChanges", [filter_id])
         if round_ == 3:
             proxies[0].set_fault(Fault.REFUSE)  # the node that answered first is gone
     end = cluster[1].block_number()

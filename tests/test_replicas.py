@@ -5,21 +5,13 @@ has a stale view of the upstreams."""
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
-
-import pytest
-import yaml
 
 from tests.conftest import GatewayFactory, ProxiedClusterFactory
 from tests.harness.redis_server import RedisServer
-from tests.harness.tools import free_port, wait_for_http
-from tests.test_cli import _rpcgate
 
 CHAIN_ID = 31337
 
@@ -47,50 +39,6 @@ def heads_seen_alternating(
             block = _result(url, "eth_getBlockByNumber", ["latest", False])
             seen.append((name, int(block["number"], 16)))
     return seen
-
-
-@pytest.fixture
-def replica_process(tmp_path: Path) -> Iterator[Callable[[list[str], str | None], str]]:
-    """A second gateway in a process of its own, polling its upstreams once a minute."""
-    processes: list[subprocess.Popen[bytes]] = []
-
-    def start(upstream_urls: list[str], redis_url: str | None) -> str:
-        port = free_port()
-        config: dict[str, Any] = {
-            "listen": f"127.0.0.1:{port}",
-            "chains": [
-                {
-                    "name": "devnet",
-                    "chain_id": CHAIN_ID,
-                    "head_poll_interval": 60,
-                    "upstreams": [
-                        {"name": f"node{i}", "url": u} for i, u in enumerate(upstream_urls)
-                    ],
-                }
-            ],
-        }
-        if redis_url:
-            config["cache"] = {"redis_url": redis_url}
-        path = tmp_path / f"replica-{port}.yaml"
-        path.write_text(yaml.safe_dump(config))
-        processes.append(
-            subprocess.Popen(
-                [*_rpcgate(), "serve", "--config", str(path)],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-        )
-        url = f"http://127.0.0.1:{port}"
-        wait_for_http(url + "/healthz")
-        return url
-
-    yield start
-    for process in processes:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
 
 
 def decreases(seen: list[tuple[str, int]]) -> list[tuple[int, tuple[str, int], int]]:

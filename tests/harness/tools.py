@@ -77,3 +77,12 @@ def wait_for_http(url: str, timeout: float = 30.0) -> None:
         except OSError:
             time.sleep(0.1)
     raise RuntimeError(f"nothing answered HTTP at {url} within {timeout} s")
+
+
+def rpcgate_command() -> list[str]:
+    """The installed console script when there is one (as `pip install .` gives)."""
+    import shutil
+    import sys
+
+    script = shutil.which("rpcgate", path=str(Path(sys.executable).parent))
+    return [script] if script else [sys.executable, "-m", "rpcgate.cli"]
