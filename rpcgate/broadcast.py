@@ -19,12 +19,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+import redis.asyncio as aioredis
 import structlog
 from eth_account import Account
 from eth_utils import keccak
+from redis.exceptions import RedisError
 
 from rpcgate.errors import ErrorClass, classify
 from rpcgate.health import record_success
@@ -104,13 +106,33 @@ class _Pending:
     until: float
 
 
-@dataclass
 class PendingTransactions:
-    """Which upstreams accepted which transaction (and so know its sender's new nonce)."""
+    """Which upstreams accepted which transaction (and so know its sender's new nonce): in
+    process, and in Redis when configured, so that every replica asks them first."""
 
-    by_hash: dict[str, _Pending] = field(default_factory=dict)
+    def __init__(
+        self, chain_id: int, redis_url: str | None = None, prefix: str = "", timeout_s: float = 0.1
+    ) -> None:
+        self.by_hash: dict[str, _Pending] = {}
+        self._chain_id = chain_id
+        self._prefix = prefix
+        self._timeout_s = timeout_s
+        self._redis = (
+            aioredis.Redis.from_url(
+                redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
+            )
+            if redis_url
+            else None
+        )
 
-    def accepted(self, tx_hash: str, upstream: str, sender: str | None, now: float) -> None:
+    async def close(self) -> None:
+        if self._redis is not None:
+            await self._redis.aclose()
+
+    def _key(self, kind: str, name: str) -> str:
+        return f"{self._prefix}{self._chain_id}:{kind}:{name}"
+
+    async def accepted(self, tx_hash: str, upstream: str, sender: str | None, now: float) -> None:
         entry = self.by_hash.get(tx_hash)
         if entry is None:
             entry = self.by_hash[tx_hash] = _Pending([], sender, now + REMEMBER_S)
@@ -119,26 +141,52 @@ class PendingTransactions:
         if len(self.by_hash) > 10_000:  # a flood of transactions: forget the oldest
             for old in list(self.by_hash)[:1000]:
                 del self.by_hash[old]
+        if self._redis is not None:
+            ttl = int(REMEMBER_S)
+            pipe = self._redis.pipeline(transaction=False)
+            keys = [self._key("tx", tx_hash)]
+            if sender is not None:
+                keys.append(self._key("sender", sender))
+            for key in keys:
+                pipe.sadd(key, upstream)
+                pipe.expire(key, ttl)
+            await self._quick(pipe.execute())
 
     def mined(self, tx_hash: str) -> None:
         self.by_hash.pop(tx_hash, None)
 
-    def preferred(self, method: str, params: Any, now: float) -> list[str]:
+    async def preferred(self, method: str, params: Any, now: float) -> list[str]:
         """Upstreams to ask first for this call: those that accepted the transaction it
         looks up, or a transaction of the sender whose pending nonce it asks."""
         if not isinstance(params, list) or not params or not isinstance(params[0], str):
             return []
+        names: list[str] = []
         if method in ("eth_getTransactionByHash", "eth_getTransactionReceipt"):
-            entry = self.by_hash.get(params[0].lower())
-            return list(entry.upstreams) if entry is not None and entry.until > now else []
-        if method == "eth_getTransactionCount" and params[1:2] == ["pending"]:
+            tx_hash = params[0].lower()
+            entry = self.by_hash.get(tx_hash)
+            if entry is not None and entry.until > now:
+                names = list(entry.upstreams)
+            key = self._key("tx", tx_hash)
+        elif method == "eth_getTransactionCount" and params[1:2] == ["pending"]:
             sender = params[0].lower()
-            names: list[str] = []
             for entry in self.by_hash.values():
                 if entry.sender == sender and entry.until > now:
                     names.extend(n for n in entry.upstreams if n not in names)
-            return names
-        return []
+            key = self._key("sender", sender)
+        else:
+            return []
+        if self._redis is not None and not names:  # accepted through another replica?
+            shared = await self._quick(self._redis.smembers(key))
+            names = sorted(m.decode() if isinstance(m, bytes) else str(m) for m in shared or ())
+        return names
+
+    async def _quick(self, operation: Any) -> Any:
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                return await operation
+        except (RedisError, OSError, TimeoutError) as exc:
+            log.warning("pending_transactions_unavailable", error=f"{type(exc).__name__}: {exc}")
+            return None
 
 
 class Broadcaster:
@@ -172,7 +220,7 @@ class Broadcaster:
                 name = tasks[task]
                 result, reply = task.result()
                 if result == Verdict.ACCEPTED:
-                    self.pending.accepted(tx_hash, name, sender, time.monotonic())
+                    await self.pending.accepted(tx_hash, name, sender, time.monotonic())
                     self._finish_in_background(pending, tasks, tx_hash, sender)
                     return tx_hash, None, [name]
                 if result == Verdict.REJECTED and rejection is None:
@@ -188,14 +236,21 @@ class Broadcaster:
     ) -> None:
         """The other sends go on: each acceptance is one more node spreading it."""
         for task in pending:
-
-            def remember(done: asyncio.Task[tuple[str, Reply]], name: str = names[task]) -> None:
-                if not done.cancelled() and done.result()[0] == Verdict.ACCEPTED:
-                    self.pending.accepted(tx_hash, name, sender, time.monotonic())
-
-            task.add_done_callback(remember)
-            self._background.add(task)
+            remember = asyncio.create_task(self._remember(task, names[task], tx_hash, sender))
+            self._background.update((task, remember))
             task.add_done_callback(self._background.discard)
+            remember.add_done_callback(self._background.discard)
+
+    async def _remember(
+        self,
+        task: asyncio.Task[tuple[str, Reply]],
+        name: str,
+        tx_hash: str,
+        sender: str | None,
+    ) -> None:
+        result, _ = await task
+        if result == Verdict.ACCEPTED:
+            await self.pending.accepted(tx_hash, name, sender, time.monotonic())
 
     async def _send_one(
         self, name: str, call: Call, tx_hash: str, timeout_s: float

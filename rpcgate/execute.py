@@ -57,6 +57,7 @@ class ChainRuntime:
         shared_heads: SharedHeads | None = None,
         filter_store: FilterStore | None = None,
         drills: Drills | None = None,
+        shared_store: tuple[str, str, float] | None = None,  # Redis: url, prefix, timeout
     ) -> None:
         self.config = config
         self.cache = cache
@@ -78,7 +79,9 @@ class ChainRuntime:
         self._failover = Failover(self.upstreams, self.tracker, failover, drills)
         self._failover_config = failover
         self._quorum = {rule.method: rule for rule in config.quorum}
-        self.pending_transactions = PendingTransactions()
+        self.pending_transactions = PendingTransactions(
+            config.chain_id, *(shared_store or (None, "", 0.1))
+        )
         self._broadcaster = Broadcaster(self.upstreams, self.pending_transactions)
         self.filters = Filters(
             config.chain_id,
@@ -97,6 +100,7 @@ class ChainRuntime:
 
     async def close(self) -> None:
         await self._broadcaster.close()
+        await self.pending_transactions.close()
         await self.tracker.stop()
         for upstream in self.upstreams.values():
             await upstream.close()
@@ -215,7 +219,9 @@ class ChainRuntime:
         elif rule is not None:
             outcome = await self._ask_quorum(call, block, head, rule)
         else:
-            prefer = self.pending_transactions.preferred(call.method, call.params, time.monotonic())
+            prefer = await self.pending_transactions.preferred(
+                call.method, call.params, time.monotonic()
+            )
             outcome = await self._failover.run(call, block, head, trace=trace, prefer=prefer)
             if call.method == "eth_getLogs" and refused_as_too_large(outcome):
                 outcome = await split_get_logs(call, outcome, self._failover, head)

@@ -107,6 +107,11 @@ class Gateway:
             shared_heads=self.shared_heads,
             filter_store=self.filter_store,
             drills=self.drills,
+            shared_store=(
+                (config.cache.redis_url, config.cache.redis_prefix, config.cache.redis_timeout_s)
+                if config.cache.redis_url
+                else None
+            ),
         )
 
     def set_chains(self, chains: list[ChainRuntime]) -> None:

@@ -183,7 +183,9 @@ def replica_process(tmp_path: Path) -> Iterator[Callable[..., str]]:
     processes: list[subprocess.Popen[bytes]] = []
 
     def start(
-        upstream_urls: list[str], redis_url: str | None, head_poll_interval: float = 60
+        upstream_urls: Sequence[str | tuple[str, str]],
+        redis_url: str | None,
+        head_poll_interval: float = 60,
     ) -> str:
         port = free_port()
         config: dict[str, Any] = {
@@ -193,8 +195,11 @@ def replica_process(tmp_path: Path) -> Iterator[Callable[..., str]]:
                     "name": "devnet",
                     "chain_id": 31337,
                     "head_poll_interval": head_poll_interval,
-                    "upstreams": [
-                        {"name": f"node{i}", "url": u} for i, u in enumerate(upstream_urls)
+                    "upstreams": [  # (name, url) pairs, or URLs named node0, node1, ...
+                        {"name": u[0], "url": u[1]}
+                        if isinstance(u, tuple)
+                        else {"name": f"node{i}", "url": u}
+                        for i, u in enumerate(upstream_urls)
                     ],
                 }
             ],

@@ -15,6 +15,8 @@ from rpcgate.upstream import Reply
 from tests.conftest import GatewayFactory, ProxiedClusterFactory, RunningGateway
 from tests.harness.anvil import DEV_ADDRESSES, DEV_KEYS, AnvilCluster, sign_transaction
 from tests.harness.faultproxy import Fault, FaultProxy
+from tests.harness.redis_server import RedisServer
+from tests.test_replicas import _result
 
 CHAIN_ID = 31337
 RECEIVER = "0x000000000000000000000000000000000000bEEF"
@@ -128,3 +130,28 @@ def test_lookups_of_a_pending_transaction_go_first_where_it_was_accepted(devnet)
         assert found["result"] is not None and found["result"]["hash"] == tx_hash
         nonce = gateway.rpc("eth_getTransactionCount", [DEV_ADDRESSES[0], "pending"]).json()
         assert nonce["result"] == "0x1"
+
+
+def test_another_replica_asks_first_where_the_transaction_was_accepted(
+    proxied_cluster: ProxiedClusterFactory,
+    start_gateway: GatewayFactory,
+    redis_server: RedisServer,
+    replica_process,  # type: ignore[no-untyped-def]
+) -> None:
+    cluster, proxies = proxied_cluster(3, chain_id=CHAIN_ID, mined=2)
+    sender_side = start_gateway(
+        [p.url for p in proxies], head_poll_interval=60, cache={"redis_url": redis_server.url}
+    )
+    proxies[1].set_fault(Fault.REFUSE)
+    proxies[2].set_fault(Fault.REFUSE)
+    tx_hash = sender_side.result("eth_sendRawTransaction", [transfer(0)])
+    for proxy in proxies[1:]:
+        proxy.heal()
+    assert in_pool(cluster, tx_hash) == [True, False, False]
+    # Another process, its upstreams in the opposite order: it never saw the send.
+    named = [(f"node{i}", p.url) for i, p in enumerate(proxies)]
+    other = replica_process(list(reversed(named)), redis_server.url)
+    for _ in range(6):
+        found = _result(other, "eth_getTransactionByHash", [tx_hash])
+        assert found is not None and found["hash"] == tx_hash
+        assert _result(other, "eth_getTransactionCount", [DEV_ADDRESSES[0], "pending"]) == "0x1"

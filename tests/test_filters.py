@@ -71,9 +71,8 @@ def test_a_block_filter_is_read_through_another_process_with_nothing_missing_or_
     cluster, proxies, nonce = chain
     first = _gateway(start_gateway, proxies, redis_server.url, reverse=False)
     # A gateway process of its own, its upstreams listed the other way round.
-    second = replica_process(
-        list(reversed([p.url for p in proxies])), redis_server.url, head_poll_interval=0.05
-    )
+    named = [(f"node{i}", p.url) for i, p in enumerate(proxies)]
+    second = replica_process(list(reversed(named)), redis_server.url, head_poll_interval=0.05)
     start = int(first.result("eth_blockNumber"), 16)
     filter_id = first.result("eth_newBlockFilter")
     seen: list[str] = []
