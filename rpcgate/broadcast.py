@@ -22,11 +22,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import redis.asyncio as aioredis
 import structlog
 from eth_account import Account
 from eth_utils import keccak
-from redis.exceptions import RedisError
 
 from rpcgate.errors import ErrorClass, classify
 from rpcgate.health import record_success
@@ -34,6 +32,7 @@ from rpcgate.jsonrpc import Call
 from rpcgate.masking import MASKER
 from rpcgate.methods import ALREADY_KNOWN_MESSAGES
 from rpcgate.routing import Candidate
+from rpcgate.shared_state import SharedState
 from rpcgate.upstream import Reply, Upstream
 
 log = structlog.get_logger("rpcgate.broadcast")
@@ -110,27 +109,10 @@ class PendingTransactions:
     """Which upstreams accepted which transaction (and so know its sender's new nonce): in
     process, and in Redis when configured, so that every replica asks them first."""
 
-    def __init__(
-        self, chain_id: int, redis_url: str | None = None, prefix: str = "", timeout_s: float = 0.1
-    ) -> None:
+    def __init__(self, chain_id: int, shared: SharedState | None = None) -> None:
         self.by_hash: dict[str, _Pending] = {}
         self._chain_id = chain_id
-        self._prefix = prefix
-        self._timeout_s = timeout_s
-        self._redis = (
-            aioredis.Redis.from_url(
-                redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
-            )
-            if redis_url
-            else None
-        )
-
-    async def close(self) -> None:
-        if self._redis is not None:
-            await self._redis.aclose()
-
-    def _key(self, kind: str, name: str) -> str:
-        return f"{self._prefix}{self._chain_id}:{kind}:{name}"
+        self._shared = shared
 
     async def accepted(self, tx_hash: str, upstream: str, sender: str | None, now: float) -> None:
         entry = self.by_hash.get(tx_hash)
@@ -141,16 +123,16 @@ class PendingTransactions:
         if len(self.by_hash) > 10_000:  # a flood of transactions: forget the oldest
             for old in list(self.by_hash)[:1000]:
                 del self.by_hash[old]
-        if self._redis is not None:
-            ttl = int(REMEMBER_S)
-            pipe = self._redis.pipeline(transaction=False)
-            keys = [self._key("tx", tx_hash)]
+        shared = self._shared
+        if shared is not None:
+            pipe = shared.client.pipeline(transaction=False)
+            keys = [shared.key(self._chain_id, "tx", tx_hash)]
             if sender is not None:
-                keys.append(self._key("sender", sender))
+                keys.append(shared.key(self._chain_id, "sender", sender))
             for key in keys:
                 pipe.sadd(key, upstream)
-                pipe.expire(key, ttl)
-            await self._quick(pipe.execute())
+                pipe.expire(key, int(REMEMBER_S))
+            await shared.quick(pipe.execute())
 
     def mined(self, tx_hash: str) -> None:
         self.by_hash.pop(tx_hash, None)
@@ -166,27 +148,20 @@ class PendingTransactions:
             entry = self.by_hash.get(tx_hash)
             if entry is not None and entry.until > now:
                 names = list(entry.upstreams)
-            key = self._key("tx", tx_hash)
+            key = ("tx", tx_hash)
         elif method == "eth_getTransactionCount" and params[1:2] == ["pending"]:
             sender = params[0].lower()
             for entry in self.by_hash.values():
                 if entry.sender == sender and entry.until > now:
                     names.extend(n for n in entry.upstreams if n not in names)
-            key = self._key("sender", sender)
+            key = ("sender", sender)
         else:
             return []
-        if self._redis is not None and not names:  # accepted through another replica?
-            shared = await self._quick(self._redis.smembers(key))
-            names = sorted(m.decode() if isinstance(m, bytes) else str(m) for m in shared or ())
+        shared = self._shared
+        if shared is not None and not names:  # accepted through another replica?
+            members = await shared.quick(shared.client.smembers(shared.key(self._chain_id, *key)))
+            names = sorted(m.decode() if isinstance(m, bytes) else str(m) for m in members or ())
         return names
-
-    async def _quick(self, operation: Any) -> Any:
-        try:
-            async with asyncio.timeout(self._timeout_s):
-                return await operation
-        except (RedisError, OSError, TimeoutError) as exc:
-            log.warning("pending_transactions_unavailable", error=f"{type(exc).__name__}: {exc}")
-            return None
 
 
 class Broadcaster:

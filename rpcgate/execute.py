@@ -34,6 +34,7 @@ from rpcgate.upstream import Reply, Upstream
 
 if TYPE_CHECKING:
     from rpcgate.shared_head import SharedHeads
+    from rpcgate.shared_state import SharedState
 
 log = structlog.get_logger("rpcgate.calls")
 
@@ -57,7 +58,7 @@ class ChainRuntime:
         shared_heads: SharedHeads | None = None,
         filter_store: FilterStore | None = None,
         drills: Drills | None = None,
-        shared_store: tuple[str, str, float] | None = None,  # Redis: url, prefix, timeout
+        shared_state: SharedState | None = None,
     ) -> None:
         self.config = config
         self.cache = cache
@@ -79,13 +80,11 @@ class ChainRuntime:
         self._failover = Failover(self.upstreams, self.tracker, failover, drills)
         self._failover_config = failover
         self._quorum = {rule.method: rule for rule in config.quorum}
-        self.pending_transactions = PendingTransactions(
-            config.chain_id, *(shared_store or (None, "", 0.1))
-        )
+        self.pending_transactions = PendingTransactions(config.chain_id, shared_state)
         self._broadcaster = Broadcaster(self.upstreams, self.pending_transactions)
         self.filters = Filters(
             config.chain_id,
-            filter_store or FilterStore(None, "", 0.1),
+            filter_store or FilterStore(),
             head=self._served_head,
             execute=self._internal,
             on_upstream=self._on_upstream,
@@ -100,7 +99,6 @@ class ChainRuntime:
 
     async def close(self) -> None:
         await self._broadcaster.close()
-        await self.pending_transactions.close()
         await self.tracker.stop()
         for upstream in self.upstreams.values():
             await upstream.close()

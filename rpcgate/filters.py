@@ -16,7 +16,6 @@ gone, the client gets the standard "filter not found".
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -24,11 +23,10 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import orjson
-import redis.asyncio as aioredis
 import structlog
-from redis.exceptions import RedisError
 
 from rpcgate.jsonrpc import INVALID_PARAMS, Call, quantity, rpc_error
+from rpcgate.shared_state import SharedState
 
 log = structlog.get_logger("rpcgate.filters")
 
@@ -82,28 +80,14 @@ def logs_window(criteria: dict[str, Any], first: int, last: int) -> tuple[int, i
 class FilterStore:
     """Filters by id: in process, or in Redis (shared by replicas) when configured."""
 
-    def __init__(self, redis_url: str | None, prefix: str, timeout_s: float) -> None:
+    def __init__(self, shared: SharedState | None = None) -> None:
         self._local: dict[str, tuple[Filter, float]] = {}
-        self._prefix = prefix
-        self._timeout_s = timeout_s
-        self._redis = (
-            aioredis.Redis.from_url(
-                redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
-            )
-            if redis_url
-            else None
-        )
-
-    async def close(self) -> None:
-        if self._redis is not None:
-            await self._redis.aclose()
-
-    def _key(self, chain_id: int, filter_id: str) -> str:
-        return f"{self._prefix}{chain_id}:filter:{filter_id}"
+        self._shared = shared
 
     async def get(self, chain_id: int, filter_id: str) -> Filter | None:
-        if self._redis is not None:
-            raw = await self._quick(self._redis.get(self._key(chain_id, filter_id)))
+        shared = self._shared
+        if shared is not None:
+            raw = await shared.quick(shared.client.get(shared.key(chain_id, "filter", filter_id)))
             if isinstance(raw, bytes):
                 return Filter(**orjson.loads(raw))
         found = self._local.get(f"{chain_id}:{filter_id}")
@@ -117,26 +101,19 @@ class FilterStore:
             now = time.monotonic()
             for key in [k for k, (_, until) in self._local.items() if until < now][:10_000]:
                 del self._local[key]
-        if self._redis is not None:
-            key = self._key(chain_id, filter_id)
-            await self._quick(
-                self._redis.set(key, orjson.dumps(asdict(item)), px=int(FILTER_TTL_S * 1000))
-            )
+        shared = self._shared
+        if shared is not None:
+            key = shared.key(chain_id, "filter", filter_id)
+            ttl_ms = int(FILTER_TTL_S * 1000)
+            await shared.quick(shared.client.set(key, orjson.dumps(asdict(item)), px=ttl_ms))
 
     async def delete(self, chain_id: int, filter_id: str) -> bool:
         existed = self._local.pop(f"{chain_id}:{filter_id}", None) is not None
-        if self._redis is not None:
-            removed = await self._quick(self._redis.delete(self._key(chain_id, filter_id)))
-            existed = existed or bool(removed)
+        shared = self._shared
+        if shared is not None:
+            key = shared.key(chain_id, "filter", filter_id)
+            existed = bool(await shared.quick(shared.client.delete(key))) or existed
         return existed
-
-    async def _quick(self, operation: Awaitable[Any]) -> Any:
-        try:
-            async with asyncio.timeout(self._timeout_s):
-                return await operation
-        except (RedisError, OSError, TimeoutError) as exc:
-            log.warning("filter_store_unavailable", error=f"{type(exc).__name__}: {exc}")
-            return None
 
 
 # A call through the chain's usual path (cache, failover): (result, error).

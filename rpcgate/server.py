@@ -43,6 +43,7 @@ from rpcgate.masking import MASKER
 from rpcgate.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from rpcgate.metrics import GatewayMetrics
 from rpcgate.shared_head import SharedHeads
+from rpcgate.shared_state import SharedState
 from rpcgate.status import gateway_status, handle_status_page
 from rpcgate.store import ResponseCache
 from rpcgate.trace import HEADER_TRACE, wants_trace
@@ -80,9 +81,13 @@ class Gateway:
         self.draining = False  # SIGTERM: /readyz says 503 while calls in flight finish
         self.drills = Drills()  # outage drills (admin.py): drained upstreams go last
         # Filters live in the gateway; with Redis, every replica serves every filter.
-        self.filter_store = FilterStore(
-            config.cache.redis_url, config.cache.redis_prefix, config.cache.redis_timeout_s
+        cache = config.cache
+        self.shared_state = (
+            SharedState(cache.redis_url, cache.redis_prefix, cache.redis_timeout_s)
+            if cache.redis_url
+            else None
         )
+        self.filter_store = FilterStore(self.shared_state)
         # With Redis, replicas share the highest head served (see shared_head.py).
         self.shared_heads = (
             SharedHeads(
@@ -107,11 +112,7 @@ class Gateway:
             shared_heads=self.shared_heads,
             filter_store=self.filter_store,
             drills=self.drills,
-            shared_store=(
-                (config.cache.redis_url, config.cache.redis_prefix, config.cache.redis_timeout_s)
-                if config.cache.redis_url
-                else None
-            ),
+            shared_state=self.shared_state,
         )
 
     def set_chains(self, chains: list[ChainRuntime]) -> None:
@@ -163,7 +164,8 @@ class Gateway:
             await runtime.close()
         if self.shared_heads is not None:
             await self.shared_heads.close()
-        await self.filter_store.close()
+        if self.shared_state is not None:
+            await self.shared_state.close()
         await self.cache.close()
 
 
