@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
-from eth_utils import keccak
 from tenacity import AsyncRetrying, RetryCallState, retry_if_result, stop_after_attempt
 
+from rpcgate.broadcast import transaction_hash
 from rpcgate.config import FailoverConfig
 from rpcgate.drills import Drills
 from rpcgate.errors import Classification, ErrorClass, classify
@@ -417,14 +417,8 @@ class Failover:
 
 
 def _tx_hash(call: Call) -> str | None:
-    params = call.params
-    if not isinstance(params, list) or not params or not isinstance(params[0], str):
-        return None
-    raw = params[0]
-    try:
-        return "0x" + keccak(hexstr=raw).hex()
-    except ValueError:
-        return None
+    raw = call.params[0] if isinstance(call.params, list) and call.params else None
+    return transaction_hash(raw)
 
 
 def _considered(
