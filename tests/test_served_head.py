@@ -114,3 +114,17 @@ def test_every_answer_says_which_block_it_is_about(devnet: Devnet) -> None:
     batch.append({"jsonrpc": "2.0", "method": "eth_chainId", "params": []})  # no answer
     reply = gateway.post(batch)
     assert reply.headers["X-Rpcgate-Block"].split(",") == [e or "-" for _, _, e in cases]
+
+
+def test_a_call_about_a_block_some_upstream_has_waits_for_the_head_to_get_there(
+    devnet: Devnet,
+) -> None:
+    cluster, _, gateway = devnet
+    cluster.mine_on([0])
+    gateway.sync()  # node0 is known to be at 4; the consensus stays at 3
+    assert head(gateway) == 3
+    cluster.mine_on([1])  # a majority has block 4 now, the gateway has not polled it
+    reply = gateway.rpc("eth_getBalance", [RECEIVER, "0x4"], fresh=True)
+    assert "result" in reply.json()
+    assert reply.headers["X-Rpcgate-Block"] == "4"
+    assert head(gateway) == 4  # it was polled before the call was answered
