@@ -257,6 +257,7 @@ def main() -> None:
         config = {
             "listen": f"127.0.0.1:{port}",
             "log_level": "warning",
+            "limits": {"rate_per_s": 0, "max_concurrent_per_client": 0},  # one address, by design
             "chains": [
                 {
                     "name": "devnet",

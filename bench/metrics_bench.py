@@ -100,6 +100,7 @@ async def http_cpu_per_hit(upstream_url: str, calls: int, connections: int = 8) 
     config = {
         "listen": f"127.0.0.1:{port}",
         "log_level": "warning",
+        "limits": {"rate_per_s": 0, "max_concurrent_per_client": 0},  # one address, by design
         "chains": [
             {
                 "name": "devnet",

@@ -9,6 +9,7 @@ half-working server.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import re
 import typing
@@ -79,6 +80,20 @@ class QuorumRule:
 
 
 @dataclass(frozen=True)
+class MethodsConfig:
+    allow: tuple[str, ...] = setting(
+        "Methods served on top of the default policy, wildcards allowed (`debug_*`, "
+        "`trace_*`, `txpool_*`): the default denies what acts with a node's own keys or "
+        'administers it, and heavy namespaces (see README, "Method policy").',
+        default=(),
+    )
+    deny: tuple[str, ...] = setting(
+        "Methods refused besides the default policy, wildcards allowed; deny beats allow.",
+        default=(),
+    )
+
+
+@dataclass(frozen=True)
 class ChainConfig:
     name: str = setting(
         "Served at /{name}; letters, digits, - and _; not all digits.", required=True, default=""
@@ -108,6 +123,10 @@ class ChainConfig:
         "reached its block, so no answer is newer than the head; after that it is answered "
         "as not mined yet (null). 0 answers null at once.",
         default=2.0,
+    )
+    methods: MethodsConfig = setting(
+        "Which methods this chain serves (a denied call gets -32601 and reaches no upstream).",
+        default_factory=MethodsConfig,
     )
 
 
@@ -154,6 +173,81 @@ class LimitsConfig:
     )
     max_concurrent_upstream_calls: int = setting(
         "Most calls in flight to one upstream at once.", default=256
+    )
+    max_json_depth: int = setting(
+        "Deepest nesting of arrays and objects in a request (JSON-RPC -32600).", default=64
+    )
+    header_timeout_s: float = setting(
+        "Time a client has to send a request's line and headers; then the connection is "
+        "closed (a client sending one byte a second costs nothing else).",
+        default=10.0,
+    )
+    body_timeout_s: float = setting(
+        "Time a client has to send a request's body after its headers (HTTP 408, JSON-RPC -32600).",
+        default=30.0,
+    )
+    keepalive_timeout_s: float = setting(
+        "An idle keep-alive connection is closed after this long.", default=75.0
+    )
+    max_connections: int = setting(
+        "Most client connections open at once; more are closed as they arrive.", default=10000
+    )
+    rate_per_s: float = setting(
+        "Calls per second allowed to one client (its key, or its address without keys; a "
+        "batch item counts one), a token bucket shared through Redis when cache.redis_url is "
+        "set; over it: HTTP 429, JSON-RPC -32005, Retry-After. 0: no limit.",
+        default=200.0,
+    )
+    rate_burst: int = setting(
+        "Calls one client may send at once above its rate (the bucket's size).", default=400
+    )
+    max_concurrent_per_client: int = setting(
+        "Most calls of one client in flight at once (HTTP 429, JSON-RPC -32005). 0: no limit.",
+        default=100,
+    )
+    trusted_proxies: tuple[str, ...] = setting(
+        "Addresses or networks (CIDR) of proxies in front of rpcgate whose X-Forwarded-For "
+        "is believed; from anyone else it is ignored.",
+        default=(),
+    )
+
+
+@dataclass(frozen=True)
+class ClientKey:
+    name: str = setting(
+        "Who the key belongs to (logs, metrics and status show this, never the key).",
+        required=True,
+        default="",
+    )
+    key: str = setting(
+        "The key itself: give it as ${ENV}; 16 characters or more, letters, digits, - and _.",
+        required=True,
+        default="",
+    )
+    rate_per_s: float | None = setting(
+        "Calls per second for this key; null: limits.rate_per_s; 0: no limit.", default=None
+    )
+    rate_burst: int | None = setting("Burst for this key; null: limits.rate_burst.", default=None)
+    chains: tuple[str, ...] = setting(
+        "Chains (names or ids) this key may call; empty: every chain.", default=()
+    )
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    keys: tuple[ClientKey, ...] = setting(
+        "Client keys. Without any, the gateway is open (as a public RPC is); with some, every "
+        "call needs one: in the path (/{chain}/{key}), the X-Api-Key header, "
+        "`Authorization: Bearer {key}`, or the query (?key=).",
+        default=(),
+    )
+
+
+@dataclass(frozen=True)
+class CorsConfig:
+    allowed_origins: tuple[str, ...] = setting(
+        "Origins whose browser pages may call the gateway (`*`: any, as for a public RPC).",
+        default=("*",),
     )
 
 
@@ -228,6 +322,8 @@ class Config:
         default_factory=ShutdownConfig,
     )
     admin: AdminConfig = setting("The admin endpoint (outage drills).", default_factory=AdminConfig)
+    auth: AuthConfig = setting("Client keys (optional).", default_factory=AuthConfig)
+    cors: CorsConfig = setting("Browser access (CORS).", default_factory=CorsConfig)
 
     def listen_host_port(self) -> tuple[str, int]:
         return split_host_port(self.listen)
@@ -260,6 +356,44 @@ def _check_url(url: str) -> str | None:
     except ValueError:
         return "not a URL (bad port)"
     return None
+
+
+_KEY_CHARS = re.compile(r"^[A-Za-z0-9_-]{16,}$")
+
+
+def _check_keys(config: Config, problems: list[str]) -> None:
+    """Client keys: well formed, distinct, naming chains that exist (never echoing a key)."""
+    chain_refs = {c.name for c in config.chains} | {str(c.chain_id) for c in config.chains}
+    seen_names: set[str] = set()
+    seen_keys: set[str] = set()
+    for k, client in enumerate(config.auth.keys):
+        path = f"auth.keys[{k}]"
+        if not client.name:
+            problems.append(f"{path}.name: needed")
+        elif client.name in seen_names:
+            problems.append(f"{path}.name: {client.name!r} is used by another key")
+        seen_names.add(client.name)
+        if not _KEY_CHARS.match(client.key):
+            problems.append(
+                f"{path}.key: must be 16 characters or more, letters, digits, - and _ "
+                "(give it as ${ENV})"
+            )
+        elif client.key in seen_keys:
+            problems.append(f"{path}.key: the same key is given twice")
+        seen_keys.add(client.key)
+        if client.rate_per_s is not None and client.rate_per_s < 0:
+            problems.append(f"{path}.rate_per_s: must be 0 or more")
+        if client.rate_burst is not None and client.rate_burst < 1:
+            problems.append(f"{path}.rate_burst: must be at least 1")
+        for j, chain in enumerate(client.chains):
+            if str(chain) not in chain_refs:
+                problems.append(f"{path}.chains[{j}]: no chain {chain!r} is configured")
+    if config.cors.allowed_origins and any(
+        o != "*" and not o.startswith(("http://", "https://")) for o in config.cors.allowed_origins
+    ):
+        problems.append(
+            "cors.allowed_origins: each must be `*` or an origin like https://app.example.com"
+        )
 
 
 def _resolve_upstream(
@@ -332,9 +466,24 @@ def _resolve(config: Config, problems: list[str]) -> Config:
         "max_batch_items",
         "max_response_bytes",
         "max_concurrent_upstream_calls",
+        "max_json_depth",
+        "max_connections",
+        "rate_burst",
     ):
         if getattr(config.limits, key) < 1:
             problems.append(f"limits.{key}: must be at least 1")
+    for key in ("header_timeout_s", "body_timeout_s", "keepalive_timeout_s"):
+        if getattr(config.limits, key) <= 0:
+            problems.append(f"limits.{key}: must be more than 0")
+    for key in ("rate_per_s", "max_concurrent_per_client"):
+        if getattr(config.limits, key) < 0:
+            problems.append(f"limits.{key}: must be 0 or more")
+    for k, proxy in enumerate(config.limits.trusted_proxies):
+        try:
+            ipaddress.ip_network(proxy, strict=False)
+        except ValueError:
+            problems.append(f"limits.trusted_proxies[{k}]: not an address or network: {proxy!r}")
+    _check_keys(config, problems)
     fo = config.failover
     if fo.attempt_timeout_s <= 0:
         problems.append("failover.attempt_timeout_s: must be more than 0")

@@ -10,6 +10,7 @@ block a by-hash answer was found in; the server sends it as `X-Rpcgate-Block`.
 from __future__ import annotations
 
 import asyncio
+import collections
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +28,7 @@ from rpcgate.getlogs import refused_as_too_large, split_get_logs
 from rpcgate.jsonrpc import ALL_UPSTREAMS_FAILED, DEADLINE_EXCEEDED, NO_UPSTREAM, Call
 from rpcgate.masking import MASKER
 from rpcgate.pinning import PinnedCall, Tags, pin_call
+from rpcgate.policy import MethodPolicy
 from rpcgate.quorum import decide_agree, decide_max
 from rpcgate.store import CacheCounters, Coalescer, ResponseCache
 from rpcgate.tracker import HeadTracker
@@ -80,6 +82,8 @@ class ChainRuntime:
         self._failover = Failover(self.upstreams, self.tracker, failover, drills)
         self._failover_config = failover
         self._quorum = {rule.method: rule for rule in config.quorum}
+        self.policy = MethodPolicy(config.methods)
+        self.denied: collections.Counter[str] = collections.Counter()  # calls denied, by rule
         self.pending_transactions = PendingTransactions(config.chain_id, shared_state)
         self._broadcaster = Broadcaster(self.upstreams, self.pending_transactions)
         self.filters = Filters(
@@ -113,6 +117,10 @@ class ChainRuntime:
     ) -> Outcome:
         """A call's path: the consensus head, tags pinned, the cache, then the upstreams.
         `asked_locally`: the caller already tried `answer_locally` for this call."""
+        denial = self.policy.check(call.method)
+        if denial is not None:  # never reaches an upstream
+            self.denied[denial.pattern] += 1
+            return Outcome(error=denial.error(), upstream="gateway")
         if call.method in FILTER_METHODS:  # kept by the gateway itself (filters.py)
             result, error = await self.filters.handle(call)
             return Outcome(result=result, error=error, upstream="gateway")
@@ -146,6 +154,8 @@ class ChainRuntime:
         in-process cache), without an await; None when it needs Redis or an upstream."""
         if self.tracker.behind_shared:
             return None  # another replica served a higher head: the call waits for a poll
+        if self.policy.check(call.method) is not None:
+            return None  # execute answers with the denial
         head = self.tracker.consensus.head
         if call.method == "eth_blockNumber" and head is not None:
             return Outcome(

@@ -21,6 +21,7 @@ import structlog
 from aiohttp import web
 
 from rpcgate.config import Config, ConfigError, load_config
+from rpcgate.connections import runner_for
 from rpcgate.reload import reconfigure
 from rpcgate.server import GATEWAY, Gateway, build_app
 
@@ -70,8 +71,12 @@ async def serve(config: Config, config_path: str | None) -> int:
         return EXIT_CANNOT_SERVE
     app = build_app(config)
     gateway = app[GATEWAY]
-    runner = web.AppRunner(
-        app, access_log=None, handle_signals=False, shutdown_timeout=config.shutdown.timeout_s
+    runner = runner_for(
+        app,
+        config,
+        access_log=None,
+        handle_signals=False,
+        shutdown_timeout=config.shutdown.timeout_s,
     )
     await runner.setup()  # starts the gateway: one head-poll round per chain
     await web.SockSite(runner, sock).start()

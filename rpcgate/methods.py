@@ -16,6 +16,7 @@ Cache policies (how long an answer may be served again, see `cache.py`):
 from __future__ import annotations
 
 import enum
+import fnmatch
 from dataclasses import dataclass
 
 
@@ -120,6 +121,56 @@ METHODS: dict[str, MethodInfo] = {
     "eth_signTypedData_v4": _never(Kind.LOCAL, "signed by the node's account"),
 }
 
+
+class Policy(enum.StrEnum):
+    """Why a method is refused by default (a chain's `methods.allow` can serve it)."""
+
+    NODE_KEYS = "node-keys"  # acts with the node's own accounts and keys
+    NODE_ADMIN = "node-admin"  # administers or controls the node
+    HEAVY = "heavy"  # costly on the node, or about its local pool, not the chain
+
+
+@dataclass(frozen=True, slots=True)
+class DenyRule:
+    pattern: str  # a method name, `*` matching any run of characters; case is ignored
+    policy: Policy
+    why: str
+
+
+_SIGN = "use eth_sendRawTransaction with a transaction signed by the wallet"
+
+# What a public URL must not forward by default: a shared upstream would sign with, unlock
+# or administer a node for whoever asks. The README's policy table is generated from this.
+DENY_RULES: tuple[DenyRule, ...] = (
+    DenyRule("eth_sendTransaction", Policy.NODE_KEYS, f"signed by the node's account; {_SIGN}"),
+    DenyRule("eth_sign*", Policy.NODE_KEYS, f"signed by the node's account; {_SIGN}"),
+    DenyRule("personal_*", Policy.NODE_KEYS, "the node's accounts, passwords and keys"),
+    DenyRule("eth_accounts", Policy.NODE_KEYS, "the node's own accounts"),
+    DenyRule("eth_coinbase", Policy.NODE_KEYS, "the node's own account"),
+    DenyRule("admin_*", Policy.NODE_ADMIN, "administers the node (peers, RPC servers, files)"),
+    DenyRule("miner_*", Policy.NODE_ADMIN, "starts, stops or configures block production"),
+    DenyRule("eth_submitWork", Policy.NODE_ADMIN, "proof-of-work mining"),
+    DenyRule("eth_submitHashrate", Policy.NODE_ADMIN, "proof-of-work mining"),
+    DenyRule("eth_getWork", Policy.NODE_ADMIN, "proof-of-work mining"),
+    DenyRule("engine_*", Policy.NODE_ADMIN, "the consensus client's API to the node"),
+    DenyRule("clique_*", Policy.NODE_ADMIN, "votes on proof-of-authority signers"),
+    DenyRule("les_*", Policy.NODE_ADMIN, "light-server administration"),
+    DenyRule("anvil_*", Policy.NODE_ADMIN, "rewrites a development node's chain"),
+    DenyRule("hardhat_*", Policy.NODE_ADMIN, "rewrites a development node's chain"),
+    DenyRule("evm_*", Policy.NODE_ADMIN, "rewrites a development node's chain"),
+    DenyRule("debug_*", Policy.HEAVY, "re-executes blocks and transactions: costly per call"),
+    DenyRule("trace_*", Policy.HEAVY, "re-executes blocks and transactions: costly per call"),
+    DenyRule("txpool_*", Policy.HEAVY, "the whole pool of one node: large and differs per node"),
+)
+
+
+def policy_reference() -> str:
+    """The README's policy table, generated from DENY_RULES (a test keeps them equal)."""
+    rows = ["| denied by default | policy | why |", "|---|---|---|"]
+    rows += [f"| `{rule.pattern}` | {rule.policy} | {rule.why} |" for rule in DENY_RULES]
+    return "\n".join(rows) + "\n"
+
+
 _UNKNOWN = MethodInfo(Kind.READ, Cache.NEVER, why="not in the table: forwarded, never cached")
 
 
@@ -127,13 +178,28 @@ def method_info(method: str) -> MethodInfo:
     return METHODS.get(method, _UNKNOWN)
 
 
+def denying_rule(method: str) -> DenyRule | None:
+    """The default rule that refuses `method` (the README's tables; policy.py decides)."""
+    name = method.lower()
+    return next(
+        (rule for rule in DENY_RULES if fnmatch.fnmatchcase(name, rule.pattern.lower())), None
+    )
+
+
 def methods_reference() -> str:
     """The README's method table, generated from METHODS (a test keeps them equal)."""
-    rows = ["| method | kind | cache | block parameter | why |", "|---|---|---|---|---|"]
+    rows = [
+        "| method | kind | cache | block parameter | by default | why |",
+        "|---|---|---|---|---|---|",
+    ]
     for name, info in METHODS.items():
         position = "" if info.block_param is None else str(info.block_param)
-        rows.append(f"| `{name}` | {info.kind} | {info.cache} | {position} | {info.why} |")
-    rows.append(f"| anything else | read | never | | {_UNKNOWN.why} |")
+        rule = denying_rule(name)
+        served = "served" if rule is None else f"denied (`{rule.pattern}`, {rule.policy})"
+        rows.append(
+            f"| `{name}` | {info.kind} | {info.cache} | {position} | {served} | {info.why} |"
+        )
+    rows.append(f"| anything else | read | never | | served | {_UNKNOWN.why} |")
     return "\n".join(rows) + "\n"
 
 

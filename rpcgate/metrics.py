@@ -38,6 +38,7 @@ from prometheus_client.registry import CollectorRegistry
 from prometheus_client.utils import floatToGoString
 
 from rpcgate import __version__
+from rpcgate.admission import Admission
 from rpcgate.execute import ChainRuntime
 from rpcgate.failover import Outcome
 from rpcgate.heads import State
@@ -105,6 +106,7 @@ class Served(Protocol):
 
     chains: list[ChainRuntime]
     cache: ResponseCache
+    admission: Admission
 
 
 def call_outcome(outcome: Outcome) -> str:
@@ -173,6 +175,7 @@ class GatewayMetrics:
         """Called by the registry on every scrape."""
         yield from self._call_families()
         yield from state_families(self._gateway.chains, self._gateway.cache, time.monotonic())
+        yield from self._refusal_families()
 
     def _call_families(self) -> Iterator[Metric]:
         requests = CounterMetricFamily(
@@ -215,6 +218,31 @@ class GatewayMetrics:
         for chain, count in sorted(chains.items()):
             in_flight.add_metric([MASKER.mask(chain)], count)
         yield from (requests, durations, attempts, attempt_durations, in_flight)
+
+    def _refusal_families(self) -> Iterator[Metric]:
+        gateway = self._gateway
+        refused = _counter(
+            "rpcgate_client_refusals_total",
+            "Calls refused before reaching a chain (reason: rate_limit, in_flight, "
+            "batch_over_burst, no_key, unknown_key, chain_not_allowed)",
+            ["reason"],
+        )
+        for reason, count in sorted(gateway.admission.refusals.items()):
+            refused.add_metric([reason], count)
+        denied = _counter(
+            "rpcgate_method_denials_total",
+            "Calls refused by a chain's method policy, by the rule that refused them",
+            ["chain", "rule"],
+        )
+        for runtime in gateway.chains:
+            for rule, count in sorted(runtime.denied.items()):
+                denied.add_metric([runtime.config.name, rule], count)
+        shared = GaugeMetricFamily(
+            "rpcgate_rate_limits_shared",
+            "1 while rate limits are counted in Redis (every replica together), 0 in process",
+            value=1.0 if gateway.admission.limiter.counted_in == "redis" else 0.0,
+        )
+        yield from (refused, denied, shared)
 
 
 def _counter(name: str, documentation: str, labels: list[str]) -> CounterMetricFamily:

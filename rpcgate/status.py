@@ -114,6 +114,7 @@ def chain_status(runtime: ChainRuntime, drills: Drills | None = None) -> dict[st
             **dataclasses.asdict(runtime.cache_counters),
             "hit_rate": _hit_rate(runtime.cache_counters),
         },
+        "denied_by_policy": dict(runtime.denied),  # calls refused, by the rule that did
         "upstreams": upstreams,
     }
 
@@ -158,12 +159,17 @@ def _drill(drill: Drill | None) -> dict[str, Any] | None:
 
 
 def gateway_status(
-    chains: list[ChainRuntime], cache: ResponseCache, drills: Drills | None = None
+    chains: list[ChainRuntime],
+    cache: ResponseCache,
+    drills: Drills | None = None,
+    clients: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """`clients`: calls refused before reaching a chain, and where rate limits count."""
     now = time.monotonic()
     status = {
         "time": _iso(time.time()),
         "cache": cache_status(cache),
+        "clients": clients or {},
         "drills": [] if drills is None else [d.as_dict(now) for d in drills.active(now)],
         "chains": [chain_status(c, drills) for c in chains],
     }

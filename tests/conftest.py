@@ -15,6 +15,7 @@ import yaml
 from aiohttp import web
 
 from rpcgate.config import Config, parse_config
+from rpcgate.connections import runner_for
 from rpcgate.server import GATEWAY, Gateway, build_app
 from tests.harness.anvil import AnvilCluster, JsonRpcError
 from tests.harness.faultproxy import FaultProxy
@@ -93,6 +94,8 @@ def gateway_config(
     raw: dict[str, Any] = {
         "listen": "127.0.0.1:0",
         "failover": {"attempt_timeout_s": 1.0, "deadline_s": 10.0, "max_attempts": 5},
+        # Tests load one gateway from one address; the limit tests set their own limits.
+        "limits": {"rate_per_s": 0, "max_concurrent_per_client": 0},
         "chains": [
             {
                 "name": "devnet",
@@ -120,7 +123,7 @@ class GatewayFactory(Protocol):
 
 async def _start(config: Config, loop: BackgroundLoop) -> RunningGateway:
     app = build_app(config)
-    runner = web.AppRunner(app, access_log=None)
+    runner = runner_for(app, config, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
@@ -190,6 +193,7 @@ def replica_process(tmp_path: Path) -> Iterator[Callable[..., str]]:
         port = free_port()
         config: dict[str, Any] = {
             "listen": f"127.0.0.1:{port}",
+            "limits": {"rate_per_s": 0, "max_concurrent_per_client": 0},
             "chains": [
                 {
                     "name": "devnet",

@@ -186,10 +186,13 @@ def test_identical_calls_in_flight_share_one_upstream_call(devnet) -> None:  # t
 # --- Redis ----------------------------------------------------------------------------
 
 
-def test_every_redis_key_has_a_ttl_and_a_chain_namespace(devnet, redis_server: RedisServer) -> None:  # type: ignore[no-untyped-def]
+def test_every_redis_key_has_a_ttl_and_a_namespace(devnet, redis_server: RedisServer) -> None:  # type: ignore[no-untyped-def]
     _cluster, proxies, start_gateway = devnet
     gateway = start_gateway(
-        [p.url for p in proxies], head_poll_interval=60, cache={"redis_url": redis_server.url}
+        [p.url for p in proxies],
+        head_poll_interval=60,
+        cache={"redis_url": redis_server.url},
+        limits={"rate_per_s": 100},
     )
     gateway.rpc("eth_chainId")
     gateway.rpc("eth_getBalance", [ADDR, "latest"])
@@ -197,13 +200,16 @@ def test_every_redis_key_has_a_ttl_and_a_chain_namespace(devnet, redis_server: R
     gateway.rpc("eth_gasPrice")
     client = redis_server.client()
     deadline = time.monotonic() + 5
-    while len(client.keys("*")) < 5 and time.monotonic() < deadline:
+    while len(client.keys("*")) < 6 and time.monotonic() < deadline:
         time.sleep(0.05)  # the writes happen after the answers
     keys = client.keys("*")
-    assert len(keys) == 5  # four answers, and the head served (shared by replicas)
+    # four answers, the head served (shared by replicas), and the client's rate bucket
+    assert len(keys) == 6
     assert f"rpcgate:v1:{CHAIN_ID}:served-head".encode() in keys
+    assert b"rpcgate:v1:rl:ip:127.0.0.1" in keys  # limits span chains: no chain id
     for key in keys:
-        assert key.startswith(f"rpcgate:v1:{CHAIN_ID}:".encode())
+        if not key.startswith(b"rpcgate:v1:rl:"):
+            assert key.startswith(f"rpcgate:v1:{CHAIN_ID}:".encode())
         assert 0 < client.pttl(key) <= 86_400_000
 
 

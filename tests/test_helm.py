@@ -160,7 +160,12 @@ def test_default_config_is_rpcgates_own_default_listening_on_all_interfaces(
     default: Manifests,
 ) -> None:
     config = parse_config(_config_text(default), env={}, source="chart")
-    assert config == dataclasses.replace(load_config(None, env={}), listen="0.0.0.0:8545")
+    own = load_config(None, env={})
+    # In a cluster the ingress passes the client's address: the private ranges are believed.
+    behind_ingress = dataclasses.replace(
+        own.limits, trusted_proxies=("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fd00::/8")
+    )
+    assert config == dataclasses.replace(own, listen="0.0.0.0:8545", limits=behind_ingress)
 
 
 def test_all_on_config_loads_with_the_secrets_env_and_uses_the_in_chart_redis(

@@ -52,6 +52,7 @@ def _config(proxies: list[FaultProxy], port: int, **extra: Any) -> dict[str, Any
         "listen": f"127.0.0.1:{port}",
         "log_level": "info",
         "shutdown": {"grace_s": 0.5, "timeout_s": 10},
+        "limits": {"rate_per_s": 0, "max_concurrent_per_client": 0},  # one address, by design
         "chains": [
             {
                 "name": "devnet",

@@ -1,0 +1,76 @@
+"""Admission: who is calling (`clients`), and whether they may call now (`ratelimit`).
+
+One place for what every ingress (HTTP today, WebSocket next) asks before a call reaches a
+chain, and for counting what it refused.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Mapping
+from typing import Any
+
+from rpcgate.clients import (
+    Caller,
+    Refusal,
+    authenticate,
+    client_address,
+    presented_key,
+    trusted_networks,
+)
+from rpcgate.config import Config
+from rpcgate.masking import MASKER
+from rpcgate.ratelimit import RateLimiter, Verdict
+
+
+class Admission:
+    def __init__(
+        self, config: Config, redis: Any = None, prefix: str = "", timeout_s: float = 0.1
+    ) -> None:
+        self._auth = config.auth
+        self._trusted = trusted_networks(config.limits.trusted_proxies)
+        self.limiter = RateLimiter(config.limits, redis, prefix, timeout_s)
+        # Calls refused before reaching a chain, by reason (status and metrics).
+        self.refusals: collections.Counter[str] = collections.Counter()
+        MASKER.add(*(client.key for client in config.auth.keys))  # never in a log or page
+
+    def caller(
+        self,
+        *,
+        path_key: str | None,
+        headers: Mapping[str, str],
+        query: Mapping[str, str],
+        peer: str | None,
+        chain_name: str,
+        chain_id: int,
+    ) -> Caller | Refusal:
+        """Their key (when keys are configured), else their address."""
+        if self._auth.keys:
+            presented = presented_key(path_key, headers, query)
+            verdict = authenticate(self._auth, presented, chain_name, chain_id)
+            if isinstance(verdict, Refusal):
+                self.refusals[verdict.reason] += 1
+            if verdict is not None:
+                return verdict
+        return Caller("ip:" + client_address(peer, headers.get("X-Forwarded-For"), self._trusted))
+
+    async def admit(self, caller: Caller, cost: int, *, in_flight: bool = True) -> Verdict:
+        """Takes the caller's tokens for `cost` calls and, with `in_flight`, counts them as
+        in flight until `leave`."""
+        verdict = await self.limiter.admit(caller, cost)
+        if verdict.allowed and in_flight:
+            verdict = self.limiter.enter(caller, cost)
+        if not verdict.allowed:
+            self.refusals[verdict.reason] += cost
+        return verdict
+
+    def leave(self, caller: Caller, cost: int) -> None:
+        self.limiter.leave(caller, cost)
+
+    @property
+    def status(self) -> dict[str, Any]:
+        return {
+            "refusals": dict(self.refusals),
+            "rate_limits_counted_in": self.limiter.counted_in,
+        }
+

@@ -1,0 +1,139 @@
+"""A parsed request answered: each item through its chain, then one body and the
+diagnostics headers that say who answered, after how many attempts, from the cache or not,
+and about which block. No HTTP here, so every ingress answers alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from time import perf_counter
+from typing import Any
+
+import structlog
+from orjson import Fragment
+
+from rpcgate.execute import ChainRuntime
+from rpcgate.failover import Outcome
+from rpcgate.jsonrpc import (
+    INTERNAL_ERROR,
+    Call,
+    Invalid,
+    Request,
+    encode_response,
+    response_object,
+    rpc_error,
+)
+from rpcgate.masking import MASKER
+from rpcgate.metrics import GatewayMetrics
+
+log = structlog.get_logger("rpcgate.server")
+
+HEADER_UPSTREAM = "X-Rpcgate-Upstream"
+HEADER_ATTEMPTS = "X-Rpcgate-Attempts"
+HEADER_CACHE = "X-Rpcgate-Cache"  # hit | miss | bypass, one per item of a batch
+# The block number (decimal) an answer is about: the pinned block, or the block a by-hash
+# answer is in; absent when none. For a batch, one per answer in order, "-" for none.
+HEADER_BLOCK = "X-Rpcgate-Block"
+# `Cache-Control: no-cache` (or this header set to `no-cache`) skips the cache read for the
+# request; the fresh answer is still stored.
+HEADER_CACHE_CONTROL = "X-Rpcgate-Cache-Control"
+
+
+@dataclass(slots=True)
+class _Answer:
+    body: dict[str, Any] | None  # None for a notification
+    upstream: str
+    attempts: int
+    cache: str
+    block: int | None = None
+
+
+async def _answer(
+    chain: ChainRuntime,
+    item: Call | Invalid,
+    read_cache: bool,
+    asked_locally: bool = False,
+    *,
+    metrics: GatewayMetrics,
+    started: float,  # perf_counter() when the request arrived
+    trace: bool = False,  # X-Rpcgate-Trace: the answer carries what routing did
+) -> _Answer:
+    if isinstance(item, Invalid):
+        outcome = Outcome(error=item.error)
+        metrics.call_answered(chain.config.name, None, outcome, perf_counter() - started)
+        return _Answer(response_object(item.id, error=item.error), "gateway", 0, "bypass")
+    metrics.in_flight[chain.config.name] += 1
+    try:
+        outcome = await chain.execute(
+            item, read_cache=read_cache, asked_locally=asked_locally, trace=trace
+        )
+    except Exception as exc:  # a bug must cost one answer, never the whole batch
+        log.exception("execute_failed", method=item.method)
+        outcome = Outcome(
+            error=rpc_error(
+                INTERNAL_ERROR, "internal gateway error", MASKER.mask(type(exc).__name__)
+            )
+        )
+    finally:
+        metrics.in_flight[chain.config.name] -= 1
+    metrics.call_answered(chain.config.name, item.method, outcome, perf_counter() - started)
+    result = outcome.result if outcome.result_json is None else Fragment(outcome.result_json)
+    body = (
+        None
+        if item.is_notification
+        else response_object(item.id, result=result, error=outcome.error)
+    )
+    if trace and body is not None:  # an extra member, only for a caller who asked
+        body["trace"] = (
+            outcome.trace.as_json()
+            if outcome.trace is not None
+            else {"answered_by": outcome.upstream, "cache": outcome.cache}
+        )
+    return _Answer(body, outcome.upstream, outcome.attempts, outcome.cache, outcome.block)
+
+
+async def answer_request(
+    chain: ChainRuntime,
+    parsed: Request,
+    read_cache: bool,
+    asked_locally: bool,
+    metrics: GatewayMetrics,
+    started: float,
+    trace: bool,
+) -> tuple[bytes | None, dict[str, str]]:
+    """The body to send (None: only notifications) and the diagnostics headers."""
+    if len(parsed.items) == 1:
+        answer = await _answer(
+            chain,
+            parsed.items[0],
+            read_cache,
+            asked_locally,
+            metrics=metrics,
+            started=started,
+            trace=trace,
+        )
+        payload = encode_response([answer.body] if answer.body else [], parsed.is_batch)
+        headers = {
+            HEADER_UPSTREAM: answer.upstream,
+            HEADER_ATTEMPTS: str(answer.attempts),
+            HEADER_CACHE: answer.cache,
+        }
+        if answer.block is not None and answer.body is not None:
+            headers[HEADER_BLOCK] = str(answer.block)
+        return payload, headers
+    answers = await asyncio.gather(
+        *(
+            _answer(chain, i, read_cache, metrics=metrics, started=started, trace=trace)
+            for i in parsed.items
+        )
+    )
+    payload = encode_response([a.body for a in answers if a.body is not None], True)
+    return payload, {
+        HEADER_UPSTREAM: ",".join(dict.fromkeys(a.upstream for a in answers)),
+        HEADER_ATTEMPTS: str(sum(a.attempts for a in answers)),
+        HEADER_CACHE: ",".join(a.cache for a in answers),
+        HEADER_BLOCK: ",".join(
+            "-" if a.block is None else str(a.block) for a in answers if a.body is not None
+        ),
+    }

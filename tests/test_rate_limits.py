@@ -1,0 +1,323 @@
+"""Rate limits per client: the bucket arithmetic, floods from one address, limits shared by
+replicas through Redis, Redis down, batches, keys, and calls in flight."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import yaml
+
+from rpcgate.logs import configure_logging
+from rpcgate.ratelimit import Bucket, Rate, retry_after_header, take
+from tests.conftest import GatewayFactory, ProxiedClusterFactory, RunningGateway
+from tests.harness.faultproxy import Fault
+from tests.harness.fixtures import AnvilClusterFactory
+from tests.harness.redis_server import RedisServer
+from tests.harness.tools import free_port, rpcgate_command, wait_for_http
+
+CALL = {"jsonrpc": "2.0", "id": 1, "method": "eth_chainId"}
+
+
+@pytest.mark.parametrize(
+    ("bucket", "cost", "now", "after", "wait"),
+    [
+        (None, 1, 0.0, Bucket(9.0, 0.0), 0.0),  # a new client starts with a full bucket
+        (None, 10, 0.0, Bucket(0.0, 0.0), 0.0),
+        (Bucket(0.0, 0.0), 1, 0.0, Bucket(0.0, 0.0), 0.5),  # empty: wait for one token
+        (Bucket(0.0, 0.0), 1, 0.5, Bucket(0.0, 0.5), 0.0),  # refilled at 2 per second
+        (Bucket(0.0, 0.0), 4, 1.0, Bucket(2.0, 1.0), 1.0),  # not enough: nothing is taken
+        (Bucket(3.0, 0.0), 2, 100.0, Bucket(8.0, 100.0), 0.0),  # refill stops at the burst
+        (Bucket(5.0, 10.0), 1, 9.0, Bucket(4.0, 9.0), 0.0),  # a clock going back adds nothing
+    ],
+)
+def test_token_bucket(
+    bucket: Bucket | None, cost: int, now: float, after: Bucket, wait: float
+) -> None:
+    assert take(bucket, Rate(2.0, 10), cost, now) == (after, wait)
+
+
+def test_retry_after_is_whole_seconds_at_least_one() -> None:
+    assert retry_after_header(0.01) == {"Retry-After": "1"}
+    assert retry_after_header(2.2) == {"Retry-After": "3"}
+    assert retry_after_header(None) == {}
+
+
+async def _post_from(
+    url: str, source: str, body: Any, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], Any]:
+    connector = aiohttp.TCPConnector(local_addr=(source, 0))
+    async with (
+        aiohttp.ClientSession(connector=connector) as session,
+        session.post(url, json=body, headers=headers) as resp,
+    ):
+        return resp.status, dict(resp.headers), await resp.json(content_type=None)
+
+
+def _limited(
+    cluster_urls: list[str], start_gateway: GatewayFactory, **limits: Any
+) -> RunningGateway:
+    return start_gateway(cluster_urls, limits=limits)
+
+
+def test_a_flood_from_one_address_leaves_another_address_served(
+    anvil_cluster: AnvilClusterFactory, start_gateway: GatewayFactory
+) -> None:
+    gateway = _limited(
+        anvil_cluster(1, automine=True).urls, start_gateway, rate_per_s=20, rate_burst=20
+    )
+
+    async def scenario() -> tuple[list[int], list[tuple[int, dict[str, str], Any]], list[int]]:
+        flood_statuses: list[int] = []
+        refusals: list[tuple[int, dict[str, str], Any]] = []
+        calm: list[int] = []
+        stop = asyncio.Event()
+
+        async def flood() -> None:  # 127.0.0.2, as fast as 16 connections go
+            connector = aiohttp.TCPConnector(local_addr=("127.0.0.2", 0), limit=16)
+            async with aiohttp.ClientSession(connector=connector) as session:
+
+                async def one() -> None:
+                    while not stop.is_set():
+                        async with session.post(gateway.url, json=CALL) as resp:
+                            flood_statuses.append(resp.status)
+                            if resp.status == 429 and len(refusals) < 3:
+                                body = await resp.json(content_type=None)
+                                refusals.append((resp.status, dict(resp.headers), body))
+                            else:
+                                await resp.read()
+
+                await asyncio.gather(*(one() for _ in range(16)))
+
+        async def steady() -> None:  # 127.0.0.3, ten calls a second
+            for _ in range(15):
+                status, _, body = await _post_from(gateway.url, "127.0.0.3", CALL)
+                calm.append(status if "result" in body else -status)
+                await asyncio.sleep(0.1)
+            stop.set()
+
+        await asyncio.gather(flood(), steady())
+        return flood_statuses, refusals, calm
+
+    flood_statuses, refusals, calm = gateway.loop.run(scenario())
+    assert calm == [200] * 15
+    assert flood_statuses.count(429) > 10 * flood_statuses.count(200) / 2
+    # 1.5 s at 20 per second, plus the burst of 20: what the flood could get, no more
+    assert flood_statuses.count(200) <= 20 + 20 * 2.5
+    assert refusals[0][0] == 429
+    _, headers, body = refusals[0]
+    assert body["error"]["code"] == -32005
+    assert "limits.rate_per_s" in body["error"]["message"]
+    assert 0 < body["error"]["data"]["retry_after_s"] <= 1
+    assert headers["Retry-After"] == "1"
+
+
+def test_forwarded_for_counts_the_client_only_behind_a_trusted_proxy(
+    anvil_cluster: AnvilClusterFactory, start_gateway: GatewayFactory
+) -> None:
+    urls = anvil_cluster(1, automine=True).urls
+    trusting = start_gateway(
+        urls, limits={"rate_per_s": 0.001, "rate_burst": 2, "trusted_proxies": ["127.0.0.0/8"]}
+    )
+    distrusting = start_gateway(urls, limits={"rate_per_s": 0.001, "rate_burst": 2})
+
+    def statuses(gateway: RunningGateway, forwarded: list[str]) -> list[int]:
+        return [
+            gateway.post(CALL, headers={"X-Forwarded-For": address}).status for address in forwarded
+        ]
+
+    addresses = ["198.51.100.1", "198.51.100.2", "198.51.100.3", "198.51.100.1", "198.51.100.1"]
+    assert statuses(trusting, addresses) == [200, 200, 200, 200, 429]
+    # From a peer that is no trusted proxy, the header is the client's say: ignored.
+    assert statuses(distrusting, addresses) == [200, 200, 429, 429, 429]
+
+
+def test_batch_items_count_one_each(
+    anvil_cluster: AnvilClusterFactory, start_gateway: GatewayFactory
+) -> None:
+    gateway = _limited(
+        anvil_cluster(1, automine=True).urls,
+        start_gateway,
+        rate_per_s=0.001,
+        rate_burst=10,
+        max_batch_items=50,
+    )
+    batch = [{**CALL, "id": i} for i in range(8)]
+    assert gateway.post(batch).status == 200
+    again = gateway.post(batch)
+    assert again.status == 429
+    assert again.json()["error"]["code"] == -32005
+    assert gateway.post(batch[:2]).status == 200  # the two tokens left
+    too_big = gateway.post([{**CALL, "id": i} for i in range(11)])
+    assert too_big.status == 429
+    assert "limits.rate_burst" in too_big.json()["error"]["message"]
+    assert "Retry-After" not in too_big.headers  # waiting would not help
+
+
+def test_a_key_has_its_own_rate(
+    anvil_cluster: AnvilClusterFactory, start_gateway: GatewayFactory
+) -> None:
+    slow_key, fast_key = "s" * 24, "f" * 24
+    gateway = start_gateway(
+        anvil_cluster(1, automine=True).urls,
+        limits={"rate_per_s": 0.001, "rate_burst": 5},
+        auth={
+            "keys": [
+                {"name": "slow", "key": slow_key, "rate_per_s": 0.001, "rate_burst": 2},
+                {"name": "fast", "key": fast_key},
+            ]
+        },
+    )
+    slow = [gateway.post(CALL, f"/devnet/{slow_key}").status for _ in range(3)]
+    fast = [gateway.post(CALL, f"/devnet/{fast_key}").status for _ in range(6)]
+    assert slow == [200, 200, 429]
+    assert fast == [200] * 5 + [429]  # the limits' default rate, counted for this key
+
+
+def test_calls_in_flight_per_client_are_capped(
+    proxied_cluster: ProxiedClusterFactory, start_gateway: GatewayFactory
+) -> None:
+    _, proxies = proxied_cluster(1, mined=1)
+    gateway = start_gateway([p.url for p in proxies], limits={"max_concurrent_per_client": 2})
+    proxies[0].set_fault(Fault.LATENCY, delay=0.5)
+
+    async def five_at_once() -> list[tuple[int, Any]]:
+        async with aiohttp.ClientSession() as session:
+
+            async def one(i: int) -> tuple[int, Any]:
+                call = {
+                    "jsonrpc": "2.0",
+                    "id": i,
+                    "method": "eth_getBalance",
+                    "params": [f"0x{i:040x}", "latest"],
+                }
+                async with session.post(gateway.url, json=call) as resp:
+                    return resp.status, await resp.json(content_type=None)
+
+            return await asyncio.gather(*(one(i) for i in range(5)))
+
+    answers = gateway.loop.run(five_at_once())
+    assert sorted(status for status, _ in answers) == [200, 200, 429, 429, 429]
+    refused = next(body for status, body in answers if status == 429)
+    assert "limits.max_concurrent_per_client" in refused["error"]["message"]
+    proxies[0].heal()
+    assert gateway.rpc("eth_chainId").status == 200  # released when they were answered
+
+
+@pytest.fixture
+def log_lines() -> Iterator[io.StringIO]:
+    captured = io.StringIO()
+    configure_logging("info", stream=captured, cache=False)
+    try:
+        yield captured
+    finally:
+        configure_logging("info", cache=False)
+
+
+def test_redis_down_falls_back_to_counting_in_process(
+    anvil_cluster: AnvilClusterFactory,
+    start_gateway: GatewayFactory,
+    redis_server: RedisServer,
+    log_lines: io.StringIO,
+) -> None:
+    gateway = start_gateway(
+        anvil_cluster(1, automine=True).urls,
+        cache={"redis_url": redis_server.url},
+        limits={"rate_per_s": 0.001, "rate_burst": 5},
+    )
+    assert [gateway.post(CALL).status for _ in range(2)] == [200, 200]  # 3 left, in Redis
+    redis_server.kill()
+    # In process, the client starts again with a full bucket: served, never all refused...
+    after = [gateway.post(CALL).status for _ in range(7)]
+    assert after == [200] * 5 + [429] * 2  # ...and still limited
+    events = [json.loads(line)["event"] for line in log_lines.getvalue().splitlines()]
+    assert events.count("rate_limits_local") == 1
+
+
+def _gateway_process(tmp_path: Path, upstream: str, redis_url: str) -> tuple[str, Any]:
+    port = free_port()
+    config = {
+        "listen": f"127.0.0.1:{port}",
+        "cache": {"redis_url": redis_url},
+        "limits": {"rate_per_s": 10, "rate_burst": 20},
+        "chains": [
+            {
+                "name": "devnet",
+                "chain_id": 31337,
+                "head_poll_interval": 60,
+                "upstreams": [{"name": "node0", "url": upstream}],
+            }
+        ],
+    }
+    path = tmp_path / f"gateway-{port}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    process = subprocess.Popen(
+        [*rpcgate_command(), "serve", "--config", str(path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    wait_for_http(url + "/healthz")
+    return url, process
+
+
+def test_two_gateway_processes_share_limits_through_redis(
+    tmp_path: Path, anvil_cluster: AnvilClusterFactory, redis_server: RedisServer
+) -> None:
+    upstream = anvil_cluster(1, automine=True).urls[0]
+    first, first_process = _gateway_process(tmp_path, upstream, redis_server.url)
+    second, second_process = _gateway_process(tmp_path, upstream, redis_server.url)
+    try:
+
+        async def alternate() -> tuple[list[int], float]:
+            statuses = []
+            started = time.monotonic()
+            async with aiohttp.ClientSession() as session:
+                for i in range(60):
+                    url = first if i % 2 == 0 else second
+                    async with session.post(url, json=CALL) as resp:
+                        statuses.append(resp.status)
+            return statuses, time.monotonic() - started
+
+        statuses, elapsed = asyncio.run(alternate())
+    finally:
+        for process in (first_process, second_process):
+            process.send_signal(signal.SIGINT)
+            process.wait(10)
+    served = statuses.count(200)
+    # One bucket of 20 refilled at 10/s for both; each counting alone would serve 40+.
+    assert served <= 20 + 10 * elapsed + 1, (served, elapsed)
+    assert served >= 20
+    assert statuses.count(429) == 60 - served
+
+
+def test_refusals_are_counted_in_status_and_metrics(
+    anvil_cluster: AnvilClusterFactory, start_gateway: GatewayFactory
+) -> None:
+    gateway = _limited(
+        anvil_cluster(1, automine=True).urls, start_gateway, rate_per_s=0.001, rate_burst=2
+    )
+    statuses = [gateway.post(CALL).status for _ in range(5)]
+    assert statuses == [200, 200, 429, 429, 429]
+
+    async def get(path: str) -> bytes:
+        async with aiohttp.ClientSession() as session, session.get(gateway.url + path) as resp:
+            return await resp.read()
+
+    status = json.loads(gateway.loop.run(get("/status.json")))
+    assert status["clients"] == {
+        "refusals": {"rate_limit": 3},
+        "rate_limits_counted_in": "process",
+    }
+    metrics = gateway.loop.run(get("/metrics")).decode()
+    assert 'rpcgate_client_refusals_total{reason="rate_limit"} 3.0' in metrics
+    assert "rpcgate_rate_limits_shared 0.0" in metrics
