@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from time import perf_counter
 from typing import Any
 
-from aiohttp import web
+from aiohttp import HttpVersion11, web
 
 from rpcgate import __version__
 from rpcgate.admin import add_admin_routes
@@ -25,7 +25,7 @@ from rpcgate.answers import (
 )
 from rpcgate.clients import UNAUTHORIZED, Refusal
 from rpcgate.config import Config
-from rpcgate.connections import BodyRefused, read_body
+from rpcgate.connections import BodyRefused, body_too_large, read_body
 from rpcgate.execute import ChainRuntime
 from rpcgate.gateway import Gateway
 from rpcgate.heads import State
@@ -258,6 +258,27 @@ async def handle_preflight(request: web.Request) -> web.StreamResponse:
     return web.Response(status=204, headers=headers)
 
 
+async def expect_continue(request: web.Request) -> web.StreamResponse | None:
+    """`Expect: 100-continue` (curl sends it before a large body): a body announced over the
+    limit is refused before the client sends it; otherwise the client is told to go on."""
+    limit = request.app[GATEWAY].config.limits.max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        refused = body_too_large(limit)
+        response = _gateway_error(
+            request, refused.status, refused.code, refused.message, refused.data
+        )
+        response.force_close()
+        return response
+    if request.version == HttpVersion11:
+        if request.headers.get("Expect", "").lower() != "100-continue":
+            return _gateway_error(
+                request, 417, INVALID_REQUEST, "only Expect: 100-continue is known"
+            )
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        request.writer.output_size = 0  # the answer's own size starts after this line
+    return None
+
+
 def build_app(config: Config) -> web.Application:
     # The RPC routes enforce the body limit themselves (connections.read_body, with a
     # JSON-RPC error); aiohttp's own limit still bounds the admin endpoint's bodies.
@@ -277,13 +298,14 @@ def build_app(config: Config) -> web.Application:
     app.router.add_get("/metrics", handle_metrics)  # before /{chain}, which would take it
     app.router.add_get("/status", handle_status_page)
     add_admin_routes(app, gateway)  # every /admin/... path, before /{chain}
-    app.router.add_post("/", handle_rpc)
+    app.router.add_post("/", handle_rpc, expect_handler=expect_continue)
     app.router.add_get("/", handle_root_get)
     app.router.add_route("OPTIONS", "/", handle_preflight)
-    app.router.add_post("/{chain}", handle_rpc)
+    app.router.add_post("/{chain}", handle_rpc, expect_handler=expect_continue)
     app.router.add_route("OPTIONS", "/{chain}", handle_preflight)
     app.router.add_route("*", "/{chain}", handle_not_post)
-    app.router.add_post("/{chain}/{key}", handle_rpc)  # a client key in the path
+    # a client key in the path
+    app.router.add_post("/{chain}/{key}", handle_rpc, expect_handler=expect_continue)
     app.router.add_route("OPTIONS", "/{chain}/{key}", handle_preflight)
     app.router.add_route("*", "/{chain}/{key}", handle_not_post)
     return app

@@ -445,3 +445,40 @@ def test_chunked_100_mb_body_is_refused_once_past_the_limit(
     _assert_refused_as_too_large(pushed)
     assert BODY_LIMIT < pushed.sent_before_answer < 20_000_000
     assert gateway_process.peak_rss_bytes() - before < 20_000_000
+
+
+@pytest.mark.parametrize(("declared", "status"), [(100 * 1024 * 1024, 413), (len(CALL), 200)])
+def test_expect_continue_refuses_an_announced_oversize_body_before_it_is_sent(
+    gateway_with: GatewayWithLimits, declared: int, status: int
+) -> None:
+    gateway = gateway_with(max_body_bytes=1024 * 1024)
+    host, port = _address(gateway.url)
+    head = (
+        b"POST / HTTP/1.1\r\nHost: gateway\r\nContent-Type: application/json\r\n"
+        b"Expect: 100-continue\r\nContent-Length: %d\r\n\r\n" % declared
+    )
+
+    async def scenario() -> tuple[bytes, Answer | None]:
+        reader, writer = await asyncio.open_connection(host, port)
+        try:
+            writer.write(head)  # and nothing more until the gateway says go on
+            first = await asyncio.wait_for(reader.readuntil(b"\r\n"), 5)
+            if first.startswith(b"HTTP/1.1 100"):
+                await reader.readuntil(b"\r\n")  # the blank line after the interim answer
+                writer.write(CALL)
+                return first, await asyncio.wait_for(_read_answer(reader), 5)
+            rest = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            fake = asyncio.StreamReader()
+            fake.feed_data(first + rest + await reader.read(65536))
+            fake.feed_eof()
+            return first, await _read_answer(fake)
+        finally:
+            writer.close()
+
+    first, answer = asyncio.run(scenario())
+    assert answer is not None and answer.status == status, (first, answer)
+    if status == 413:
+        assert not first.startswith(b"HTTP/1.1 100")  # never told to send the 100 MB
+        assert "limits.max_body_bytes" in answer.error()["message"]
+    else:
+        assert "result" in json.loads(answer.body)
