@@ -175,7 +175,8 @@ class LimitsConfig:
         "Most calls in flight to one upstream at once.", default=256
     )
     max_json_depth: int = setting(
-        "Deepest nesting of arrays and objects in a request (JSON-RPC -32600).", default=64
+        "Deepest nesting of arrays and objects in a request, 1 to 1000 (JSON-RPC -32600).",
+        default=64,
     )
     header_timeout_s: float = setting(
         "Time a client has to send a request's line and headers; then the connection is "
@@ -472,6 +473,8 @@ def _resolve(config: Config, problems: list[str]) -> Config:
     ):
         if getattr(config.limits, key) < 1:
             problems.append(f"limits.{key}: must be at least 1")
+    if config.limits.max_json_depth > 1000:  # orjson itself stops at 1024, the batch included
+        problems.append("limits.max_json_depth: must be at most 1000")
     for key in ("header_timeout_s", "body_timeout_s", "keepalive_timeout_s"):
         if getattr(config.limits, key) <= 0:
             problems.append(f"limits.{key}: must be more than 0")

@@ -2,11 +2,13 @@
 
 `parse_request` turns a request body into items (valid calls or per-item errors) and
 `encode_response` turns answers back into bytes. Ids are returned as sent, notifications
-get no answer, batches are answered item by item in order.
+get no answer, batches are answered item by item in order. Any bytes at all become items:
+parsing never raises, whatever a client sends.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +29,10 @@ NO_UPSTREAM = -32052  # nothing configured or available to serve the call
 UNKNOWN_CHAIN = -32053  # the URL path names no configured chain
 
 _ABSENT = object()
+
+DEFAULT_MAX_JSON_DEPTH = 64  # limits.max_json_depth's default
+# orjson refuses a document nested deeper than this itself, whatever the configured limit.
+_PARSER_MAX_DEPTH = 1024
 
 
 def quantity(value: Any) -> int | None:
@@ -110,6 +116,31 @@ def _big_ints_as_fragments(value: Any) -> Any:
     return value
 
 
+def too_deep(params: list[Any] | dict[str, Any], max_depth: int) -> bool:
+    """Whether arrays and objects nest more than `max_depth` levels in a request whose
+    params are these (the request object is level 1, its params level 2). Iterative, and
+    it stops at the first container past the limit: an ordinary call costs a few type
+    checks, a hostile one no more than the limit's worth of levels."""
+    if max_depth < 2:
+        return True
+    pending: list[tuple[list[Any] | dict[str, Any], int]] = [(params, 2)]
+    while pending:
+        node, depth = pending.pop()
+        for child in node.values() if type(node) is dict else node:
+            if type(child) is dict or type(child) is list:
+                if depth >= max_depth:
+                    return True
+                pending.append((child, depth + 1))
+    return False
+
+
+def _depth_error(max_depth: int) -> dict[str, Any]:
+    message = (
+        f"Invalid Request: JSON nested more than {max_depth} levels deep (limits.max_json_depth)"
+    )
+    return rpc_error(INVALID_REQUEST, message, {"limit": max_depth})
+
+
 def _parse_item(obj: Any) -> Item:
     if not isinstance(obj, dict):
         return Invalid(None, rpc_error(INVALID_REQUEST, "Invalid Request: not an object"))
@@ -139,7 +170,16 @@ def _parse_item(obj: Any) -> Item:
     return Call(method, params, reply_id, raw_id is _ABSENT)
 
 
-def parse_single(body: bytes) -> Call | None:
+def _checked_item(obj: Any, max_depth: int) -> Item:
+    """One request object of a body, its nesting depth checked (only params are deep in a
+    valid call, and only params are sent on to an upstream)."""
+    item = _parse_item(obj)
+    if type(item) is Call and item.params and too_deep(item.params, max_depth):
+        return Invalid(item.id, _depth_error(max_depth))
+    return item
+
+
+def parse_single(body: bytes, *, max_depth: int = DEFAULT_MAX_JSON_DEPTH) -> Call | None:
     """The common case in one step: a body that is one valid call, else None (and the
     caller takes `parse_request`, which says what is wrong)."""
     try:
@@ -149,18 +189,36 @@ def parse_single(body: bytes) -> Call | None:
     if type(obj) is not dict or type(obj.get("id")) is float:
         return None
     item = _parse_item(obj)
-    return item if type(item) is Call else None
+    if type(item) is not Call:
+        return None
+    # Nesting past max_depth takes at least as many brackets: a short body is never too deep.
+    if item.params and len(body) > 2 * max_depth and too_deep(item.params, max_depth):
+        return None
+    return item
 
 
-def parse_request(body: bytes, max_batch_items: int) -> Request:
-    """A body becomes items to answer; a body that is not JSON becomes one -32700 error."""
+def parse_request(
+    body: bytes, max_batch_items: int, *, max_depth: int = DEFAULT_MAX_JSON_DEPTH
+) -> Request:
+    """A body becomes items to answer; a body that is not JSON becomes one -32700 error
+    saying where it stops being JSON, one nested past what the parser takes one -32600
+    error naming the depth limit."""
     try:
         parsed = loads(body)
-        if _has_float_id(parsed):
-            # orjson reads integers beyond 64 bits as floats; an id must come back as sent.
+    except orjson.JSONDecodeError as exc:
+        if exc.msg == "depth limit exceeded":
+            limit = min(max_depth, _PARSER_MAX_DEPTH)
+            return Request([Invalid(None, _depth_error(limit))], False)
+        # orjson's words never quote the body ("trailing comma is not allowed").
+        message = f"Parse error: {exc.msg} (line {exc.lineno}, column {exc.colno})"
+        return Request([Invalid(None, rpc_error(PARSE_ERROR, message))], False)
+    if _has_float_id(parsed):
+        # orjson reads integers beyond 64 bits as floats; an id must come back as sent. The
+        # stdlib parser recurses (RecursionError past ~1000 levels) and refuses integers of
+        # over 4300 digits: then orjson's reading stands (only a too-deep or absurd request
+        # is that, and it is refused below anyway).
+        with contextlib.suppress(ValueError, RecursionError):
             parsed = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        return Request([Invalid(None, rpc_error(PARSE_ERROR, "Parse error"))], False)
     if isinstance(parsed, list):
         if not parsed:
             return Request(
@@ -175,8 +233,8 @@ def parse_request(body: bytes, max_batch_items: int) -> Request:
                 [Invalid(None, rpc_error(INVALID_REQUEST, message, {"limit": max_batch_items}))],
                 False,
             )
-        return Request([_parse_item(obj) for obj in parsed], True)
-    return Request([_parse_item(parsed)], False)
+        return Request([_checked_item(obj, max_depth) for obj in parsed], True)
+    return Request([_checked_item(parsed, max_depth)], False)
 
 
 def response_object(

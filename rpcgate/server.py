@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from time import perf_counter
 from typing import Any
 
+import structlog
 from aiohttp import HttpVersion11, web
 
 from rpcgate import __version__
@@ -45,6 +46,8 @@ from rpcgate.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from rpcgate.ratelimit import LIMIT_EXCEEDED, Verdict, retry_after_header
 from rpcgate.status import gateway_status, handle_status_page
 from rpcgate.trace import HEADER_TRACE, wants_trace
+
+log = structlog.get_logger("rpcgate.server")
 
 GATEWAY = web.AppKey("gateway", Gateway)
 
@@ -94,7 +97,11 @@ def _answer_in_hand(
 ) -> web.Response | None:
     """The hot path: one call the gateway answers from what it holds (a cache hit, the
     consensus head), with the result bytes as they were encoded when stored."""
-    local = chain.answer_locally(call, read_cache)
+    try:
+        local = chain.answer_locally(call, read_cache)
+    except Exception:  # a bug: the call takes the full path, whose errors are answered
+        log.exception("answer_locally_failed", method=call.method)
+        return None
     if local is None or local.result_json is None:
         return None
     payload = b'{"jsonrpc":"2.0","id":%s,"result":%s}' % (dumps(call.id), local.result_json)
@@ -155,7 +162,7 @@ async def handle_rpc(request: web.Request) -> web.StreamResponse:
         return refusal
     read_cache = not _skips_cache(request.headers)
     trace = wants_trace(request.headers.get(HEADER_TRACE))
-    single = parse_single(body)
+    single = parse_single(body, max_depth=limits.max_json_depth)
     asked_locally = single is not None and not single.is_notification and not trace
     if single is not None and asked_locally:
         in_hand = _answer_in_hand(request, chain, single, read_cache)
@@ -170,7 +177,7 @@ async def handle_rpc(request: web.Request) -> web.StreamResponse:
     parsed = (
         Request([single], is_batch=False)
         if single is not None
-        else parse_request(body, limits.max_batch_items)
+        else parse_request(body, limits.max_batch_items, max_depth=limits.max_json_depth)
     )
     cost = len(parsed.items)
     verdict = await admission.admit(caller, cost)

@@ -51,50 +51,86 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
 
 
 def interpret(status: int, body: bytes, headers: dict[str, str], request_id: int) -> Reply:
-    """Turns one HTTP exchange into a Reply. Pure, so it is tested without sockets."""
+    """Turns one HTTP exchange into a Reply. Pure, so it is tested without sockets.
+
+    An upstream's answer is not trusted: only a well-formed JSON-RPC answer to this very
+    call (its id, exactly one of `result` and `error`, an error object with an integer
+    code and a string message) is taken. Anything else is this upstream's failure, tried
+    elsewhere, and never reaches the client.
+    """
     retry_after = parse_retry_after(headers.get("retry-after"))
 
-    def unusable(problem: str) -> Reply:
-        # A non-2xx status explains itself; on a 2xx, the body is the problem.
+    def unusable(transport: str, problem: str | None = None) -> Reply:
+        # A non-2xx status explains itself (with the body's text, which the classifier
+        # reads: "error code: 1015"); on a 2xx, the body is the problem.
+        text = body[:_BODY_PREFIX].decode("utf-8", "replace")
         return Reply(
             failure=UpstreamFailure(
-                transport=None if status >= 300 else problem,
+                transport=None if status >= 300 else transport,
                 http_status=status,
                 retry_after_s=retry_after,
-                body_text=body[:_BODY_PREFIX].decode("utf-8", "replace"),
+                body_text=text if status >= 300 or problem is None else problem,
             )
         )
 
     try:
         parsed = loads(body) if body else None
-    except (ValueError, UnicodeDecodeError):
+    except ValueError:
         return unusable("bad_json")
-    if isinstance(parsed, list) and len(parsed) == 1:
+    if isinstance(parsed, list):  # one call was sent: a batch of one is tolerated
+        if len(parsed) != 1:
+            return unusable("bad_response", f"a batch of {len(parsed)} answers to one call")
         parsed = parsed[0]
     if not isinstance(parsed, dict):
-        return unusable("bad_response")
+        return unusable("bad_response", "not a JSON-RPC answer")
+    problem = answer_problem(parsed, request_id)
+    if problem is not None:
+        return unusable("bad_response", problem)
     error = parsed.get("error")
-    if isinstance(error, dict):
-        code, message = error.get("code"), error.get("message")
+    if error is not None:
         return Reply(
             error=error,
             failure=UpstreamFailure(
                 http_status=status,
-                rpc_code=code if isinstance(code, int) else None,
-                rpc_message=message if isinstance(message, str) else None,
+                rpc_code=error["code"],
+                rpc_message=error["message"],
                 rpc_data=error.get("data"),
                 retry_after_s=retry_after,
             ),
         )
-    if status >= 300 or "result" not in parsed:
-        return unusable("bad_response")
-    if parsed.get("id") != request_id:
-        return Reply(
-            failure=UpstreamFailure(
-                transport="bad_response", http_status=status, body_text="id mismatch"
-            )
-        )
+    if status >= 300:
+        return unusable("bad_response", "a result behind an error status")
     return Reply(result=parsed["result"])
+
+
+def answer_problem(answer: dict[str, Any], request_id: int) -> str | None:
+    """What makes `answer` no JSON-RPC answer to call `request_id`, in words; None if it is one.
+
+    An error may carry a null id (or none): the specification's id for a request the
+    server could not read, and over one HTTP exchange it can only be about this call. A
+    result must carry the call's id, by type too (`true` is not 1).
+    """
+    has_result, has_error = "result" in answer, "error" in answer
+    if has_result and has_error:
+        return 'both "result" and "error"'
+    if not has_result and not has_error:
+        return 'neither "result" nor "error"'
+    answer_id = answer.get("id")
+    if has_error:
+        error = answer["error"]
+        if not (
+            type(error) is dict
+            and type(error.get("code")) is int
+            and type(error.get("message")) is str
+        ):
+            return '"error" is not an error object (an integer code, a string message)'
+        if answer_id is None:
+            return None
+    if type(answer_id) is not int or answer_id != request_id:
+        scalar = answer_id is None or type(answer_id) in (int, float, str, bool)
+        shown = repr(answer_id)[:40] if scalar else f"a {type(answer_id).__name__}"
+        return f"id mismatch: asked {request_id}, answered {shown}"
+    return None
 
 
 class Upstream:

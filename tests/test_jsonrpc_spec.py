@@ -195,3 +195,27 @@ def test_batch_answers_keep_request_order_under_concurrency(
     answers = gateway.post(batch).json()
     assert [a["id"] for a in answers] == list(range(50))
     assert [a["result"] for a in answers] == [i - 1 for i in range(50)]
+
+
+def _subtract_with_extra(request_id: Any, extra_levels: int) -> dict[str, Any]:
+    """subtract(42, 23), its params carrying an extra member nested `extra_levels` deep: the
+    request is level 1, params 2, so the request is 2 + extra_levels deep."""
+    extra: list[Any] = []
+    for _ in range(extra_levels - 1):
+        extra = [extra]
+    params = {"minuend": 42, "subtrahend": 23, "extra": extra}
+    return {"jsonrpc": "2.0", "method": "subtract", "params": params, "id": request_id}
+
+
+def test_nesting_is_limited_per_batch_item_and_a_deep_item_never_reaches_the_upstream(
+    spec_gateway: tuple[RunningGateway, SpecServer],
+) -> None:
+    gateway, server = spec_gateway
+    batch = [_subtract_with_extra("at-limit", 62), _subtract_with_extra("past-limit", 63)]
+    at_limit, past_limit = gateway.post(batch).json()
+    assert at_limit == {"jsonrpc": "2.0", "result": 19, "id": "at-limit"}
+    assert past_limit["id"] == "past-limit"
+    assert past_limit["error"]["code"] == -32600
+    assert past_limit["error"]["message"].startswith("Invalid Request")
+    assert "limits.max_json_depth" in past_limit["error"]["message"]
+    assert [r["method"] for r in server.received] == ["subtract"]  # the one within the limit

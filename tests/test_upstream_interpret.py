@@ -81,7 +81,161 @@ def test_an_answer_to_another_request_is_not_accepted() -> None:
 
 def test_single_item_batch_reply_to_a_single_call_is_unwrapped() -> None:
     reply = interpret(200, _body([{"jsonrpc": "2.0", "id": 3, "result": "0x5"}]), {}, 3)
-    assert reply.result == "0x5"
+    assert reply.failure is None and reply.result == "0x5"
+
+
+# Answers to call id 7 that are not a JSON-RPC answer to it: each is that upstream's failure
+# (retried elsewhere), and neither its result nor its error is ever handed on.
+UNTRUSTED_ANSWERS = [
+    pytest.param(b"<html>502 Bad Gateway</html>", "bad_json", id="not-json"),
+    pytest.param(b'{"jsonrpc":"2.0","id":7,"result":"0x1"', "bad_json", id="truncated"),
+    pytest.param(
+        _body({"jsonrpc": "2.0", "id": 8, "result": "0x1"}), "bad_response", id="wrong-id"
+    ),
+    pytest.param(
+        _body({"jsonrpc": "2.0", "id": "7", "result": "0x1"}), "bad_response", id="id-str"
+    ),
+    pytest.param(
+        _body({"jsonrpc": "2.0", "id": True, "result": "0x1"}), "bad_response", id="id-true"
+    ),
+    pytest.param(_body({"jsonrpc": "2.0", "result": "0x1"}), "bad_response", id="no-id"),
+    pytest.param(
+        _body({"jsonrpc": "2.0", "id": None, "result": "0x1"}), "bad_response", id="id-null"
+    ),
+    pytest.param(
+        _body({"jsonrpc": "2.0", "id": 8, "error": {"code": 3, "message": "execution reverted"}}),
+        "bad_response",
+        id="error-wrong-id",
+    ),
+    pytest.param(
+        _body(
+            {
+                "jsonrpc": "2.0",
+                "id": 7,
+                "result": "0x1",
+                "error": {"code": -32000, "message": "header not found"},
+            }
+        ),
+        "bad_response",
+        id="result-and-error",
+    ),
+    pytest.param(
+        _body({"jsonrpc": "2.0", "id": 7, "result": "0x1", "error": None}),
+        "bad_response",
+        id="result-and-null-error",
+    ),
+    pytest.param(
+        _body({"jsonrpc": "2.0", "id": 7, "error": "execution reverted"}),
+        "bad_response",
+        id="error-a-string",
+    ),
+    pytest.param(
+        _body({"jsonrpc": "2.0", "id": 7, "error": None}), "bad_response", id="error-null"
+    ),
+    pytest.param(
+        _body({"jsonrpc": "2.0", "id": 7, "error": {"message": "no code"}}),
+        "bad_response",
+        id="error-without-code",
+    ),
+    pytest.param(
+        _body({"jsonrpc": "2.0", "id": 7, "error": {"code": "-32000", "message": "x"}}),
+        "bad_response",
+        id="error-code-a-string",
+    ),
+    pytest.param(
+        _body({"jsonrpc": "2.0", "id": 7, "error": {"code": True, "message": "x"}}),
+        "bad_response",
+        id="error-code-a-bool",
+    ),
+    pytest.param(
+        _body({"jsonrpc": "2.0", "id": 7, "error": {"code": -32000}}),
+        "bad_response",
+        id="error-without-message",
+    ),
+    pytest.param(
+        _body({"jsonrpc": "2.0", "id": 7, "error": {"code": -32000, "message": ["x"]}}),
+        "bad_response",
+        id="error-message-a-list",
+    ),
+    pytest.param(b"[]", "bad_response", id="empty-batch"),
+    pytest.param(
+        _body(
+            [
+                {"jsonrpc": "2.0", "id": 7, "result": "0x1"},
+                {"jsonrpc": "2.0", "id": 7, "result": "0x2"},
+            ]
+        ),
+        "bad_response",
+        id="batch-of-two",
+    ),
+    pytest.param(
+        _body([{"jsonrpc": "2.0", "id": 8, "result": "0x1"}]),
+        "bad_response",
+        id="batch-of-one-wrong-id",
+    ),
+    pytest.param(
+        _body([[{"jsonrpc": "2.0", "id": 7, "result": "0x1"}]]), "bad_response", id="nested"
+    ),
+    pytest.param(b"7", "bad_response", id="a-number"),
+    pytest.param(b"null", "bad_response", id="null"),
+]
+
+
+@pytest.mark.parametrize(("body", "transport"), UNTRUSTED_ANSWERS)
+def test_an_answer_that_is_not_to_this_call_is_the_upstreams_failure(
+    body: bytes, transport: str
+) -> None:
+    reply = interpret(200, body, {}, 7)
+    assert reply.failure is not None
+    assert reply.failure.transport == transport
+    assert reply.result is None and reply.error is None  # nothing of it is handed on
+    classification = classify(reply.failure)
+    assert classification.error_class is ErrorClass.TRANSIENT
+    assert classification.retry_elsewhere
+
+
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        (_body({"jsonrpc": "2.0", "id": 8, "result": "0x1"}), "id mismatch: asked 7, answered 8"),
+        (_body({"id": 7, "result": 1, "error": {"code": 1, "message": "m"}}), "both"),
+        (_body([{"id": 7, "result": 1}] * 3), "a batch of 3 answers to one call"),
+        (_body({"id": 7, "error": "boom"}), "not an error object"),
+        (_body({"id": [1] * 1000, "result": 1}), "answered a list"),
+    ],
+)
+def test_the_failure_says_what_was_wrong_with_the_answer(body: bytes, problem: str) -> None:
+    reply = interpret(200, body, {}, 7)
+    assert reply.failure is not None and reply.failure.body_text is not None
+    assert problem in reply.failure.body_text
+
+
+@pytest.mark.parametrize("answer_id", [None, "absent"])
+def test_an_error_with_a_null_id_is_still_this_calls_error(answer_id: object) -> None:
+    # The specification's id when a server cannot read the request; one call per exchange.
+    error = {"code": -32602, "message": "invalid argument 0: hex string without 0x prefix"}
+    answer: dict[str, object] = {"jsonrpc": "2.0", "error": error}
+    if answer_id != "absent":
+        answer["id"] = answer_id
+    reply = interpret(200, _body(answer), {}, 7)
+    assert reply.error == error
+    assert reply.failure is not None and reply.failure.transport is None
+    assert classify(reply.failure).error_class is ErrorClass.CLIENT
+
+
+def test_a_malformed_body_behind_an_error_status_is_judged_by_the_status() -> None:
+    # A 429 whose body answers another id is still a rate limit (and still not handed on).
+    body = _body({"jsonrpc": "2.0", "id": 99, "error": {"code": -32005, "message": "slow down"}})
+    reply = interpret(429, body, {"retry-after": "3"}, 7)
+    assert reply.error is None and reply.failure is not None
+    classification = classify(reply.failure)
+    assert classification.error_class is ErrorClass.RATE_LIMITED
+    assert classification.cooldown_s == 3.0
+
+
+def test_a_result_behind_an_error_status_is_not_taken() -> None:
+    reply = interpret(500, _body({"jsonrpc": "2.0", "id": 7, "result": "0x1"}), {}, 7)
+    assert reply.failure is not None and reply.result is None
 
 
 def test_retry_after_header_reaches_the_classifier() -> None:
