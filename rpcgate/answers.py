@@ -41,7 +41,7 @@ HEADER_CACHE_CONTROL = "X-Rpcgate-Cache-Control"
 
 
 @dataclass(slots=True)
-class _Answer:
+class Answer:
     body: dict[str, Any] | None  # None for a notification
     upstream: str
     attempts: int
@@ -49,7 +49,7 @@ class _Answer:
     block: int | None = None
 
 
-async def _answer(
+async def answer_item(
     chain: ChainRuntime,
     item: Call | Invalid,
     read_cache: bool,
@@ -58,11 +58,11 @@ async def _answer(
     metrics: GatewayMetrics,
     started: float,  # perf_counter() when the request arrived
     trace: bool = False,  # X-Rpcgate-Trace: the answer carries what routing did
-) -> _Answer:
+) -> Answer:
     if isinstance(item, Invalid):
         outcome = Outcome(error=item.error)
         metrics.call_answered(chain.config.name, None, outcome, perf_counter() - started)
-        return _Answer(response_object(item.id, error=item.error), "gateway", 0, "bypass")
+        return Answer(response_object(item.id, error=item.error), "gateway", 0, "bypass")
     metrics.in_flight[chain.config.name] += 1
     try:
         outcome = await chain.execute(
@@ -90,7 +90,7 @@ async def _answer(
             if outcome.trace is not None
             else {"answered_by": outcome.upstream, "cache": outcome.cache}
         )
-    return _Answer(body, outcome.upstream, outcome.attempts, outcome.cache, outcome.block)
+    return Answer(body, outcome.upstream, outcome.attempts, outcome.cache, outcome.block)
 
 
 async def answer_request(
@@ -104,7 +104,7 @@ async def answer_request(
 ) -> tuple[bytes | None, dict[str, str]]:
     """The body to send (None: only notifications) and the diagnostics headers."""
     if len(parsed.items) == 1:
-        answer = await _answer(
+        answer = await answer_item(
             chain,
             parsed.items[0],
             read_cache,
@@ -124,7 +124,7 @@ async def answer_request(
         return payload, headers
     answers = await asyncio.gather(
         *(
-            _answer(chain, i, read_cache, metrics=metrics, started=started, trace=trace)
+            answer_item(chain, i, read_cache, metrics=metrics, started=started, trace=trace)
             for i in parsed.items
         )
     )

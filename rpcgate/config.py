@@ -36,6 +36,12 @@ class UpstreamConfig:
     url: str = setting(
         "HTTP(S) JSON-RPC URL; `${ENV}` substitution keeps keys out of the file.", default=""
     )
+    ws_url: str = setting(
+        "WebSocket URL (ws:// or wss://) of the same node: its newHeads are a faster head "
+        "signal than polling, and its pending transactions feed newPendingTransactions; "
+        "default: from the preset where the provider has one; empty: none.",
+        default="",
+    )
     key: str | None = setting(
         "API key for a preset (placed where that provider expects it).", default=None
     )
@@ -283,6 +289,31 @@ class FailoverConfig:
 
 
 @dataclass(frozen=True)
+class WebSocketConfig:
+    max_subscriptions: int = setting(
+        "Most subscriptions one connection may hold (JSON-RPC -32005 beyond).", default=100
+    )
+    max_message_bytes: int = setting(
+        "Largest message a client may send (the connection is closed with 1009).",
+        default=1024 * 1024,
+    )
+    messages_per_s: float = setting(
+        "Messages per second one connection may send, bursts of twice that (-32005 beyond; "
+        "the client's rate limit counts the calls too). 0: no limit.",
+        default=100.0,
+    )
+    send_queue: int = setting(
+        "Messages waiting for a client that does not read; when full, the connection is "
+        "closed (1008, saying why), so a stalled client costs bounded memory.",
+        default=256,
+    )
+    heartbeat_s: float = setting(
+        "Seconds between pings; a client that does not answer one is disconnected.",
+        default=30.0,
+    )
+
+
+@dataclass(frozen=True)
 class AdminConfig:
     token: str | None = setting(
         "Bearer token of the admin endpoint (/admin/drills: outage drills); null or empty "
@@ -325,6 +356,9 @@ class Config:
     admin: AdminConfig = setting("The admin endpoint (outage drills).", default_factory=AdminConfig)
     auth: AuthConfig = setting("Client keys (optional).", default_factory=AuthConfig)
     cors: CorsConfig = setting("Browser access (CORS).", default_factory=CorsConfig)
+    websocket: WebSocketConfig = setting(
+        "WebSocket connections (on the same paths as HTTP).", default_factory=WebSocketConfig
+    )
 
     def listen_host_port(self) -> tuple[str, int]:
         return split_host_port(self.listen)
@@ -433,10 +467,16 @@ def _resolve_upstream(
     if bad:
         problems.append(f"{path}.url: {bad}")
         return up
+    ws_url = up.ws_url
+    if ws_url:
+        parts = urlsplit(ws_url)
+        if parts.scheme not in ("ws", "wss") or not parts.hostname:
+            problems.append(f"{path}.ws_url: not a WebSocket URL (expected ws:// or wss://)")
+            return up
     host = urlsplit(url).hostname or ""
     name = up.name or up.preset or host
     return dataclasses.replace(
-        up, url=url, name=name, kind=kind or "centralized", domain=domain or host
+        up, url=url, ws_url=ws_url, name=name, kind=kind or "centralized", domain=domain or host
     )
 
 
@@ -487,6 +527,14 @@ def _resolve(config: Config, problems: list[str]) -> Config:
         except ValueError:
             problems.append(f"limits.trusted_proxies[{k}]: not an address or network: {proxy!r}")
     _check_keys(config, problems)
+    ws = config.websocket
+    for key in ("max_subscriptions", "max_message_bytes", "send_queue"):
+        if getattr(ws, key) < 1:
+            problems.append(f"websocket.{key}: must be at least 1")
+    if ws.messages_per_s < 0:
+        problems.append("websocket.messages_per_s: must be 0 or more")
+    if ws.heartbeat_s <= 0:
+        problems.append("websocket.heartbeat_s: must be more than 0")
     fo = config.failover
     if fo.attempt_timeout_s <= 0:
         problems.append("failover.attempt_timeout_s: must be more than 0")

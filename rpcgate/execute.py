@@ -23,9 +23,17 @@ from rpcgate.config import ChainConfig, FailoverConfig, QuorumRule
 from rpcgate.drills import Drills
 from rpcgate.errors import UpstreamFailure
 from rpcgate.failover import Failover, Outcome
+from rpcgate.feeds import HeadFeed, PendingFeed
 from rpcgate.filters import FILTER_METHODS, Filters, FilterStore
 from rpcgate.getlogs import refused_as_too_large, split_get_logs
-from rpcgate.jsonrpc import ALL_UPSTREAMS_FAILED, DEADLINE_EXCEEDED, NO_UPSTREAM, Call
+from rpcgate.jsonrpc import (
+    ALL_UPSTREAMS_FAILED,
+    DEADLINE_EXCEEDED,
+    METHOD_NOT_FOUND,
+    NO_UPSTREAM,
+    Call,
+    rpc_error,
+)
 from rpcgate.masking import MASKER
 from rpcgate.pinning import PinnedCall, Tags, pin_call
 from rpcgate.policy import MethodPolicy
@@ -95,6 +103,19 @@ class ChainRuntime:
             pick_upstream=lambda call: self._failover.run(call, None, self._served_head()),
         )
         self.hedges = self._failover.hedges  # counted for status and metrics
+        self._head_feed: HeadFeed | None = None  # made at the first subscription
+        self.pending_feed: PendingFeed | None = None  # with upstream WebSockets that offer it
+
+    def head_feed(self) -> HeadFeed:
+        """Heads and logs of this chain for WebSocket subscribers (made when first asked)."""
+        if self._head_feed is None:
+            self._head_feed = HeadFeed(
+                self.config.name,
+                lambda: self.tracker.consensus.head,
+                self.tracker.decided,
+                self._internal,
+            )
+        return self._head_feed
 
     async def start(self) -> None:
         for upstream in self.upstreams.values():
@@ -102,6 +123,8 @@ class ChainRuntime:
         await self.tracker.start()
 
     async def close(self) -> None:
+        if self._head_feed is not None:
+            await self._head_feed.stop()
         await self._broadcaster.close()
         await self.tracker.stop()
         for upstream in self.upstreams.values():
@@ -121,6 +144,9 @@ class ChainRuntime:
         if denial is not None:  # never reaches an upstream
             self.denied[denial.pattern] += 1
             return Outcome(error=denial.error(), upstream="gateway")
+        if call.method in ("eth_subscribe", "eth_unsubscribe"):  # ws.py answers them
+            message = f"{call.method} needs a WebSocket: connect to ws://…/{self.config.name}"
+            return Outcome(error=rpc_error(METHOD_NOT_FOUND, message), upstream="gateway")
         if call.method in FILTER_METHODS:  # kept by the gateway itself (filters.py)
             result, error = await self.filters.handle(call)
             return Outcome(result=result, error=error, upstream="gateway")

@@ -6,6 +6,7 @@ metrics. The server (HTTP) and, later, other ingresses hand calls to it.
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from rpcgate.admission import Admission
 from rpcgate.config import ChainConfig, Config
@@ -49,6 +50,7 @@ class Gateway:
         self.set_chains([self.runtime_for(chain, config) for chain in config.chains])
         self.metrics = GatewayMetrics(self)
         self.cors = CorsPolicy(config.cors)
+        self.websockets: set[Any] = set()  # open WebSocket connections (ws.Connection)
         self.admission = Admission(
             config,
             self.shared_state.client if self.shared_state is not None else None,

@@ -24,7 +24,7 @@ from rpcgate.answers import (
     HEADER_UPSTREAM,
     answer_request,
 )
-from rpcgate.clients import UNAUTHORIZED, Refusal
+from rpcgate.clients import UNAUTHORIZED, Caller, Refusal
 from rpcgate.config import Config
 from rpcgate.connections import BodyRefused, body_too_large, read_body
 from rpcgate.execute import ChainRuntime
@@ -46,6 +46,7 @@ from rpcgate.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from rpcgate.ratelimit import LIMIT_EXCEEDED, Verdict, retry_after_header
 from rpcgate.status import gateway_status, handle_status_page
 from rpcgate.trace import HEADER_TRACE, wants_trace
+from rpcgate.ws import is_websocket, serve_websocket
 
 log = structlog.get_logger("rpcgate.server")
 
@@ -131,8 +132,10 @@ def _refused(request: web.Request, verdict: Verdict) -> web.Response:
     )
 
 
-async def handle_rpc(request: web.Request) -> web.StreamResponse:
-    started = perf_counter()
+def _chain_and_caller(
+    request: web.Request,
+) -> tuple[ChainRuntime, Caller] | web.Response:
+    """The chain the path names and who calls it, or the error answer."""
     gateway = request.app[GATEWAY]
     chain = gateway.chain_for(request.match_info.get("chain"))
     if chain is None:
@@ -143,8 +146,7 @@ async def handle_rpc(request: web.Request) -> web.StreamResponse:
             UNKNOWN_CHAIN,
             f"unknown chain {name!r}; served: " + ", ".join(gateway.served_paths()),
         )
-    admission = gateway.admission
-    caller = admission.caller(
+    caller = gateway.admission.caller(
         path_key=request.match_info.get("key"),
         headers=request.headers,
         query=request.rel_url.query,
@@ -154,6 +156,17 @@ async def handle_rpc(request: web.Request) -> web.StreamResponse:
     )
     if isinstance(caller, Refusal):
         return _gateway_error(request, caller.status, UNAUTHORIZED, caller.message)
+    return chain, caller
+
+
+async def handle_rpc(request: web.Request) -> web.StreamResponse:
+    started = perf_counter()
+    gateway = request.app[GATEWAY]
+    found = _chain_and_caller(request)
+    if isinstance(found, web.Response):
+        return found
+    chain, caller = found
+    admission = gateway.admission
     limits = gateway.config.limits
     body = await read_body(request, limits.max_body_bytes, limits.body_timeout_s)
     if isinstance(body, BodyRefused):
@@ -198,6 +211,17 @@ async def handle_rpc(request: web.Request) -> web.StreamResponse:
     return web.Response(body=payload, headers=headers)
 
 
+async def handle_get(request: web.Request) -> web.StreamResponse:
+    """A chain's path answers GET with a WebSocket (an Upgrade), else it is POST only."""
+    if not is_websocket(request):
+        return await handle_not_post(request)
+    found = _chain_and_caller(request)
+    if isinstance(found, web.Response):
+        return found
+    chain, caller = found
+    return await serve_websocket(request, request.app[GATEWAY], chain, caller)
+
+
 async def handle_not_post(request: web.Request) -> web.StreamResponse:
     return _gateway_error(request, 405, INVALID_REQUEST, "JSON-RPC is served over POST")
 
@@ -209,6 +233,8 @@ async def handle_metrics(request: web.Request) -> web.StreamResponse:
 
 
 async def handle_root_get(request: web.Request) -> web.StreamResponse:
+    if is_websocket(request):
+        return await handle_get(request)
     gateway = request.app[GATEWAY]
     return _json_response(
         request,
@@ -310,9 +336,11 @@ def build_app(config: Config) -> web.Application:
     app.router.add_route("OPTIONS", "/", handle_preflight)
     app.router.add_post("/{chain}", handle_rpc, expect_handler=expect_continue)
     app.router.add_route("OPTIONS", "/{chain}", handle_preflight)
+    app.router.add_get("/{chain}", handle_get)  # a WebSocket
     app.router.add_route("*", "/{chain}", handle_not_post)
     # a client key in the path
     app.router.add_post("/{chain}/{key}", handle_rpc, expect_handler=expect_continue)
     app.router.add_route("OPTIONS", "/{chain}/{key}", handle_preflight)
+    app.router.add_get("/{chain}/{key}", handle_get)
     app.router.add_route("*", "/{chain}/{key}", handle_not_post)
     return app

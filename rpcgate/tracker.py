@@ -176,6 +176,10 @@ class HeadTracker:
                     await published.wait()
         return True
 
+    async def decided(self) -> None:
+        """Returns at the next head decision (a new consensus head or the same one)."""
+        await self._published.wait()
+
     async def poll_once(self) -> None:
         async with self._lock:
             self._polls += 1
