@@ -32,6 +32,7 @@ from rpcgate.jsonrpc import Call, quantity
 log = structlog.get_logger("rpcgate.feeds")
 
 WINDOW = 128  # blocks remembered: a reorg deeper than this is sent from the window's start
+LOGS_WINDOW = 64  # of those, the last ones whose logs are kept (to send them as removed)
 MAX_WALK = 256  # most blocks fetched in one step (a longer jump is a gap, logged)
 
 # Fields of a block object that are not header fields (a node's newHeads sends the header).
@@ -223,6 +224,8 @@ class HeadFeed:
                     return  # the next step goes on from here: nothing sent twice
             self._sent.append(entry)
             del self._sent[:-WINDOW]
+            if len(self._sent) > LOGS_WINDOW:
+                self._sent[-LOGS_WINDOW - 1].logs = None  # deeper reorgs: past finality
             header = blocks[block.hash]
             for subscriber in list(self._subscribers):
                 if subscriber.kind == "newHeads":

@@ -58,6 +58,12 @@ class Gateway:
             cache.redis_timeout_s,
         )
 
+    def websocket_counts(self) -> dict[str, int]:
+        return {
+            "websocket_connections": len(self.websockets),
+            "websocket_subscriptions": sum(len(c.subscriptions) for c in self.websockets),
+        }
+
     def runtime_for(self, chain: ChainConfig, config: Config) -> ChainRuntime:
         return ChainRuntime(
             chain,

@@ -108,6 +108,8 @@ class Served(Protocol):
     cache: ResponseCache
     admission: Admission
 
+    def websocket_counts(self) -> dict[str, int]: ...
+
 
 def call_outcome(outcome: Outcome) -> str:
     if outcome.error is not None:
@@ -242,7 +244,18 @@ class GatewayMetrics:
             "1 while rate limits are counted in Redis (every replica together), 0 in process",
             value=1.0 if gateway.admission.limiter.counted_in == "redis" else 0.0,
         )
-        yield from (refused, denied, shared)
+        counts = gateway.websocket_counts()
+        connections = GaugeMetricFamily(
+            "rpcgate_websocket_connections",
+            "Client WebSocket connections open",
+            value=counts["websocket_connections"],
+        )
+        subscriptions = GaugeMetricFamily(
+            "rpcgate_websocket_subscriptions",
+            "Subscriptions held by client WebSocket connections",
+            value=counts["websocket_subscriptions"],
+        )
+        yield from (refused, denied, shared, connections, subscriptions)
 
 
 def _counter(name: str, documentation: str, labels: list[str]) -> CounterMetricFamily:

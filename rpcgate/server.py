@@ -255,7 +255,8 @@ async def handle_root_get(request: web.Request) -> web.StreamResponse:
 
 async def handle_status(request: web.Request) -> web.StreamResponse:
     gateway = request.app[GATEWAY]
-    status = gateway_status(gateway.chains, gateway.cache, gateway.drills, gateway.admission.status)
+    clients = {**gateway.admission.status, **gateway.websocket_counts()}
+    status = gateway_status(gateway.chains, gateway.cache, gateway.drills, clients)
     return _json_response(request, status)
 
 

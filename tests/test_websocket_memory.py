@@ -1,0 +1,245 @@
+"""What WebSocket clients cost the gateway process: a client that never reads is cut off
+at a stated bound, and idle subscribed connections cost a stated amount each. The gateway
+runs as `rpcgate serve` in a process of its own, so its memory is measured alone."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import signal
+import socket
+import struct
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import yaml
+
+from rpcgate.feeds import LOGS_WINDOW
+from tests.harness.anvil import DEV_ADDRESSES, DEV_KEYS, AnvilCluster, sign_transaction
+from tests.harness.contract import INIT_CODE, create_address
+from tests.harness.fixtures import AnvilClusterFactory
+from tests.harness.tools import free_port, rpcgate_command, wait_for_http
+
+CHAIN_ID = 31337
+CONTRACT = create_address(DEV_ADDRESSES[0], 0)
+SEND_QUEUE = 32  # websocket.send_queue in these tests
+LOG_BYTES = 60_000  # calldata each logged transaction carries: a notification of ~120 KB
+# A stalled client may hold: its queue of notifications, plus what the transport buffers
+# before the sender waits (aiohttp's high-water mark, 64 KiB, plus one message).
+STALLED_BOUND = SEND_QUEUE * 2 * LOG_BYTES + 2 * (64 * 1024 + 2 * LOG_BYTES)
+IDLE_BOUND_PER_CONNECTION = 64 * 1024  # what an idle subscribed connection may cost
+
+
+def _rss(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+def _status(url: str) -> dict[str, Any]:
+    with urllib.request.urlopen(url + "/status.json", timeout=5) as resp:
+        status: dict[str, Any] = json.loads(resp.read())
+    return status
+
+
+@pytest.fixture
+def gateway_process(tmp_path: Path) -> Iterator[Any]:
+    processes: list[subprocess.Popen[bytes]] = []
+
+    def start(upstream: str) -> tuple[str, int]:
+        port = free_port()
+        config = {
+            "listen": f"127.0.0.1:{port}",
+            "log_level": "warning",
+            "limits": {"rate_per_s": 0, "max_concurrent_per_client": 0},
+            # A small cache, so that what grows is what the connections hold.
+            "cache": {"memory_bytes": 1024 * 1024},
+            "websocket": {"send_queue": SEND_QUEUE, "max_subscriptions": 10},
+            "chains": [
+                {
+                    "name": "devnet",
+                    "chain_id": CHAIN_ID,
+                    "head_poll_interval": 0.1,
+                    "upstreams": [{"name": "node0", "url": upstream}],
+                }
+            ],
+        }
+        path = tmp_path / f"gateway-{port}.yaml"
+        path.write_text(yaml.safe_dump(config))
+        process = subprocess.Popen(
+            [*rpcgate_command(), "serve", "--config", str(path)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        processes.append(process)
+        url = f"http://127.0.0.1:{port}"
+        wait_for_http(url + "/healthz")
+        return url, process.pid
+
+    yield start
+    for process in processes:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def _frame(text: str) -> bytes:
+    """A masked client text frame (RFC 6455)."""
+    payload = text.encode()
+    mask = os.urandom(4)
+    head = bytes([0x81])
+    if len(payload) < 126:
+        head += bytes([0x80 | len(payload)])
+    else:
+        head += bytes([0x80 | 126]) + struct.pack("!H", len(payload))
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return head + mask + masked
+
+
+async def _stalled_client(url: str) -> socket.socket:
+    """A client that subscribes to logs, then never reads again (a tiny receive buffer)."""
+    host, port = url.removeprefix("http://").split(":")
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect((host, int(port)))
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(
+        (
+            f"GET /devnet HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+            "Sec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+    )
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += sock.recv(1)
+    assert head.startswith(b"HTTP/1.1 101"), head
+    call = {"jsonrpc": "2.0", "id": 1, "method": "eth_subscribe", "params": ["logs", {}]}
+    sock.sendall(_frame(json.dumps(call)))
+    return sock
+
+
+def _deploy(node: Any) -> None:
+    deploy = sign_transaction(
+        chain_id=CHAIN_ID, nonce=0, to=None, data=INIT_CODE, key=DEV_KEYS[0], gas=200_000
+    )
+    node.send_raw_transaction(deploy)
+
+
+def _log_block(node: Any, nonce: int) -> None:
+    raw = sign_transaction(
+        chain_id=CHAIN_ID, nonce=nonce, to=CONTRACT, data=os.urandom(LOG_BYTES), gas=5_000_000
+    )
+    node.send_raw_transaction(raw)  # automine: one block with one ~60 KB log
+
+
+def test_a_client_that_never_reads_is_cut_off_at_a_bounded_cost(
+    anvil_cluster: AnvilClusterFactory, gateway_process: Any
+) -> None:
+    cluster: AnvilCluster = anvil_cluster(1, chain_id=CHAIN_ID, automine=True)
+    node = cluster[0]
+    _deploy(node)
+    url, pid = gateway_process(node.url)
+
+    # A client that reads, while the feed's window of recent logs fills (it keeps the logs
+    # of its last blocks, to send them as removed after a reorg): the gateway's steady state.
+    async def reading_client() -> tuple[aiohttp.ClientSession, Any]:
+        session = aiohttp.ClientSession()
+        ws = await session.ws_connect(url.replace("http", "ws") + "/devnet", max_msg_size=0)
+        await ws.send_json(
+            {"jsonrpc": "2.0", "id": 1, "method": "eth_subscribe", "params": ["logs", {}]}
+        )
+        return session, ws
+
+    loop = asyncio.new_event_loop()
+    session, _ = loop.run_until_complete(reading_client())
+    nonce = 1
+    for nonce in range(1, LOGS_WINDOW + 10):
+        _log_block(node, nonce)
+        loop.run_until_complete(asyncio.sleep(0.02))
+    loop.run_until_complete(session.close())
+    time.sleep(0.5)
+
+    stalled = asyncio.run(_stalled_client(url))
+    time.sleep(0.5)
+    baseline = _rss(pid)
+    peak = baseline
+    closed_after = None
+    # Blocks of ~120 KB notifications until the gateway gives up: the kernel's socket buffers
+    # (up to 4 MB here) fill first, then the send queue.
+    for sent in range(1, 151):
+        _log_block(node, nonce + sent)
+        time.sleep(0.05)
+        peak = max(peak, _rss(pid))
+        if _status(url)["clients"]["websocket_connections"] == 0:
+            closed_after = sent
+            break
+    loop.close()
+    assert closed_after is not None, "the stalled client was never disconnected"
+    growth = peak - baseline
+    print(f"stalled client: cut off after {closed_after} blocks, RSS +{growth / 1e6:.1f} MB")
+    assert growth < STALLED_BOUND, (growth, STALLED_BOUND)
+    # The gateway still serves, and the stalled socket ends (closed or reset).
+    assert _status(url)["chains"][0]["name"] == "devnet"
+    stalled.settimeout(5)
+    ended = False
+    try:
+        while stalled.recv(65536):
+            pass
+        ended = True
+    except (ConnectionResetError, TimeoutError):
+        ended = True
+    assert ended
+    stalled.close()
+
+
+def test_idle_subscribed_connections_cost_a_bounded_amount_each(
+    anvil_cluster: AnvilClusterFactory, gateway_process: Any
+) -> None:
+    node = anvil_cluster(1, chain_id=CHAIN_ID, automine=True)[0]
+    url, pid = gateway_process(node.url)
+    count = 1000
+
+    async def open_many() -> tuple[int, int, list[Any]]:
+        session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+        sockets = []
+        before = _rss(pid)
+        for _ in range(0, count, 100):
+            batch = await asyncio.gather(
+                *(session.ws_connect(url.replace("http", "ws") + "/devnet") for _i in range(100))
+            )
+            for ws in batch:
+                await ws.send_json(
+                    {"jsonrpc": "2.0", "id": 1, "method": "eth_subscribe", "params": ["newHeads"]}
+                )
+            for ws in batch:
+                reply = await ws.receive_json(timeout=10)
+                assert "result" in reply, reply
+            sockets.extend(batch)
+        await asyncio.sleep(1)
+        after = _rss(pid)
+        status = _status(url)["clients"]
+        assert status["websocket_connections"] == count
+        assert status["websocket_subscriptions"] == count
+        for ws in sockets:
+            await ws.close()
+        await session.close()
+        return before, after, sockets
+
+    before, after, _ = asyncio.run(open_many())
+    per_connection = (after - before) / count
+    print(f"idle subscribed WebSocket: {per_connection / 1024:.1f} KiB per connection")
+    assert per_connection < IDLE_BOUND_PER_CONNECTION, per_connection
+    time.sleep(0.5)
+    assert _status(url)["clients"]["websocket_connections"] == 0  # all released
