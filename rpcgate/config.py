@@ -622,6 +622,16 @@ def _resolve(config: Config, problems: list[str]) -> Config:
     return dataclasses.replace(config, chains=tuple(chains))
 
 
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """What is wrong and where, without the snippet of the file PyYAML quotes: the line
+    around the problem may hold a key."""
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
+        mark = exc.problem_mark
+        what = "; ".join(part for part in (exc.context, exc.problem) if part)
+        return f"{what} (line {mark.line + 1}, column {mark.column + 1})"
+    return type(exc).__name__
+
+
 def parse_config(
     text: str, env: typing.Mapping[str, str] | None = None, source: str = "config"
 ) -> Config:
@@ -629,7 +639,7 @@ def parse_config(
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError([f"{source}: not valid YAML: {exc}"]) from None
+        raise ConfigError([f"{source}: not valid YAML: {yaml_problem(exc)}"]) from None
     problems: list[str] = []
     raw = substitute_env(raw, os.environ if env is None else env, "", problems)
     config = _resolve(load_dataclass(Config, raw, "", problems), problems)

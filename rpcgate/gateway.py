@@ -14,6 +14,7 @@ from rpcgate.cors import CorsPolicy
 from rpcgate.drills import Drills
 from rpcgate.execute import ChainRuntime
 from rpcgate.filters import FilterStore
+from rpcgate.masking import MASKER
 from rpcgate.metrics import GatewayMetrics
 from rpcgate.shared_head import SharedHeads
 from rpcgate.shared_state import SharedState
@@ -30,6 +31,8 @@ class Gateway:
         self.drills = Drills()  # outage drills (admin.py): drained upstreams go last
         # Filters live in the gateway; with Redis, every replica serves every filter.
         cache = config.cache
+        if cache.redis_url:
+            MASKER.add_url(cache.redis_url)  # a Redis password never shows
         self.shared_state = (
             SharedState(cache.redis_url, cache.redis_prefix, cache.redis_timeout_s)
             if cache.redis_url

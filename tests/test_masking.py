@@ -20,6 +20,7 @@ from tests.harness.fixtures import AnvilClusterFactory, FaultProxyFactory
 INFURA_KEY = "84842078b09946638c03157f83405213"
 ALCHEMY_KEY = "Xy7kd9Ql2mZ3pQ8rT5vW1nB6cJ4hF0aS"
 AMB_TOKEN = "eyJhbGciOiJIUzI1NiJ9.accessortoken"
+ENCODED_KEY = "Xy7kd9Ql2mZ3%2FpQ8rT5vW1nB6c%21J4hF0aS"  # "/" and "!" percent-encoded
 
 URL_CASES = [
     pytest.param(
@@ -59,6 +60,12 @@ URL_CASES = [
         ["hunter2-password"],
         id="basic-auth",
     ),
+    pytest.param(
+        f"https://lb.drpc.org/ogrpc?network=ethereum&dkey={ENCODED_KEY}",
+        "https://lb.drpc.org/ogrpc?network=ethereum&dkey=***",
+        [ENCODED_KEY],
+        id="percent-encoded-query-key-as-written",
+    ),
     pytest.param("https://eth.drpc.org", "https://eth.drpc.org", [], id="keyless"),
     pytest.param(
         "https://ethereum-rpc.publicnode.com",
@@ -90,6 +97,70 @@ def test_masker_scrubs_secrets_from_nested_values_and_exceptions() -> None:
     masked = masker.mask_any(event)
     assert INFURA_KEY not in repr(masked)
     assert masked["msg"] == f"failed {MASK}"
+
+
+# (how the secret is configured, how it shows up in some text): the masker must catch it.
+SECRET_SIGHTINGS = [
+    pytest.param(
+        ("url", f"https://lb.drpc.org/ogrpc?dkey={ENCODED_KEY}"),
+        "invalid dkey Xy7kd9Ql2mZ3/pQ8rT5vW1nB6c!J4hF0aS",
+        id="query-key-decoded-by-the-provider",
+    ),
+    pytest.param(
+        ("url", f"https://lb.drpc.org/ogrpc?dkey={ENCODED_KEY}"),
+        "GET /ogrpc?dkey=Xy7kd9Ql2mZ3%2fpQ8rT5vW1nB6c%21J4hF0aS",
+        id="query-key-encoded-anew-lower-case",
+    ),
+    pytest.param(
+        ("url", f"https://user:{ENCODED_KEY}@node.example/"),
+        "Cannot connect to http://user:Xy7kd9Ql2mZ3/pQ8rT5vW1nB6c!J4hF0aS@node.example/",
+        id="password-as-yarl-shows-it",
+    ),
+    pytest.param(
+        ("url", f"https://user:{ENCODED_KEY}@node.example/"),
+        "Authorization: Basic dXNlcjpYeTdrZDlRbDJtWjMvcFE4clQ1dlcxbkI2YyFKNGhGMGFT",
+        id="password-as-the-basic-auth-header-carries-it",
+    ),
+    pytest.param(
+        ("header", f"Bearer {ALCHEMY_KEY}"),
+        f"invalid token {ALCHEMY_KEY}",
+        id="bearer-token-quoted-alone",
+    ),
+    pytest.param(
+        ("header", "Basic dXNlcjpYeTdrZDlRbDJtWjMvcFE4clQ1dlcxbkI2YyFKNGhGMGFT"),
+        "password Xy7kd9Ql2mZ3/pQ8rT5vW1nB6c!J4hF0aS rejected",
+        id="password-inside-a-basic-auth-header",
+    ),
+    pytest.param(
+        ("header", "token with spaces and more"),
+        "header was token+with+spaces+and+more",
+        id="form-encoded-spaces",
+    ),
+]
+
+
+@pytest.mark.parametrize(("configured", "text"), SECRET_SIGHTINGS)
+def test_masker_catches_a_secret_in_every_form_it_travels_in(
+    configured: tuple[str, str], text: str
+) -> None:
+    masker = SecretMasker()
+    kind, value = configured
+    if kind == "url":
+        masker.add_url(value)
+    else:
+        masker.add(value)
+    masked = masker.mask(text)
+    assert MASK in masked
+    for part in ("Xy7kd9Ql2mZ3", ALCHEMY_KEY, "dXNlcj", "with+spaces"):
+        assert part not in masked
+
+
+def test_masking_an_auth_header_leaves_its_scheme_readable() -> None:
+    masker = SecretMasker()
+    masker.add(f"Bearer {ALCHEMY_KEY}")
+    hint = "the admin endpoint needs `Authorization: Bearer <admin.token>`"
+    assert masker.mask(hint) == hint
+    assert masker.mask(f"Authorization: Bearer {ALCHEMY_KEY}") == f"Authorization: {MASK}"
 
 
 def test_secret_in_path_never_reaches_logs_or_client_errors(
