@@ -73,4 +73,3 @@ class Admission:
             "refusals": dict(self.refusals),
             "rate_limits_counted_in": self.limiter.counted_in,
         }
-

@@ -237,8 +237,12 @@ def test_missing_env_variable_in_a_header_is_named_with_its_key_path() -> None:
 
 # --- every problem, with its key path --------------------------------------------------------
 
-UPSTREAM_KEYS = "domain, endpoint, headers, key, kind, name, node_id, preset, region, url, weight, ws_url"
-ROOT_KEYS = "admin, auth, cache, chains, cors, failover, limits, listen, log_level, shutdown, websocket"
+UPSTREAM_KEYS = (
+    "domain, endpoint, headers, key, kind, name, node_id, preset, region, url, weight, ws_url"
+)
+ROOT_KEYS = (
+    "admin, auth, cache, chains, cors, failover, limits, listen, log_level, shutdown, websocket"
+)
 PRESET_NAMES = (
     "infura, alchemy, quicknode, chainstack, ankr, drpc, pokt, lava, publicnode, onerpc, "
     "merkle, amb"

@@ -113,12 +113,17 @@ def test_cache_hits_from_memory(devnet) -> None:  # type: ignore[no-untyped-def]
     check_batch(gateway, [("eth_chainId", []), ("eth_getBalance", [DEV_ADDRESSES[0], "0x2"])])
 
 
-def test_cache_hits_from_redis(devnet) -> None:  # type: ignore[no-untyped-def]
+def test_cache_hits_from_redis(devnet, redis_server: RedisServer) -> None:  # type: ignore[no-untyped-def]
     _, writer, start = devnet
     calls = [("eth_chainId", []), ("eth_getBalance", [DEV_ADDRESSES[1], "0x0"])]  # final
     for method, params in calls:
         writer.rpc(method, params)
-    time.sleep(0.3)  # the writes reach Redis after the answers
+    client = redis_server.client()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:  # the writes reach Redis after the answers
+        if all(client.keys(f"*:{method}:*") for method, _ in calls):
+            break
+        time.sleep(0.02)
     for request_id in ID_FORMS:
         reader = start()  # a replica with an empty memory tier: the entry comes from Redis
         method, params = calls[ID_FORMS.index(request_id) % 2]

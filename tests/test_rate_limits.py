@@ -317,6 +317,8 @@ def test_refusals_are_counted_in_status_and_metrics(
     assert status["clients"] == {
         "refusals": {"rate_limit": 3},
         "rate_limits_counted_in": "process",
+        "websocket_connections": 0,
+        "websocket_subscriptions": 0,
     }
     metrics = gateway.loop.run(get("/metrics")).decode()
     assert 'rpcgate_client_refusals_total{reason="rate_limit"} 3.0' in metrics
