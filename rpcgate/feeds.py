@@ -198,6 +198,15 @@ class HeadFeed:
             return
         if head.hash == self._sent[-1].block.hash:
             return
+        back_to = next(
+            (i for i, entry in enumerate(self._sent) if entry.block.hash == head.hash), None
+        )
+        if back_to is not None:  # the head went back to a block already sent: a rollback
+            dropped = self._sent[back_to + 1 :]
+            del self._sent[back_to + 1 :]
+            for entry in dropped:
+                self._send_logs(entry, removed=True)
+            return  # no head to send: the new blocks, when they come, are the new heads
         walked, blocks = await self._walk(head)
         if walked is None:
             return  # an ancestor could not be fetched now: the next decision tries again

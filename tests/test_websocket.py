@@ -401,3 +401,45 @@ def test_connection_limits_say_which_limit(
     big.send({"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": ["x" * 5000]})
     big.wait(lambda: big.closed, "the close")
     assert big.closed is not None and big.closed[0] == 1009  # message too big
+
+
+def test_a_head_going_back_to_a_block_sent_drops_only_the_blocks_after_it() -> None:
+    from rpcgate.feeds import HeadFeed, Subscriber
+
+    chain = [_b(0, "h0", "p"), _b(1, "h1", "h0"), _b(2, "h2", "h1"), _b(2, "x2", "h1")]
+    blocks = {b.hash: b for b in chain}
+    logs = {h: [{"blockHash": h, "logIndex": "0x0", "address": "0x" + "11" * 20}] for h in blocks}
+    state = {"head": chain[0]}
+
+    async def fetch(call: Any) -> tuple[Any, None]:
+        if call.method == "eth_getBlockByHash":
+            block = blocks[call.params[0]]
+            return {
+                "number": hex(block.number),
+                "hash": block.hash,
+                "parentHash": block.parent_hash,
+            }, None
+        return logs[call.params[0]["blockHash"]], None
+
+    async def scenario() -> tuple[list[Any], list[Any]]:
+        heads: list[Any] = []
+        got: list[Any] = []
+        never = asyncio.Event()  # no decisions of its own: the test steps the feed
+        feed = HeadFeed("t", lambda: state["head"], never.wait, fetch)
+        await feed.step()  # the starting point
+        feed.subscribe(Subscriber(heads.append, "newHeads"))
+        feed.subscribe(Subscriber(got.append, "logs", parse_log_filter({})))  # type: ignore[arg-type]
+        for head in ("h1", "h2", "h1", "x2"):  # up, up, back (a rollback), up on a fork
+            state["head"] = blocks[head]
+            await feed.step()
+        await feed.stop()
+        return heads, got
+
+    heads, got = asyncio.run(scenario())
+    assert [h["hash"] for h in heads] == ["h1", "h2", "x2"]  # h1 once
+    assert [(e["blockHash"], bool(e.get("removed"))) for e in got] == [
+        ("h1", False),
+        ("h2", False),
+        ("h2", True),
+        ("x2", False),
+    ]
