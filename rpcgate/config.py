@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from rpcgate.presets import PRESETS, PresetError, preset_url
+from rpcgate.presets import PRESETS, PresetError, preset_url, preset_ws_url
 from rpcgate.schema import load_dataclass, reference, setting, substitute_env
 
 
@@ -434,7 +434,7 @@ def _check_keys(config: Config, problems: list[str]) -> None:
 def _resolve_upstream(
     up: UpstreamConfig, chain_id: int, path: str, problems: list[str]
 ) -> UpstreamConfig:
-    url, kind, domain = up.url, up.kind, up.domain
+    url, ws_url, kind, domain = up.url, up.ws_url, up.kind, up.domain
     if up.preset is not None:
         preset = PRESETS.get(up.preset)
         if preset is None:
@@ -455,6 +455,9 @@ def _resolve_upstream(
             }
             try:
                 url = preset_url(preset, chain_id, values)
+                # Only beside the preset's own URL: a `url` written in the entry may be
+                # another node (a regional one), whose WebSocket the preset cannot know.
+                ws_url = ws_url or preset_ws_url(preset, chain_id, values) or ""
             except PresetError as exc:
                 problems.append(f"{path}: {exc}")
                 return up
@@ -467,7 +470,6 @@ def _resolve_upstream(
     if bad:
         problems.append(f"{path}.url: {bad}")
         return up
-    ws_url = up.ws_url
     if ws_url:
         parts = urlsplit(ws_url)
         if parts.scheme not in ("ws", "wss") or not parts.hostname:

@@ -41,6 +41,7 @@ from rpcgate.quorum import decide_agree, decide_max
 from rpcgate.store import CacheCounters, Coalescer, ResponseCache
 from rpcgate.tracker import HeadTracker
 from rpcgate.upstream import Reply, Upstream
+from rpcgate.upstream_ws import PendingMerger, UpstreamSocket
 
 if TYPE_CHECKING:
     from rpcgate.shared_head import SharedHeads
@@ -104,7 +105,30 @@ class ChainRuntime:
         )
         self.hedges = self._failover.hedges  # counted for status and metrics
         self._head_feed: HeadFeed | None = None  # made at the first subscription
-        self.pending_feed: PendingFeed | None = None  # with upstream WebSockets that offer it
+        # Upstream WebSockets (ws_url): a new head there is a hint to poll now (the polls
+        # stay the check), and their pending transactions feed newPendingTransactions.
+        self.sockets = {
+            up.name: UpstreamSocket(
+                up.config,
+                up.health,
+                on_head=lambda _name, _block: self.tracker.poll_soon(),
+                on_pending=self._on_pending,
+            )
+            for up in self.upstreams.values()
+            if up.config.ws_url
+        }
+        self.pending_feed = (
+            PendingFeed(
+                PendingMerger().is_new,
+                lambda: any(s.supports_pending for s in self.sockets.values()),
+            )
+            if self.sockets
+            else None
+        )
+
+    def _on_pending(self, upstream: str, tx_hash: str) -> None:
+        if self.pending_feed is not None:
+            self.pending_feed.offer(upstream, tx_hash)
 
     def head_feed(self) -> HeadFeed:
         """Heads and logs of this chain for WebSocket subscribers (made when first asked)."""
@@ -121,8 +145,12 @@ class ChainRuntime:
         for upstream in self.upstreams.values():
             await upstream.start()
         await self.tracker.start()
+        for socket in self.sockets.values():
+            await socket.start()
 
     async def close(self) -> None:
+        for socket in self.sockets.values():
+            await socket.stop()
         if self._head_feed is not None:
             await self._head_feed.stop()
         await self._broadcaster.close()

@@ -300,14 +300,14 @@ class PendingFeed:
     """Pending transaction hashes of one chain, merged from the upstream WebSockets that
     offer them, each hash sent once to every subscriber."""
 
-    def __init__(self, is_new: Callable[[str], bool]) -> None:
+    def __init__(self, is_new: Callable[[str], bool], offered: Callable[[], bool]) -> None:
         self._is_new = is_new  # the merger: False for a hash already seen from any upstream
+        self._offered = offered  # whether an upstream socket offers pending transactions
         self._subscribers: set[Deliver] = set()
-        self.sources: set[str] = set()  # upstreams whose socket offers pending transactions
 
     @property
     def available(self) -> bool:
-        return bool(self.sources)
+        return self._offered()
 
     def subscribe(self, deliver: Deliver) -> Callable[[], None]:
         self._subscribers.add(deliver)
@@ -318,7 +318,6 @@ class PendingFeed:
         return len(self._subscribers)
 
     def offer(self, upstream: str, tx_hash: str) -> None:
-        self.sources.add(upstream)
         if self._subscribers and self._is_new(tx_hash):
             for deliver in list(self._subscribers):
                 deliver(tx_hash)

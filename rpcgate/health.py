@@ -100,3 +100,17 @@ def record_failure(health: UpstreamHealth, classification: Classification, now: 
         if until > health.cooldown_until:
             health.cooldown_until = until
             health.cooldown_reason = f"{classification.error_class}: {classification.reason}"
+
+
+def record_socket_failure(
+    health: UpstreamHealth, classification: Classification, now: float
+) -> None:
+    """A failure of the upstream's WebSocket: counted. A verdict about the account (a
+    rejected key, a quota, a rate limit) rests the whole upstream, as over HTTP; a dropped or
+    refused socket does not cool the HTTP path, whose own calls say how it is."""
+    if classification.error_class is not ErrorClass.TRANSIENT:
+        record_failure(health, classification, now)
+        return
+    health.failures += 1
+    health.last_error = classification.reason
+    health.last_error_class = classification.error_class

@@ -21,6 +21,7 @@ from rpcgate.heads import Block, Tagged
 from rpcgate.masking import MASKER
 from rpcgate.routing import score
 from rpcgate.store import CacheCounters, ResponseCache
+from rpcgate.upstream_ws import UpstreamSocket
 
 # Read once, at import: a package built without it fails at startup, not on first view.
 STATUS_PAGE = importlib.resources.files("rpcgate").joinpath("status.html").read_bytes()
@@ -93,6 +94,7 @@ def chain_status(runtime: ChainRuntime, drills: Drills | None = None) -> dict[st
                 "cooldown_reason": health.cooldown_reason if health.cooldown_until > now else "",
                 "drained_s": 0.0 if drill is None else round(drill.left_s(now), 3),
                 "drill": _drill(drill),
+                "websocket": _socket(runtime.sockets.get(upstream.name)),
             }
         )
     return {
@@ -155,6 +157,21 @@ def _drill(drill: Drill | None) -> dict[str, Any] | None:
         "seconds": drill.seconds,
         "by": drill.by,
         "reason": drill.reason,
+    }
+
+
+def _socket(socket: UpstreamSocket | None) -> dict[str, Any] | None:
+    """The upstream's WebSocket (ws_url), when it has one."""
+    if socket is None:
+        return None
+    state = socket.state
+    return {
+        "url": socket.display_url,
+        "connected": state.connected,
+        "since": _iso(state.since) if state.since else None,
+        "last_error": state.last_error,
+        "reconnects": state.reconnects,
+        "offers_pending": state.offers_pending,
     }
 
 

@@ -114,6 +114,139 @@ def test_an_explicit_url_wins_over_the_preset_url_but_keeps_kind_and_domain() ->
     assert (upstream.url, upstream.kind, upstream.domain) == (regional, "centralized", "chainstack")
 
 
+# --- WebSocket URLs --------------------------------------------------------------------------
+
+KEYED_WS_URLS = [
+    pytest.param(
+        {"preset": "infura", "key": INFURA_KEY},
+        f"wss://mainnet.infura.io/ws/v3/{INFURA_KEY}",
+        id="infura",
+    ),
+    pytest.param(
+        {"preset": "alchemy", "key": ALCHEMY_KEY},
+        f"wss://eth-mainnet.g.alchemy.com/v2/{ALCHEMY_KEY}",
+        id="alchemy",
+    ),
+    pytest.param(
+        {"preset": "quicknode", "endpoint": QUICKNODE_ENDPOINT, "key": QUICKNODE_TOKEN},
+        f"wss://{QUICKNODE_ENDPOINT}.quiknode.pro/{QUICKNODE_TOKEN}/",
+        id="quicknode",
+    ),
+    pytest.param(
+        {"preset": "chainstack", "key": CHAINSTACK_KEY},
+        f"wss://ethereum-mainnet.core.chainstack.com/{CHAINSTACK_KEY}",
+        id="chainstack-global-node",
+    ),
+    pytest.param(
+        {"preset": "drpc", "key": DRPC_KEY},
+        f"wss://lb.drpc.org/ogws?network=ethereum&dkey={DRPC_KEY}",
+        id="drpc",
+    ),
+    pytest.param(
+        {"preset": "amb", "node_id": AMB_NODE, "region": AMB_REGION, "key": AMB_TOKEN},
+        f"wss://{AMB_NODE}.wss.t.ethereum.managedblockchain.{AMB_REGION}.amazonaws.com/"
+        f"?billingtoken={AMB_TOKEN}",
+        id="amb-accessor-token",
+    ),
+]
+
+KEYLESS_WS_URLS = [
+    pytest.param("drpc", "wss://eth.drpc.org", id="drpc"),
+    pytest.param("pokt", "wss://eth.api.pocket.network", id="pokt"),
+    pytest.param("publicnode", "wss://ethereum-rpc.publicnode.com", id="publicnode"),
+]
+
+# providers.md gives no WebSocket format for these: they get none rather than a guess.
+NO_WS_URL = [
+    pytest.param({"preset": "ankr", "key": ANKR_TOKEN}, id="ankr"),
+    pytest.param({"preset": "lava", "key": LAVA_KEY}, id="lava-gateway"),
+    pytest.param({"preset": "lava"}, id="lava-keyless"),
+    pytest.param({"preset": "onerpc"}, id="onerpc-keyless"),
+    pytest.param({"preset": "onerpc", "key": "my-1rpc-key"}, id="onerpc"),
+    pytest.param({"preset": "merkle"}, id="merkle"),
+]
+
+
+@pytest.mark.parametrize(("entry", "ws_url"), KEYED_WS_URLS)
+def test_keyed_preset_fills_the_websocket_its_provider_documents(
+    entry: dict[str, Any], ws_url: str
+) -> None:
+    assert resolve(entry).ws_url == ws_url
+
+
+@pytest.mark.parametrize(("preset", "ws_url"), KEYLESS_WS_URLS)
+def test_keyless_preset_fills_the_public_websocket(preset: str, ws_url: str) -> None:
+    assert resolve({"preset": preset}).ws_url == ws_url
+
+
+@pytest.mark.parametrize("entry", NO_WS_URL)
+def test_preset_without_a_known_websocket_fills_none(entry: dict[str, Any]) -> None:
+    assert resolve(entry).ws_url == ""
+
+
+def test_every_preset_without_a_websocket_says_why_in_its_note() -> None:
+    lacking = [
+        name
+        for name, preset in PRESETS.items()
+        if preset.ws_url is None or (preset.keyless_url and preset.keyless_ws_url is None)
+    ]
+    assert lacking == ["ankr", "lava", "onerpc", "merkle"]
+    assert [name for name in lacking if "no ws_url" not in PRESETS[name].note] == []
+
+
+WS_ON_OTHER_CHAINS = [
+    pytest.param(
+        {"preset": "infura", "key": INFURA_KEY},
+        11155111,
+        f"wss://sepolia.infura.io/ws/v3/{INFURA_KEY}",
+        id="infura-sepolia",
+    ),
+    pytest.param(
+        {"preset": "alchemy", "key": ALCHEMY_KEY},
+        8453,
+        f"wss://base-mainnet.g.alchemy.com/v2/{ALCHEMY_KEY}",
+        id="alchemy-base",
+    ),
+    pytest.param(
+        {"preset": "drpc", "key": DRPC_KEY},
+        137,
+        f"wss://lb.drpc.org/ogws?network=polygon&dkey={DRPC_KEY}",
+        id="drpc-polygon",
+    ),
+    pytest.param({"preset": "publicnode"}, 137, "wss://polygon-bor-rpc.publicnode.com", id="pn"),
+    pytest.param(
+        {"preset": "quicknode", "endpoint": "polygon-endpoint", "key": QUICKNODE_TOKEN},
+        137,
+        f"wss://polygon-endpoint.quiknode.pro/{QUICKNODE_TOKEN}/",
+        id="quicknode-own-node",
+    ),
+]
+
+
+@pytest.mark.parametrize(("entry", "chain_id", "ws_url"), WS_ON_OTHER_CHAINS)
+def test_preset_websocket_names_the_same_network_as_its_url(
+    entry: dict[str, Any], chain_id: int, ws_url: str
+) -> None:
+    assert resolve(entry, chain_id).ws_url == ws_url
+
+
+def test_a_websocket_written_in_the_entry_wins_over_the_preset() -> None:
+    own = "wss://my-node.example.com/ws"
+    assert resolve({"preset": "infura", "key": INFURA_KEY, "ws_url": own}).ws_url == own
+
+
+def test_an_explicit_url_gets_no_websocket_from_the_preset() -> None:
+    # A regional node's URL is another node than the preset's: its WebSocket is unknown.
+    regional = f"https://nd-123-456-789.p2pify.com/{CHAINSTACK_KEY}"
+    assert resolve({"preset": "chainstack", "key": CHAINSTACK_KEY, "url": regional}).ws_url == ""
+
+
+def test_a_bad_websocket_url_is_reported_under_its_key() -> None:
+    assert problems_of({"url": "https://node.example.com", "ws_url": "https://x.example"}) == [
+        "chains[0].upstreams[0].ws_url: not a WebSocket URL (expected ws:// or wss://)"
+    ]
+
+
 # --- kind and failure domain -----------------------------------------------------------------
 
 KIND_AND_DOMAIN = {

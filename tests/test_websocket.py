@@ -443,3 +443,38 @@ def test_a_head_going_back_to_a_block_sent_drops_only_the_blocks_after_it() -> N
         ("h2", True),
         ("x2", False),
     ]
+
+
+def test_upstream_sockets_give_a_faster_head_and_pending_transactions_once(
+    proxied_cluster: ProxiedClusterFactory, start_gateway: GatewayFactory, sockets: list[Socket]
+) -> None:
+    cluster, proxies = proxied_cluster(2, chain_id=CHAIN_ID, mined=1)
+    gateway = start_gateway(
+        [],
+        upstreams=[
+            {"name": f"node{i}", "url": proxy.url, "ws_url": node.url.replace("http", "ws")}
+            for i, (proxy, node) in enumerate(zip(proxies, cluster, strict=True))
+        ],
+        head_poll_interval=60,  # polls alone would not see the next block for a minute
+    )
+    runtime = gateway.gateway.chains[0]
+    socket = _connect(gateway, sockets)
+    socket.wait(lambda: runtime.pending_feed and runtime.pending_feed.available, "the sockets")
+    pending = socket.subscribe("newPendingTransactions")
+    raw = sign_transaction(chain_id=CHAIN_ID, nonce=0, to=DEV_ADDRESSES[1], value=1, gas=21_000)
+    tx_hash = cluster.broadcast_raw_transaction(raw)  # both nodes see it: one hash
+    socket.wait(lambda: socket.notes[pending], "the pending transaction")
+    time.sleep(0.5)
+    assert socket.notes[pending] == [tx_hash]
+    started = time.monotonic()
+    cluster.mine_all()
+    target = hex(cluster[0].block_number())
+    socket.wait(lambda: socket.call("eth_blockNumber")["result"] == target, "the new head", 5)
+    assert time.monotonic() - started < 5  # from the upstream's newHeads, not a poll
+    status = gateway.loop.run(_get_json(gateway.url + "/status.json"))
+    assert all(u["websocket"]["connected"] for u in status["chains"][0]["upstreams"])
+
+
+async def _get_json(url: str) -> Any:
+    async with aiohttp.ClientSession() as session, session.get(url) as resp:
+        return await resp.json()
