@@ -478,3 +478,41 @@ def test_upstream_sockets_give_a_faster_head_and_pending_transactions_once(
 async def _get_json(url: str) -> Any:
     async with aiohttp.ClientSession() as session, session.get(url) as resp:
         return await resp.json()
+
+
+def test_a_client_that_answers_no_ping_is_dropped_and_keys_guard_sockets(
+    proxied_cluster: ProxiedClusterFactory, start_gateway: GatewayFactory, sockets: list[Socket]
+) -> None:
+    import socket as sockets_module
+
+    _, proxies = proxied_cluster(1, mined=1)
+    key = "k" * 8 + "socketkey-0123456789"
+    gateway = start_gateway(
+        [p.url for p in proxies],
+        websocket={"heartbeat_s": 0.5},
+        auth={"keys": [{"name": "app", "key": key}]},
+    )
+    keyed = _connect(gateway, sockets, f"/devnet/{key}")
+    assert keyed.call("eth_chainId")["result"] == hex(CHAIN_ID)
+    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+        _connect(gateway, sockets, "/devnet")
+    assert refused.value.status == 401
+
+    # A raw client that upgrades, then never reads: no pong ever comes back.
+    host, port = gateway.url.removeprefix("http://").split(":")
+    raw = sockets_module.create_connection((host, int(port)))
+    raw.sendall(
+        (
+            f"GET /devnet/{key} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n"
+            "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            "Sec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+    )
+    assert raw.recv(12).startswith(b"HTTP/1.1 101")
+    runtime = gateway.gateway
+    keyed.wait(lambda: len(runtime.websockets) == 2, "both connections")
+    started = time.monotonic()
+    keyed.wait(lambda: len(runtime.websockets) == 1, "the silent client dropped", timeout=5)
+    assert time.monotonic() - started < 3  # a ping, then its pong's wait: about 1 s
+    assert keyed.call("eth_chainId")["result"] == hex(CHAIN_ID)  # the other one answers pongs
+    raw.close()
