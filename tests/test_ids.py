@@ -80,8 +80,12 @@ def devnet(
     _, proxies = proxied_cluster(3, mined=3)
 
     def start() -> RunningGateway:
+        # A generous Redis timeout: a replica's first read also opens its connection, and on
+        # a loaded machine that takes longer than the default 0.1 s (a miss, not a bug).
         return start_gateway(
-            [p.url for p in proxies], head_poll_interval=60, cache={"redis_url": redis_server.url}
+            [p.url for p in proxies],
+            head_poll_interval=60,
+            cache={"redis_url": redis_server.url, "redis_timeout_s": 2.0},
         )
 
     yield proxies, start(), start
