@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
-from tenacity import AsyncRetrying, RetryCallState, retry_if_result, stop_after_attempt
+from tenacity import AsyncRetrying, retry_if_result, stop_after_attempt
 
 from rpcgate.broadcast import transaction_hash
 from rpcgate.config import FailoverConfig
@@ -185,13 +185,24 @@ class Failover:
             now + self.config.deadline_s,
             trace=call_trace,
         )
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(self.config.max_attempts) | self._out_of_time(state),
-            retry=retry_if_result(lambda step: step.retry),
-            wait=lambda rs: self._backoff(state),
-            retry_error_callback=lambda rs: self._give_up(state, rs),
-        )
-        step: _Step = await retrying(self._attempt, state)
+        # The first attempt, in most calls the only one, goes without tenacity's per-call
+        # setup; tenacity drives the attempts after a failure.
+        step = await self._attempt(state)
+        if step.retry:
+            if self.config.max_attempts <= 1 or time.monotonic() >= state.deadline - 0.001:
+                step = self._give_up(state)
+            else:
+                wait = self._backoff(state)
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                retrying = AsyncRetrying(
+                    stop=stop_after_attempt(self.config.max_attempts - 1)
+                    | self._out_of_time(state),
+                    retry=retry_if_result(lambda step: step.retry),
+                    wait=lambda rs: self._backoff(state),
+                    retry_error_callback=lambda rs: self._give_up(state),
+                )
+                step = await retrying(self._attempt, state)
         step.outcome.attempt_log = tuple(state.attempt_log)
         if call_trace is not None:
             call_trace.answered_by = step.outcome.upstream
@@ -242,11 +253,11 @@ class Failover:
         )
         started = time.monotonic()
         try:
-            done, _ = await asyncio.wait({first}, timeout=min(delay, timeout))
+            answered = await _within(first, min(delay, timeout))
         except asyncio.CancelledError:
             first.cancel()
             raise
-        if done:
+        if answered:
             return [(upstream, first.result())]
         partner = self._hedge_partner(state, upstream)
         if partner is None or not self.hedges.spend():
@@ -383,7 +394,7 @@ class Failover:
             any(text in message for text in ALREADY_KNOWN_MESSAGES) and _tx_hash(call) is not None
         )
 
-    def _give_up(self, state: _CallState, rs: RetryCallState) -> _Step:
+    def _give_up(self, state: _CallState) -> _Step:
         if time.monotonic() >= state.deadline - 0.001:
             return _Step(
                 Outcome(
@@ -414,6 +425,28 @@ class Failover:
             ),
             attempts=attempts,
         )
+
+
+async def _within(task: asyncio.Task[Reply], seconds: float) -> bool:
+    """Whether `task` is done within `seconds` (it goes on either way): what
+    `asyncio.wait({task}, timeout=...)` says, without its per-call sets and callbacks."""
+    if task.done():
+        return True
+    loop = asyncio.get_running_loop()
+    waiter: asyncio.Future[None] = loop.create_future()
+
+    def wake(_: object = None) -> None:
+        if not waiter.done():
+            waiter.set_result(None)
+
+    timer = loop.call_later(seconds, wake)
+    task.add_done_callback(wake)
+    try:
+        await waiter
+    finally:
+        timer.cancel()
+        task.remove_done_callback(wake)
+    return task.done()
 
 
 def _tx_hash(call: Call) -> str | None:
