@@ -22,6 +22,8 @@ from rpcgate.config import Config
 from rpcgate.masking import MASKER
 from rpcgate.ratelimit import RateLimiter, Verdict
 
+_REMEMBERED_PEERS = 65536
+
 
 class Admission:
     def __init__(
@@ -33,6 +35,14 @@ class Admission:
         # Calls refused before reaching a chain, by reason (status and metrics).
         self.refusals: collections.Counter[str] = collections.Counter()
         MASKER.add(*(client.key for client in config.auth.keys))  # never in a log or page
+        limits = config.limits
+        # Whether any limit is counted at all (else admit and leave are skipped).
+        self.enforces = (
+            limits.rate_per_s > 0
+            or limits.max_concurrent_per_client > 0
+            or any(k.rate_per_s for k in config.auth.keys)
+        )
+        self._by_peer: dict[str | None, Caller] = {}  # open gateway, no proxies: one per peer
 
     def caller(
         self,

@@ -180,9 +180,10 @@ async def handle_rpc(request: web.Request) -> web.StreamResponse:
     if single is not None and asked_locally:
         in_hand = _answer_in_hand(request, chain, single, read_cache)
         if in_hand is not None:
-            verdict = await admission.admit(caller, 1, in_flight=False)
-            if not verdict.allowed:
-                return _refused(request, verdict)
+            if admission.enforces:
+                verdict = await admission.admit(caller, 1, in_flight=False)
+                if not verdict.allowed:
+                    return _refused(request, verdict)
             gateway.metrics.call_answered_locally(
                 chain.config.name, single.method, perf_counter() - started
             )
@@ -193,15 +194,20 @@ async def handle_rpc(request: web.Request) -> web.StreamResponse:
         else parse_request(body, limits.max_batch_items, max_depth=limits.max_json_depth)
     )
     cost = len(parsed.items)
-    verdict = await admission.admit(caller, cost)
-    if not verdict.allowed:
-        return _refused(request, verdict)
-    try:
+    if not admission.enforces:
         payload, headers = await answer_request(
             chain, parsed, read_cache, asked_locally, gateway.metrics, started, trace
         )
-    finally:
-        admission.leave(caller, cost)
+    else:
+        verdict = await admission.admit(caller, cost)
+        if not verdict.allowed:
+            return _refused(request, verdict)
+        try:
+            payload, headers = await answer_request(
+                chain, parsed, read_cache, asked_locally, gateway.metrics, started, trace
+            )
+        finally:
+            admission.leave(caller, cost)
     origin = request.headers.get("Origin")
     if origin is not None:  # only browsers send it; others are spared the headers
         headers.update(gateway.cors.headers(origin))

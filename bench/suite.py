@@ -1,0 +1,613 @@
+"""One benchmark run: each scenario against the node itself, the bare aiohttp floors, nginx
+as a reverse proxy (where installed) and rpcgate, in one process tree, with ratios taken
+from the same run.
+
+    .venv/bin/python bench/suite.py [--seconds 5] [--connections 32] [--pinning both]
+                                     [--soak] [--out bench/results]
+
+Scenarios:
+  a. cache hits: a finalized eth_getBalance (rpcgate answers from its cache; the bare dict
+     server answers the same JSON; nginx and the bare proxy pass it to the node);
+  b. pass-through: an uncacheable call (eth_getBalance at `pending`);
+  c. 50-item batches of uncacheable calls;
+  d. the realistic dApp mix with 30 ms upstreams (a block every 3 s);
+  e. the mix with one of three upstreams killed halfway through;
+  f. (--soak) 5 minutes of the mix at a steady concurrency; RSS sampled.
+Load is wrk (Debian: apt-get install wrk) from a separate process over loopback, bounded in
+time. With two or more cores, "pinned" runs put the server on core 1 and wrk on core 0.
+Output: a markdown table (req/s, p50, p99, errors, upstream calls per 1,000 client calls,
+peak RSS) and, with matplotlib, a PNG chart, under --out; both printed paths.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+import yaml  # noqa: E402
+from cache_bench import HOT_ACCOUNTS, dapp_mix, prepare_chain, upstream_requests  # noqa: E402
+
+from tests.harness.anvil import AnvilCluster  # noqa: E402
+from tests.harness.faultproxy import Fault, FaultProxy  # noqa: E402
+from tests.harness.loop import BackgroundLoop  # noqa: E402
+from tests.harness.tools import free_port, wait_for_http  # noqa: E402
+
+CHAIN_ID = 31337
+UPSTREAM_LATENCY_S = 0.030
+CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+NO_LIMITS = {"rate_per_s": 0, "max_concurrent_per_client": 0}  # one load address, by design
+
+
+@dataclass
+class Row:
+    scenario: str
+    target: str
+    pinned: bool
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    upstream_per_1000: float | None
+    peak_rss_mb: float | None
+
+
+def rss_peak_mb(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def wrk(
+    url: str, bodies: list[Any], seconds: float, connections: int, pinned: bool
+) -> dict[str, Any]:
+    # Lua long strings of level 3: a JSON batch ends in `]]`, which would end a `[[` string.
+    lua_bodies = ",\n".join("[===[" + json.dumps(b) + "]===]" for b in bodies)
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(
+            f"""
+bodies = {{ {lua_bodies} }}
+counter = 0
+request = function()
+  counter = counter + 1
+  return wrk.format("POST", nil, {{["Content-Type"] = "application/json"}},
+                    bodies[(counter % #bodies) + 1])
+end
+"""
+        )
+    pin = ["taskset", "-c", "0"] if pinned else []
+    out = subprocess.run(
+        [
+            *pin,
+            "wrk",
+            "-t1",
+            f"-c{connections}",
+            f"-d{max(1, int(seconds))}s",
+            "--latency",
+            "-s",
+            script.name,
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    os.unlink(script.name)
+    text = out.stdout
+
+    def ms(label: str) -> float:
+        match = re.search(rf"{label}%\s+([\d.]+)(us|ms|s)\b", text)
+        if match is None:
+            return float("nan")
+        value, unit = float(match.group(1)), match.group(2)
+        return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+
+    requests = int(re.search(r"(\d+) requests in", text).group(1))  # type: ignore[union-attr]
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    socket_errors = re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text
+    )
+    errors = int(non_2xx.group(1)) if non_2xx else 0
+    if socket_errors:
+        errors += sum(int(g) for g in socket_errors.groups())
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))  # type: ignore[union-attr]
+    return {
+        "requests": requests,
+        "rps": rps,
+        "p50_ms": ms("50"),
+        "p99_ms": ms("99"),
+        "errors": errors,
+    }
+
+
+class Servers:
+    """The processes under test; all stopped at the end."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.processes: list[subprocess.Popen[bytes]] = []
+
+    def spawn(
+        self, command: list[str], pinned: bool, health: str | None = None
+    ) -> subprocess.Popen[bytes]:
+        pin = ["taskset", "-c", "1"] if pinned else []
+        process = subprocess.Popen(
+            [*pin, *command], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        self.processes.append(process)
+        if health:
+            wait_for_http(health)
+        return process
+
+    def rpcgate(
+        self, upstreams: list[str], pinned: bool, workers: int = 1, mined_every: bool = False
+    ) -> tuple[str, subprocess.Popen[bytes]]:
+        port = free_port()
+        config = {
+            "listen": f"127.0.0.1:{port}",
+            "log_level": "warning",
+            "limits": NO_LIMITS,
+            "chains": [
+                {
+                    "name": "devnet",
+                    "chain_id": CHAIN_ID,
+                    "head_poll_interval": 0.5,
+                    "upstreams": [{"name": f"node{i}", "url": u} for i, u in enumerate(upstreams)],
+                }
+            ],
+        }
+        path = self.workdir / f"rpcgate-{port}.yaml"
+        path.write_text(yaml.safe_dump(config))
+        command = [sys.executable, "-m", "rpcgate.cli", "serve", "--config", str(path)]
+        if workers > 1:
+            command += ["--workers", str(workers)]
+        url = f"http://127.0.0.1:{port}"
+        process = self.spawn(command, pinned and workers == 1, url + "/healthz")
+        return url + "/", process
+
+    def bare_proxy(self, upstream: str, pinned: bool) -> tuple[str, subprocess.Popen[bytes]]:
+        port = free_port()
+        process = self.spawn(
+            [sys.executable, str(REPO / "bench" / "bare_proxy.py"), upstream, str(port)], pinned
+        )
+        _wait_port(port)
+        return f"http://127.0.0.1:{port}/", process
+
+    def bare_dict(
+        self, answers: list[list[Any]], pinned: bool
+    ) -> tuple[str, subprocess.Popen[bytes]]:
+        port = free_port()
+        path = self.workdir / f"answers-{port}.json"
+        path.write_text(json.dumps(answers))
+        process = self.spawn(
+            [sys.executable, str(REPO / "bench" / "bare_server.py"), str(path), str(port)], pinned
+        )
+        _wait_port(port)
+        return f"http://127.0.0.1:{port}/", process
+
+    def nginx(self, upstream: str, pinned: bool) -> tuple[str, subprocess.Popen[bytes]] | None:
+        binary = shutil.which("nginx") or (
+            "/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None
+        )
+        if binary is None:
+            return None
+        port = free_port()
+        root = self.workdir / f"nginx-{port}"
+        root.mkdir()
+        target = upstream.removeprefix("http://").rstrip("/")
+        (root / "nginx.conf").write_text(
+            f"""
+worker_processes 1;
+daemon off;
+pid {root}/nginx.pid;
+error_log {root}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  client_body_temp_path {root};
+  proxy_temp_path {root};
+  upstream node {{ server {target}; keepalive 64; }}
+  server {{
+    listen 127.0.0.1:{port};
+    location / {{
+      proxy_pass http://node;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }}
+  }}
+}}
+"""
+        )
+        process = self.spawn([binary, "-c", str(root / "nginx.conf"), "-p", str(root)], pinned)
+        _wait_port(port)
+        return f"http://127.0.0.1:{port}/", process
+
+    def stop_all(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGINT)
+        for process in self.processes:
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        self.processes.clear()
+
+
+def _wait_port(port: int, timeout: float = 15.0) -> None:
+    import socket
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+def post(url: str, body: Any) -> Any:
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=30) as resp:
+        return json.loads(resp.read())
+
+
+@contextmanager
+def mining(cluster: AnvilCluster, every_s: float) -> Iterator[None]:
+    stop = threading.Event()
+
+    def mine() -> None:
+        while not stop.wait(every_s):
+            cluster.mine_all()
+
+    thread = threading.Thread(target=mine, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def measure(
+    rows: list[Row],
+    scenario: str,
+    target: str,
+    url: str,
+    process: subprocess.Popen[bytes] | None,
+    bodies: list[Any],
+    args: argparse.Namespace,
+    pinned: bool,
+    items_per_request: int = 1,
+    upstream_count: Callable[[], int] | None = None,
+) -> None:
+    before = upstream_count() if upstream_count else 0
+    result = wrk(url, bodies, args.seconds, args.connections, pinned)
+    per_1000 = None
+    if upstream_count is not None and result["requests"]:
+        per_1000 = 1000 * (upstream_count() - before) / (result["requests"] * items_per_request)
+    rows.append(
+        Row(
+            scenario,
+            target,
+            pinned,
+            result["rps"],
+            result["p50_ms"],
+            result["p99_ms"],
+            result["errors"],
+            per_1000,
+            rss_peak_mb(process.pid) if process else None,
+        )
+    )
+    print(
+        f"  {scenario:<14} {target:<16} {'pinned' if pinned else 'unpinned':<8} "
+        f"{result['rps']:>9.0f} req/s  p50 {result['p50_ms']:.2f} ms  p99 {result['p99_ms']:.2f} ms"
+        f"  errors {result['errors']}",
+        flush=True,
+    )
+
+
+def run(args: argparse.Namespace) -> list[Row]:
+    rows: list[Row] = []
+    loop = BackgroundLoop()
+    cluster = AnvilCluster(3, chain_id=CHAIN_ID).start()
+    workdir = Path(tempfile.mkdtemp(prefix="rpcgate-suite-"))
+    servers = Servers(workdir)
+    pinnings = {"both": [False, True], "pinned": [True], "unpinned": [False]}[args.pinning]
+    if CORES < 2:
+        pinnings = [False]
+    try:
+        cluster.mine_all(3)
+        contracts, receipts = prepare_chain(cluster)
+        cluster.mine_all(70)  # the prepared blocks are far below the head: finalized
+        node = cluster[0].url
+        hit = {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "eth_getBalance",
+            "params": [HOT_ACCOUNTS[0], "0x3"],
+        }
+        passthrough = {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "eth_getBalance",
+            "params": [HOT_ACCOUNTS[1], "pending"],
+        }
+        batch = [
+            {
+                "jsonrpc": "2.0",
+                "id": i,
+                "method": "eth_getBalance",
+                "params": [f"0x{0xB0B0 + i:040x}", "pending"],
+            }
+            for i in range(50)
+        ]
+        for pinned in pinnings:
+            print(f"== {'pinned' if pinned else 'unpinned'}", flush=True)
+            gateway, gateway_process = servers.rpcgate([node], pinned)
+            status_url = gateway.rstrip("/")
+            count = lambda url=status_url: upstream_requests(url)  # noqa: E731
+            proxy, proxy_process = servers.bare_proxy(node, pinned)
+            nginx = servers.nginx(node, pinned)
+            answer = post(node, hit)["result"]
+            key = hit["method"] + json.dumps(hit["params"], separators=(",", ":"))
+            bare, bare_process = servers.bare_dict([[key, answer]], pinned)
+            post(gateway, hit)  # stored; the next ones are hits
+            targets: list[tuple[str, str, subprocess.Popen[bytes] | None]] = [
+                ("node", node, None),
+                ("bare dict", bare, bare_process),
+                ("bare proxy", proxy, proxy_process),
+                ("rpcgate", gateway, gateway_process),
+            ]
+            if nginx:
+                targets.insert(3, ("nginx", nginx[0], nginx[1]))
+            for name, url, process in targets:
+                measure(
+                    rows,
+                    "a cache hit",
+                    name,
+                    url,
+                    process,
+                    [hit],
+                    args,
+                    pinned,
+                    upstream_count=count if name == "rpcgate" else None,
+                )
+            for name, url, process in targets:
+                if name == "bare dict":
+                    continue
+                measure(
+                    rows,
+                    "b pass-through",
+                    name,
+                    url,
+                    process,
+                    [passthrough],
+                    args,
+                    pinned,
+                    upstream_count=count if name == "rpcgate" else None,
+                )
+            for name, url, process in targets:
+                if name == "bare dict":
+                    continue
+                measure(
+                    rows,
+                    "c batch of 50",
+                    name,
+                    url,
+                    process,
+                    [batch],
+                    args,
+                    pinned,
+                    50,
+                    upstream_count=count if name == "rpcgate" else None,
+                )
+            servers.stop_all()
+
+        # d, e, f: three upstreams 30 ms away, a block every 3 s; unpinned (many processes).
+        proxies = [loop.run(FaultProxy(u).start()) for u in cluster.urls]
+        for p in proxies:
+            p.set_fault(Fault.LATENCY, delay=UPSTREAM_LATENCY_S)
+        bodies = dapp_mix(contracts, receipts)
+        gateway, gateway_process = servers.rpcgate([p.url for p in proxies], False)
+        count = lambda: upstream_requests(gateway.rstrip("/"))  # noqa: E731
+        nginx = servers.nginx(proxies[0].url, False)
+        with mining(cluster, 3.0):
+            print("== 30 ms upstreams", flush=True)
+            if nginx:
+                measure(rows, "d dApp mix", "nginx", nginx[0], nginx[1], bodies, args, False)
+            measure(
+                rows,
+                "d dApp mix",
+                "rpcgate",
+                gateway,
+                gateway_process,
+                bodies,
+                args,
+                False,
+                upstream_count=count,
+            )
+            killer = threading.Timer(args.seconds / 2, lambda: proxies[2].set_fault(Fault.REFUSE))
+            killer.start()
+            measure(
+                rows,
+                "e one killed",
+                "rpcgate",
+                gateway,
+                gateway_process,
+                bodies,
+                args,
+                False,
+                upstream_count=count,
+            )
+            killer.join()
+            proxies[2].heal()
+            if args.soak:
+                soak = argparse.Namespace(**{**vars(args), "seconds": 300, "connections": 8})
+                samples: list[float] = []
+                sampling = threading.Event()
+
+                def sample() -> None:
+                    while not sampling.wait(10):
+                        samples.append(_rss_now(gateway_process.pid))
+
+                sampler = threading.Thread(target=sample, daemon=True)
+                sampler.start()
+                measure(
+                    rows,
+                    "f soak 5 min",
+                    "rpcgate",
+                    gateway,
+                    gateway_process,
+                    bodies,
+                    soak,
+                    False,
+                    upstream_count=count,
+                )
+                sampling.set()
+                sampler.join()
+                if samples:
+                    print(f"  soak RSS MB every 10 s: {[round(s, 1) for s in samples]}")
+        servers.stop_all()
+        for p in proxies:
+            loop.run(p.stop())
+    finally:
+        servers.stop_all()
+        cluster.stop()
+    return rows
+
+
+def _rss_now(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def table(rows: list[Row]) -> str:
+    lines = [
+        "| scenario | target | pinning | req/s | p50 ms | p99 ms | errors "
+        "| upstream calls / 1,000 | peak RSS MB |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        per = "" if r.upstream_per_1000 is None else f"{r.upstream_per_1000:.0f}"
+        rss = "" if r.peak_rss_mb is None else f"{r.peak_rss_mb:.0f}"
+        lines.append(
+            f"| {r.scenario} | {r.target} | {'pinned' if r.pinned else 'unpinned'} | {r.rps:.0f} | "
+            f"{r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.errors} | {per} | {rss} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def ratios(rows: list[Row]) -> str:
+    def rps(scenario: str, target: str, pinned: bool) -> float | None:
+        found = [
+            r.rps
+            for r in rows
+            if r.scenario == scenario and r.target == target and r.pinned == pinned
+        ]
+        return found[0] if found else None
+
+    lines = []
+    for pinned in (False, True):
+        label = "pinned" if pinned else "unpinned"
+        for scenario, floor in (
+            ("a cache hit", "bare dict"),
+            ("b pass-through", "bare proxy"),
+            ("c batch of 50", "bare proxy"),
+        ):
+            ours, base = rps(scenario, "rpcgate", pinned), rps(scenario, floor, pinned)
+            if ours and base:
+                lines.append(f"- {scenario}, {label}: rpcgate / {floor} = {ours / base:.2f}")
+            nginx = rps(scenario, "nginx", pinned)
+            if ours and nginx:
+                lines.append(f"- {scenario}, {label}: rpcgate / nginx = {ours / nginx:.2f}")
+    return "\n".join(lines) + "\n"
+
+
+def chart(rows: list[Row], path: Path) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    unpinned = [r for r in rows if not r.pinned]
+    scenarios = list(dict.fromkeys(r.scenario for r in unpinned))
+    targets = list(dict.fromkeys(r.target for r in unpinned))
+    fig, ax = plt.subplots(figsize=(11, 5))
+    width = 0.8 / max(1, len(targets))
+    for i, target in enumerate(targets):
+        values = [
+            next((r.rps for r in unpinned if r.scenario == s and r.target == target), 0)
+            for s in scenarios
+        ]
+        ax.bar([x + i * width for x in range(len(scenarios))], values, width, label=target)
+    ax.set_xticks([x + width * (len(targets) - 1) / 2 for x in range(len(scenarios))], scenarios)
+    ax.set_ylabel("requests / s (unpinned)")
+    ax.set_yscale("log")
+    ax.legend()
+    ax.set_title("rpcgate against the node, the bare aiohttp floors and nginx (one run)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return True
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--pinning", choices=("both", "pinned", "unpinned"), default="both")
+    parser.add_argument("--soak", action="store_true", help="add the 5-minute soak (f)")
+    parser.add_argument("--out", default=str(REPO / "bench" / "results"))
+    args = parser.parse_args()
+    if not shutil.which("wrk"):
+        sys.exit("bench/suite.py needs wrk: apt-get install wrk")
+    rows = run(args)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    command = "bench/suite.py " + " ".join(sys.argv[1:])
+    report = (
+        f"# Benchmark ({time.strftime('%Y-%m-%d')}, {CORES} cores, `{command.strip()}`)\n\n"
+        + table(rows)
+        + "\nRatios from this run:\n\n"
+        + ratios(rows)
+    )
+    (out / "latest.md").write_text(report)
+    print(report)
+    print(f"wrote {out / 'latest.md'}")
+    if chart(rows, out / "latest.png"):
+        print(f"wrote {out / 'latest.png'}")
+    else:
+        print("no chart: pip install matplotlib (the `bench` extra)")
+
+
+if __name__ == "__main__":
+    main()
