@@ -14,7 +14,7 @@ from __future__ import annotations
 import enum
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass
 from typing import Any
 
 import orjson
@@ -71,16 +71,21 @@ class ChainView:
 
 @dataclass(frozen=True, slots=True)
 class Entry:
-    result: Any
+    """A cached answer as it is kept: its JSON, encoded once (a hit sends these bytes as
+    they are), and what its freshness is checked against. No parsed copy is kept: a
+    parsed answer costs several times its JSON, and nothing reads it back."""
+
+    result: InitVar[Any]  # encoded into `result_json` (ignored when that is given)
     block_number: int | None = None  # the block the answer is about
     block_hash: str | None = None  # its hash when stored; None: it was final then
     head_hash: str | None = None  # for answers about the head: the head they belong to
-    # The result as JSON, encoded once when stored: a hit sends these bytes as they are.
-    result_json: bytes = field(default=b"", compare=False, repr=False)
+    result_json: bytes = b""
 
-    def __post_init__(self) -> None:
-        if not self.result_json:
-            object.__setattr__(self, "result_json", orjson.dumps(self.result))
+    def __post_init__(self, result: Any) -> None:
+        encoded = self.result_json or orjson.dumps(result)
+        # An exact copy: orjson hands out its whole working buffer (4 KiB for the
+        # smallest answer, about 8x a large one), and an entry may be kept for days.
+        object.__setattr__(self, "result_json", memoryview(encoded).tobytes())
 
     def to_bytes(self) -> bytes:
         """Metadata line, newline, result JSON (orjson never writes a raw newline)."""
@@ -91,7 +96,8 @@ class Entry:
     def from_bytes(raw: bytes) -> Entry:
         meta, _, result_json = raw.partition(b"\n")
         block_number, block_hash, head_hash = orjson.loads(meta)
-        return Entry(orjson.loads(result_json), block_number, block_hash, head_hash, result_json)
+        orjson.loads(result_json)  # JSON, or not one of ours: ValueError
+        return Entry(None, block_number, block_hash, head_hash, result_json)
 
 
 @dataclass(frozen=True, slots=True)

@@ -262,7 +262,10 @@ class ChainRuntime:
         if fingerprint is not None:
             if len(self._plans) >= _REMEMBERED_PLANS:
                 self._plans.clear()
-            self._plans[fingerprint] = (view, pinned_call, plan)
+            # orjson's output keeps its whole working buffer (about 4 KB): stored keys are
+            # copied to their exact size (lookups match: bytes compare by value).
+            method, params_json = fingerprint
+            self._plans[(method, memoryview(params_json).tobytes())] = (view, pinned_call, plan)
         return pinned_call, plan
 
     async def _from_upstreams(

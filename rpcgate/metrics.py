@@ -45,7 +45,7 @@ from rpcgate.heads import State
 from rpcgate.masking import MASKER
 from rpcgate.methods import METHODS
 from rpcgate.routing import score as routing_score
-from rpcgate.store import ResponseCache
+from rpcgate.store import ResponseCache, resident_bytes
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
@@ -385,7 +385,9 @@ def state_families(
 
 def _cache_families(cache: ResponseCache) -> Iterator[Metric]:
     memory = GaugeMetricFamily(
-        "rpcgate_cache_memory_bytes", "Bytes held by the in-process cache", value=cache.memory.bytes
+        "rpcgate_cache_memory_bytes",
+        "What the in-process cache's entries cost the process, in bytes (keys, answers, overhead)",
+        value=cache.memory.bytes,
     )
     budget = GaugeMetricFamily(
         "rpcgate_cache_memory_budget_bytes",
@@ -400,4 +402,13 @@ def _cache_families(cache: ResponseCache) -> Iterator[Metric]:
     )
     if cache.redis is not None:
         redis_up.add_metric([], 1.0 if cache.redis.up else 0.0)
-    yield from (memory, budget, entries, redis_up)
+    # Beside the cache's count: what the process holds. (This registry has no process
+    # collector, so the name is the gateway's own.)
+    resident = GaugeMetricFamily(
+        "rpcgate_process_resident_memory_bytes",
+        "Resident memory (RSS) of the gateway process; absent where not measured (not Linux)",
+    )
+    rss = resident_bytes()
+    if rss is not None:
+        resident.add_metric([], rss)
+    yield from (memory, budget, entries, redis_up, resident)

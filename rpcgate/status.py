@@ -20,7 +20,7 @@ from rpcgate.execute import ChainRuntime
 from rpcgate.heads import Block, Tagged
 from rpcgate.masking import MASKER
 from rpcgate.routing import score
-from rpcgate.store import CacheCounters, ResponseCache
+from rpcgate.store import CacheCounters, ResponseCache, resident_bytes
 from rpcgate.upstream_ws import UpstreamSocket
 
 # Read once, at import: a package built without it fails at startup, not on first view.
@@ -143,6 +143,8 @@ def cache_status(cache: ResponseCache) -> dict[str, Any]:
         "memory_bytes": cache.memory.bytes,
         "memory_budget_bytes": cache.memory.max_bytes,
         "memory_entries": len(cache.memory),
+        # Beside the cache's own count, what the whole process holds (None: not Linux).
+        "process_rss_bytes": resident_bytes(),
         "redis": None if redis is None else ("up" if redis.up else "down"),
     }
 

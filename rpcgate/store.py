@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -25,7 +26,12 @@ from rpcgate.config import CacheConfig
 
 log = structlog.get_logger("rpcgate.cache")
 
-_ENTRY_OVERHEAD_BYTES = 200  # per entry: key object, dict slot, Entry (a fair estimate)
+# What an entry costs beyond the bytes of its key, its answer and the hashes it is checked
+# against: those objects' headers, the Entry, the (entry, expires) pair and its float, and
+# the OrderedDict's node and table slots (1.5 to 6 per entry, depending on when the tables
+# last grew). tracemalloc measures 350-400 bytes of it; the rest is the allocator's
+# rounding. tests/test_cache_memory.py holds the count to what entries really take.
+_ENTRY_OVERHEAD_BYTES = 480
 _MAX_PENDING_WRITES = 1000  # background Redis writes; beyond that, writes are dropped
 _RECONNECT_INTERVAL_S = 1.0
 _WRITE_PAUSE_AFTER_REFUSAL_S = 10.0  # Redis full (OOM): stop writing for a while
@@ -33,13 +39,33 @@ _WRITE_PAUSE_AFTER_REFUSAL_S = 10.0  # Redis full (OOM): stop writing for a whil
 T = TypeVar("T")
 
 
+def entry_cost(key: str, entry: Entry) -> int:
+    """What keeping `entry` under `key` costs the process, in bytes: the figure the byte
+    budget (`cache.memory_bytes`) is spent in."""
+    hashes = len(entry.block_hash or "") + len(entry.head_hash or "")
+    return len(key) + len(entry.result_json) + hashes + _ENTRY_OVERHEAD_BYTES
+
+
+def resident_bytes() -> int | None:
+    """The process's resident memory (RSS) now, shown beside the cache's own count: the
+    figure a container's memory limit is enforced on. None where /proc is not (not Linux)."""
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            resident_pages = int(statm.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return resident_pages * os.sysconf("SC_PAGE_SIZE")
+
+
 class MemoryLRU:
-    """Least recently used entries go first once the byte budget is spent."""
+    """Least recently used entries go first once the byte budget is spent, in what they
+    really cost the process (`entry_cost`), not just the size of their answers."""
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
         self.bytes = 0
-        self._entries: OrderedDict[str, tuple[Entry, int, float]] = OrderedDict()
+        # key -> (entry, monotonic expiry); what it costs is `entry_cost`, not stored
+        self._entries: OrderedDict[str, tuple[Entry, float]] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -48,28 +74,28 @@ class MemoryLRU:
         found = self._entries.get(key)
         if found is None:
             return None
-        entry, _, expires = found
+        entry, expires = found
         if now >= expires:
             self.delete(key)
             return None
         self._entries.move_to_end(key)
         return entry
 
-    def put(self, key: str, entry: Entry, size: int, expires: float) -> None:
-        cost = size + len(key) + _ENTRY_OVERHEAD_BYTES
+    def put(self, key: str, entry: Entry, expires: float) -> None:
+        cost = entry_cost(key, entry)
         if cost > self.max_bytes:
             return
         self.delete(key)
-        self._entries[key] = (entry, cost, expires)
+        self._entries[key] = (entry, expires)
         self.bytes += cost
         while self.bytes > self.max_bytes:
-            _, (_, old_cost, _) = self._entries.popitem(last=False)
-            self.bytes -= old_cost
+            old_key, (old_entry, _) = self._entries.popitem(last=False)
+            self.bytes -= entry_cost(old_key, old_entry)
 
     def delete(self, key: str) -> None:
         found = self._entries.pop(key, None)
         if found is not None:
-            self.bytes -= found[1]
+            self.bytes -= entry_cost(key, found[0])
 
 
 class RedisTier:
@@ -201,9 +227,7 @@ class ResponseCache:
             return None
         counters.redis_hits += 1
         # Asked again soon, most likely: keep it here too, for a short while.
-        self.memory.put(
-            key, entry, len(entry.to_bytes()), time.monotonic() + self.config.ttl_head_s
-        )
+        self.memory.put(key, entry, time.monotonic() + self.config.ttl_head_s)
         return self._fresh(key, entry, view, counters)
 
     def _fresh(
@@ -219,10 +243,9 @@ class ResponseCache:
 
     def put(self, key: str, entry: Entry, lifetime: Lifetime) -> None:
         ttl = self._ttl[lifetime]
-        raw = entry.to_bytes()
-        self.memory.put(key, entry, len(raw), time.monotonic() + ttl)
+        self.memory.put(key, entry, time.monotonic() + ttl)
         if self.redis is not None:
-            self.redis.put_later(key, raw, ttl)
+            self.redis.put_later(key, entry.to_bytes(), ttl)
 
 
 @dataclass

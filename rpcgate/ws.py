@@ -88,7 +88,8 @@ class Connection:
         if self.closing is not None:
             return
         try:
-            self.queue.put_nowait(payload)
+            # Exact size: orjson's output keeps its working buffer, 4 KB or ~8x the message.
+            self.queue.put_nowait(memoryview(payload).tobytes())
         except asyncio.QueueFull:
             self.close_soon(
                 f"send queue full ({self.settings.send_queue} messages, websocket.send_queue): "

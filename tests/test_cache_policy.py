@@ -209,7 +209,7 @@ def test_entries_survive_the_trip_through_bytes() -> None:
 def test_memory_lru_stays_within_its_byte_budget_and_evicts_the_oldest() -> None:
     lru = MemoryLRU(max_bytes=3000)
     for i in range(10):
-        lru.put(f"k{i}", Entry("x" * 500), 500, expires=100.0)
+        lru.put(f"k{i}", Entry("x" * 500), expires=100.0)
         lru.get("k0", now=1.0)  # k0 stays hot
     assert lru.bytes <= 3000
     assert lru.get("k0", 1.0) is not None
