@@ -252,7 +252,7 @@ class HeadFeed:
             result, error = await self._fetch(
                 Call("eth_getBlockByHash", [block_hash, False], None, False)
             )
-            block = _as_block(result)
+            block = Block.from_json(result)
             if error is not None or block is None or block.hash != block_hash:
                 return None, {}
             walked.append(block)
@@ -284,16 +284,6 @@ class HeadFeed:
             for item in entry.logs:
                 if log_matches(item, subscriber.log_filter):
                     subscriber.deliver({**item, "removed": True} if removed else item)
-
-
-def _as_block(value: Any) -> Block | None:
-    if not isinstance(value, dict):
-        return None
-    number = quantity(value.get("number"))
-    block_hash, parent = value.get("hash"), value.get("parentHash")
-    if number is None or not isinstance(block_hash, str) or not isinstance(parent, str):
-        return None
-    return Block(number, block_hash, parent)
 
 
 class PendingFeed:

@@ -39,6 +39,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 # How far below the lowest voter head the walk looks for agreement.
 MAX_WALK_BACK = 64
@@ -66,6 +67,22 @@ class Block:
     number: int
     hash: str
     parent_hash: str
+
+    @staticmethod
+    def from_json(value: Any) -> Block | None:
+        """A block (or header) object as a node sends it, or None when it is not one."""
+        if not isinstance(value, dict):
+            return None
+        number, block_hash, parent = value.get("number"), value.get("hash"), value.get("parentHash")
+        if not isinstance(number, str) or not number.startswith("0x"):
+            return None
+        try:
+            height = int(number, 16)
+        except ValueError:
+            return None
+        if not isinstance(block_hash, str) or not isinstance(parent, str):
+            return None
+        return Block(height, block_hash, parent)
 
 
 @dataclass(frozen=True, slots=True)

@@ -57,16 +57,6 @@ RECHECK_EVERY_POLLS = 10
 HINTED_POLL_GAP_S = 0.05
 
 
-def _block(value: Any) -> Block | None:
-    if not isinstance(value, dict):
-        return None
-    number = quantity(value.get("number"))
-    block_hash, parent = value.get("hash"), value.get("parentHash")
-    if number is None or not isinstance(block_hash, str) or not isinstance(parent, str):
-        return None
-    return Block(number, block_hash, parent)
-
-
 class HeadTracker:
     def __init__(
         self,
@@ -223,7 +213,7 @@ class HeadTracker:
         # A forked upstream is re-read even at the same height: it may have rejoined there.
         if view.head is None or number != view.head.number or view.state is State.FORKED:
             reply = await self._call(upstream, view, "eth_getBlockByNumber", [hex(number), False])
-            block = _block(reply.result)
+            block = Block.from_json(reply.result)
             if block is None:
                 if reply.failure is None:
                     view.poll_failures += 1
@@ -255,7 +245,7 @@ class HeadTracker:
         reply = await upstream.call(
             "eth_getBlockByNumber", [hex(known.number), False], self.timeout_s
         )
-        block = _block(reply.result)
+        block = Block.from_json(reply.result)
         if block is None or block.hash != known.hash:
             forget_history(view)
 
@@ -277,7 +267,7 @@ class HeadTracker:
         )
         # Nodes without the tags (pre-merge chains) answer with errors: not a poll failure.
         for reply, attr in ((safe, "safe"), (finalized, "finalized")):
-            block = _block(reply.result)
+            block = Block.from_json(reply.result)
             if block is not None:
                 setattr(view, attr, Tagged(block.number, block.hash))
                 record_hash(view, block.number, block.hash)
@@ -318,7 +308,7 @@ class HeadTracker:
     async def _lookup(self, name: str, number: int) -> None:
         upstream, view = self.upstreams[name], self.views[name]
         reply = await upstream.call("eth_getBlockByNumber", [hex(number), False], self.timeout_s)
-        block = _block(reply.result)
+        block = Block.from_json(reply.result)
         if block is not None and block.number == number:
             record_hash(view, number, block.hash)
             record_hash(view, number - 1, block.parent_hash)

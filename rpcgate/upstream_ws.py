@@ -32,7 +32,7 @@ from rpcgate.config import UpstreamConfig
 from rpcgate.errors import Classification, UpstreamFailure, classify
 from rpcgate.heads import Block
 from rpcgate.health import UpstreamHealth, record_socket_failure
-from rpcgate.jsonrpc import dumps, loads, quantity
+from rpcgate.jsonrpc import dumps, loads
 from rpcgate.masking import MASKER, mask_url
 from rpcgate.upstream import USER_AGENT, answer_problem, connect_failure, parse_retry_after
 
@@ -122,22 +122,12 @@ def parse_notification(message: Any, kinds: Mapping[str, str]) -> Block | str | 
     kind = kinds.get(subscription) if isinstance(subscription, str) else None
     result = params.get("result")
     if kind == NEW_HEADS:
-        return _header_block(result)
+        return Block.from_json(result)
     if kind == NEW_PENDING:
         tx_hash = result.get("hash") if isinstance(result, dict) else result
         if isinstance(tx_hash, str) and _TX_HASH.match(tx_hash):
             return tx_hash.lower()
     return None
-
-
-def _header_block(header: Any) -> Block | None:
-    if not isinstance(header, dict):
-        return None
-    number = quantity(header.get("number"))
-    block_hash, parent = header.get("hash"), header.get("parentHash")
-    if number is None or not isinstance(block_hash, str) or not isinstance(parent, str):
-        return None
-    return Block(number, block_hash, parent)
 
 
 class PendingMerger:
