@@ -26,6 +26,7 @@ from rpcgate.jsonrpc import (
 )
 from rpcgate.masking import MASKER
 from rpcgate.metrics import GatewayMetrics
+from rpcgate.upstream import CLIENT_BATCH
 
 log = structlog.get_logger("rpcgate.server")
 
@@ -122,12 +123,18 @@ async def answer_request(
         if answer.block is not None and answer.body is not None:
             headers[HEADER_BLOCK] = str(answer.block)
         return payload, headers
-    answers = await asyncio.gather(
-        *(
-            answer_item(chain, i, read_cache, metrics=metrics, started=started, trace=trace)
-            for i in parsed.items
+    # The items' upstream calls travel as upstream batches (upstream.py); each item keeps
+    # its own failover. The tasks gather makes copy the context as it is here.
+    in_batch = CLIENT_BATCH.set(True)
+    try:
+        answers = await asyncio.gather(
+            *(
+                answer_item(chain, i, read_cache, metrics=metrics, started=started, trace=trace)
+                for i in parsed.items
+            )
         )
-    )
+    finally:
+        CLIENT_BATCH.reset(in_batch)
     payload = encode_response([a.body for a in answers if a.body is not None], True)
     return payload, {
         HEADER_UPSTREAM: ",".join(dict.fromkeys(a.upstream for a in answers)),

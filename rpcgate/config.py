@@ -24,6 +24,10 @@ import yaml
 from rpcgate.presets import PRESETS, PresetError, preset_url, preset_ws_url
 from rpcgate.schema import load_dataclass, reference, setting, substitute_env
 
+# Calls per upstream batch for an upstream whose provider documents no limit: geth accepts
+# 1,000 by default, and a client batch holds at most limits.max_batch_items (100).
+DEFAULT_MAX_BATCH = 100
+
 
 @dataclass(frozen=True)
 class UpstreamConfig:
@@ -64,6 +68,12 @@ class UpstreamConfig:
     )
     headers: dict[str, str] = setting(
         "Extra HTTP headers sent to this upstream (e.g. auth).", default_factory=dict
+    )
+    max_batch: int | None = setting(
+        "Most calls in one upstream batch: the items of a client batch going to this upstream "
+        "travel as batches of this size, each item still retried alone if it fails; default: "
+        f"the preset's documented limit, else {DEFAULT_MAX_BATCH}; 1 sends every call alone.",
+        default=None,
     )
 
 
@@ -435,6 +445,9 @@ def _resolve_upstream(
     up: UpstreamConfig, chain_id: int, path: str, problems: list[str]
 ) -> UpstreamConfig:
     url, ws_url, kind, domain = up.url, up.ws_url, up.kind, up.domain
+    max_batch = up.max_batch
+    if max_batch is not None and max_batch < 1:
+        problems.append(f"{path}.max_batch: must be at least 1")
     if up.preset is not None:
         preset = PRESETS.get(up.preset)
         if preset is None:
@@ -463,6 +476,7 @@ def _resolve_upstream(
                 return up
         kind = kind or preset.kind
         domain = domain or preset.domain
+        max_batch = max_batch or preset.max_batch
     elif not url:
         problems.append(f"{path}: needs a `url` or a `preset`")
         return up
@@ -478,7 +492,13 @@ def _resolve_upstream(
     host = urlsplit(url).hostname or ""
     name = up.name or up.preset or host
     return dataclasses.replace(
-        up, url=url, ws_url=ws_url, name=name, kind=kind or "centralized", domain=domain or host
+        up,
+        url=url,
+        ws_url=ws_url,
+        name=name,
+        kind=kind or "centralized",
+        domain=domain or host,
+        max_batch=max_batch or DEFAULT_MAX_BATCH,
     )
 
 

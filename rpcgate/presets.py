@@ -68,7 +68,9 @@ class Preset:
     ws_url: str | None = None  # WebSocket template of the same node; None: none known
     keyless_ws_url: str | None = None  # the public endpoint's WebSocket; None: none known
     networks: dict[int, str] = field(default_factory=dict)  # chain id -> {network}
-    max_batch: int | None = None  # largest batch the provider accepts; None = unknown
+    # Largest batch the provider documents for this endpoint (the lowest plan it serves);
+    # None: undocumented (the upstream's default applies).
+    max_batch: int | None = None
     note: str = ""
 
     def placeholders(self, keyless: bool) -> set[str]:
@@ -124,7 +126,7 @@ PRESETS: dict[str, Preset] = {
             "ankr",
             "https://rpc.ankr.com/{network}/{key}",
             networks=_ANKR_NETWORKS,
-            max_batch=1000,
+            max_batch=100,  # per plan: Freemium 100, Premium 1,000 (a key is Freemium at least)
             note="the keyless endpoint now answers 'Unauthorized': a key is required; "
             "no ws_url: its WebSocket (Freemium and Premium only) has no documented format",
         ),

@@ -2,22 +2,29 @@
 
 One keep-alive aiohttp session per upstream. Every answer becomes either a result or an
 `UpstreamFailure` for the classifier; nothing here decides what a failure means.
+
+The calls made for the items of one client batch (while `CLIENT_BATCH` is set) travel
+together: those queued in one turn of the event loop go out as upstream batches of at most
+`max_batch` calls, one HTTP request each, and every call still gets its own `Reply`, so
+failover, hedging and health see each item as they see a single call.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import dataclasses
 import email.utils
 import itertools
 import socket
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 
-from rpcgate.config import UpstreamConfig
+from rpcgate.config import DEFAULT_MAX_BATCH, UpstreamConfig
 from rpcgate.errors import UpstreamFailure
 from rpcgate.health import UpstreamHealth
 from rpcgate.jsonrpc import dumps, loads
@@ -25,6 +32,13 @@ from rpcgate.masking import MASKER, mask_url
 
 USER_AGENT = "rpcgate/0.1"
 _BODY_PREFIX = 200  # bytes of a non-JSON body kept for classification and logs
+
+# Set (by answers.py) while the items of one client batch are answered. Tasks copy the
+# context they are made in, so every attempt and hedge of those items sees it, and nothing
+# else does: single calls and head polls go out alone, without waiting a loop turn.
+CLIENT_BATCH: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "rpcgate_client_batch", default=False
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,34 +73,101 @@ def interpret(status: int, body: bytes, headers: dict[str, str], request_id: int
     elsewhere, and never reaches the client.
     """
     retry_after = parse_retry_after(headers.get("retry-after"))
-
-    def unusable(transport: str, problem: str | None = None) -> Reply:
-        # A non-2xx status explains itself (with the body's text, which the classifier
-        # reads: "error code: 1015"); on a 2xx, the body is the problem.
-        text = body[:_BODY_PREFIX].decode("utf-8", "replace")
-        return Reply(
-            failure=UpstreamFailure(
-                transport=None if status >= 300 else transport,
-                http_status=status,
-                retry_after_s=retry_after,
-                body_text=text if status >= 300 or problem is None else problem,
-            )
-        )
-
     try:
         parsed = loads(body) if body else None
     except ValueError:
-        return unusable("bad_json")
+        return _unusable(status, body, retry_after, "bad_json")
     if isinstance(parsed, list):  # one call was sent: a batch of one is tolerated
         if len(parsed) != 1:
-            return unusable("bad_response", f"a batch of {len(parsed)} answers to one call")
+            problem = f"a batch of {len(parsed)} answers to one call"
+            return _unusable(status, body, retry_after, "bad_response", problem)
         parsed = parsed[0]
     if not isinstance(parsed, dict):
-        return unusable("bad_response", "not a JSON-RPC answer")
-    problem = answer_problem(parsed, request_id)
+        return _unusable(status, body, retry_after, "bad_response", "not a JSON-RPC answer")
+    return _answer_reply(status, body, retry_after, parsed, request_id)
+
+
+def interpret_batch(
+    status: int, body: bytes, headers: dict[str, str], request_ids: Sequence[int]
+) -> list[Reply]:
+    """Turns the HTTP exchange of one upstream batch into a Reply per call, in the order of
+    `request_ids`. Pure, like `interpret`, whose rules each answer meets.
+
+    Answers are matched by id, in any order. A call whose answer is missing, or given twice,
+    is this upstream's failure for that call alone (`bad_response`): only it is tried
+    elsewhere. An exchange that fails as a whole (an error status without answers, a body
+    that is not JSON or not a list of answers) fails every call in it alike.
+    """
+    retry_after = parse_retry_after(headers.get("retry-after"))
+    calls = len(request_ids)
+    try:
+        parsed = loads(body) if body else None
+    except ValueError:
+        return [_unusable(status, body, retry_after, "bad_json")] * calls
+    if not isinstance(parsed, list):
+        shown = {type(None): "nothing", dict: "one object"}.get(
+            type(parsed), f"a {type(parsed).__name__}"
+        )
+        problem = f"{shown} for a batch of {calls} calls" + _error_words(parsed)
+        return [_unusable(status, body, retry_after, "bad_response", problem)] * calls
+    by_id: dict[int, dict[str, Any]] = {}
+    twice: set[int] = set()
+    for answer in parsed:
+        answer_id = answer.get("id") if isinstance(answer, dict) else None
+        if type(answer_id) is int:  # by type too: `true` is not 1
+            if answer_id in by_id:
+                twice.add(answer_id)
+            by_id[answer_id] = answer
+    replies = []
+    for request_id in request_ids:
+        answer = by_id.get(request_id)
+        if request_id in twice:
+            problem = f"id {request_id} answered twice in a batch"
+        elif answer is None:
+            problem = f"no answer to id {request_id} among {len(parsed)} batch answers"
+        else:
+            replies.append(_answer_reply(status, body, retry_after, answer, request_id))
+            continue
+        replies.append(_unusable(status, body, retry_after, "bad_response", problem))
+    return replies
+
+
+def _error_words(parsed: Any) -> str:
+    """An error object's code and message, for the log of a batch answered by one."""
+    error = parsed.get("error") if isinstance(parsed, dict) else None
+    if not isinstance(error, dict):
+        return ""
+    return f": {str(error.get('code'))[:12]} {str(error.get('message'))[:80]}"
+
+
+def _unusable(
+    status: int,
+    body: bytes,
+    retry_after: float | None,
+    transport: str,
+    problem: str | None = None,
+) -> Reply:
+    # A non-2xx status explains itself (with the body's text, which the classifier reads:
+    # "error code: 1015"); on a 2xx, the body is the problem.
+    text = body[:_BODY_PREFIX].decode("utf-8", "replace")
+    return Reply(
+        failure=UpstreamFailure(
+            transport=None if status >= 300 else transport,
+            http_status=status,
+            retry_after_s=retry_after,
+            body_text=text if status >= 300 or problem is None else problem,
+        )
+    )
+
+
+def _answer_reply(
+    status: int, body: bytes, retry_after: float | None, answer: dict[str, Any], request_id: int
+) -> Reply:
+    """The Reply one JSON-RPC answer object gives to call `request_id`."""
+    problem = answer_problem(answer, request_id)
     if problem is not None:
-        return unusable("bad_response", problem)
-    error = parsed.get("error")
+        return _unusable(status, body, retry_after, "bad_response", problem)
+    error = answer.get("error")
     if error is not None:
         return Reply(
             error=error,
@@ -99,8 +180,10 @@ def interpret(status: int, body: bytes, headers: dict[str, str], request_id: int
             ),
         )
     if status >= 300:
-        return unusable("bad_response", "a result behind an error status")
-    return Reply(result=parsed["result"])
+        return _unusable(
+            status, body, retry_after, "bad_response", "a result behind an error status"
+        )
+    return Reply(result=answer["result"])
 
 
 def answer_problem(answer: dict[str, Any], request_id: int) -> str | None:
@@ -144,10 +227,13 @@ class Upstream:
         self.domain = config.domain
         self.display_url = mask_url(config.url)
         self.health = UpstreamHealth()
+        self.max_batch = DEFAULT_MAX_BATCH if config.max_batch is None else config.max_batch
         self._max_response_bytes = max_response_bytes
-        self._limit = asyncio.Semaphore(max_concurrent)
+        self._limit = asyncio.Semaphore(max_concurrent)  # one slot per HTTP request
         self._ids = itertools.count(1)
         self._session: aiohttp.ClientSession | None = None
+        self._queue: list[_Queued] = []  # calls of client batches, until the loop turn ends
+        self._sending: set[asyncio.Task[None]] = set()
         MASKER.add_url(config.url)
         MASKER.add(*config.headers.values())
 
@@ -166,49 +252,106 @@ class Upstream:
         )
 
     async def close(self) -> None:
+        sending = list(self._sending)
+        for task in sending:
+            task.cancel()
+        await asyncio.gather(*sending, return_exceptions=True)
         if self._session is not None:
             await self._session.close()
             self._session = None
 
     async def call(self, method: str, params: Any, timeout_s: float) -> Reply:
-        """One attempt. Never raises for upstream trouble: a failure comes back as data."""
+        """One attempt. Never raises for upstream trouble: a failure comes back as data.
+
+        Within a client batch, the call waits for the end of the loop turn and travels in
+        an upstream batch with the others queued meanwhile; `timeout_s` counts the same.
+        """
+        started = time.monotonic()
+        if self.max_batch > 1 and CLIENT_BATCH.get():
+            reply = await self._batched(method, params, timeout_s)
+        else:
+            request_id = next(self._ids)
+            exchange = await self._post(dumps(_request(request_id, method, params)), timeout_s)
+            reply = _replies(exchange, [request_id])[0]
+        return dataclasses.replace(reply, latency_s=time.monotonic() - started)
+
+    async def _batched(self, method: str, params: Any, timeout_s: float) -> Reply:
+        loop = asyncio.get_running_loop()
+        queued = _Queued(next(self._ids), method, params, timeout_s, loop.create_future())
+        self._queue.append(queued)
+        if len(self._queue) == 1:
+            # In a context of its own: the request is every queued call's, not the first's.
+            loop.call_soon(self._flush, context=contextvars.Context())
+        try:
+            async with asyncio.timeout(timeout_s):
+                return await queued.reply
+        except TimeoutError:  # the wait was cancelled; the others' request goes on
+            return Reply(failure=UpstreamFailure(transport="timeout"))
+
+    def _flush(self) -> None:
+        """Sends the calls queued in this loop turn: as few groups as `max_batch` allows,
+        of even sizes (50 calls by 7 are 6 and 7, not a straggler of 1)."""
+        waiting = [queued for queued in self._queue if not queued.reply.done()]
+        self._queue.clear()
+        groups = -(-len(waiting) // self.max_batch)
+        for index in range(groups):
+            group = waiting[index * len(waiting) // groups : (index + 1) * len(waiting) // groups]
+            task = asyncio.create_task(self._send(group))
+            self._sending.add(task)
+            task.add_done_callback(self._sending.discard)
+            _cancel_when_abandoned(task, group)
+
+    async def _send(self, group: list[_Queued]) -> None:
+        """One HTTP request for the group (a plain call for a group of one), and each call's
+        Reply from its own answer."""
+        timeout_s = max(queued.timeout_s for queued in group)
+        request_ids = [queued.request_id for queued in group]
+        try:
+            if len(group) == 1:
+                exchange = await self._post(dumps(group[0].request()), timeout_s)
+            else:
+                exchange = await self._post(dumps([q.request() for q in group]), timeout_s)
+            if len(group) > 1 and isinstance(exchange, tuple) and exchange[1] is None:
+                # The whole batch is over max_response_bytes, a bound on each answer: the
+                # calls are asked one by one instead.
+                replies = await asyncio.gather(*(self._alone(q, timeout_s) for q in group))
+            else:
+                replies = _replies(exchange, request_ids)
+            for queued, reply in zip(group, replies, strict=True):
+                if not queued.reply.done():
+                    queued.reply.set_result(reply)
+        finally:  # cancelled by close(): the calls still waiting fail, as if cut off
+            for queued in group:
+                if not queued.reply.done():
+                    closed = UpstreamFailure(transport="reset", body_text="upstream closed")
+                    queued.reply.set_result(Reply(failure=closed))
+
+    async def _alone(self, queued: _Queued, timeout_s: float) -> Reply:
+        exchange = await self._post(dumps(queued.request()), timeout_s)
+        return _replies(exchange, [queued.request_id])[0]
+
+    async def _post(self, data: bytes, timeout_s: float) -> _Exchange | UpstreamFailure:
+        """One HTTP POST within `timeout_s`: its status, body (None: over max_response_bytes)
+        and Retry-After; or what kept it from being an HTTP exchange."""
         if self._session is None:
             await self.start()
         assert self._session is not None
-        request_id = next(self._ids)
-        payload: dict[str, Any] = {"jsonrpc": "2.0", "id": request_id, "method": method}
-        if params is not None:
-            payload["params"] = params
-        started = time.monotonic()
         try:
             async with (
                 self._limit,
                 asyncio.timeout(timeout_s),
-                self._session.post(self.config.url, data=dumps(payload)) as resp,
+                self._session.post(self.config.url, data=data) as resp,
             ):
                 body = await self._read_body(resp)
-                if body is None:
-                    reply = Reply(
-                        failure=UpstreamFailure(http_status=413, body_text="response too large")
-                    )
-                else:
-                    retry_after = resp.headers.get("Retry-After", "")
-                    reply = interpret(resp.status, body, {"retry-after": retry_after}, request_id)
+                return resp.status, body, {"retry-after": resp.headers.get("Retry-After", "")}
         except TimeoutError:
-            reply = Reply(failure=UpstreamFailure(transport="timeout"))
+            return UpstreamFailure(transport="timeout")
         except aiohttp.ClientConnectorError as exc:
-            reply = Reply(
-                failure=UpstreamFailure(
-                    transport=connect_failure(exc), body_text=MASKER.mask(str(exc))
-                )
-            )
+            return UpstreamFailure(transport=connect_failure(exc), body_text=MASKER.mask(str(exc)))
         except (aiohttp.ClientError, OSError) as exc:
-            reply = Reply(
-                failure=UpstreamFailure(
-                    transport="reset", body_text=MASKER.mask(f"{type(exc).__name__}: {exc}")
-                )
+            return UpstreamFailure(
+                transport="reset", body_text=MASKER.mask(f"{type(exc).__name__}: {exc}")
             )
-        return dataclasses.replace(reply, latency_s=time.monotonic() - started)
 
     async def _read_body(self, resp: aiohttp.ClientResponse) -> bytes | None:
         declared = resp.content_length
@@ -222,6 +365,60 @@ class Upstream:
                 return None
             chunks.append(chunk)
         return b"".join(chunks)
+
+
+# An HTTP exchange as plain data: status, body (None: over max_response_bytes), headers.
+_Exchange = tuple[int, bytes | None, dict[str, str]]
+_TOO_LARGE = UpstreamFailure(http_status=413, body_text="response too large")
+
+
+def _request(request_id: int, method: str, params: Any) -> dict[str, Any]:
+    payload: dict[str, Any] = {"jsonrpc": "2.0", "id": request_id, "method": method}
+    if params is not None:
+        payload["params"] = params
+    return payload
+
+
+def _replies(exchange: _Exchange | UpstreamFailure, request_ids: list[int]) -> list[Reply]:
+    """Each call's Reply from the exchange that carried it (alone, or in a batch)."""
+    if isinstance(exchange, UpstreamFailure):
+        return [Reply(failure=exchange)] * len(request_ids)
+    status, body, headers = exchange
+    if body is None:
+        return [Reply(failure=_TOO_LARGE)] * len(request_ids)
+    if len(request_ids) == 1:
+        return [interpret(status, body, headers, request_ids[0])]
+    return interpret_batch(status, body, headers, request_ids)
+
+
+@dataclass(slots=True)
+class _Queued:
+    """A call of a client batch, waiting for its upstream batch."""
+
+    request_id: int
+    method: str
+    params: Any
+    timeout_s: float
+    reply: asyncio.Future[Reply]
+
+    def request(self) -> dict[str, Any]:
+        return _request(self.request_id, self.method, self.params)
+
+
+def _cancel_when_abandoned(task: asyncio.Task[None], group: list[_Queued]) -> None:
+    """Ends the request once no call in it waits any more (each timed out, or its caller
+    went away: a hedge's loser), as a single call's request ends with its caller."""
+    waiting = len(group)
+
+    def one_less(reply: asyncio.Future[Reply]) -> None:
+        nonlocal waiting
+        if reply.cancelled():
+            waiting -= 1
+            if waiting == 0:
+                task.cancel()
+
+    for queued in group:
+        queued.reply.add_done_callback(one_less)
 
 
 def connect_failure(exc: aiohttp.ClientConnectorError) -> str:

@@ -42,6 +42,7 @@ from rpcgate.jsonrpc import (
     rpc_error,
 )
 from rpcgate.ratelimit import LIMIT_EXCEEDED, Bucket, Rate, take
+from rpcgate.upstream import CLIENT_BATCH
 
 if TYPE_CHECKING:
     from rpcgate.execute import ChainRuntime
@@ -194,9 +195,11 @@ class Connection:
             self.send(dumps(response_object(None, error=error)))
             return
         started = time.perf_counter()
+        in_batch = CLIENT_BATCH.set(parsed.is_batch)  # items travel as upstream batches
         try:
             bodies = await asyncio.gather(*(self._answer_item(i, started) for i in parsed.items))
         finally:
+            CLIENT_BATCH.reset(in_batch)
             admission.leave(self.caller, cost)
         payload = encode_response([b for b in bodies if b is not None], parsed.is_batch)
         if payload is not None:

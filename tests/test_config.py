@@ -238,7 +238,8 @@ def test_missing_env_variable_in_a_header_is_named_with_its_key_path() -> None:
 # --- every problem, with its key path --------------------------------------------------------
 
 UPSTREAM_KEYS = (
-    "domain, endpoint, headers, key, kind, name, node_id, preset, region, url, weight, ws_url"
+    "domain, endpoint, headers, key, kind, max_batch, name, node_id, preset, region, url, weight, "
+    "ws_url"
 )
 ROOT_KEYS = (
     "admin, auth, cache, chains, cors, failover, limits, listen, log_level, shutdown, websocket"

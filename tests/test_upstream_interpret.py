@@ -7,7 +7,7 @@ import json
 import pytest
 
 from rpcgate.errors import ErrorClass, classify
-from rpcgate.upstream import interpret, parse_retry_after
+from rpcgate.upstream import Reply, interpret, interpret_batch, parse_retry_after
 
 
 def _body(payload: object) -> bytes:
@@ -250,3 +250,147 @@ def test_retry_after_as_http_date() -> None:
     assert parse_retry_after("Wed, 21 Oct 2026 07:28:00 GMT", now=1792567670.0) == 10.0
     assert parse_retry_after("soon") is None
     assert parse_retry_after("1.5") == 1.5
+
+
+# --- an upstream batch: one Reply per call, each answer judged alone -----------------------
+
+CALLS = [7, 8, 9]
+
+
+def _answer(request_id: object, result: object = None, **rest: object) -> dict[str, object]:
+    return {"jsonrpc": "2.0", "id": request_id, "result": result, **rest}
+
+
+def _what_each_got(replies: list[Reply]) -> list[object]:
+    """Per call: its result, or the transport of its failure, or its error's code."""
+    return [
+        reply.result
+        if reply.failure is None
+        else reply.failure.transport or (reply.error or {}).get("code") or reply.failure.http_status
+        for reply in replies
+    ]
+
+
+@pytest.mark.parametrize(
+    ("answers", "expected"),
+    [
+        pytest.param(
+            [_answer(7, "0x7"), _answer(8, "0x8"), _answer(9, "0x9")],
+            ["0x7", "0x8", "0x9"],
+            id="in-order",
+        ),
+        pytest.param(
+            [_answer(9, "0x9"), _answer(7, "0x7"), _answer(8, "0x8")],
+            ["0x7", "0x8", "0x9"],
+            id="any-order",
+        ),
+        pytest.param(
+            [_answer(7, "0x7"), _answer(9, "0x9")], ["0x7", "bad_response", "0x9"], id="missing"
+        ),
+        pytest.param(
+            [_answer(7, "0x7"), _answer(80, "0x8"), _answer(9, "0x9")],
+            ["0x7", "bad_response", "0x9"],
+            id="wrong-id",
+        ),
+        pytest.param(
+            [_answer(7, "0x7"), _answer("8", "0x8"), _answer(9, "0x9")],
+            ["0x7", "bad_response", "0x9"],
+            id="id-as-string",
+        ),
+        pytest.param(
+            [_answer(7, "0x7"), _answer(8, "0x8"), _answer(8, "0x88"), _answer(9, "0x9")],
+            ["0x7", "bad_response", "0x9"],
+            id="answered-twice",
+        ),
+        pytest.param(
+            [
+                _answer(7, "0x7"),
+                {"jsonrpc": "2.0", "id": 8, "error": {"code": -32603, "message": "internal"}},
+                _answer(9, "0x9"),
+            ],
+            ["0x7", -32603, "0x9"],
+            id="error-for-one",
+        ),
+        pytest.param(
+            [
+                _answer(7, "0x7"),
+                {"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message": "bad"}},
+                _answer(9, "0x9"),
+            ],
+            ["0x7", "bad_response", "0x9"],
+            id="null-id-error-is-nobodys",
+        ),
+        pytest.param(
+            [_answer(7, "0x7"), "0x8", _answer(9, "0x9")],
+            ["0x7", "bad_response", "0x9"],
+            id="not-an-object",
+        ),
+        pytest.param(
+            [_answer(7, "0x7"), {"jsonrpc": "2.0", "id": 8}, _answer(9, "0x9")],
+            ["0x7", "bad_response", "0x9"],
+            id="neither-result-nor-error",
+        ),
+        pytest.param(
+            [_answer(7, "0x7"), _answer(8, "0x8"), _answer(9, "0x9"), _answer(10, "0xa")],
+            ["0x7", "0x8", "0x9"],
+            id="an-extra-answer-is-ignored",
+        ),
+    ],
+)
+def test_each_call_of_a_batch_gets_its_own_answer(
+    answers: list[object], expected: list[object]
+) -> None:
+    assert _what_each_got(interpret_batch(200, _body(answers), {}, CALLS)) == expected
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "expected"),
+    [
+        pytest.param(200, b"\x00garbage<html>", "bad_json", id="not-json"),
+        pytest.param(200, b"", "bad_response", id="empty"),
+        pytest.param(
+            200,
+            _body({"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message": "too big"}}),
+            "bad_response",
+            id="one-error-object-for-the-batch",
+        ),
+        pytest.param(200, _body(_answer(7, "0x7")), "bad_response", id="one-answer-not-a-list"),
+        pytest.param(503, b"upstream unavailable", 503, id="http-503"),
+    ],
+)
+def test_a_batch_failing_as_a_whole_fails_every_call_alike(
+    status: int, body: bytes, expected: object
+) -> None:
+    replies = interpret_batch(status, body, {}, CALLS)
+    assert _what_each_got(replies) == [expected] * len(CALLS)
+    for reply in replies:
+        assert reply.failure is not None and reply.result is None and reply.error is None
+        assert classify(reply.failure).retry_elsewhere
+
+
+def test_a_batch_answered_as_one_error_says_so() -> None:
+    error = {"code": -32005, "message": "Number of requests exceeds max batch size"}
+    (reply, *_) = interpret_batch(
+        200, _body({"jsonrpc": "2.0", "id": None, "error": error}), {}, CALLS
+    )
+    assert reply.failure is not None and reply.failure.body_text is not None
+    assert "one object for a batch of 3 calls" in reply.failure.body_text
+    assert "Number of requests exceeds max batch size" in reply.failure.body_text
+
+
+def test_a_rate_limited_batch_rests_the_upstream_for_each_call() -> None:
+    errors = [
+        {"jsonrpc": "2.0", "id": i, "error": {"code": -32005, "message": "Too Many Requests"}}
+        for i in CALLS
+    ]
+    for reply in interpret_batch(429, _body(errors), {"retry-after": "2"}, CALLS):
+        assert reply.failure is not None and reply.error is not None
+        classification = classify(reply.failure)
+        assert classification.error_class is ErrorClass.RATE_LIMITED
+        assert classification.cooldown_s == 2.0
+
+
+def test_a_result_in_a_batch_behind_an_error_status_is_not_taken() -> None:
+    answers = [_answer(i, "0x1") for i in CALLS]
+    replies = interpret_batch(500, _body(answers), {}, CALLS)
+    assert all(r.failure is not None and r.result is None for r in replies)

@@ -88,6 +88,7 @@ class FaultProxy:
         self._counts_lock = threading.Lock()
         self._request_count = 0
         self._methods: list[str] = []
+        self._requests: list[str | list[str] | None] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: web.Server | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -128,6 +129,13 @@ class FaultProxy:
             return list(self._methods)
 
     @property
+    def requests(self) -> list[str | list[str] | None]:
+        """What each HTTP request carried, in order: a single call's method, a batch's list
+        of methods, or None for a body that is neither."""
+        with self._counts_lock:
+            return [list(r) if isinstance(r, list) else r for r in self._requests]
+
+    @property
     def hung_requests(self) -> int:
         """Requests parked by HANG whose client has not hung up yet."""
         return len(self._hung_connections)
@@ -136,6 +144,7 @@ class FaultProxy:
         with self._counts_lock:
             self._request_count = 0
             self._methods.clear()
+            self._requests.clear()
 
     # -- control --
 
@@ -335,9 +344,13 @@ class FaultProxy:
             for item in items
             if isinstance(item, dict) and isinstance(item.get("method"), str)
         ]
+        shape: str | list[str] | None = methods if isinstance(payload, list) else None
+        if isinstance(payload, dict) and methods:
+            shape = methods[0]
         with self._counts_lock:
             self._request_count += 1
             self._methods.extend(methods)
+            self._requests.append(shape)
 
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
         body = await request.read()
