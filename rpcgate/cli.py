@@ -7,7 +7,10 @@ import asyncio
 import dataclasses
 import gc
 import os
+import signal
+import socket
 import sys
+from typing import TextIO
 
 import structlog
 
@@ -34,7 +37,43 @@ def _load_or_exit(path: str | None) -> Config:
         raise SystemExit(2) from None
 
 
+def _workers_or_exit(arg: str | None, listen: str) -> int:
+    from rpcgate.workers import WORKERS_ENV, available_cores, parse_workers
+
+    source, value = ("--workers", arg) if arg else (f"${WORKERS_ENV}", os.environ.get(WORKERS_ENV))
+    try:
+        count = parse_workers(value or "1", available_cores())
+    except ValueError as exc:
+        print(f"rpcgate: {source} {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    if count > 1 and split_host_port(listen)[1] == 0:
+        print(f"rpcgate: {source} {count} needs a fixed port, not {listen}", file=sys.stderr)
+        raise SystemExit(2)
+    if count > 1 and not hasattr(socket, "SO_REUSEPORT"):
+        print(f"rpcgate: {source} {count} needs SO_REUSEPORT (Linux)", file=sys.stderr)
+        raise SystemExit(2)
+    return count
+
+
+def _stderr_one_write_per_line() -> TextIO:
+    """stderr, buffered up to each newline: a supervisor and its workers share one stderr,
+    and a log line written in one piece is not cut by another process's (sys.stderr writes
+    the line and its newline separately)."""
+    return open(
+        sys.stderr.fileno(),
+        "w",
+        buffering=1,
+        encoding="utf-8",
+        errors="backslashreplace",
+        closefd=False,
+    )
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
+    if args.as_worker is not None:
+        # A supervisor's Ctrl-C, forwarded while this worker is still starting: end quietly
+        # (the event loop's own handler takes over once it listens).
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
     path = _config_path(args.config)
     config = _load_or_exit(path)
     if args.listen:
@@ -44,8 +83,35 @@ def cmd_serve(args: argparse.Namespace) -> int:
             print(f"rpcgate: --listen {exc}", file=sys.stderr)
             return 2
         config = dataclasses.replace(config, listen=args.listen)
-    configure_logging(config.log_level)
+    workers = 1 if args.as_worker is not None else _workers_or_exit(args.workers, config.listen)
+    if workers > 1 or args.as_worker is not None:
+        configure_logging(config.log_level, stream=_stderr_one_write_per_line())
+    else:
+        configure_logging(config.log_level)
     log = structlog.get_logger("rpcgate")
+    if args.as_worker is None:
+        log.info(
+            "starting",
+            version=__version__,
+            listen=config.listen,
+            workers=workers,
+            config=path or "embedded default",
+            chains=[
+                {
+                    "name": c.name,
+                    "chain_id": c.chain_id,
+                    "upstreams": [f"{u.name} {mask_url(u.url)}" for u in c.upstreams],
+                }
+                for c in config.chains
+            ],
+        )
+    if workers > 1:
+        from rpcgate.workers import supervise
+
+        return supervise(config, path, workers)
+    if args.as_worker is not None:
+        # Every line a worker logs says which worker it is (asyncio's tasks copy the context).
+        structlog.contextvars.bind_contextvars(worker=args.as_worker)
     try:
         import uvloop  # a faster event loop where it is available
 
@@ -54,24 +120,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         pass
     from rpcgate.lifecycle import serve
 
-    log.info(
-        "starting",
-        version=__version__,
-        listen=config.listen,
-        config=path or "embedded default",
-        chains=[
-            {
-                "name": c.name,
-                "chain_id": c.chain_id,
-                "upstreams": [f"{u.name} {mask_url(u.url)}" for u in c.upstreams],
-            }
-            for c in config.chains
-        ],
-    )
     # Everything loaded so far lives as long as the process: keep it out of the garbage
     # collector's way (fewer objects to scan on every collection).
     gc.freeze()
-    return asyncio.run(serve(config, path))
+    return asyncio.run(serve(config, path, worker=args.as_worker is not None))
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -124,14 +176,20 @@ def build_parser() -> argparse.ArgumentParser:
             "Signals: SIGTERM drains (readiness turns 503, the listener closes after "
             "shutdown.grace_s, calls in flight finish, exit 0); SIGINT does the same "
             "without the grace; SIGHUP reloads the config file (an invalid one is refused "
-            "and the old one keeps serving)."
+            "and the old one keeps serving).\n\n"
+            "With --workers N, N processes serve the one port (SO_REUSEPORT) and this one "
+            "supervises them: it forwards those signals to each, restarts a worker that "
+            "dies, and exits when all have stopped. They share nothing but Redis: set "
+            "cache.redis_url, or each worker is a replica of its own (its own cache, filters "
+            "and served head)."
         ),
         epilog=(
             "examples:\n"
             "  rpcgate serve\n"
             "  rpcgate serve --config rpcgate.yaml --listen 0.0.0.0:8545\n"
-            "exit status: 0 after a drain, 2 when the config is invalid or the port "
-            "cannot be opened"
+            "  rpcgate serve --config rpcgate.yaml --workers auto\n"
+            "exit status: 0 after a drain, 1 when a worker did not stop cleanly, 2 when the "
+            "config or --workers is invalid or the port cannot be opened"
         ),
         formatter_class=formatter,
     )
@@ -143,6 +201,16 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--listen", metavar="HOST:PORT", help="where to listen; overrides the config's `listen`"
     )
+    serve.add_argument(
+        "--workers",
+        metavar="N|auto",
+        help=(
+            "processes serving the port; auto: one per core this process may use "
+            "(default: $RPCGATE_WORKERS, else 1: this process serves alone)"
+        ),
+    )
+    # Internal: how the supervisor starts worker K (see rpcgate/workers.py).
+    serve.add_argument("--as-worker", type=int, metavar="K", help=argparse.SUPPRESS)
     serve.set_defaults(func=cmd_serve)
 
     check = sub.add_parser(

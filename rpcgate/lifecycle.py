@@ -6,6 +6,10 @@ to `shutdown.timeout_s` to finish, and the process exits 0. SIGINT (Ctrl-C) does
 without the grace; a second signal stops at once. SIGHUP reads the config file again: a
 valid one is swapped in (`reload`), an invalid one is refused with the messages `rpcgate
 config validate` prints, and the old config keeps serving.
+
+As one of `serve --workers N`'s processes (`rpcgate.workers`), the listener shares its port
+with the other workers (SO_REUSEPORT), and the process also stops when its supervisor is
+gone (its stdin, a pipe from the supervisor, closes).
 """
 
 from __future__ import annotations
@@ -13,8 +17,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import os
 import signal
 import socket
+import sys
 from collections.abc import Callable
 
 import structlog
@@ -43,15 +49,18 @@ def listen_error(host: str, port: int, exc: OSError) -> str:
     return f"cannot listen on {where}: {exc.strerror or exc}"
 
 
-def bind(host: str, port: int) -> socket.socket:
+def bind(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
     """The listening address, taken before the gateway starts (so a port in use fails at
-    once, not after the first head polls)."""
+    once, not after the first head polls). `reuse_port`: workers of one supervisor each bind
+    the same address and the kernel spreads new connections across them."""
     family, kind, proto, _, address = socket.getaddrinfo(
         host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
     )[0]
     sock = socket.socket(family, kind, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind(address)
     except OSError:
         sock.close()
@@ -59,15 +68,22 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-async def serve(config: Config, config_path: str | None) -> int:
-    host, port = config.listen_host_port()
+def open_listener(host: str, port: int, *, reuse_port: bool = False) -> socket.socket | None:
+    """The bound socket, or None once the reason it could not be had is logged (one line)."""
     try:
-        sock = bind(host, port)
+        return bind(host, port, reuse_port=reuse_port)
     except socket.gaierror as exc:
         log.error("cannot_listen", error=f"cannot listen on {host}:{port}: {exc.strerror}")
-        return EXIT_CANNOT_SERVE
     except OSError as exc:
         log.error("cannot_listen", error=listen_error(host, port, exc))
+    return None
+
+
+async def serve(config: Config, config_path: str | None, *, worker: bool = False) -> int:
+    """Serve until a stop signal. `worker`: one of a supervisor's processes (see above)."""
+    host, port = config.listen_host_port()
+    sock = open_listener(host, port, reuse_port=worker)
+    if sock is None:
         return EXIT_CANNOT_SERVE
     app = build_app(config)
     gateway = app[GATEWAY]
@@ -80,7 +96,7 @@ async def serve(config: Config, config_path: str | None) -> int:
     )
     await runner.setup()  # starts the gateway: one head-poll round per chain
     await web.SockSite(runner, sock).start()
-    log.info("listening", listen=f"{host}:{port}")
+    log.info("listening", listen=f"{host}:{port}", pid=os.getpid())
 
     loop = asyncio.get_running_loop()
     stopping: asyncio.Future[bool] = loop.create_future()  # result: wait for the grace
@@ -100,9 +116,16 @@ async def serve(config: Config, config_path: str | None) -> int:
         reloads.add(task)
         task.add_done_callback(reloads.discard)
 
+    def on_supervisor_gone() -> None:
+        log.warning("supervisor_gone", stopping="without the grace")
+        if not stopping.done():
+            stopping.set_result(False)
+
     loop.add_signal_handler(signal.SIGTERM, on_stop(True))
     loop.add_signal_handler(signal.SIGINT, on_stop(False))
     loop.add_signal_handler(signal.SIGHUP, on_reload)
+    if worker:
+        _watch_supervisor(loop, on_supervisor_gone)
     try:
         wait_for_grace = await stopping
         gateway.draining = True
@@ -117,8 +140,31 @@ async def serve(config: Config, config_path: str | None) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             with contextlib.suppress(ValueError, RuntimeError):
                 loop.remove_signal_handler(sig)
+        if worker:
+            with contextlib.suppress(ValueError, RuntimeError, OSError):
+                loop.remove_reader(sys.stdin.fileno())
     log.info("stopped")
     return EXIT_OK
+
+
+def _watch_supervisor(loop: asyncio.AbstractEventLoop, on_gone: Callable[[], None]) -> None:
+    """A worker's stdin is a pipe its supervisor holds open and never writes to: end of file
+    means the supervisor is gone (even killed with SIGKILL), and no one would stop this
+    worker any more."""
+    fd = sys.stdin.fileno()
+
+    def readable() -> None:
+        try:
+            data = os.read(fd, 4096)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            loop.remove_reader(fd)
+            on_gone()
+
+    loop.add_reader(fd, readable)
 
 
 async def _reload(gateway: Gateway, config_path: str | None) -> None:

@@ -69,7 +69,10 @@ def test_every_failed_call_is_one_log_line_with_its_attempts(
     ("command", "must_say"),
     [
         ([], ["serve", "check", "config", "COMMAND --help"]),
-        (["serve"], ["Ethereum mainnet", "SIGTERM", "SIGHUP", "examples:", "exit status"]),
+        (
+            ["serve"],
+            ["Ethereum mainnet", "SIGTERM", "SIGHUP", "--workers", "examples:", "exit status"],
+        ),
         (["check"], ["(default: 10.0)", "exit status"]),
         (["config"], ["validate"]),
         (["config", "validate"], ["key path", "exit status"]),
