@@ -180,6 +180,55 @@ def gossip(cluster: AnvilCluster, raw_transaction: str) -> None:
                 raise
 
 
+class ServeProcess(Protocol):
+    def __call__(self, upstream: str, **sections: Any) -> tuple[str, subprocess.Popen[bytes]]: ...
+
+
+@pytest.fixture
+def serve_process(tmp_path: Path) -> Iterator[ServeProcess]:
+    """`rpcgate serve` in a process of its own (its memory measured alone) over one
+    upstream, on a free port: chain `devnet`, warnings only, client limits off unless a
+    `limits` section is given; keyword arguments add or replace top-level sections."""
+    processes: list[subprocess.Popen[bytes]] = []
+
+    def start(upstream: str, **sections: Any) -> tuple[str, subprocess.Popen[bytes]]:
+        port = free_port()
+        config: dict[str, Any] = {
+            "listen": f"127.0.0.1:{port}",
+            "log_level": "warning",
+            "limits": {"rate_per_s": 0, "max_concurrent_per_client": 0},
+            "chains": [
+                {
+                    "name": "devnet",
+                    "chain_id": 31337,
+                    "head_poll_interval": 0.1,
+                    "upstreams": [{"name": "node0", "url": upstream}],
+                }
+            ],
+            **sections,
+        }
+        path = tmp_path / f"serve-{port}.yaml"
+        path.write_text(yaml.safe_dump(config))
+        process = subprocess.Popen(
+            [*rpcgate_command(), "serve", "--config", str(path)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        processes.append(process)
+        url = f"http://127.0.0.1:{port}"
+        wait_for_http(url + "/healthz")
+        return url, process
+
+    yield start
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
 @pytest.fixture
 def replica_process(tmp_path: Path) -> Iterator[Callable[..., str]]:
     """A second gateway in a process of its own, polling its upstreams once a minute."""

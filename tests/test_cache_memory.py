@@ -9,24 +9,21 @@ import asyncio
 import gc
 import json
 import os
-import signal
-import subprocess
 import time
 import tracemalloc
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import orjson
 import pytest
-import yaml
 
 from rpcgate.cache import Entry, cache_key
 from rpcgate.store import MemoryLRU
+from tests.conftest import ServeProcess
 from tests.harness.fixtures import AnvilClusterFactory
-from tests.harness.tools import free_port, rpcgate_command, wait_for_http
 
 CHAIN_ID = 31337
 BUDGET = 16 * 1024 * 1024  # cache.memory_bytes in the process test
@@ -126,47 +123,6 @@ def test_an_entry_keeps_its_answer_as_exact_json_and_nothing_else() -> None:
 # -- a full cache, in a process of its own --
 
 
-@pytest.fixture
-def gateway_process(tmp_path: Path) -> Iterator[Callable[[str], tuple[str, int]]]:
-    processes: list[subprocess.Popen[bytes]] = []
-
-    def start(upstream: str) -> tuple[str, int]:
-        port = free_port()
-        config = {
-            "listen": f"127.0.0.1:{port}",
-            "log_level": "warning",
-            "limits": {"rate_per_s": 0, "max_concurrent_per_client": 0},  # a flood, served
-            "cache": {"memory_bytes": BUDGET},
-            "chains": [
-                {
-                    "name": "devnet",
-                    "chain_id": CHAIN_ID,
-                    "head_poll_interval": 0.5,
-                    "upstreams": [{"name": "node0", "url": upstream}],
-                }
-            ],
-        }
-        path = tmp_path / f"gateway-{port}.yaml"
-        path.write_text(yaml.safe_dump(config))
-        process = subprocess.Popen(
-            [*rpcgate_command(), "serve", "--config", str(path)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        processes.append(process)
-        url = f"http://127.0.0.1:{port}"
-        wait_for_http(url + "/healthz")
-        return url, process.pid
-
-    yield start
-    for process in processes:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-
-
 async def _flood(url: str, first: int, count: int, block: str, pid: int) -> dict[str, int]:
     """eth_getBalance of `count` distinct addresses at `block`, in batches, several at a
     time, watching the process's RSS and the cache's count while it runs."""
@@ -207,11 +163,14 @@ async def _flood(url: str, first: int, count: int, block: str, pid: int) -> dict
 
 def test_a_full_cache_keeps_the_process_within_its_budget(
     anvil_cluster: AnvilClusterFactory,
-    gateway_process: Callable[[str], tuple[str, int]],
+    serve_process: ServeProcess,
 ) -> None:
     cluster = anvil_cluster(1, chain_id=CHAIN_ID)
     cluster.mine_all(80)  # anvil's finalized block trails its head by 64: 0x10
-    url, pid = gateway_process(cluster.urls[0])
+    url, process = serve_process(
+        cluster.urls[0], cache={"memory_bytes": BUDGET}
+    )  # the head polled every 0.1 s; client limits off: a flood, served
+    pid = process.pid
     deadline = time.monotonic() + 10
     while _status(url)["chains"][0]["consensus"]["finalized"] is None:
         assert time.monotonic() < deadline, "no finalized block"

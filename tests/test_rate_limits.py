@@ -7,23 +7,19 @@ import asyncio
 import io
 import json
 import signal
-import subprocess
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-import yaml
 
 from rpcgate.logs import configure_logging
 from rpcgate.ratelimit import Bucket, Rate, retry_after_header, take
-from tests.conftest import GatewayFactory, ProxiedClusterFactory, RunningGateway
+from tests.conftest import GatewayFactory, ProxiedClusterFactory, RunningGateway, ServeProcess
 from tests.harness.faultproxy import Fault
 from tests.harness.fixtures import AnvilClusterFactory
 from tests.harness.redis_server import RedisServer
-from tests.harness.tools import free_port, rpcgate_command, wait_for_http
 
 CALL = {"jsonrpc": "2.0", "id": 1, "method": "eth_chainId"}
 
@@ -243,39 +239,16 @@ def test_redis_down_falls_back_to_counting_in_process(
     assert events.count("rate_limits_local") == 1
 
 
-def _gateway_process(tmp_path: Path, upstream: str, redis_url: str) -> tuple[str, Any]:
-    port = free_port()
-    config = {
-        "listen": f"127.0.0.1:{port}",
-        "cache": {"redis_url": redis_url},
-        "limits": {"rate_per_s": 10, "rate_burst": 20},
-        "chains": [
-            {
-                "name": "devnet",
-                "chain_id": 31337,
-                "head_poll_interval": 60,
-                "upstreams": [{"name": "node0", "url": upstream}],
-            }
-        ],
-    }
-    path = tmp_path / f"gateway-{port}.yaml"
-    path.write_text(yaml.safe_dump(config))
-    process = subprocess.Popen(
-        [*rpcgate_command(), "serve", "--config", str(path)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    wait_for_http(url + "/healthz")
-    return url, process
-
-
 def test_two_gateway_processes_share_limits_through_redis(
-    tmp_path: Path, anvil_cluster: AnvilClusterFactory, redis_server: RedisServer
+    serve_process: ServeProcess, anvil_cluster: AnvilClusterFactory, redis_server: RedisServer
 ) -> None:
     upstream = anvil_cluster(1, automine=True).urls[0]
-    first, first_process = _gateway_process(tmp_path, upstream, redis_server.url)
-    second, second_process = _gateway_process(tmp_path, upstream, redis_server.url)
+    shared = {
+        "cache": {"redis_url": redis_server.url},
+        "limits": {"rate_per_s": 10, "rate_burst": 20},
+    }
+    first, first_process = serve_process(upstream, **shared)
+    second, second_process = serve_process(upstream, **shared)
     try:
 
         async def alternate() -> tuple[list[int], float]:

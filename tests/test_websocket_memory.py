@@ -8,25 +8,20 @@ import asyncio
 import base64
 import json
 import os
-import signal
 import socket
 import struct
-import subprocess
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
-import yaml
 
 from rpcgate.feeds import LOGS_WINDOW
+from tests.conftest import ServeProcess
 from tests.harness.anvil import DEV_ADDRESSES, DEV_KEYS, AnvilCluster, sign_transaction
 from tests.harness.contract import INIT_CODE, create_address
 from tests.harness.fixtures import AnvilClusterFactory
-from tests.harness.tools import free_port, rpcgate_command, wait_for_http
 
 CHAIN_ID = 31337
 CONTRACT = create_address(DEV_ADDRESSES[0], 0)
@@ -38,6 +33,11 @@ LOG_BYTES = 60_000  # calldata each logged transaction carries: a notification o
 # allocator keeps of freed blocks (peak RSS, measured under the whole suite's load).
 STALLED_BOUND = 2 * (SEND_QUEUE * 2 * LOG_BYTES + 2 * (64 * 1024 + 2 * LOG_BYTES))
 IDLE_BOUND_PER_CONNECTION = 64 * 1024  # what an idle subscribed connection may cost
+SETTINGS: dict[str, Any] = {
+    # A small cache, so that what grows is what the connections hold.
+    "cache": {"memory_bytes": 1024 * 1024},
+    "websocket": {"send_queue": SEND_QUEUE, "max_subscriptions": 10},
+}
 
 
 def _rss(pid: int) -> int:
@@ -51,49 +51,6 @@ def _status(url: str) -> dict[str, Any]:
     with urllib.request.urlopen(url + "/status.json", timeout=5) as resp:
         status: dict[str, Any] = json.loads(resp.read())
     return status
-
-
-@pytest.fixture
-def gateway_process(tmp_path: Path) -> Iterator[Any]:
-    processes: list[subprocess.Popen[bytes]] = []
-
-    def start(upstream: str) -> tuple[str, int]:
-        port = free_port()
-        config = {
-            "listen": f"127.0.0.1:{port}",
-            "log_level": "warning",
-            "limits": {"rate_per_s": 0, "max_concurrent_per_client": 0},
-            # A small cache, so that what grows is what the connections hold.
-            "cache": {"memory_bytes": 1024 * 1024},
-            "websocket": {"send_queue": SEND_QUEUE, "max_subscriptions": 10},
-            "chains": [
-                {
-                    "name": "devnet",
-                    "chain_id": CHAIN_ID,
-                    "head_poll_interval": 0.1,
-                    "upstreams": [{"name": "node0", "url": upstream}],
-                }
-            ],
-        }
-        path = tmp_path / f"gateway-{port}.yaml"
-        path.write_text(yaml.safe_dump(config))
-        process = subprocess.Popen(
-            [*rpcgate_command(), "serve", "--config", str(path)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        processes.append(process)
-        url = f"http://127.0.0.1:{port}"
-        wait_for_http(url + "/healthz")
-        return url, process.pid
-
-    yield start
-    for process in processes:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
 
 
 def _frame(text: str) -> bytes:
@@ -147,12 +104,13 @@ def _log_block(node: Any, nonce: int) -> None:
 
 
 def test_a_client_that_never_reads_is_cut_off_at_a_bounded_cost(
-    anvil_cluster: AnvilClusterFactory, gateway_process: Any
+    anvil_cluster: AnvilClusterFactory, serve_process: ServeProcess
 ) -> None:
     cluster: AnvilCluster = anvil_cluster(1, chain_id=CHAIN_ID, automine=True)
     node = cluster[0]
     _deploy(node)
-    url, pid = gateway_process(node.url)
+    url, process = serve_process(node.url, **SETTINGS)
+    pid = process.pid
 
     # A client that reads, while the feed's window of recent logs fills (it keeps the logs
     # of its last blocks, to send them as removed after a reorg): the gateway's steady state.
@@ -207,10 +165,11 @@ def test_a_client_that_never_reads_is_cut_off_at_a_bounded_cost(
 
 
 def test_idle_subscribed_connections_cost_a_bounded_amount_each(
-    anvil_cluster: AnvilClusterFactory, gateway_process: Any
+    anvil_cluster: AnvilClusterFactory, serve_process: ServeProcess
 ) -> None:
     node = anvil_cluster(1, chain_id=CHAIN_ID, automine=True)[0]
-    url, pid = gateway_process(node.url)
+    url, process = serve_process(node.url, **SETTINGS)
+    pid = process.pid
     count = 1000
 
     async def open_many() -> tuple[int, int, list[Any]]:
