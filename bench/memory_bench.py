@@ -14,15 +14,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
-from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -31,23 +28,16 @@ import aiohttp  # noqa: E402
 import yaml  # noqa: E402
 
 from tests.harness.anvil import AnvilCluster  # noqa: E402
-from tests.harness.tools import free_port, rpcgate_command, wait_for_http  # noqa: E402
+from tests.harness.tools import (  # noqa: E402
+    free_port,
+    process_memory,
+    rpcgate_command,
+    status_json,
+    wait_for_http,
+)
 
 BATCH = 100
 CONCURRENCY = 8
-
-
-def rss(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmRSS")
-
-
-def status(url: str) -> dict[str, Any]:
-    with urllib.request.urlopen(url + "/status.json", timeout=10) as resp:
-        loaded: dict[str, Any] = json.loads(resp.read())
-    return loaded
 
 
 async def flood(url: str, addresses: range, block: str) -> None:
@@ -109,13 +99,13 @@ def main() -> None:
             # Never cached ("pending"): what serving costs once, whatever the cache holds.
             asyncio.run(flood(url, range(1, args.entries + 1), "pending"))
             time.sleep(1)
-            idle = rss(process.pid)
+            idle = process_memory(process.pid)
             started = time.monotonic()
             asyncio.run(flood(url, range(1, args.entries + 1), "0x1"))
             elapsed = time.monotonic() - started
             time.sleep(1)
-            full = rss(process.pid)
-            cache = status(url)["cache"]
+            full = process_memory(process.pid)
+            cache = status_json(url)["cache"]
         finally:
             process.send_signal(signal.SIGINT)
             process.wait(10)

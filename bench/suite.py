@@ -49,7 +49,7 @@ from cache_bench import HOT_ACCOUNTS, dapp_mix, prepare_chain, upstream_requests
 from tests.harness.anvil import AnvilCluster  # noqa: E402
 from tests.harness.faultproxy import Fault, FaultProxy  # noqa: E402
 from tests.harness.loop import BackgroundLoop  # noqa: E402
-from tests.harness.tools import free_port, wait_for_http  # noqa: E402
+from tests.harness.tools import free_port, process_memory, wait_for_http  # noqa: E402
 
 CHAIN_ID = 31337
 UPSTREAM_LATENCY_S = 0.030
@@ -72,12 +72,9 @@ class Row:
 
 def rss_peak_mb(pid: int) -> float | None:
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
+        return process_memory(pid, "VmHWM") / 2**20
+    except (OSError, AssertionError):
         return None
-    return None
 
 
 def wrk(
@@ -503,10 +500,7 @@ def run(args: argparse.Namespace) -> list[Row]:
 
 
 def _rss_now(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+    return process_memory(pid) / 2**20
 
 
 def table(rows: list[Row]) -> str:

@@ -7,14 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import json
 import os
 import time
 import tracemalloc
 import urllib.request
 from collections.abc import Callable
-from pathlib import Path
-from typing import Any
 
 import aiohttp
 import orjson
@@ -24,6 +21,7 @@ from rpcgate.cache import Entry, cache_key
 from rpcgate.store import MemoryLRU
 from tests.conftest import ServeProcess
 from tests.harness.fixtures import AnvilClusterFactory
+from tests.harness.tools import process_memory, status_json
 
 CHAIN_ID = 31337
 BUDGET = 16 * 1024 * 1024  # cache.memory_bytes in the process test
@@ -35,19 +33,6 @@ BATCH = 100  # calls per HTTP request
 CONCURRENCY = 8  # requests in flight
 WARM_UP_CALLS = 10_000
 FILL_CALLS = 45_000  # about 1.5x what fits in BUDGET with small answers
-
-
-def _rss(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
-
-
-def _status(url: str) -> dict[str, Any]:
-    with urllib.request.urlopen(url + "/status.json", timeout=10) as resp:
-        status: dict[str, Any] = json.loads(resp.read())
-    return status
 
 
 # -- the count, against what Python really allocates --
@@ -148,7 +133,7 @@ async def _flood(url: str, first: int, count: int, block: str, pid: int) -> dict
 
         async def watch() -> None:
             while True:
-                seen["peak_rss"] = max(seen["peak_rss"], _rss(pid))
+                seen["peak_rss"] = max(seen["peak_rss"], process_memory(pid))
                 async with session.get(url + "/status.json") as resp:
                     counted = (await resp.json())["cache"]["memory_bytes"]
                 seen["peak_counted"] = max(seen["peak_counted"], counted)
@@ -157,7 +142,7 @@ async def _flood(url: str, first: int, count: int, block: str, pid: int) -> dict
         watcher = asyncio.create_task(watch())
         await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
         watcher.cancel()
-    seen["peak_rss"] = max(seen["peak_rss"], _rss(pid))
+    seen["peak_rss"] = max(seen["peak_rss"], process_memory(pid))
     return seen
 
 
@@ -172,19 +157,19 @@ def test_a_full_cache_keeps_the_process_within_its_budget(
     )  # the head polled every 0.1 s; client limits off: a flood, served
     pid = process.pid
     deadline = time.monotonic() + 10
-    while _status(url)["chains"][0]["consensus"]["finalized"] is None:
+    while status_json(url)["chains"][0]["consensus"]["finalized"] is None:
         assert time.monotonic() < deadline, "no finalized block"
         time.sleep(0.1)
 
     # Never cached ("pending"), with the same load: what serving costs once (buffers, the
     # plans of hot calls, the allocator's pools) is in the baseline.
     asyncio.run(_flood(url, 10**6, WARM_UP_CALLS, "pending", pid))
-    assert _status(url)["cache"]["memory_entries"] == 0
+    assert status_json(url)["cache"]["memory_entries"] == 0
     time.sleep(0.5)
-    idle = _rss(pid)
+    idle = process_memory(pid)
 
     seen = asyncio.run(_flood(url, 1, FILL_CALLS, "0x1", pid))
-    cache = _status(url)["cache"]
+    cache = status_json(url)["cache"]
     growth = seen["peak_rss"] - idle
     print(
         f"full cache: {cache['memory_entries']} entries, {cache['memory_bytes'] / 1e6:.1f} MB "
@@ -197,7 +182,7 @@ def test_a_full_cache_keeps_the_process_within_its_budget(
     assert growth <= RSS_FACTOR * BUDGET, (growth, RSS_FACTOR * BUDGET)
 
     # The process's RSS is shown beside the cache's count, in status.json and the metrics.
-    assert abs(cache["process_rss_bytes"] - _rss(pid)) < 4 * 1024 * 1024
+    assert abs(cache["process_rss_bytes"] - process_memory(pid)) < 4 * 1024 * 1024
     with urllib.request.urlopen(url + "/metrics", timeout=10) as resp:
         exposition = resp.read().decode()
     sample = next(

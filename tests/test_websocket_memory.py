@@ -11,8 +11,6 @@ import os
 import socket
 import struct
 import time
-import urllib.request
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -22,6 +20,7 @@ from tests.conftest import ServeProcess
 from tests.harness.anvil import DEV_ADDRESSES, DEV_KEYS, AnvilCluster, sign_transaction
 from tests.harness.contract import INIT_CODE, create_address
 from tests.harness.fixtures import AnvilClusterFactory
+from tests.harness.tools import process_memory, status_json
 
 CHAIN_ID = 31337
 CONTRACT = create_address(DEV_ADDRESSES[0], 0)
@@ -38,19 +37,6 @@ SETTINGS: dict[str, Any] = {
     "cache": {"memory_bytes": 1024 * 1024},
     "websocket": {"send_queue": SEND_QUEUE, "max_subscriptions": 10},
 }
-
-
-def _rss(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
-
-
-def _status(url: str) -> dict[str, Any]:
-    with urllib.request.urlopen(url + "/status.json", timeout=5) as resp:
-        status: dict[str, Any] = json.loads(resp.read())
-    return status
 
 
 def _frame(text: str) -> bytes:
@@ -133,7 +119,7 @@ def test_a_client_that_never_reads_is_cut_off_at_a_bounded_cost(
 
     stalled = asyncio.run(_stalled_client(url))
     time.sleep(0.5)
-    baseline = _rss(pid)
+    baseline = process_memory(pid)
     peak = baseline
     closed_after = None
     # Blocks of ~120 KB notifications until the gateway gives up: the kernel's socket buffers
@@ -141,8 +127,8 @@ def test_a_client_that_never_reads_is_cut_off_at_a_bounded_cost(
     for sent in range(1, 151):
         _log_block(node, nonce + sent)
         time.sleep(0.05)
-        peak = max(peak, _rss(pid))
-        if _status(url)["clients"]["websocket_connections"] == 0:
+        peak = max(peak, process_memory(pid))
+        if status_json(url)["clients"]["websocket_connections"] == 0:
             closed_after = sent
             break
     loop.close()
@@ -151,7 +137,7 @@ def test_a_client_that_never_reads_is_cut_off_at_a_bounded_cost(
     print(f"stalled client: cut off after {closed_after} blocks, RSS +{growth / 1e6:.1f} MB")
     assert growth < STALLED_BOUND, (growth, STALLED_BOUND)
     # The gateway still serves, and the stalled socket ends (closed or reset).
-    assert _status(url)["chains"][0]["name"] == "devnet"
+    assert status_json(url)["chains"][0]["name"] == "devnet"
     stalled.settimeout(5)
     ended = False
     try:
@@ -175,7 +161,7 @@ def test_idle_subscribed_connections_cost_a_bounded_amount_each(
     async def open_many() -> tuple[int, int, list[Any]]:
         session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
         sockets = []
-        before = _rss(pid)
+        before = process_memory(pid)
         for _ in range(0, count, 100):
             batch = await asyncio.gather(
                 *(session.ws_connect(url.replace("http", "ws") + "/devnet") for _i in range(100))
@@ -189,8 +175,8 @@ def test_idle_subscribed_connections_cost_a_bounded_amount_each(
                 assert "result" in reply, reply
             sockets.extend(batch)
         await asyncio.sleep(1)
-        after = _rss(pid)
-        status = _status(url)["clients"]
+        after = process_memory(pid)
+        status = status_json(url)["clients"]
         assert status["websocket_connections"] == count
         assert status["websocket_subscriptions"] == count
         for ws in sockets:
@@ -203,4 +189,4 @@ def test_idle_subscribed_connections_cost_a_bounded_amount_each(
     print(f"idle subscribed WebSocket: {per_connection / 1024:.1f} KiB per connection")
     assert per_connection < IDLE_BOUND_PER_CONNECTION, per_connection
     time.sleep(0.5)
-    assert _status(url)["clients"]["websocket_connections"] == 0  # all released
+    assert status_json(url)["clients"]["websocket_connections"] == 0  # all released

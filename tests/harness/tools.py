@@ -6,6 +6,7 @@ import os
 import platform
 import socket
 from pathlib import Path
+from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ANVIL_VERSION = "1.7.1"
@@ -86,3 +87,21 @@ def rpcgate_command() -> list[str]:
 
     script = shutil.which("rpcgate", path=str(Path(sys.executable).parent))
     return [script] if script else [sys.executable, "-m", "rpcgate.cli"]
+
+
+def process_memory(pid: int, field: str = "VmRSS") -> int:
+    """A process's memory figure from /proc/PID/status, in bytes (VmRSS: now; VmHWM: peak)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no {field} for process {pid}")
+
+
+def status_json(url: str, timeout: float = 10.0) -> dict[str, Any]:
+    """A gateway's /status.json."""
+    import json
+    import urllib.request
+
+    with urllib.request.urlopen(url + "/status.json", timeout=timeout) as resp:
+        status: dict[str, Any] = json.loads(resp.read())
+    return status
