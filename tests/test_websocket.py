@@ -516,3 +516,43 @@ def test_a_client_that_answers_no_ping_is_dropped_and_keys_guard_sockets(
     assert time.monotonic() - started < 3  # a ping, then its pong's wait: about 1 s
     assert keyed.call("eth_chainId")["result"] == hex(CHAIN_ID)  # the other one answers pongs
     raw.close()
+
+
+def test_a_late_subscriber_gets_no_removed_logs_of_blocks_sent_before_it_came() -> None:
+    from rpcgate.feeds import HeadFeed, Subscriber
+
+    chain = [_b(0, "h0", "p"), _b(1, "h1", "h0"), _b(2, "h2", "h1"), _b(2, "x2", "h1")]
+    blocks = {b.hash: b for b in chain}
+    state = {"head": chain[0]}
+
+    async def fetch(call: Any) -> tuple[Any, None]:
+        if call.method == "eth_getBlockByHash":
+            block = blocks[call.params[0]]
+            header = {"number": hex(block.number), "hash": block.hash}
+            return {**header, "parentHash": block.parent_hash}, None
+        block_hash = call.params[0]["blockHash"]
+        return [{"blockHash": block_hash, "logIndex": "0x0", "address": "0x" + "11" * 20}], None
+
+    async def scenario() -> tuple[list[Any], list[Any]]:
+        early: list[Any] = []
+        late: list[Any] = []
+        never = asyncio.Event()
+        feed = HeadFeed("t", lambda: state["head"], never.wait, fetch)
+        await feed.step()
+        feed.subscribe(Subscriber(early.append, "logs", parse_log_filter({})))  # type: ignore[arg-type]
+        state["head"] = blocks["h2"]
+        await feed.step()  # h1 and h2 sent to the early subscriber only
+        feed.subscribe(Subscriber(late.append, "logs", parse_log_filter({})))  # type: ignore[arg-type]
+        state["head"] = blocks["x2"]
+        await feed.step()  # h2 dropped: removed for the early one; the late one never had it
+        await feed.stop()
+        return early, late
+
+    early, late = asyncio.run(scenario())
+    assert [(e["blockHash"], bool(e.get("removed"))) for e in early] == [
+        ("h1", False),
+        ("h2", False),
+        ("h2", True),
+        ("x2", False),
+    ]
+    assert [(e["blockHash"], bool(e.get("removed"))) for e in late] == [("x2", False)]
