@@ -383,7 +383,7 @@ def run(args: argparse.Namespace) -> list[Row]:
             ]
             if nginx:
                 targets.insert(3, ("nginx", nginx[0], nginx[1]))
-            for name, url, process in targets:
+            for name, url, process in targets if "a" in args.scenarios else []:
                 measure(
                     rows,
                     "a cache hit",
@@ -395,7 +395,7 @@ def run(args: argparse.Namespace) -> list[Row]:
                     pinned,
                     upstream_count=count if name == "rpcgate" else None,
                 )
-            for name, url, process in targets:
+            for name, url, process in targets if "b" in args.scenarios else []:
                 if name == "bare dict":
                     continue
                 measure(
@@ -409,7 +409,21 @@ def run(args: argparse.Namespace) -> list[Row]:
                     pinned,
                     upstream_count=count if name == "rpcgate" else None,
                 )
-            for name, url, process in targets:
+            if "b" in args.scenarios:  # one connection: what rpcgate adds to one call
+                one = argparse.Namespace(**{**vars(args), "connections": 1})
+                for name, url, process in targets:
+                    if name in ("node", "bare proxy", "rpcgate"):
+                        measure(
+                            rows,
+                            "b pass-through c=1",
+                            name,
+                            url,
+                            process,
+                            [passthrough],
+                            one,
+                            pinned,
+                        )
+            for name, url, process in targets if "c" in args.scenarios else []:
                 if name == "bare dict":
                     continue
                 measure(
@@ -425,6 +439,21 @@ def run(args: argparse.Namespace) -> list[Row]:
                     upstream_count=count if name == "rpcgate" else None,
                 )
             servers.stop_all()
+        if "a" in args.scenarios and CORES >= 2:
+            # All cores: two workers on one port against nginx (one worker process, the
+            # machine's other core free to it), both unpinned, wrk on the same machine.
+            print("== rpcgate --workers 2", flush=True)
+            node = cluster[0].url
+            gateway, gateway_process = servers.rpcgate([node], False, workers=2)
+            for _ in range(8):  # each worker stores the answer once; the rest are hits
+                post(gateway, hit)
+            nginx = servers.nginx(node, False)
+            if nginx:
+                measure(rows, "a cache hit", "nginx", nginx[0], nginx[1], [hit], args, False)
+            measure(rows, "a cache hit", "rpcgate x2", gateway, gateway_process, [hit], args, False)
+            servers.stop_all()
+        if not set(args.scenarios) & set("de") and not args.soak:
+            return rows
 
         # d, e, f: three upstreams 30 ms away, a block every 3 s; unpinned (many processes).
         proxies = [loop.run(FaultProxy(u).start()) for u in cluster.urls]
@@ -436,34 +465,37 @@ def run(args: argparse.Namespace) -> list[Row]:
         nginx = servers.nginx(proxies[0].url, False)
         with mining(cluster, 3.0):
             print("== 30 ms upstreams", flush=True)
-            if nginx:
+            if nginx and "d" in args.scenarios:
                 measure(rows, "d dApp mix", "nginx", nginx[0], nginx[1], bodies, args, False)
-            measure(
-                rows,
-                "d dApp mix",
-                "rpcgate",
-                gateway,
-                gateway_process,
-                bodies,
-                args,
-                False,
-                upstream_count=count,
-            )
-            killer = threading.Timer(args.seconds / 2, lambda: proxies[2].set_fault(Fault.REFUSE))
-            killer.start()
-            measure(
-                rows,
-                "e one killed",
-                "rpcgate",
-                gateway,
-                gateway_process,
-                bodies,
-                args,
-                False,
-                upstream_count=count,
-            )
-            killer.join()
-            proxies[2].heal()
+            if "d" in args.scenarios:
+                measure(
+                    rows,
+                    "d dApp mix",
+                    "rpcgate",
+                    gateway,
+                    gateway_process,
+                    bodies,
+                    args,
+                    False,
+                    upstream_count=count,
+                )
+            if "e" in args.scenarios:
+                kill = lambda: proxies[2].set_fault(Fault.REFUSE)  # noqa: E731
+                killer = threading.Timer(args.seconds / 2, kill)
+                killer.start()
+                measure(
+                    rows,
+                    "e one killed",
+                    "rpcgate",
+                    gateway,
+                    gateway_process,
+                    bodies,
+                    args,
+                    False,
+                    upstream_count=count,
+                )
+                killer.join()
+                proxies[2].heal()
             if args.soak:
                 soak = argparse.Namespace(**{**vars(args), "seconds": 300, "connections": 8})
                 samples: list[float] = []
@@ -542,6 +574,22 @@ def ratios(rows: list[Row]) -> str:
             nginx = rps(scenario, "nginx", pinned)
             if ours and nginx:
                 lines.append(f"- {scenario}, {label}: rpcgate / nginx = {ours / nginx:.2f}")
+    workers, nginx = rps("a cache hit", "rpcgate x2", False), rps("a cache hit", "nginx", False)
+    if workers and nginx:
+        lines.append(f"- a cache hit, rpcgate --workers 2 / nginx = {workers / nginx:.2f}")
+    for pinned in (False, True):
+        one = {
+            r.target: r.p50_ms
+            for r in rows
+            if r.scenario == "b pass-through c=1" and r.pinned == pinned
+        }
+        if "node" in one and "rpcgate" in one:
+            added = one["rpcgate"] - one["node"]
+            label = "pinned" if pinned else "unpinned"
+            lines.append(
+                f"- b pass-through at concurrency 1, {label}: rpcgate adds {added:.3f} ms p50 "
+                f"to a direct call ({one['rpcgate']:.3f} vs {one['node']:.3f} ms)"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -579,6 +627,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--pinning", choices=("both", "pinned", "unpinned"), default="both")
+    parser.add_argument(
+        "--scenarios", default="abcde", help="which of a-e to run (f is --soak), e.g. ab"
+    )
     parser.add_argument("--soak", action="store_true", help="add the 5-minute soak (f)")
     parser.add_argument("--out", default=str(REPO / "bench" / "results"))
     args = parser.parse_args()

@@ -245,9 +245,13 @@ class Failover:
         """One attempt, with a hedge beside it when it is slow: the replies that came, in
         the order they came (a hedge's loser is cancelled and brings none)."""
         config = self.config
+        if not (
+            config.hedge_budget > 0
+            and is_hedgeable(state.call.method)
+            and self._hedge_partner(state, upstream) is not None
+        ):  # no hedge can follow: the attempt needs no task of its own
+            return [(upstream, await self._timed(state, upstream, timeout, hedge=False))]
         first = asyncio.create_task(self._timed(state, upstream, timeout, hedge=False))
-        if not (config.hedge_budget > 0 and is_hedgeable(state.call.method)):
-            return [(upstream, await first)]
         delay = hedge_delay(
             upstream.health.latency_p95_s, config.hedge_delay_min_s, config.hedge_delay_max_s
         )

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import dataclasses
 import email.utils
 import itertools
 import socket
@@ -249,6 +248,9 @@ class Upstream:
             headers=headers,
             skip_auto_headers=("Accept-Encoding",),
             auto_decompress=True,
+            # Each call has its own deadline (asyncio.timeout in _post): aiohttp's default
+            # of 5 minutes would only arm a second timer per request.
+            timeout=aiohttp.ClientTimeout(total=None),
         )
 
     async def close(self) -> None:
@@ -273,7 +275,7 @@ class Upstream:
             request_id = next(self._ids)
             exchange = await self._post(dumps(_request(request_id, method, params)), timeout_s)
             reply = _replies(exchange, [request_id])[0]
-        return dataclasses.replace(reply, latency_s=time.monotonic() - started)
+        return Reply(reply.result, reply.failure, reply.error, time.monotonic() - started)
 
     async def _batched(self, method: str, params: Any, timeout_s: float) -> Reply:
         loop = asyncio.get_running_loop()
