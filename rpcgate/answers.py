@@ -33,6 +33,9 @@ log = structlog.get_logger("rpcgate.server")
 HEADER_UPSTREAM = "X-Rpcgate-Upstream"
 HEADER_ATTEMPTS = "X-Rpcgate-Attempts"
 HEADER_CACHE = "X-Rpcgate-Cache"  # hit | miss | bypass, one per item of a batch
+# What was verified of the answer (chains[].verify): proof | integrity | consensus | none,
+# one per answer of a batch.
+HEADER_VERIFIED = "X-Rpcgate-Verified"
 # The block number (decimal) an answer is about: the pinned block, or the block a by-hash
 # answer is in; absent when none. For a batch, one per answer in order, "-" for none.
 HEADER_BLOCK = "X-Rpcgate-Block"
@@ -48,6 +51,7 @@ class Answer:
     attempts: int
     cache: str
     block: int | None = None
+    verified: str = "none"
 
 
 async def answer_item(
@@ -91,7 +95,14 @@ async def answer_item(
             if outcome.trace is not None
             else {"answered_by": outcome.upstream, "cache": outcome.cache}
         )
-    return Answer(body, outcome.upstream, outcome.attempts, outcome.cache, outcome.block)
+    return Answer(
+        body,
+        outcome.upstream,
+        outcome.attempts,
+        outcome.cache,
+        outcome.block,
+        chain.verified_level(item, outcome),
+    )
 
 
 async def answer_request(
@@ -119,6 +130,7 @@ async def answer_request(
             HEADER_UPSTREAM: answer.upstream,
             HEADER_ATTEMPTS: str(answer.attempts),
             HEADER_CACHE: answer.cache,
+            HEADER_VERIFIED: answer.verified,
         }
         if answer.block is not None and answer.body is not None:
             headers[HEADER_BLOCK] = str(answer.block)
@@ -140,6 +152,7 @@ async def answer_request(
         HEADER_UPSTREAM: ",".join(dict.fromkeys(a.upstream for a in answers)),
         HEADER_ATTEMPTS: str(sum(a.attempts for a in answers)),
         HEADER_CACHE: ",".join(a.cache for a in answers),
+        HEADER_VERIFIED: ",".join(a.verified for a in answers if a.body is not None),
         HEADER_BLOCK: ",".join(
             "-" if a.block is None else str(a.block) for a in answers if a.body is not None
         ),

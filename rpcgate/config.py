@@ -144,6 +144,21 @@ class ChainConfig:
         "Which methods this chain serves (a denied call gets -32601 and reaches no upstream).",
         default_factory=MethodsConfig,
     )
+    verify: Literal["off", "integrity", "proofs"] = setting(
+        "What is checked of an upstream's answer before it is served. `integrity`: block "
+        "headers, transactions and receipts are recomputed and checked against the consensus "
+        "block hash; `proofs` adds balances, nonces, code and storage answered from "
+        "eth_getProof checked against the consensus block's stateRoot, and eth_getLogs "
+        "checked against the blocks' verified receipts; `off` checks nothing. An answer that "
+        "fails is that upstream's failure (class `integrity`) and is asked elsewhere.",
+        default="integrity",
+    )
+    verify_logs_max_blocks: int = setting(
+        "With `verify: proofs`, the longest eth_getLogs range checked against receipts "
+        "(each block of the range costs a header, and each block whose logsBloom may match "
+        "a block's receipts); longer ranges are served as the upstream gives them.",
+        default=1000,
+    )
 
 
 @dataclass(frozen=True)
@@ -615,6 +630,8 @@ def _resolve(config: Config, problems: list[str]) -> Config:
             problems.append(f"{path}.max_lag_blocks: must be 0 or more")
         if chain.hold_ahead_s < 0:
             problems.append(f"{path}.hold_ahead_s: must be 0 or more")
+        if chain.verify_logs_max_blocks < 0:
+            problems.append(f"{path}.verify_logs_max_blocks: must be 0 or more")
         for k, rule in enumerate(chain.quorum):
             if rule.upstreams < 2:
                 problems.append(f"{path}.quorum[{k}].upstreams: must be at least 2")

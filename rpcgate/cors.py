@@ -18,7 +18,8 @@ ALLOWED_HEADERS = (
     "X-Requested-With, X-Rpcgate-Cache-Control, X-Rpcgate-Trace"
 )
 EXPOSED_HEADERS = (
-    "X-Rpcgate-Upstream, X-Rpcgate-Attempts, X-Rpcgate-Cache, X-Rpcgate-Block, Retry-After"
+    "X-Rpcgate-Upstream, X-Rpcgate-Attempts, X-Rpcgate-Cache, X-Rpcgate-Block, "
+    "X-Rpcgate-Verified, Retry-After"
 )
 
 

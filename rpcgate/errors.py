@@ -31,6 +31,7 @@ class ErrorClass(enum.StrEnum):
     REVERT = "revert"  # execution reverted: return as-is (data included)
     AUTH = "auth"  # bad key: disable the upstream for a while, try another
     TXPOOL = "txpool"  # nonce too low / already known / underpriced ...: return as-is
+    INTEGRITY = "integrity"  # an answer that failed verification (verify.py): ask another
 
 
 # Which classes may be retried on another upstream with the same call. The three that may
@@ -44,6 +45,7 @@ RETRY_ELSEWHERE: frozenset[ErrorClass] = frozenset(
         ErrorClass.MISSING_DATA,
         ErrorClass.TOO_LARGE,
         ErrorClass.AUTH,
+        ErrorClass.INTEGRITY,
     }
 )
 
@@ -51,6 +53,10 @@ RETRY_ELSEWHERE: frozenset[ErrorClass] = frozenset(
 DEFAULT_RATE_LIMIT_COOLDOWN_S = 1.0  # CU/s buckets refill within about a second
 MONTHLY_QUOTA_COOLDOWN_S = 3600.0  # re-probe hourly: a plan upgrade lifts the cap at once
 AUTH_COOLDOWN_S = 300.0  # long enough not to hammer a bad key, short enough to notice a fix
+# An upstream caught answering falsely rests a little: long enough that calls under load go
+# elsewhere, short enough that a false alarm (a chain whose blocks are not shaped as
+# Ethereum's, before `verify: off` is set) costs little.
+INTEGRITY_COOLDOWN_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -67,6 +73,7 @@ class UpstreamFailure:
     rpc_data: object = None
     retry_after_s: float | None = None  # from a Retry-After header (the caller parses it)
     body_text: str | None = None  # a short prefix of a non-JSON body ("error code: 1015")
+    integrity: str | None = None  # what an answer that failed verification got wrong
 
 
 @dataclass(frozen=True)
@@ -203,6 +210,8 @@ _SENDER_RATE_LIMIT_CODE = -32017  # proxyd: the same sequencer sits behind every
 
 def classify(failure: UpstreamFailure, *, now_utc: datetime | None = None) -> Classification:
     """Decides what the gateway does about one failed attempt on one upstream."""
+    if failure.integrity is not None:
+        return _verdict(ErrorClass.INTEGRITY, f"integrity: {failure.integrity}", failure)
     if failure.transport is not None:
         return _verdict(ErrorClass.TRANSIENT, failure.transport, failure)
     text = _error_text(failure)
@@ -323,6 +332,8 @@ def _cooldown(
         return told if told is not None else quota_cooldown_s
     if error_class is ErrorClass.AUTH:
         return AUTH_COOLDOWN_S
+    if error_class is ErrorClass.INTEGRITY:
+        return INTEGRITY_COOLDOWN_S
     # Other classes concern the call, not the upstream; health scoring handles TRANSIENT.
     return None
 

@@ -42,6 +42,14 @@ from rpcgate.store import CacheCounters, Coalescer, ResponseCache
 from rpcgate.tracker import HeadTracker
 from rpcgate.upstream import Reply, Upstream
 from rpcgate.upstream_ws import PendingMerger, UpstreamSocket
+from rpcgate.verifier import (
+    Level,
+    Verifier,
+    anchored,
+    answer_level,
+    proof_call,
+    state_from_proof,
+)
 
 if TYPE_CHECKING:
     from rpcgate.shared_head import SharedHeads
@@ -88,7 +96,14 @@ class ChainRuntime:
         self.tracker = HeadTracker(
             config, self.upstreams, failover.attempt_timeout_s, shared=shared_heads
         )
-        self._failover = Failover(self.upstreams, self.tracker, failover, drills)
+        self.verifier = Verifier(
+            config.verify,
+            lambda: self._consensus_view()[2],
+            lambda method, params: self._internal(Call(method, params, 0, False)),
+            config.verify_logs_max_blocks,
+        )
+        self._failover = Failover(self.upstreams, self.tracker, failover, drills, self.verifier)
+        self._levels: dict[str, Level] = {}  # per method, for answers about a pinned block
         self._failover_config = failover
         self._quorum = {rule.method: rule for rule in config.quorum}
         self.policy = MethodPolicy(config.methods)
@@ -279,7 +294,10 @@ class ChainRuntime:
             await self.tracker.wait_for_head(block, hold)
             head = self._served_head()
         rule = self._quorum.get(call.method)
-        if call.method == "eth_sendRawTransaction" and self._failover_config.broadcast > 1:
+        proof_params = proof_call(call.method, call.params) if self.verifier.proves else None
+        if proof_params is not None:  # verify: proofs: from the account's checked proof
+            outcome = await self._proven_state(call, proof_params)
+        elif call.method == "eth_sendRawTransaction" and self._failover_config.broadcast > 1:
             outcome = await self._broadcast(call, head)
         elif rule is not None:
             outcome = await self._ask_quorum(call, block, head, rule)
@@ -309,6 +327,37 @@ class ChainRuntime:
             attempts=outcome.attempts,
             attempt_log=outcome.attempt_log,
             trace=outcome.trace,
+        )
+
+    async def _proven_state(self, call: Call, proof_params: list[Any]) -> Outcome:
+        """A balance, nonce or storage slot from eth_getProof through this chain's path
+        (cached, and checked against the consensus block's stateRoot by the verifier)."""
+        proven = await self.execute(Call("eth_getProof", proof_params, call.id, False))
+        if proven.error is not None:
+            return proven
+        proof = orjson.loads(proven.result_json) if proven.result_json else proven.result
+        return Outcome(
+            result=state_from_proof(call.method, proof),
+            upstream=proven.upstream,
+            attempts=proven.attempts,
+            attempt_log=proven.attempt_log,
+        )
+
+    def verified_level(self, call: Call, outcome: Outcome) -> Level:
+        """What was verified of this answer (X-Rpcgate-Verified)."""
+        if outcome.error is not None or (outcome.result is None and outcome.result_json is None):
+            return "none"
+        mode = self.verifier.mode
+        if outcome.block is not None and call.method != "eth_getLogs":  # the hot path
+            level = self._levels.get(call.method)
+            if level is None:
+                level = self._levels[call.method] = answer_level(call.method, mode, True)
+            return level
+        in_bound = True
+        if call.method == "eth_getLogs" and mode == "proofs":
+            in_bound = self.verifier.logs_in_bound(self._prepare(call)[2].params)
+        return answer_level(
+            call.method, mode, anchored(call.method, outcome.block, call.params), in_bound
         )
 
     async def _ask_quorum(

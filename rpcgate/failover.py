@@ -21,7 +21,7 @@ from tenacity import AsyncRetrying, retry_if_result, stop_after_attempt
 from rpcgate.broadcast import transaction_hash
 from rpcgate.config import FailoverConfig
 from rpcgate.drills import Drills
-from rpcgate.errors import Classification, ErrorClass, classify
+from rpcgate.errors import Classification, ErrorClass, UpstreamFailure, classify
 from rpcgate.health import record_failure, record_latency, record_success
 from rpcgate.hedging import HedgeBudget, hedge_delay, is_hedgeable
 from rpcgate.jsonrpc import ALL_UPSTREAMS_FAILED, DEADLINE_EXCEEDED, NO_UPSTREAM, Call, rpc_error
@@ -31,6 +31,7 @@ from rpcgate.routing import Candidate, attempt_order, block_fit, next_candidate,
 from rpcgate.trace import CallTrace
 from rpcgate.tracker import HeadTracker
 from rpcgate.upstream import Reply, Upstream
+from rpcgate.verifier import Unverifiable, Verifier
 
 log = structlog.get_logger("rpcgate.failover")
 
@@ -99,8 +100,10 @@ class Failover:
         tracker: HeadTracker,
         config: FailoverConfig,
         drills: Drills | None = None,
+        verifier: Verifier | None = None,
     ) -> None:
         self.upstreams = upstreams
+        self.verifier = verifier  # chains[].verify: answers checked before they count
         self.drills = drills or Drills()  # outage drills: a drained upstream rests
         self.tracker = tracker
         self.config = config
@@ -233,11 +236,37 @@ class Failover:
         state.tried.append(upstream.name)
         timeout = min(self.config.attempt_timeout_s, remaining)
         completed = await self._call(state, upstream, timeout)
+        verifier = self.verifier
+        if verifier is not None and state.call.method in verifier.methods:
+            completed = [(u, await self._checked(state, u, reply)) for u, reply in completed]
         # A hedged attempt may bring two answers: the good one decides, a failure beside it
         # still counts against its upstream.
         completed.sort(key=lambda done: done[1].failure is None)
         steps = [self._step(state, done_upstream, reply) for done_upstream, reply in completed]
         return next((step for step in reversed(steps) if not step.retry), steps[-1])
+
+    async def _checked(self, state: _CallState, upstream: Upstream, reply: Reply) -> Reply:
+        """The reply, or an `integrity` failure when its answer fails verification (logged
+        once, with what differed; it never reaches the client)."""
+        if reply.failure is not None:
+            return reply
+        assert self.verifier is not None
+        call = state.call
+        try:
+            problem = await self.verifier.check(call.method, call.params, reply.result)
+        except Unverifiable as exc:  # the anchor could not be had: not served as checked
+            failure = UpstreamFailure(transport=f"unverifiable: {MASKER.mask(str(exc))}")
+            return Reply(failure=failure, latency_s=reply.latency_s)
+        if problem is None:
+            return reply
+        log.warning(
+            "integrity_failure",
+            chain=self.tracker.chain.name,
+            upstream=upstream.name,
+            method=call.method,
+            differs=MASKER.mask(problem),
+        )
+        return Reply(failure=UpstreamFailure(integrity=problem), latency_s=reply.latency_s)
 
     async def _call(
         self, state: _CallState, upstream: Upstream, timeout: float

@@ -35,6 +35,7 @@ class UpstreamHealth:
     in_flight: int = 0  # attempts under way now
     last_error: str = ""
     last_error_class: ErrorClass | None = None
+    integrity_failures: int = 0  # answers that failed verification (chains[].verify)
 
     def is_available(self, now: float) -> bool:
         return now >= self.cooldown_until
@@ -88,6 +89,8 @@ def record_failure(health: UpstreamHealth, classification: Classification, now: 
         return
     health.failures += 1
     health.consecutive_failures += 1
+    if classification.error_class is ErrorClass.INTEGRITY:
+        health.integrity_failures += 1
     health.last_error = classification.reason
     health.last_error_class = classification.error_class
     cooldown = classification.cooldown_s

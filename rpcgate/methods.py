@@ -35,6 +35,16 @@ class Cache(enum.StrEnum):
     BY_HASH = "by_hash"
 
 
+class Check(enum.StrEnum):
+    """What `chains[].verify` can check of an answer (verify.py and verifier.py check it)."""
+
+    PROOF = "proof"  # `proofs`: from eth_getProof checked against the consensus stateRoot, or
+    #                  (eth_getLogs) against the range's receipts checked against their roots
+    RECOMPUTE = "recompute"  # `integrity`: header hash, transactions and receipts recomputed
+    CONSENSUS = "consensus"  # about a block the upstreams agree on; the rest is their word
+    NONE = "none"  # nothing to anchor it to (the pool, the node itself, a write)
+
+
 @dataclass(frozen=True, slots=True)
 class MethodInfo:
     kind: Kind
@@ -42,14 +52,15 @@ class MethodInfo:
     # Position of the block parameter (number, tag or EIP-1898 object), if any.
     block_param: int | None = None
     why: str = ""
+    check: Check = Check.NONE
 
 
-def _block(position: int, why: str) -> MethodInfo:
-    return MethodInfo(Kind.READ, Cache.BLOCK, position, why)
+def _block(position: int, why: str, check: Check = Check.CONSENSUS) -> MethodInfo:
+    return MethodInfo(Kind.READ, Cache.BLOCK, position, why, check)
 
 
-def _by_hash(why: str) -> MethodInfo:
-    return MethodInfo(Kind.READ, Cache.BY_HASH, None, why)
+def _by_hash(why: str, check: Check = Check.CONSENSUS) -> MethodInfo:
+    return MethodInfo(Kind.READ, Cache.BY_HASH, None, why, check)
 
 
 def _never(kind: Kind, why: str) -> MethodInfo:
@@ -60,36 +71,59 @@ _STATE = "state at a pinned block is fixed while that block is canonical"
 
 METHODS: dict[str, MethodInfo] = {
     # chain identity
-    "eth_chainId": MethodInfo(Kind.READ, Cache.STATIC, why="fixed for the chain"),
-    "net_version": MethodInfo(Kind.READ, Cache.STATIC, why="fixed for the chain"),
+    "eth_chainId": MethodInfo(
+        Kind.READ, Cache.STATIC, why="fixed for the chain", check=Check.CONSENSUS
+    ),
+    "net_version": MethodInfo(
+        Kind.READ, Cache.STATIC, why="fixed for the chain", check=Check.CONSENSUS
+    ),
     # the head; eth_blockNumber itself is answered from the consensus head
-    "eth_blockNumber": _never(Kind.READ, "answered from the consensus head, no cache needed"),
+    "eth_blockNumber": MethodInfo(
+        Kind.READ,
+        Cache.NEVER,
+        why="answered from the consensus head, no cache needed",
+        check=Check.CONSENSUS,
+    ),
     "eth_gasPrice": MethodInfo(Kind.READ, Cache.HEAD, why="a suggestion for the next block"),
     "eth_maxPriorityFeePerGas": MethodInfo(Kind.READ, Cache.HEAD, why="as eth_gasPrice"),
     "eth_blobBaseFee": MethodInfo(Kind.READ, Cache.HEAD, why="follows the head"),
     # state and blocks at a block (tags pinned to numbers first)
     "eth_feeHistory": _block(1, "fees up to a pinned newest block do not change"),
-    "eth_getBalance": _block(1, _STATE),
-    "eth_getCode": _block(1, _STATE),
-    "eth_getTransactionCount": _block(1, _STATE + "; `pending` is never cached"),
-    "eth_getStorageAt": _block(2, _STATE),
+    "eth_getBalance": _block(1, _STATE, Check.PROOF),
+    "eth_getCode": _block(1, _STATE, Check.PROOF),
+    "eth_getTransactionCount": _block(1, _STATE + "; `pending` is never cached", Check.PROOF),
+    "eth_getStorageAt": _block(2, _STATE, Check.PROOF),
     "eth_call": _block(1, _STATE),
     "eth_estimateGas": _block(1, _STATE + "; without a block parameter it is not cached"),
     "eth_createAccessList": _block(1, _STATE),
-    "eth_getProof": _block(2, _STATE),
-    "eth_getBlockByNumber": _block(0, "a block at a canonical height; null is not kept"),
-    "eth_getBlockReceipts": _block(0, "the receipts of a canonical block"),
+    "eth_getProof": _block(2, _STATE, Check.PROOF),
+    "eth_getBlockByNumber": _block(
+        0, "a block at a canonical height; null is not kept", Check.RECOMPUTE
+    ),
+    "eth_getBlockReceipts": _block(0, "the receipts of a canonical block", Check.RECOMPUTE),
     "eth_getBlockTransactionCountByNumber": _block(0, "a property of the block"),
-    "eth_getTransactionByBlockNumberAndIndex": _block(0, "a property of the block"),
+    "eth_getTransactionByBlockNumberAndIndex": _block(
+        0, "a property of the block", Check.RECOMPUTE
+    ),
     "eth_getUncleCountByBlockNumber": _block(0, "a property of the block"),
     "eth_getLogs": MethodInfo(
-        Kind.READ, Cache.BLOCK, None, "a pinned range: its last block's hash covers the whole range"
+        Kind.READ,
+        Cache.BLOCK,
+        None,
+        "a pinned range: its last block's hash covers the whole range",
+        Check.PROOF,
     ),
     # by hash: only what was found, tied to the block it is in
-    "eth_getBlockByHash": _by_hash("kept while the block is canonical"),
-    "eth_getTransactionByHash": _by_hash("a pending transaction (no block) is not kept"),
-    "eth_getTransactionReceipt": _by_hash("may move in a reorg: canonical check until final"),
-    "eth_getTransactionByBlockHashAndIndex": _by_hash("kept while the block is canonical"),
+    "eth_getBlockByHash": _by_hash("kept while the block is canonical", Check.RECOMPUTE),
+    "eth_getTransactionByHash": _by_hash(
+        "a pending transaction (no block) is not kept", Check.RECOMPUTE
+    ),
+    "eth_getTransactionReceipt": _by_hash(
+        "may move in a reorg: canonical check until final", Check.RECOMPUTE
+    ),
+    "eth_getTransactionByBlockHashAndIndex": _by_hash(
+        "kept while the block is canonical", Check.RECOMPUTE
+    ),
     "eth_getBlockTransactionCountByHash": _never(Kind.READ, "the answer names no block"),
     # writes
     "eth_sendRawTransaction": _never(
@@ -189,17 +223,18 @@ def denying_rule(method: str) -> DenyRule | None:
 def methods_reference() -> str:
     """The README's method table, generated from METHODS (a test keeps them equal)."""
     rows = [
-        "| method | kind | cache | block parameter | by default | why |",
-        "|---|---|---|---|---|---|",
+        "| method | kind | cache | block parameter | by default | verified | why |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name, info in METHODS.items():
         position = "" if info.block_param is None else str(info.block_param)
         rule = denying_rule(name)
         served = "served" if rule is None else f"denied (`{rule.pattern}`, {rule.policy})"
         rows.append(
-            f"| `{name}` | {info.kind} | {info.cache} | {position} | {served} | {info.why} |"
+            f"| `{name}` | {info.kind} | {info.cache} | {position} | {served} | {info.check} "
+            f"| {info.why} |"
         )
-    rows.append(f"| anything else | read | never | | served | {_UNKNOWN.why} |")
+    rows.append(f"| anything else | read | never | | served | none | {_UNKNOWN.why} |")
     return "\n".join(rows) + "\n"
 
 

@@ -314,6 +314,12 @@ def state_families(
         "Failures in a row that count against an upstream (calls and head polls)",
         ["chain", "upstream"],
     )
+    integrity = _counter(
+        "rpcgate_upstream_integrity_failures_total",
+        "Answers of an upstream that failed verification (chains[].verify): never served, "
+        "asked elsewhere",
+        ["chain", "upstream"],
+    )
     consensus = _gauge(
         "rpcgate_consensus_block",
         "The block numbers the upstreams agree on (tag: head, safe, finalized)",
@@ -371,11 +377,13 @@ def state_families(
             breaker.add_metric(labels, 1.0 if resting > 0 else 0.0)
             cooldown.add_metric(labels, resting)
             failures.add_metric(labels, health.consecutive_failures)
+            integrity.add_metric(labels, health.integrity_failures)
             parts = routing_score(
                 health.latency_ewma_s, health.error_rate, health.in_flight, upstream.config.weight
             )
             score.add_metric(labels, parts.value)
-    yield from (head, lag, state, breaker, cooldown, failures, score, consensus, voters, hedges)
+    yield from (head, lag, state, breaker, cooldown, failures, integrity, score, consensus)
+    yield from (voters, hedges)
     yield from (family for _, family in cache_counters)
     yield from _cache_families(cache)
     info = _gauge("rpcgate_build_info", "Always 1; the running version", ["version"])

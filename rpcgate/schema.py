@@ -89,6 +89,8 @@ def _convert(tp: Any, raw: Any, path: str, problems: list[str]) -> Any:
             return None
         return _convert(args[0], raw, path, problems)
     if origin is Literal:
+        if raw is False and "off" in typing.get_args(tp):
+            return "off"  # YAML 1.1 reads an unquoted `off` as false
         if raw not in typing.get_args(tp):
             problems.append(f"{path}: must be one of {_type_name(tp)}, not {raw!r}")
         return raw

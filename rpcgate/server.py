@@ -22,6 +22,7 @@ from rpcgate.answers import (
     HEADER_CACHE,
     HEADER_CACHE_CONTROL,
     HEADER_UPSTREAM,
+    HEADER_VERIFIED,
     answer_request,
 )
 from rpcgate.clients import UNAUTHORIZED, Caller, Refusal
@@ -110,6 +111,7 @@ def _answer_in_hand(
         HEADER_UPSTREAM: local.upstream,
         HEADER_ATTEMPTS: "0",
         HEADER_CACHE: local.cache,
+        HEADER_VERIFIED: chain.verified_level(call, local),
         "Content-Type": "application/json",
     }
     if local.block is not None:

@@ -90,6 +90,7 @@ def chain_status(runtime: ChainRuntime, drills: Drills | None = None) -> dict[st
                 "error_rate": round(health.error_rate, 4),
                 "score": _score(upstream),
                 "requests": health.successes + health.failures,
+                "integrity_failures": health.integrity_failures,
                 "cooldown_s": round(max(0.0, health.cooldown_until - now), 3),
                 "cooldown_reason": health.cooldown_reason if health.cooldown_until > now else "",
                 "drained_s": 0.0 if drill is None else round(drill.left_s(now), 3),
@@ -107,6 +108,7 @@ def chain_status(runtime: ChainRuntime, drills: Drills | None = None) -> dict[st
             "voters": list(consensus.voters),
         },
         "max_lag_blocks": runtime.config.max_lag_blocks,
+        "verify": runtime.config.verify,
         "hedges": {
             "sent": runtime.hedges.sent,
             "won": runtime.hedges.won,

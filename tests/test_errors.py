@@ -627,6 +627,7 @@ RETRY_ELSEWHERE_BY_CLASS = {
     C.REVERT: False,
     C.AUTH: True,
     C.TXPOOL: False,
+    C.INTEGRITY: True,
 }
 
 ONE_CASE_PER_CLASS = {
@@ -640,6 +641,7 @@ ONE_CASE_PER_CLASS = {
     C.REVERT: F(rpc_code=3, rpc_message="execution reverted", rpc_data=REVERT_DATA),
     C.AUTH: F(http_status=401, rpc_message="invalid project id"),
     C.TXPOOL: F(rpc_code=-32000, rpc_message="nonce too low"),
+    C.INTEGRITY: F(integrity="receipt status is 0x0, its block's receipts say 0x1"),
 }
 
 
@@ -683,6 +685,15 @@ def test_infura_legacy_backoff_seconds_is_honoured() -> None:
 def test_retry_after_beats_backoff_seconds() -> None:
     failure = F(http_status=429, rpc_data=INFURA_LEGACY_RATE_DATA, retry_after_s=4.0)
     assert classify(failure).cooldown_s == 4.0
+
+
+def test_an_answer_that_failed_verification_rests_its_upstream_whatever_it_looked_like() -> None:
+    # A well-formed result with HTTP 200: only the verifier's finding makes it a failure.
+    verdict = classify(F(http_status=200, integrity="header hash recomputed differs"))
+    assert verdict.error_class is C.INTEGRITY
+    assert verdict.retry_elsewhere
+    assert verdict.cooldown_s == errors.INTEGRITY_COOLDOWN_S
+    assert verdict.reason == "integrity: header hash recomputed differs"
 
 
 def test_rate_limit_without_hint_gets_the_default_cooldown() -> None:

@@ -26,6 +26,8 @@ import aiohttp
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
+from tests.harness.tampering import BLOCK_FIELDS, at_block, quantity, state_block, tampered
+
 GARBAGE_BODY = b"\x00garbage<html>"
 UNAVAILABLE_BODY = "upstream unavailable"
 TOO_MANY_REQUESTS_CODE = -32005
@@ -60,6 +62,45 @@ class Fault(enum.Enum):
     `{from_block}` and `{to_block}` become the first `max_blocks` of the range asked, as
     Infura suggests a range); eth_getLogs whose range holds `failing_block` gets a 503;
     everything else is forwarded."""
+    TAMPER_BLOCK = "tamper_block"
+    """Forward; in eth_getBlockByNumber/ByHash answers change header `field` ("gasUsed"
+    unless told otherwise; a number +1, a hash, an address or bytes their last hex digit
+    flipped), keeping the block's `hash`. `field="transaction"` adds 1 wei to the first
+    transaction's value in full blocks and in eth_getTransactionBy* answers, keeping the
+    transaction's hash and the block's transactionsRoot."""
+    TAMPER_RECEIPT = "tamper_receipt"
+    """Forward; flip `status` in eth_getTransactionReceipt and in every receipt of
+    eth_getBlockReceipts."""
+    TAMPER_BALANCE = "tamper_balance"
+    """Forward; +1 wei in eth_getBalance and in eth_getProof's `balance` (proof as is)."""
+    TAMPER_NONCE = "tamper_nonce"
+    """Forward; +1 in eth_getTransactionCount and in eth_getProof's `nonce`."""
+    TAMPER_CODE = "tamper_code"
+    """Forward; eth_getCode with its last hex digit changed ("0x" becomes "0x00"), and
+    eth_getProof's `codeHash` likewise."""
+    TAMPER_STORAGE = "tamper_storage"
+    """Forward; +1 in eth_getStorageAt's word and in each eth_getProof storage value."""
+    STALE_STATE = "stale_state"
+    """State calls (balance, nonce, code, storage, proof, eth_call) are forwarded about the
+    block `stale_blocks` (1 unless told otherwise) before the one they name, never below 0,
+    as a replica lagging behind its load balancer would answer. Tags and block hashes are
+    resolved by asking the node (eth_getBlockByNumber / eth_getBlockByHash, not recorded)."""
+    DROP_LOG = "drop_log"
+    """Forward; drop the middle log of a non-empty eth_getLogs answer."""
+
+
+TAMPERING = frozenset(
+    {
+        Fault.TAMPER_BLOCK,
+        Fault.TAMPER_RECEIPT,
+        Fault.TAMPER_BALANCE,
+        Fault.TAMPER_NONCE,
+        Fault.TAMPER_CODE,
+        Fault.TAMPER_STORAGE,
+        Fault.STALE_STATE,
+        Fault.DROP_LOG,
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -71,6 +112,8 @@ class FaultSettings:
     delay: float = 0.5
     max_blocks: int = 0
     failing_block: int | None = None
+    field: str = "gasUsed"
+    stale_blocks: int = 1
 
 
 class FaultProxy:
@@ -87,6 +130,7 @@ class FaultProxy:
         self._settings = FaultSettings()
         self._counts_lock = threading.Lock()
         self._request_count = 0
+        self._tampered = 0
         self._methods: list[str] = []
         self._requests: list[str | list[str] | None] = []
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -136,6 +180,13 @@ class FaultProxy:
             return [list(r) if isinstance(r, list) else r for r in self._requests]
 
     @property
+    def tampered_answers(self) -> int:
+        """Results a tampering mode altered (a batch's items count one each; STALE_STATE
+        counts the results it had asked about an older block)."""
+        with self._counts_lock:
+            return self._tampered
+
+    @property
     def hung_requests(self) -> int:
         """Requests parked by HANG whose client has not hung up yet."""
         return len(self._hung_connections)
@@ -143,6 +194,7 @@ class FaultProxy:
     def reset_counts(self) -> None:
         with self._counts_lock:
             self._request_count = 0
+            self._tampered = 0
             self._methods.clear()
             self._requests.clear()
 
@@ -158,6 +210,8 @@ class FaultProxy:
         delay: float | None = None,
         max_blocks: int | None = None,
         failing_block: int | None = None,
+        field: str | None = None,
+        stale_blocks: int | None = None,
     ) -> None:
         """Switch mode; options not given fall back to their defaults.
 
@@ -172,8 +226,14 @@ class FaultProxy:
         _require_option_fits(delay, "delay", fault, Fault.LATENCY)
         _require_option_fits(max_blocks, "max_blocks", fault, limit)
         _require_option_fits(failing_block, "failing_block", fault, limit)
+        _require_option_fits(field, "field", fault, Fault.TAMPER_BLOCK)
+        _require_option_fits(stale_blocks, "stale_blocks", fault, Fault.STALE_STATE)
         if status is not None and not 500 <= status <= 599:
             raise ValueError(f"HTTP_5XX needs a 5xx status, got {status}")
+        if field is not None and field not in BLOCK_FIELDS:
+            raise ValueError(f"TAMPER_BLOCK cannot change {field!r}: one of {sorted(BLOCK_FIELDS)}")
+        if stale_blocks is not None and stale_blocks < 1:
+            raise ValueError(f"STALE_STATE needs stale_blocks >= 1, got {stale_blocks}")
         settings = FaultSettings(
             fault=fault,
             status=defaults.status if status is None else status,
@@ -182,6 +242,8 @@ class FaultProxy:
             delay=defaults.delay if delay is None else delay,
             max_blocks=defaults.max_blocks if max_blocks is None else max_blocks,
             failing_block=failing_block,
+            field=defaults.field if field is None else field,
+            stale_blocks=defaults.stale_blocks if stale_blocks is None else stale_blocks,
         )
         self._call_on_loop(lambda: self._apply(settings))
 
@@ -386,6 +448,88 @@ class FaultProxy:
                 return web.Response(status=200, body=GARBAGE_BODY, headers={"Content-Type": _JSON})
             case Fault.LOGS_RANGE_LIMIT:
                 return await self._limit_logs(request, body, payload, settings)
+            case _:
+                assert settings.fault in TAMPERING, settings.fault
+                return await self._tamper(request, body, payload, settings)
+
+    async def _tamper(
+        self, request: web.BaseRequest, body: bytes, payload: Any, settings: FaultSettings
+    ) -> web.Response:
+        """Forwards (STALE_STATE: asking about older blocks), then changes the answers the
+        mode is about; a batch's answers are matched to its calls by id."""
+        calls = payload if isinstance(payload, list) else [payload]
+        methods = {_id_of(c): c.get("method") for c in calls if isinstance(c, dict) and "id" in c}
+        stale: set[str] = set()
+        if settings.fault is Fault.STALE_STATE:
+            older = await self._older_calls(calls, settings.stale_blocks)
+            stale = {_id_of(o) for o, c in zip(older, calls, strict=True) if o is not c}
+            if stale:
+                body = json.dumps(older if isinstance(payload, list) else older[0]).encode()
+        response = await self._forward(request, body)
+        answer = _parse_json(response.body) if isinstance(response.body, bytes) else None
+        if response.status != 200 or answer is None:
+            return response
+        changed = 0
+        for item in answer if isinstance(answer, list) else [answer]:
+            if not isinstance(item, dict) or "result" not in item:
+                continue
+            method = str(methods.get(_id_of(item)))
+            new = tampered(settings.fault.value, method, item["result"], settings.field)
+            if new is not None:
+                item["result"] = new
+            if new is not None or _id_of(item) in stale:
+                changed += 1
+        if not changed:
+            return response
+        with self._counts_lock:
+            self._tampered += changed
+        return web.Response(status=200, body=json.dumps(answer).encode(), content_type=_JSON)
+
+    async def _older_calls(self, calls: list[Any], blocks: int) -> list[Any]:
+        """The calls, each state call about `blocks` blocks before the one it names (never
+        below 0); a call left as it was is the same object."""
+        numbers: dict[str, int | None] = {}  # a batch's calls naming one block: one lookup
+        older = []
+        for call in calls:
+            found = state_block(call)
+            if found is None:
+                older.append(call)
+                continue
+            position, block = found
+            key = json.dumps(block, sort_keys=True)
+            if key not in numbers:
+                numbers[key] = await self._block_number(block)
+            number = numbers[key]
+            if number is None or number == 0:
+                older.append(call)
+            else:
+                older.append(at_block(call, position, max(0, number - blocks)))
+        return older
+
+    async def _block_number(self, block: Any) -> int | None:
+        """The number of the block a block parameter names; None if the node does not say."""
+        if isinstance(block, dict):
+            if "blockHash" not in block:
+                return quantity(block.get("blockNumber"))
+            found = await self._ask("eth_getBlockByHash", [block["blockHash"], False])
+        elif isinstance(block, str) and not block.startswith("0x"):
+            # A tag, asked as such: "safe" and "finalized" are not the head (on anvil, 32
+            # and 64 blocks behind it), "pending" is one past it.
+            found = await self._ask("eth_getBlockByNumber", [block, False])
+        else:
+            return quantity(block)
+        return quantity(found.get("number")) if isinstance(found, dict) else None
+
+    async def _ask(self, method: str, params: list[Any]) -> Any:
+        """A call of the proxy's own to the node (not recorded); None if it fails."""
+        assert self._session is not None
+        body = {"jsonrpc": "2.0", "id": 1, "method": method, "params": params}
+        try:
+            async with self._session.post(self.upstream_url, json=body) as upstream:
+                answer = _parse_json(await upstream.read())
+        except (aiohttp.ClientError, TimeoutError):
+            return None
+        return answer.get("result") if isinstance(answer, dict) else None
 
     async def _limit_logs(
         self, request: web.BaseRequest, body: bytes, payload: Any, settings: FaultSettings
@@ -436,6 +580,11 @@ class FaultProxy:
                 )
         except (aiohttp.ClientError, TimeoutError) as error:
             return web.Response(status=502, text=f"fault proxy: upstream failed: {error!r}")
+
+
+def _id_of(item: dict[str, Any]) -> str:
+    """A call's or an answer's id as a key (JSON-RPC allows strings, numbers and null)."""
+    return json.dumps(item.get("id"))
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:

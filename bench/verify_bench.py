@@ -1,0 +1,223 @@
+"""What verification costs: extra upstream calls and added latency per call, for each level of
+`chains[].verify` (off, integrity, proofs).
+
+    .venv/bin/python bench/verify_bench.py [--calls 40] [--blocks 1000] [--latency-ms 0]
+
+Needs anvil (./scripts/test installs it; or set ANVIL_BIN). Three anvil nodes in lock-step,
+`--blocks` blocks high, every 25th block holding transfers and contract calls that log; each
+node behind a fault proxy adding `--latency-ms` (a provider's round trip). For each mode, a
+fresh `rpcgate serve` (empty cache) answers, one call at a time with `Cache-Control:
+no-cache`, calls about blocks not asked before (the checks' own fetches, headers and
+receipts, go through the cache, so "cold" is the first call about a block):
+  full blocks, receipts, balances at a block, eth_getLogs over the whole range (cold, then
+  again warm), eth_getLogs over one block by hash.
+Prints a Markdown table (median latency, upstream calls per client call) and writes it to
+bench/results/verify.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import yaml  # noqa: E402
+
+from tests.harness.anvil import DEV_ADDRESSES, AnvilCluster, sign_transaction  # noqa: E402
+from tests.harness.contract import INIT_CODE, create_address  # noqa: E402
+from tests.harness.faultproxy import Fault, FaultProxy  # noqa: E402
+from tests.harness.loop import BackgroundLoop  # noqa: E402
+from tests.harness.tools import free_port, wait_for_http  # noqa: E402
+
+CHAIN_ID = 31337
+MODES = ("off", "integrity", "proofs")
+
+
+def post(url: str, method: str, params: list[Any]) -> tuple[Any, dict[str, str]]:
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).encode()
+    request = urllib.request.Request(
+        url, body, {"Content-Type": "application/json", "Cache-Control": "no-cache"}
+    )
+    with urllib.request.urlopen(request, timeout=60) as resp:
+        reply = json.loads(resp.read())
+        if "error" in reply:
+            raise RuntimeError(f"{method}: {reply['error']}")
+        return reply["result"], dict(resp.headers)
+
+
+def upstream_calls(url: str) -> int:
+    with urllib.request.urlopen(url + "/status.json", timeout=10) as resp:
+        status = json.loads(resp.read())
+    return sum(u["requests"] for c in status["chains"] for u in c["upstreams"])
+
+
+def build_chain(cluster: AnvilCluster, blocks: int) -> dict[str, Any]:
+    """Transfers and logging contract calls every 25th block; the rest empty."""
+    contract = create_address(DEV_ADDRESSES[0], 0)
+    cluster.broadcast_raw_transaction(sign_transaction(chain_id=CHAIN_ID, nonce=0, data=INIT_CODE))
+    cluster.mine_all()
+    nonce, tx_hashes, tx_blocks, recipients = 1, [], [], []
+    while cluster[0].block_number() < blocks:
+        if cluster[0].block_number() % 25 == 0:
+            recipient = f"0x{0xBE0000 + nonce:040x}"
+            raws = [
+                sign_transaction(chain_id=CHAIN_ID, nonce=nonce, to=_checksum(recipient), value=1),
+                sign_transaction(chain_id=CHAIN_ID, nonce=nonce + 1, to=contract, data="0x01"),
+            ]
+            nonce += 2
+            tx_hashes += [cluster.broadcast_raw_transaction(raw) for raw in raws]
+            recipients.append(recipient)
+            cluster.mine_all()
+            tx_blocks.append(cluster[0].block_number())
+        else:
+            cluster.mine_all(min(24, blocks - cluster[0].block_number()) or 1)
+    cluster.mine_all(3)
+    return {
+        "contract": contract,
+        "tx_hashes": tx_hashes,
+        "tx_blocks": tx_blocks,
+        "recipients": recipients,
+        "head": cluster[0].block_number(),
+    }
+
+
+def _checksum(address: str) -> str:
+    from eth_utils import to_checksum_address
+
+    return to_checksum_address(address)
+
+
+def serve(upstreams: list[str], mode: str, workdir: Path) -> tuple[str, subprocess.Popen[bytes]]:
+    port = free_port()
+    config = {
+        "listen": f"127.0.0.1:{port}",
+        "log_level": "warning",
+        "limits": {"rate_per_s": 0, "max_concurrent_per_client": 0},
+        "chains": [
+            {
+                "name": "devnet",
+                "chain_id": CHAIN_ID,
+                "head_poll_interval": 0.5,
+                "verify": mode,
+                "verify_logs_max_blocks": 2000,
+                "upstreams": [{"name": f"node{i}", "url": u} for i, u in enumerate(upstreams)],
+            }
+        ],
+    }
+    path = workdir / f"verify-{mode}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "rpcgate.cli", "serve", "--config", str(path)],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    wait_for_http(url + "/healthz")
+    time.sleep(1.0)  # a poll round or two: the consensus knows the head
+    return url, process
+
+
+def measure(url: str, calls: list[tuple[str, list[Any]]]) -> tuple[float, float, set[str]]:
+    """(median ms, upstream calls per client call, X-Rpcgate-Verified values)."""
+    before = upstream_calls(url)
+    times, levels = [], set()
+    for method, params in calls:
+        started = time.perf_counter()
+        _, headers = post(url + "/", method, params)
+        times.append((time.perf_counter() - started) * 1000)
+        levels.add(headers.get("X-Rpcgate-Verified", "?"))
+    per_call = (upstream_calls(url) - before) / len(calls)
+    return statistics.median(times), per_call, levels
+
+
+def scenarios(facts: dict[str, Any], count: int, cluster: AnvilCluster) -> list[Any]:
+    tx_blocks = facts["tx_blocks"]
+    half = len(tx_blocks) // 2
+    blocks = [("eth_getBlockByNumber", [hex(n), True]) for n in tx_blocks[:half]][:count]
+    receipts = [("eth_getTransactionReceipt", [h]) for h in facts["tx_hashes"][1::2]][:count]
+    balances = [
+        ("eth_getBalance", [r, hex(n)])
+        for r, n in zip(facts["recipients"][half:], tx_blocks[half:], strict=False)
+    ][:count]
+    whole = {"fromBlock": "0x1", "toBlock": hex(facts["head"] - 3), "address": facts["contract"]}
+    by_hash = [
+        ("eth_getLogs", [{"blockHash": cluster[0].block_hash(hex(n))}]) for n in tx_blocks[half:]
+    ][:count]
+    return [
+        ("full block (by number)", blocks),
+        ("receipt (by hash)", receipts),
+        ("balance at a block", balances),
+        (f"eth_getLogs over {facts['head'] - 3} blocks, cold", [("eth_getLogs", [whole])]),
+        (f"eth_getLogs over {facts['head'] - 3} blocks, warm", [("eth_getLogs", [whole])] * 3),
+        ("eth_getLogs by block hash", by_hash),
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--calls", type=int, default=40)
+    parser.add_argument("--blocks", type=int, default=1000)
+    parser.add_argument("--latency-ms", type=float, default=0.0)
+    parser.add_argument("--out", default=str(REPO / "bench" / "results" / "verify.md"))
+    args = parser.parse_args()
+    loop = BackgroundLoop()
+    cluster = AnvilCluster(3, chain_id=CHAIN_ID).start()
+    workdir = Path(tempfile.mkdtemp(prefix="rpcgate-verify-"))
+    rows: list[str] = []
+    try:
+        facts = build_chain(cluster, args.blocks)
+        proxies = [loop.run(FaultProxy(u).start()) for u in cluster.urls]
+        if args.latency_ms:
+            for proxy in proxies:
+                proxy.set_fault(Fault.LATENCY, delay=args.latency_ms / 1000)
+        results: dict[tuple[str, str], tuple[float, float, set[str]]] = {}
+        for mode in MODES:
+            url, process = serve([p.url for p in proxies], mode, workdir)
+            try:
+                for name, calls in scenarios(facts, args.calls, cluster):
+                    results[(name, mode)] = measure(url, calls)
+                    print(f"  {mode:<9} {name:<40} {results[(name, mode)][:2]}", flush=True)
+            finally:
+                process.terminate()
+                process.wait(10)
+        names = [name for name, _ in scenarios(facts, args.calls, cluster)]
+        rows.append(
+            "| call | " + " | ".join(f"{m}: ms p50 | {m}: upstream calls" for m in MODES) + " |"
+        )
+        rows.append("|---|" + "---:|---:|" * len(MODES))
+        for name in names:
+            cells = []
+            for mode in MODES:
+                ms, per_call, levels = results[(name, mode)]
+                cells.append(f"{ms:.1f} ({','.join(sorted(levels))}) | {per_call:.1f}")
+            rows.append(f"| {name} | " + " | ".join(cells) + " |")
+        for proxy in proxies:
+            loop.run(proxy.stop())
+    finally:
+        cluster.stop()
+    command = "bench/verify_bench.py " + " ".join(sys.argv[1:])
+    report = (
+        f"# What verification costs ({time.strftime('%Y-%m-%d')}, `{command.strip()}`)\n\n"
+        f"Upstream latency added by the proxies: {args.latency_ms:g} ms. In brackets: the "
+        "X-Rpcgate-Verified header the answers carried.\n\n" + "\n".join(rows) + "\n"
+    )
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(report)
+    print(report)
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,43 @@
+"""Pure checks of an upstream's answers against the roots of a block: its header's hash
+recomputed from its fields (`headers`), its transactions and receipts re-encoded and their
+tries' roots recomputed (`transactions`, `receipts`, `tries`), accounts and storage slots by
+Merkle proof (`proofs`), logs through the bloom filter and the receipts (`blooms`). No I/O:
+`rpcgate/verifier.py` fetches what they are checked against.
+
+Every check takes JSON-RPC answers as decoded JSON and never raises on a bad answer: a check
+that fails says what differs, in words. (The encoders, `transaction_encoding` and
+`receipt_encoding`, raise `BadField`, a ValueError, for a field they cannot encode.)
+"""
+
+from rpcgate.verify._hex import BadField
+from rpcgate.verify.blooms import bloom_may_contain, logs_matching
+from rpcgate.verify.headers import header_hash, header_mismatch
+from rpcgate.verify.proofs import AccountState, code_matches, verify_account, verify_storage
+from rpcgate.verify.receipts import receipt_encoding, receipts_root_mismatch
+from rpcgate.verify.transactions import (
+    UnknownTransactionType,
+    transaction_encoding,
+    transaction_hash_mismatch,
+    transactions_root_mismatch,
+)
+from rpcgate.verify.tries import EMPTY_TRIE_ROOT, ordered_trie_root
+
+__all__ = [
+    "EMPTY_TRIE_ROOT",
+    "AccountState",
+    "BadField",
+    "UnknownTransactionType",
+    "bloom_may_contain",
+    "code_matches",
+    "header_hash",
+    "header_mismatch",
+    "logs_matching",
+    "ordered_trie_root",
+    "receipt_encoding",
+    "receipts_root_mismatch",
+    "transaction_encoding",
+    "transaction_hash_mismatch",
+    "transactions_root_mismatch",
+    "verify_account",
+    "verify_storage",
+]
