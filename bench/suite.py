@@ -12,7 +12,9 @@ Scenarios:
   c. 50-item batches of uncacheable calls;
   d. the realistic dApp mix with 30 ms upstreams (a block every 3 s);
   e. the mix with one of three upstreams killed halfway through;
-  f. (--soak) 5 minutes of the mix at a steady concurrency; RSS sampled.
+  f. (--soak) 5 minutes of the mix at a steady concurrency; RSS sampled;
+  g. what verification costs per call at each `chains[].verify` level (bench/verify_bench.py:
+     blocks, receipts, balances, eth_getLogs over 1,000 blocks; 30 ms upstreams).
 Load is wrk (Debian: apt-get install wrk) from a separate process over loopback, bounded in
 time. With two or more cores, "pinned" runs put the server on core 1 and wrk on core 0.
 Output: a markdown table (req/s, p50, p99, errors, upstream calls per 1,000 client calls,
@@ -43,6 +45,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
+import verify_bench  # noqa: E402
 import yaml  # noqa: E402
 from cache_bench import HOT_ACCOUNTS, dapp_mix, prepare_chain, upstream_requests  # noqa: E402
 
@@ -628,7 +631,7 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--pinning", choices=("both", "pinned", "unpinned"), default="both")
     parser.add_argument(
-        "--scenarios", default="abcde", help="which of a-e to run (f is --soak), e.g. ab"
+        "--scenarios", default="abcdeg", help="which of a-e and g to run (f is --soak)"
     )
     parser.add_argument("--soak", action="store_true", help="add the 5-minute soak (f)")
     parser.add_argument("--out", default=str(REPO / "bench" / "results"))
@@ -636,6 +639,10 @@ def main() -> None:
     if not shutil.which("wrk"):
         sys.exit("bench/suite.py needs wrk: apt-get install wrk")
     rows = run(args)
+    verification = ""
+    if "g" in args.scenarios:
+        print("== g: verification", flush=True)
+        verification = "\n## g. What verification costs\n\n" + verify_bench.run(30, 1000, 30.0)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     command = "bench/suite.py " + " ".join(sys.argv[1:])
@@ -644,6 +651,7 @@ def main() -> None:
         + table(rows)
         + "\nRatios from this run:\n\n"
         + ratios(rows)
+        + verification
     )
     (out / "latest.md").write_text(report)
     print(report)

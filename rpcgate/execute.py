@@ -332,7 +332,11 @@ class ChainRuntime:
     async def _proven_state(self, call: Call, proof_params: list[Any]) -> Outcome:
         """A balance, nonce or storage slot from eth_getProof through this chain's path
         (cached, and checked against the consensus block's stateRoot by the verifier)."""
-        proven = await self.execute(Call("eth_getProof", proof_params, call.id, False))
+        # The header whose stateRoot the proof is checked against, asked for at once.
+        proven, _ = await asyncio.gather(
+            self.execute(Call("eth_getProof", proof_params, call.id, False)),
+            self.verifier.warm(proof_params[-1]),
+        )
         if proven.error is not None:
             return proven
         proof = orjson.loads(proven.result_json) if proven.result_json else proven.result

@@ -16,6 +16,7 @@ block the upstreams agree on, the rest is the upstream's word), `none`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Literal
 
@@ -49,6 +50,7 @@ _TRANSACTIONS = (
 )
 # Answered from eth_getProof with `verify: proofs` (execute.py): the proven field of each.
 PROVEN_STATE = ("eth_getBalance", "eth_getTransactionCount", "eth_getStorageAt")
+_HEADERS_KEPT = 4096  # checked headers remembered by hash (about 2.5 MB)
 _RECEIPT_FIELDS = ("status", "root", "cumulativeGasUsed", "logsBloom", "gasUsed", "type")
 
 
@@ -103,6 +105,7 @@ class Verifier:
         self._fetch = fetch
         self.logs_max_blocks = logs_max_blocks
         self.proves = mode == "proofs"  # state answered from eth_getProof (execute.py)
+        self._headers: dict[str, dict[str, Any]] = {}  # checked headers by hash, oldest first
 
     def logs_in_bound(self, params: Any) -> bool:
         """Whether a (pinned) eth_getLogs call is one `proofs` checks in full."""
@@ -172,18 +175,34 @@ class Verifier:
 
     # -- receipts: against the receiptsRoot of their block's (recomputed) header --
 
+    async def warm(self, block: Any) -> None:
+        """Fetches a block's header now, so that a check about to need it finds it cached
+        or in flight (identical calls in flight are coalesced); a failure is the check's
+        to report."""
+        with contextlib.suppress(Unverifiable):
+            await self._header(block)
+
     async def _header(self, block: Any) -> dict[str, Any]:
         """The header of a block (a hex number, a hash, or an EIP-1898 object), fetched
         through the chain's path (so recomputed and checked like any block answer)."""
         if isinstance(block, dict):
             block = block.get("blockHash") or block.get("blockNumber")
-        if isinstance(block, str) and len(block) == 66:
+        by_hash = isinstance(block, str) and len(block) == 66
+        if by_hash:
+            known = self._headers.get(str(block).lower())
+            if known is not None:
+                return known
             result, error = await self._fetch("eth_getBlockByHash", [block, False])
         else:
             result, error = await self._fetch("eth_getBlockByNumber", [block, False])
         if error is not None or not isinstance(result, dict):
             why = error.get("message") if error else "not found"
             raise Unverifiable(f"header of block {str(block)[:20]}: {why}")
+        # Checked headers by hash: a hash names its content for good (whether the block is
+        # canonical is asked anew by each check).
+        if len(self._headers) >= _HEADERS_KEPT:
+            self._headers.pop(next(iter(self._headers)))
+        self._headers[str(result.get("hash")).lower()] = result
         return result
 
     async def _block_receipts_problem(self, args: list[Any], receipts: Any) -> str | None:
@@ -212,7 +231,11 @@ class Verifier:
         problem = self._not_canonical(number, block_hash, "receipt")
         if problem is not None:
             return problem
-        receipts, error = await self._fetch("eth_getBlockReceipts", [number])
+        # The block's header (which its receipts are checked against) is asked for at the
+        # same time: one round trip for both, the receipts' own check finds it in flight.
+        (receipts, error), _ = await asyncio.gather(
+            self._fetch("eth_getBlockReceipts", [number]), self.warm(block_hash)
+        )
         if error is not None or not isinstance(receipts, list):
             raise Unverifiable(f"receipts of block {number}: {error or 'not found'}")
         if receipts and str(receipts[0].get("blockHash")).lower() != str(block_hash).lower():
