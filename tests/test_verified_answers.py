@@ -189,6 +189,22 @@ def _integrity_failures(gateway: RunningGateway, upstream: str) -> int:
     return int(entry["integrity_failures"])
 
 
+def _metric(gateway: RunningGateway, family: str) -> dict[str, float]:
+    """One family's value per upstream, from /metrics."""
+
+    async def scrape() -> str:
+        async with aiohttp.ClientSession() as session, session.get(gateway.url + "/metrics") as r:
+            return await r.text()
+
+    values = {}
+    for line in gateway.loop.run(scrape()).splitlines():
+        if line.startswith(family + "{"):
+            labels, value = line[len(family) + 1 :].rsplit("} ", 1)
+            upstream = labels.split('upstream="')[1].split('"')[0]
+            values[upstream] = float(value)
+    return values
+
+
 async def _status(url: str) -> dict[str, Any]:
     async with aiohttp.ClientSession() as session, session.get(url + "/status.json") as resp:
         return dict(await resp.json())
@@ -241,6 +257,9 @@ def test_no_tampered_answer_reaches_a_client_when_verified(
     assert levels == {LEVEL[mode]}
     assert _integrity_failures(gateway, "node0") > 0
     assert _integrity_failures(gateway, "node1") == _integrity_failures(gateway, "node2") == 0
+    counted = _metric(gateway, "rpcgate_upstream_integrity_failures_total")
+    assert counted["node0"] == _integrity_failures(gateway, "node0")
+    assert counted["node1"] == counted["node2"] == 0
 
 
 @pytest.mark.parametrize(("fault", "field", "calls", "mode"), CASES, ids=_IDS)
