@@ -101,6 +101,7 @@ class ChainRuntime:
             lambda: self._consensus_view()[2],
             lambda method, params: self._internal(Call(method, params, 0, False)),
             config.verify_logs_max_blocks,
+            config.name,
         )
         self._failover = Failover(self.upstreams, self.tracker, failover, drills, self.verifier)
         self._levels: dict[str, Level] = {}  # per method, for answers about a pinned block

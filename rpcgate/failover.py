@@ -253,7 +253,9 @@ class Failover:
         assert self.verifier is not None
         call = state.call
         try:
-            problem = await self.verifier.check(call.method, call.params, reply.result)
+            problem = await self.verifier.check(
+                call.method, call.params, reply.result, upstream.name
+            )
         except Unverifiable as exc:  # the anchor could not be had: not served as checked
             failure = UpstreamFailure(transport=f"unverifiable: {MASKER.mask(str(exc))}")
             return Reply(failure=failure, latency_s=reply.latency_s)

@@ -109,6 +109,8 @@ def chain_status(runtime: ChainRuntime, drills: Drills | None = None) -> dict[st
         },
         "max_lag_blocks": runtime.config.max_lag_blocks,
         "verify": runtime.config.verify,
+        # False once this chain's headers proved not to hash as Ethereum's (verifier.py)
+        "headers_recomputed": runtime.verifier.headers_recomputed,
         "hedges": {
             "sent": runtime.hedges.sent,
             "won": runtime.hedges.won,

@@ -20,6 +20,8 @@ import contextlib
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Literal
 
+import structlog
+
 from rpcgate.cache import ChainView
 from rpcgate.methods import METHODS, Cache, Check, method_info
 from rpcgate.upstream import CLIENT_BATCH
@@ -34,6 +36,8 @@ from rpcgate.verify import (
     verify_account,
     verify_storage,
 )
+
+log = structlog.get_logger("rpcgate.verify")
 
 Mode = Literal["off", "integrity", "proofs"]
 Level = Literal["proof", "integrity", "consensus", "none"]
@@ -50,6 +54,8 @@ _TRANSACTIONS = (
 )
 # Answered from eth_getProof with `verify: proofs` (execute.py): the proven field of each.
 PROVEN_STATE = ("eth_getBalance", "eth_getTransactionCount", "eth_getStorageAt")
+_BODY_FIELDS = ("transactions", "uncles", "withdrawals", "size", "totalDifficulty")
+_UNHASHABLE_KEPT = 256  # headers that failed, kept to compare with another upstream's
 _HEADERS_KEPT = 4096  # checked headers remembered by hash (about 2.5 MB)
 _RECEIPT_FIELDS = ("status", "root", "cumulativeGasUsed", "logsBloom", "gasUsed", "type")
 
@@ -97,9 +103,19 @@ def logs_range(criteria: Any) -> range | None:
 
 class Verifier:
     def __init__(
-        self, mode: Mode, view: Callable[[], ChainView], fetch: Fetch, logs_max_blocks: int
+        self,
+        mode: Mode,
+        view: Callable[[], ChainView],
+        fetch: Fetch,
+        logs_max_blocks: int,
+        chain: str = "",
     ) -> None:
+        self.chain = chain
         self.mode = mode
+        # False once two upstreams served the same header that does not hash as Ethereum's
+        # does (a chain of another shape): headers are then not recomputed (logged once).
+        self.headers_recomputed = True
+        self._unhashable: dict[str, tuple[str, tuple[Any, ...]]] = {}
         self.methods = checked_methods(mode)
         self._view = view
         self._fetch = fetch
@@ -115,14 +131,14 @@ class Verifier:
         blocks = logs_range(criteria)
         return blocks is not None and len(blocks) <= self.logs_max_blocks
 
-    async def check(self, method: str, params: Any, result: Any) -> str | None:
-        """What is wrong with `result` as an answer to the call, in words; None if nothing.
-        Raises Unverifiable when the anchor of the check cannot be fetched."""
+    async def check(self, method: str, params: Any, result: Any, upstream: str = "") -> str | None:
+        """What is wrong with `result` (from `upstream`) as an answer to the call, in words;
+        None if nothing. Raises Unverifiable when the anchor of the check cannot be fetched."""
         if result is None:
             return None  # not found: nothing to check (routing weighs who said so)
         args = params if isinstance(params, list) else []
         if method in _BLOCKS:
-            return self._block_problem(result)
+            return self._block_problem(result, upstream)
         if method in _TRANSACTIONS:
             return self._transaction_problem(result)
         if method == "eth_getBlockReceipts":
@@ -155,15 +171,42 @@ class Verifier:
             return f"{what}: block {height} is {str(block_hash)[:18]}…, the consensus has {known}"
         return None
 
-    def _block_problem(self, block: Any) -> str | None:
+    def _block_problem(self, block: Any, upstream: str = "") -> str | None:
         if not isinstance(block, dict):
             return "a block answer that is not an object"
-        problem = header_mismatch(block)
+        problem = header_mismatch(block) if self.headers_recomputed else None
+        if problem is not None and self._shaped_otherwise(block, upstream):
+            self.headers_recomputed = False
+            log.error(
+                "headers_not_recomputable",
+                chain=self.chain,
+                block=block.get("hash"),
+                why=problem,
+                advice="two upstreams serve this same header and it does not hash as "
+                "Ethereum's: headers are no longer recomputed on this chain; if its blocks "
+                "are shaped otherwise, set chains[].verify: off",
+            )
+            problem = None
         if problem is None:
             problem = self._not_canonical(block.get("number"), block.get("hash"), "block")
         if problem is None and _known_types(block.get("transactions")):
             problem = transactions_root_mismatch(block)
         return problem
+
+    def _shaped_otherwise(self, block: dict[str, Any], upstream: str) -> bool:
+        """Whether another upstream already served this very header (every field alike)
+        and it failed the same way: honest nodes of a chain whose headers are not
+        Ethereum's, not one liar (a tampered header differs from the honest one)."""
+        fields = tuple(sorted((k, str(v)) for k, v in block.items() if k not in _BODY_FIELDS))
+        key = str(block.get("hash")).lower()
+        earlier = self._unhashable.get(key)
+        if earlier is not None and earlier[0] != upstream and earlier[1] == fields:
+            return True
+        if earlier is None:
+            if len(self._unhashable) >= _UNHASHABLE_KEPT:
+                self._unhashable.pop(next(iter(self._unhashable)))
+            self._unhashable[key] = (upstream, fields)
+        return False
 
     def _transaction_problem(self, tx: Any) -> str | None:
         if not isinstance(tx, dict):

@@ -143,3 +143,35 @@ def test_logs_with_trailing_wildcards_are_accepted_as_geth_or_anvil_list_them(
     as_anvil = node.rpc("eth_getLogs", [criteria])
     assert _check(_verifier(node), "eth_getLogs", [criteria], as_anvil) is None
     assert _check(_verifier(node), "eth_getLogs", [criteria], []) is None
+
+
+def _block_check(verifier: Verifier, block: dict[str, Any], upstream: str) -> str | None:
+    return asyncio.run(
+        verifier.check("eth_getBlockByNumber", [block["number"], False], block, upstream)
+    )
+
+
+def test_one_liar_keeps_failing_while_headers_of_another_shape_turn_recompute_off(
+    node: AnvilNode,
+) -> None:
+    """A header that does not hash as Ethereum's, served alike by two upstreams, is a chain
+    of another shape (zkSync's, say): headers stop being recomputed, once. One upstream's
+    changed field, however often it is served, stays a failure."""
+    block = node.rpc("eth_getBlockByNumber", ["0x2", False])
+    lie = {**block, "gasUsed": hex(int(block["gasUsed"], 16) + 1)}
+    verifier = _verifier(node)
+    assert _block_check(verifier, lie, "liar") is not None
+    assert _block_check(verifier, lie, "liar") is not None  # the same upstream again
+    assert _block_check(verifier, block, "honest") is None
+    assert verifier.headers_recomputed
+    # Another liar changing another field: still no two alike.
+    other = {**block, "timestamp": hex(int(block["timestamp"], 16) + 1)}
+    assert _block_check(verifier, other, "second liar") is not None
+    assert verifier.headers_recomputed
+
+    shaped_otherwise = {**block, "extraData": "0x01"}  # as if its chain hashed it otherwise
+    fresh = _verifier(node)
+    assert _block_check(fresh, shaped_otherwise, "a") is not None
+    assert _block_check(fresh, shaped_otherwise, "b") is None
+    assert not fresh.headers_recomputed
+    assert _block_check(fresh, lie, "liar") is None  # recomputing is off on this chain now
