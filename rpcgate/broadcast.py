@@ -105,6 +105,13 @@ class _Pending:
     until: float
 
 
+# The calls `PendingTransactions.preferred` may route to the upstreams that took a
+# transaction (lookups of it, and the pending nonce of its sender).
+PREFERENCE_METHODS = frozenset(
+    {"eth_getTransactionByHash", "eth_getTransactionReceipt", "eth_getTransactionCount"}
+)
+
+
 class PendingTransactions:
     """Which upstreams accepted which transaction (and so know its sender's new nonce): in
     process, and in Redis when configured, so that every replica asks them first."""

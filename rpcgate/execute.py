@@ -17,7 +17,12 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import structlog
 
-from rpcgate.broadcast import Broadcaster, PendingTransactions, broadcast_targets
+from rpcgate.broadcast import (
+    PREFERENCE_METHODS,
+    Broadcaster,
+    PendingTransactions,
+    broadcast_targets,
+)
 from rpcgate.cache import CachePlan, ChainView, answer_block, entry_for, plan_call
 from rpcgate.config import ChainConfig, FailoverConfig, QuorumRule
 from rpcgate.drills import Drills
@@ -303,8 +308,12 @@ class ChainRuntime:
         elif rule is not None:
             outcome = await self._ask_quorum(call, block, head, rule)
         else:
-            prefer = await self.pending_transactions.preferred(
-                call.method, call.params, time.monotonic()
+            prefer = (
+                await self.pending_transactions.preferred(
+                    call.method, call.params, time.monotonic()
+                )
+                if call.method in PREFERENCE_METHODS
+                else ()
             )
             outcome = await self._failover.run(call, block, head, trace=trace, prefer=prefer)
             if call.method == "eth_getLogs" and refused_as_too_large(outcome):

@@ -279,16 +279,18 @@ class Upstream:
 
     async def _batched(self, method: str, params: Any, timeout_s: float) -> Reply:
         loop = asyncio.get_running_loop()
-        queued = _Queued(next(self._ids), method, params, timeout_s, loop.create_future())
-        self._queue.append(queued)
+        reply: asyncio.Future[Reply] = loop.create_future()
+        self._queue.append(_Queued(next(self._ids), method, params, timeout_s, reply))
         if len(self._queue) == 1:
             # In a context of its own: the request is every queued call's, not the first's.
             loop.call_soon(self._flush, context=contextvars.Context())
+        # The deadline answers the call itself (one timer, no timeout scope per call); the
+        # others' request goes on.
+        expiry = loop.call_later(timeout_s, _expire, reply)
         try:
-            async with asyncio.timeout(timeout_s):
-                return await queued.reply
-        except TimeoutError:  # the wait was cancelled; the others' request goes on
-            return Reply(failure=UpstreamFailure(transport="timeout"))
+            return await reply
+        finally:
+            expiry.cancel()
 
     def _flush(self) -> None:
         """Sends the calls queued in this loop turn: as few groups as `max_batch` allows,
@@ -407,6 +409,14 @@ class _Queued:
         return _request(self.request_id, self.method, self.params)
 
 
+_TIMED_OUT = Reply(failure=UpstreamFailure(transport="timeout"))
+
+
+def _expire(reply: asyncio.Future[Reply]) -> None:
+    if not reply.done():
+        reply.set_result(_TIMED_OUT)
+
+
 def _cancel_when_abandoned(task: asyncio.Task[None], group: list[_Queued]) -> None:
     """Ends the request once no call in it waits any more (each timed out, or its caller
     went away: a hedge's loser), as a single call's request ends with its caller."""
@@ -414,7 +424,7 @@ def _cancel_when_abandoned(task: asyncio.Task[None], group: list[_Queued]) -> No
 
     def one_less(reply: asyncio.Future[Reply]) -> None:
         nonlocal waiting
-        if reply.cancelled():
+        if reply.cancelled() or reply.result() is _TIMED_OUT:
             waiting -= 1
             if waiting == 0:
                 task.cancel()
