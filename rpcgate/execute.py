@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import structlog
 
+from rpcgate import logs
 from rpcgate.broadcast import (
     PREFERENCE_METHODS,
     Broadcaster,
@@ -416,7 +417,10 @@ class ChainRuntime:
     def _log_call(self, call: Call, outcome: Outcome) -> None:
         """Every failed call is a log line an operator can act on; successes at debug."""
         if outcome.error is None:
-            log.debug("call", chain=self.config.name, method=call.method, upstream=outcome.upstream)
+            if logs.DEBUG:
+                log.debug(
+                    "call", chain=self.config.name, method=call.method, upstream=outcome.upstream
+                )
             return
         code = outcome.error.get("code")
         log_at = log.warning if code in GATEWAY_FAILURES else log.info

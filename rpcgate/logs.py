@@ -22,10 +22,16 @@ def _render(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> str:
     return orjson.dumps(event, default=str).decode()
 
 
+# Whether debug lines are written: the call path skips building them otherwise.
+DEBUG = False
+
+
 def configure_logging(
     level: str = "info", stream: TextIO | None = None, *, cache: bool = True
 ) -> None:
     """`cache=False` keeps loggers re-reading the configuration (tests reconfigure it)."""
+    global DEBUG
+    DEBUG = level.lower() == "debug"
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
