@@ -280,15 +280,8 @@ class Failover:
             config.hedge_budget > 0
             and is_hedgeable(state.call.method)
             and self._hedge_partner(state, upstream) is not None
-        ):  # no hedge can follow: the attempt runs here, without a task or a coroutine more
-            upstream.health.in_flight += 1
-            try:
-                reply = await upstream.call(state.call.method, state.call.params, timeout)
-            finally:
-                upstream.health.in_flight -= 1
-            if state.trace is not None:
-                self._trace_attempt(state, upstream, reply, False)
-            return [(upstream, reply)]
+        ):  # no hedge can follow: the attempt needs no task of its own
+            return [(upstream, await self._timed(state, upstream, timeout, hedge=False))]
         first = asyncio.create_task(self._timed(state, upstream, timeout, hedge=False))
         delay = hedge_delay(
             upstream.health.latency_p95_s, config.hedge_delay_min_s, config.hedge_delay_max_s
