@@ -452,7 +452,9 @@ def run(args: argparse.Namespace) -> list[Row]:
                 post(gateway, hit)
             nginx = servers.nginx(node, False)
             if nginx:
-                measure(rows, "a cache hit", "nginx", nginx[0], nginx[1], [hit], args, False)
+                measure(
+                    rows, "a cache hit", "nginx beside x2", nginx[0], nginx[1], [hit], args, False
+                )
             measure(rows, "a cache hit", "rpcgate x2", gateway, gateway_process, [hit], args, False)
             servers.stop_all()
         if not set(args.scenarios) & set("de") and not args.soak:
@@ -577,7 +579,8 @@ def ratios(rows: list[Row]) -> str:
             nginx = rps(scenario, "nginx", pinned)
             if ours and nginx:
                 lines.append(f"- {scenario}, {label}: rpcgate / nginx = {ours / nginx:.2f}")
-    workers, nginx = rps("a cache hit", "rpcgate x2", False), rps("a cache hit", "nginx", False)
+    workers = rps("a cache hit", "rpcgate x2", False)
+    nginx = rps("a cache hit", "nginx beside x2", False)
     if workers and nginx:
         lines.append(f"- a cache hit, rpcgate --workers 2 / nginx = {workers / nginx:.2f}")
     for pinned in (False, True):
