@@ -418,13 +418,14 @@ def _expire(reply: asyncio.Future[Reply]) -> None:
 
 
 def _cancel_when_abandoned(task: asyncio.Task[None], group: list[_Queued]) -> None:
-    """Ends the request once no call in it waits any more (each timed out, or its caller
-    went away: a hedge's loser), as a single call's request ends with its caller."""
+    """Ends the request once no call in it waits any more (its callers went away: a hedge's
+    loser), as a single call's request ends with its caller. Calls that time out need no
+    such care: the request's own deadline is the longest of theirs."""
     waiting = len(group)
 
     def one_less(reply: asyncio.Future[Reply]) -> None:
         nonlocal waiting
-        if reply.cancelled() or reply.result() is _TIMED_OUT:
+        if reply.cancelled():
             waiting -= 1
             if waiting == 0:
                 task.cancel()
