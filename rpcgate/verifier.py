@@ -138,6 +138,8 @@ class Verifier:
             return None  # not found: nothing to check (routing weighs who said so)
         args = params if isinstance(params, list) else []
         if method in _BLOCKS:
+            if args[:1] == ["pending"] or (isinstance(result, dict) and result.get("hash") is None):
+                return None  # a block being built: no hash of its own to hold it to
             return self._block_problem(result, upstream)
         if method in _TRANSACTIONS:
             return self._transaction_problem(result)

@@ -175,3 +175,14 @@ def test_one_liar_keeps_failing_while_headers_of_another_shape_turn_recompute_of
     assert _block_check(fresh, shaped_otherwise, "b") is None
     assert not fresh.headers_recomputed
     assert _block_check(fresh, lie, "liar") is None  # recomputing is off on this chain now
+
+
+def test_a_pending_block_is_not_held_to_a_hash(node: AnvilNode) -> None:
+    """geth answers the block being built with a null hash (and null nonce and miner):
+    not an upstream's lie, and nothing to check it against."""
+    pending = node.rpc("eth_getBlockByNumber", ["pending", False])
+    verifier = _verifier(node)
+    assert _check(verifier, "eth_getBlockByNumber", ["pending", False], pending) is None
+    as_geth = {**pending, "hash": None, "nonce": None, "miner": None}
+    assert _check(verifier, "eth_getBlockByNumber", ["pending", False], as_geth) is None
+    assert _check(verifier, "eth_getBlockByNumber", ["latest", False], as_geth) is None
