@@ -367,13 +367,14 @@ class ChainRuntime:
             level = self._levels.get(call.method)
             if level is None:
                 level = self._levels[call.method] = answer_level(call.method, mode, True)
-            return level
+            return level if level != "integrity" else self.verifier.level(call.method, level)
         in_bound = True
         if call.method == "eth_getLogs" and mode == "proofs":
             in_bound = self.verifier.logs_in_bound(self._prepare(call)[2].params)
-        return answer_level(
+        level = answer_level(
             call.method, mode, anchored(call.method, outcome.block, call.params), in_bound
         )
+        return self.verifier.level(call.method, level)
 
     async def _ask_quorum(
         self, call: Call, block: int | None, head: int | None, rule: QuorumRule

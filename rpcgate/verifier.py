@@ -23,6 +23,7 @@ from typing import Any, Literal
 import structlog
 
 from rpcgate.cache import ChainView
+from rpcgate.errors import ErrorClass, UpstreamFailure, classify
 from rpcgate.methods import METHODS, Cache, Check, method_info
 from rpcgate.upstream import CLIENT_BATCH
 from rpcgate.verify import (
@@ -115,6 +116,8 @@ class Verifier:
         # False once two upstreams served the same header that does not hash as Ethereum's
         # does (a chain of another shape): headers are then not recomputed (logged once).
         self.headers_recomputed = True
+        # False once no upstream serves eth_getBlockReceipts (receipts are then unchecked).
+        self.block_receipts = True
         self._unhashable: dict[str, tuple[str, tuple[Any, ...]]] = {}
         self.methods = checked_methods(mode)
         self._view = view
@@ -227,6 +230,24 @@ class Verifier:
         with contextlib.suppress(Unverifiable):
             await self._header(block)
 
+    def _without_block_receipts(self, error: dict[str, Any]) -> None:
+        """No upstream serves eth_getBlockReceipts: a receipt by hash cannot be checked
+        against its block's receipts root, and is no longer said to be (logged once)."""
+        if self.block_receipts:
+            self.block_receipts = False
+            log.warning(
+                "receipts_not_verifiable",
+                chain=self.chain,
+                why=str(error.get("message"))[:200],
+                effect="eth_getTransactionReceipt is served as `consensus`, not `integrity`",
+            )
+
+    def level(self, method: str, level: Level) -> Level:
+        """`level` as this chain's upstreams allow it to be earned."""
+        if level == "integrity" and method == "eth_getTransactionReceipt":
+            return level if self.block_receipts else "consensus"
+        return level
+
     async def _header(self, block: Any) -> dict[str, Any]:
         """The header of a block (a hex number, a hash, or an EIP-1898 object), fetched
         through the chain's path (so recomputed and checked like any block answer)."""
@@ -281,6 +302,9 @@ class Verifier:
         (receipts, error), _ = await asyncio.gather(
             self._fetch("eth_getBlockReceipts", [number]), self.warm(block_hash)
         )
+        if error is not None and _unsupported(error):
+            self._without_block_receipts(error)
+            return None  # served as `consensus` from now on (see answer levels)
         if error is not None or not isinstance(receipts, list):
             raise Unverifiable(f"receipts of block {number}: {error or 'not found'}")
         if receipts and str(receipts[0].get("blockHash")).lower() != str(block_hash).lower():
@@ -438,6 +462,16 @@ def anchored(method: str, block: int | None, params: Any) -> bool:
         value = params[position]
         return isinstance(value, dict) and "blockHash" in value
     return False
+
+
+def _unsupported(error: Mapping[str, Any]) -> bool:
+    """Whether an error says the method is not served (by any upstream, or by policy)."""
+    code = error.get("code")
+    failure = UpstreamFailure(
+        rpc_code=code if isinstance(code, int) else None,
+        rpc_message=str(error.get("message", "")),
+    )
+    return classify(failure).error_class is ErrorClass.UNSUPPORTED
 
 
 def _known_types(items: Any) -> bool:

@@ -288,3 +288,22 @@ def test_tampered_answers_get_through_unverified(
     assert tamperer.tampered_answers > 0
     assert differ > 0
     assert _integrity_failures(gateway, "node0") == 0
+
+
+def test_receipts_are_served_as_consensus_where_no_upstream_serves_block_receipts(
+    start_gateway: GatewayFactory, chain: Chain
+) -> None:
+    """A chain whose upstreams lack eth_getBlockReceipts (here: the chain refuses it) still
+    answers receipts, and says they were not checked, instead of failing every one."""
+    gateway = start_gateway(
+        [p.url for p in chain.proxies],
+        chain={"verify": "integrity", "methods": {"deny": ["eth_getBlockReceipts"]}},
+    )
+    gateway.sync()
+    for tx_hash in chain.tx_hashes[:3]:
+        reply = gateway.rpc("eth_getTransactionReceipt", [tx_hash], fresh=True)
+        assert reply.json()["result"] == chain.honest("eth_getTransactionReceipt", [tx_hash])
+        assert reply.headers["X-Rpcgate-Verified"] == "consensus"
+    block = gateway.rpc("eth_getBlockByNumber", [hex(chain.tx_blocks[0]), True], fresh=True)
+    assert block.headers["X-Rpcgate-Verified"] == "integrity"  # blocks are still checked
+    assert not gateway.gateway.chains[0].verifier.block_receipts
