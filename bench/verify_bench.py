@@ -30,8 +30,11 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
 
 import yaml  # noqa: E402
+from cache_bench import upstream_requests  # noqa: E402
+from eth_utils import to_checksum_address  # noqa: E402
 
 from tests.harness.anvil import DEV_ADDRESSES, AnvilCluster, sign_transaction  # noqa: E402
 from tests.harness.contract import INIT_CODE, create_address  # noqa: E402
@@ -55,12 +58,6 @@ def post(url: str, method: str, params: list[Any]) -> tuple[Any, dict[str, str]]
         return reply["result"], dict(resp.headers)
 
 
-def upstream_calls(url: str) -> int:
-    with urllib.request.urlopen(url + "/status.json", timeout=10) as resp:
-        status = json.loads(resp.read())
-    return sum(u["requests"] for c in status["chains"] for u in c["upstreams"])
-
-
 def build_chain(cluster: AnvilCluster, blocks: int) -> dict[str, Any]:
     """Transfers and logging contract calls every 25th block; the rest empty."""
     contract = create_address(DEV_ADDRESSES[0], 0)
@@ -71,7 +68,9 @@ def build_chain(cluster: AnvilCluster, blocks: int) -> dict[str, Any]:
         if cluster[0].block_number() % 25 == 0:
             recipient = f"0x{0xBE0000 + nonce:040x}"
             raws = [
-                sign_transaction(chain_id=CHAIN_ID, nonce=nonce, to=_checksum(recipient), value=1),
+                sign_transaction(
+                    chain_id=CHAIN_ID, nonce=nonce, to=to_checksum_address(recipient), value=1
+                ),
                 sign_transaction(chain_id=CHAIN_ID, nonce=nonce + 1, to=contract, data="0x01"),
             ]
             nonce += 2
@@ -89,12 +88,6 @@ def build_chain(cluster: AnvilCluster, blocks: int) -> dict[str, Any]:
         "recipients": recipients,
         "head": cluster[0].block_number(),
     }
-
-
-def _checksum(address: str) -> str:
-    from eth_utils import to_checksum_address
-
-    return to_checksum_address(address)
 
 
 def serve(upstreams: list[str], mode: str, workdir: Path) -> tuple[str, subprocess.Popen[bytes]]:
@@ -130,14 +123,14 @@ def serve(upstreams: list[str], mode: str, workdir: Path) -> tuple[str, subproce
 
 def measure(url: str, calls: list[tuple[str, list[Any]]]) -> tuple[float, float, set[str]]:
     """(median ms, upstream calls per client call, X-Rpcgate-Verified values)."""
-    before = upstream_calls(url)
+    before = upstream_requests(url)
     times, levels = [], set()
     for method, params in calls:
         started = time.perf_counter()
         _, headers = post(url + "/", method, params)
         times.append((time.perf_counter() - started) * 1000)
         levels.add(headers.get("X-Rpcgate-Verified", "?"))
-    per_call = (upstream_calls(url) - before) / len(calls)
+    per_call = (upstream_requests(url) - before) / len(calls)
     return statistics.median(times), per_call, levels
 
 

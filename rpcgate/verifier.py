@@ -27,6 +27,7 @@ from rpcgate.errors import ErrorClass, UpstreamFailure, classify
 from rpcgate.methods import METHODS, Cache, Check, method_info
 from rpcgate.upstream import CLIENT_BATCH
 from rpcgate.verify import (
+    EMPTY_TRIE_ROOT,
     bloom_may_contain,
     code_matches,
     header_mismatch,
@@ -45,7 +46,6 @@ Level = Literal["proof", "integrity", "consensus", "none"]
 # A call the gateway makes for itself through the chain's path: (result, error object).
 Fetch = Callable[[str, list[Any]], Awaitable[tuple[Any, dict[str, Any] | None]]]
 
-EMPTY_TRIE_ROOT = "0x56e81f171bcc55a6ff8345e692c0f86e5b48e01b996cadc001622fb5e363b421"
 
 _BLOCKS = ("eth_getBlockByNumber", "eth_getBlockByHash")
 _TRANSACTIONS = (
@@ -278,7 +278,7 @@ class Verifier:
             if not args:
                 return None
             header = await self._header(args[0])
-            if str(header.get("receiptsRoot")).lower() != EMPTY_TRIE_ROOT:
+            if str(header.get("receiptsRoot")).lower() != "0x" + EMPTY_TRIE_ROOT.hex():
                 return f"no receipts for block {header.get('number')}, which has transactions"
             return None
         first = receipts[0]
