@@ -43,6 +43,9 @@ class Admission:
             or any(k.rate_per_s for k in config.auth.keys)
         )
         self._by_peer: dict[str | None, Caller] = {}  # open gateway, no proxies: one per peer
+        # Whether a call over HTTP needs to know who makes it: to check a key, or to count
+        # a limit. Without either, nothing reads the caller.
+        self.identifies = bool(config.auth.keys) or self.enforces
 
     def caller(
         self,

@@ -651,6 +651,12 @@ def _resolve(config: Config, problems: list[str]) -> Config:
         for j, up in enumerate(upstreams):
             if not up.name:  # unresolved: its problem is already reported
                 continue
+            if not up.name.isprintable() or "," in up.name:
+                # Names are sent in X-Rpcgate-Upstream (comma-joined for a batch).
+                problems.append(
+                    f"{path}.upstreams[{j}].name: must be printable and without commas, "
+                    f"not {up.name!r}"
+                )
             if up.name in seen_up:
                 problems.append(
                     f"{path}.upstreams[{j}].name: {up.name!r} is already "

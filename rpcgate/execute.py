@@ -110,7 +110,7 @@ class ChainRuntime:
             config.name,
         )
         self._failover = Failover(self.upstreams, self.tracker, failover, drills, self.verifier)
-        self._levels: dict[str, Level] = {}  # per method, for answers about a pinned block
+        self._levels: dict[tuple[str, bool], Level] = {}  # per method, and anchored or not
         self._failover_config = failover
         self._quorum = {rule.method: rule for rule in config.quorum}
         self.policy = MethodPolicy(config.methods)
@@ -363,10 +363,14 @@ class ChainRuntime:
         if outcome.error is not None or (outcome.result is None and outcome.result_json is None):
             return "none"
         mode = self.verifier.mode
-        if outcome.block is not None and call.method != "eth_getLogs":  # the hot path
-            level = self._levels.get(call.method)
+        if call.method != "eth_getLogs":  # the level follows from the method and the anchor
+            key = (
+                call.method,
+                outcome.block is not None or anchored(call.method, None, call.params),
+            )
+            level = self._levels.get(key)
             if level is None:
-                level = self._levels[call.method] = answer_level(call.method, mode, True)
+                level = self._levels[key] = answer_level(call.method, mode, key[1])
             return level if level != "integrity" else self.verifier.level(call.method, level)
         in_bound = True
         if call.method == "eth_getLogs" and mode == "proofs":

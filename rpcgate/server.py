@@ -45,6 +45,7 @@ from rpcgate.jsonrpc import (
 from rpcgate.masking import MASKER
 from rpcgate.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from rpcgate.ratelimit import LIMIT_EXCEEDED, Verdict, retry_after_header
+from rpcgate.responses import JsonAnswer
 from rpcgate.status import gateway_status, handle_status_page
 from rpcgate.trace import HEADER_TRACE, wants_trace
 from rpcgate.ws import is_websocket, serve_websocket
@@ -96,7 +97,7 @@ def _skips_cache(headers: Mapping[str, str]) -> bool:
 
 def _answer_in_hand(
     request: web.Request, chain: ChainRuntime, call: Call, read_cache: bool
-) -> web.Response | None:
+) -> web.StreamResponse | None:
     """The hot path: one call the gateway answers from what it holds (a cache hit, the
     consensus head), with the result bytes as they were encoded when stored."""
     try:
@@ -112,14 +113,13 @@ def _answer_in_hand(
         HEADER_ATTEMPTS: "0",
         HEADER_CACHE: local.cache,
         HEADER_VERIFIED: chain.verified_level(call, local),
-        "Content-Type": "application/json",
     }
     if local.block is not None:
         headers[HEADER_BLOCK] = str(local.block)
     origin = request.headers.get("Origin")
     if origin is not None:
         headers.update(request.app[GATEWAY].cors.headers(origin))
-    return web.Response(body=payload, headers=headers)
+    return JsonAnswer(payload, headers)
 
 
 def _refused(request: web.Request, verdict: Verdict) -> web.Response:
@@ -134,10 +134,15 @@ def _refused(request: web.Request, verdict: Verdict) -> web.Response:
     )
 
 
+# Who calls, where nothing needs to know (no keys, no limits): the hot path skips working
+# out the client's address.
+_UNIDENTIFIED = Caller("unidentified")
+
+
 def _chain_and_caller(
-    request: web.Request,
+    request: web.Request, identify: bool = True
 ) -> tuple[ChainRuntime, Caller] | web.Response:
-    """The chain the path names and who calls it, or the error answer."""
+    """The chain the path names and who calls it (when `identify`), or the error answer."""
     gateway = request.app[GATEWAY]
     chain = gateway.chain_for(request.match_info.get("chain"))
     if chain is None:
@@ -148,6 +153,8 @@ def _chain_and_caller(
             UNKNOWN_CHAIN,
             f"unknown chain {name!r}; served: " + ", ".join(gateway.served_paths()),
         )
+    if not identify:
+        return chain, _UNIDENTIFIED
     caller = gateway.admission.caller(
         path_key=request.match_info.get("key"),
         headers=request.headers,
@@ -164,11 +171,11 @@ def _chain_and_caller(
 async def handle_rpc(request: web.Request) -> web.StreamResponse:
     started = perf_counter()
     gateway = request.app[GATEWAY]
-    found = _chain_and_caller(request)
+    admission = gateway.admission
+    found = _chain_and_caller(request, admission.identifies)
     if isinstance(found, web.Response):
         return found
     chain, caller = found
-    admission = gateway.admission
     limits = gateway.config.limits
     body = await read_body(request, limits.max_body_bytes, limits.body_timeout_s)
     if isinstance(body, BodyRefused):
@@ -215,8 +222,7 @@ async def handle_rpc(request: web.Request) -> web.StreamResponse:
         headers.update(gateway.cors.headers(origin))
     if payload is None:  # only notifications: nothing to answer
         return web.Response(status=204, headers=headers)
-    headers["Content-Type"] = "application/json"
-    return web.Response(body=payload, headers=headers)
+    return JsonAnswer(payload, headers)
 
 
 async def handle_get(request: web.Request) -> web.StreamResponse:

@@ -359,8 +359,8 @@ class Upstream:
 
     async def _read_body(self, resp: aiohttp.ClientResponse) -> bytes | None:
         declared = resp.content_length
-        if declared is not None and declared > self._max_response_bytes:
-            return None
+        if declared is not None:  # the common case: known before a byte is read
+            return None if declared > self._max_response_bytes else await resp.read()
         chunks: list[bytes] = []
         size = 0
         async for chunk in resp.content.iter_any():
