@@ -1,7 +1,7 @@
 """The HTTP client of one upstream: a thin I/O shell that turns an exchange into plain data.
 
-One keep-alive aiohttp session per upstream. Every answer becomes either a result or an
-`UpstreamFailure` for the classifier; nothing here decides what a failure means.
+Keep-alive connections per upstream (`upstream_http`). Every answer becomes either a result
+or an `UpstreamFailure` for the classifier; nothing here decides what a failure means.
 
 The calls made for the items of one client batch (while `CLIENT_BATCH` is set) travel
 together: those queued in one turn of the event loop go out as upstream batches of at most
@@ -16,6 +16,7 @@ import contextvars
 import email.utils
 import itertools
 import socket
+import ssl
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,6 +29,13 @@ from rpcgate.errors import UpstreamFailure
 from rpcgate.health import UpstreamHealth
 from rpcgate.jsonrpc import dumps, loads
 from rpcgate.masking import MASKER, mask_url
+from rpcgate.upstream_http import (
+    ConnectFailure,
+    ProtocolError,
+    TooLarge,
+    UpstreamHttp,
+    connect_error_words,
+)
 
 USER_AGENT = "rpcgate/0.1"
 _BODY_PREFIX = 200  # bytes of a non-JSON body kept for classification and logs
@@ -230,37 +238,26 @@ class Upstream:
         self._max_response_bytes = max_response_bytes
         self._limit = asyncio.Semaphore(max_concurrent)  # one slot per HTTP request
         self._ids = itertools.count(1)
-        self._session: aiohttp.ClientSession | None = None
+        self._http: UpstreamHttp | None = None  # made at start()
         self._queue: list[_Queued] = []  # calls of client batches, until the loop turn ends
         self._sending: set[asyncio.Task[None]] = set()
         MASKER.add_url(config.url)
         MASKER.add(*config.headers.values())
 
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=60, ttl_dns_cache=300)
-        headers = {
-            "Content-Type": "application/json",
-            "User-Agent": USER_AGENT,
-            **self.config.headers,
-        }
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            headers=headers,
-            skip_auto_headers=("Accept-Encoding",),
-            auto_decompress=True,
-            # Each call has its own deadline (asyncio.timeout in _post): aiohttp's default
-            # of 5 minutes would only arm a second timer per request.
-            timeout=aiohttp.ClientTimeout(total=None),
-        )
+        if self._http is None:
+            self._http = UpstreamHttp(
+                self.config.url, self.config.headers, USER_AGENT, self._max_response_bytes
+            )
 
     async def close(self) -> None:
         sending = list(self._sending)
         for task in sending:
             task.cancel()
         await asyncio.gather(*sending, return_exceptions=True)
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
 
     async def call(self, method: str, params: Any, timeout_s: float) -> Reply:
         """One attempt. Never raises for upstream trouble: a failure comes back as data.
@@ -337,38 +334,25 @@ class Upstream:
     async def _post(self, data: bytes, timeout_s: float) -> _Exchange | UpstreamFailure:
         """One HTTP POST within `timeout_s`: its status, body (None: over max_response_bytes)
         and Retry-After; or what kept it from being an HTTP exchange."""
-        if self._session is None:
+        if self._http is None:
             await self.start()
-        assert self._session is not None
+        assert self._http is not None
         try:
-            async with (
-                self._limit,
-                asyncio.timeout(timeout_s),
-                self._session.post(self.config.url, data=data) as resp,
-            ):
-                body = await self._read_body(resp)
-                return resp.status, body, {"retry-after": resp.headers.get("Retry-After", "")}
+            async with self._limit, asyncio.timeout(timeout_s):
+                response = await self._http.post(data)
         except TimeoutError:
             return UpstreamFailure(transport="timeout")
-        except aiohttp.ClientConnectorError as exc:
-            return UpstreamFailure(transport=connect_failure(exc), body_text=MASKER.mask(str(exc)))
-        except (aiohttp.ClientError, OSError) as exc:
+        except TooLarge:
+            return 200, None, {}
+        except ConnectFailure as exc:
+            return UpstreamFailure(
+                transport=MASKER.mask(exc.reason), body_text=MASKER.mask(str(exc))
+            )
+        except (ProtocolError, OSError) as exc:
             return UpstreamFailure(
                 transport="reset", body_text=MASKER.mask(f"{type(exc).__name__}: {exc}")
             )
-
-    async def _read_body(self, resp: aiohttp.ClientResponse) -> bytes | None:
-        declared = resp.content_length
-        if declared is not None:  # the common case: known before a byte is read
-            return None if declared > self._max_response_bytes else await resp.read()
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in resp.content.iter_any():
-            size += len(chunk)
-            if size > self._max_response_bytes:
-                return None
-            chunks.append(chunk)
-        return b"".join(chunks)
+        return response.status, response.body, response.headers
 
 
 # An HTTP exchange as plain data: status, body (None: over max_response_bytes), headers.
@@ -435,16 +419,17 @@ def _cancel_when_abandoned(task: asyncio.Task[None], group: list[_Queued]) -> No
 
 
 def connect_failure(exc: aiohttp.ClientConnectorError) -> str:
-    """What went wrong before any HTTP, in the words an operator searches for."""
-    host = MASKER.mask(exc.host)
-    if isinstance(exc, aiohttp.ClientConnectorDNSError) or isinstance(
-        exc.os_error, socket.gaierror
-    ):
-        return f"DNS: name not resolved ({host})"
-    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
-        return f"TLS: certificate not accepted ({host}: {exc.certificate_error})"
-    if isinstance(exc, aiohttp.ClientConnectorSSLError | aiohttp.ClientSSLError):
-        return f"TLS: handshake failed ({host})"
-    if isinstance(exc.os_error, ConnectionRefusedError):
-        return f"connection refused ({host}:{exc.port})"
-    return f"cannot connect ({host}:{exc.port}: {exc.os_error.strerror or exc.os_error})"
+    """What went wrong before any HTTP (aiohttp's view of it: the upstream WebSockets)."""
+    error: BaseException | None = exc.os_error
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        error = socket.gaierror()
+    elif isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        certificate_error = exc.certificate_error
+        error = (
+            certificate_error
+            if isinstance(certificate_error, ssl.SSLCertVerificationError)
+            else ssl.SSLError()
+        )
+    elif isinstance(exc, aiohttp.ClientConnectorSSLError | aiohttp.ClientSSLError):
+        error = ssl.SSLError()
+    return connect_error_words(error, MASKER.mask(exc.host), exc.port)
