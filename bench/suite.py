@@ -2,8 +2,8 @@
 as a reverse proxy (where installed) and rpcgate, in one process tree, with ratios taken
 from the same run.
 
-    .venv/bin/python bench/suite.py [--seconds 5] [--connections 32] [--pinning both]
-                                     [--soak] [--out bench/results]
+    .venv/bin/python bench/suite.py [--seconds 5] [--rounds 3] [--connections 32]
+                                     [--pinning both] [--soak] [--out bench/results]
 
 Scenarios:
   a. cache hits: a finalized eth_getBalance (rpcgate answers from its cache; the bare dict
@@ -17,6 +17,8 @@ Scenarios:
      blocks, receipts, balances, eth_getLogs over 1,000 blocks; 30 ms upstreams).
 Load is wrk (Debian: apt-get install wrk) from a separate process over loopback, bounded in
 time. With two or more cores, "pinned" runs put the server on core 1 and wrk on core 0.
+In scenarios a-c the targets take turns, `--rounds` times each, and the table holds the
+medians: on a shared machine one measurement can be a third off the next.
 Output: a markdown table (req/s, p50, p99, errors, upstream calls per 1,000 client calls,
 peak RSS) and, with matplotlib, a PNG chart, under --out; both printed paths.
 """
@@ -29,6 +31,7 @@ import os
 import re
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -332,6 +335,57 @@ def measure(
     )
 
 
+Target = tuple[str, str, "subprocess.Popen[bytes] | None", "Callable[[], int] | None"]
+
+
+def compare(
+    rows: list[Row],
+    scenario: str,
+    targets: list[Target],
+    bodies: list[Any],
+    args: argparse.Namespace,
+    pinned: bool,
+    items_per_request: int = 1,
+) -> None:
+    """Each target measured `args.rounds` times, the targets taking turns in each round (so
+    a slow spell of the machine falls on all of them alike); a row per target holds the
+    median req/s, p50 and p99 over its rounds, the errors of all of them."""
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name, *_ in targets}
+    calls: dict[str, float] = {name: 0 for name, *_ in targets}
+    for round_index in range(args.rounds):
+        for name, url, _, count in targets:
+            before = count() if count else 0
+            result = wrk(url, bodies, args.seconds, args.connections, pinned)
+            runs[name].append(result)
+            if count is not None:
+                calls[name] += count() - before
+            print(
+                f"  {scenario:<18} {name:<16} {'pinned' if pinned else 'unpinned':<8} "
+                f"round {round_index + 1}: {result['rps']:>9.0f} req/s  "
+                f"p50 {result['p50_ms']:.2f} ms  errors {result['errors']}",
+                flush=True,
+            )
+    for name, _, process, count in targets:
+        results = runs[name]
+        requests = sum(r["requests"] for r in results)
+        per_1000 = None
+        if count is not None and requests:
+            per_1000 = 1000 * calls[name] / (requests * items_per_request)
+        rows.append(
+            Row(
+                scenario,
+                name,
+                pinned,
+                statistics.median(r["rps"] for r in results),
+                statistics.median(r["p50_ms"] for r in results),
+                statistics.median(r["p99_ms"] for r in results),
+                sum(r["errors"] for r in results),
+                per_1000,
+                rss_peak_mb(process.pid) if process else None,
+            )
+        )
+
+
 def run(args: argparse.Namespace) -> list[Row]:
     rows: list[Row] = []
     loop = BackgroundLoop()
@@ -378,69 +432,25 @@ def run(args: argparse.Namespace) -> list[Row]:
             key = hit["method"] + json.dumps(hit["params"], separators=(",", ":"))
             bare, bare_process = servers.bare_dict([[key, answer]], pinned)
             post(gateway, hit)  # stored; the next ones are hits
-            targets: list[tuple[str, str, subprocess.Popen[bytes] | None]] = [
-                ("node", node, None),
-                ("bare dict", bare, bare_process),
-                ("bare proxy", proxy, proxy_process),
-                ("rpcgate", gateway, gateway_process),
+            targets: list[Target] = [
+                ("node", node, None, None),
+                ("bare dict", bare, bare_process, None),
+                ("bare proxy", proxy, proxy_process, None),
+                ("rpcgate", gateway, gateway_process, count),
             ]
             if nginx:
-                targets.insert(3, ("nginx", nginx[0], nginx[1]))
-            for name, url, process in targets if "a" in args.scenarios else []:
-                measure(
-                    rows,
-                    "a cache hit",
-                    name,
-                    url,
-                    process,
-                    [hit],
-                    args,
-                    pinned,
-                    upstream_count=count if name == "rpcgate" else None,
-                )
-            for name, url, process in targets if "b" in args.scenarios else []:
-                if name == "bare dict":
-                    continue
-                measure(
-                    rows,
-                    "b pass-through",
-                    name,
-                    url,
-                    process,
-                    [passthrough],
-                    args,
-                    pinned,
-                    upstream_count=count if name == "rpcgate" else None,
-                )
-            if "b" in args.scenarios:  # one connection: what rpcgate adds to one call
+                targets.insert(3, ("nginx", nginx[0], nginx[1], None))
+            if "a" in args.scenarios:
+                compare(rows, "a cache hit", targets, [hit], args, pinned)
+            forwarding = [t for t in targets if t[0] != "bare dict"]
+            if "b" in args.scenarios:
+                compare(rows, "b pass-through", forwarding, [passthrough], args, pinned)
+                # One connection: what rpcgate adds to one call.
                 one = argparse.Namespace(**{**vars(args), "connections": 1})
-                for name, url, process in targets:
-                    if name in ("node", "bare proxy", "rpcgate"):
-                        measure(
-                            rows,
-                            "b pass-through c=1",
-                            name,
-                            url,
-                            process,
-                            [passthrough],
-                            one,
-                            pinned,
-                        )
-            for name, url, process in targets if "c" in args.scenarios else []:
-                if name == "bare dict":
-                    continue
-                measure(
-                    rows,
-                    "c batch of 50",
-                    name,
-                    url,
-                    process,
-                    [batch],
-                    args,
-                    pinned,
-                    50,
-                    upstream_count=count if name == "rpcgate" else None,
-                )
+                alone = [t for t in targets if t[0] in ("node", "bare proxy", "rpcgate")]
+                compare(rows, "b pass-through c=1", alone, [passthrough], one, pinned)
+            if "c" in args.scenarios:
+                compare(rows, "c batch of 50", forwarding, [batch], args, pinned, 50)
             servers.stop_all()
         if "a" in args.scenarios and CORES >= 2:
             # All cores: two workers on one port against nginx (one worker process, the
@@ -451,11 +461,10 @@ def run(args: argparse.Namespace) -> list[Row]:
             for _ in range(8):  # each worker stores the answer once; the rest are hits
                 post(gateway, hit)
             nginx = servers.nginx(node, False)
+            pair: list[Target] = [("rpcgate x2", gateway, gateway_process, None)]
             if nginx:
-                measure(
-                    rows, "a cache hit", "nginx beside x2", nginx[0], nginx[1], [hit], args, False
-                )
-            measure(rows, "a cache hit", "rpcgate x2", gateway, gateway_process, [hit], args, False)
+                pair.insert(0, ("nginx beside x2", nginx[0], nginx[1], None))
+            compare(rows, "a cache hit", pair, [hit], args, False)
             servers.stop_all()
         if not set(args.scenarios) & set("de") and not args.soak:
             return rows
@@ -622,7 +631,7 @@ def chart(rows: list[Row], path: Path) -> bool:
     ax.set_ylabel("requests / s (unpinned)")
     ax.set_yscale("log")
     ax.legend()
-    ax.set_title("rpcgate against the node, the bare aiohttp floors and nginx (one run)")
+    ax.set_title("rpcgate against the node, the bare aiohttp floors and nginx (medians)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     return True
@@ -630,7 +639,13 @@ def chart(rows: list[Row], path: Path) -> bool:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--seconds", type=float, default=5.0, help="per measurement")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="scenarios a-c: measurements per target, taking turns (medians reported)",
+    )
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--pinning", choices=("both", "pinned", "unpinned"), default="both")
     parser.add_argument(
