@@ -26,7 +26,7 @@ from rpcgate.jsonrpc import (
 )
 from rpcgate.masking import MASKER
 from rpcgate.metrics import GatewayMetrics
-from rpcgate.upstream import CLIENT_BATCH
+from rpcgate.upstream import CLIENT_BATCH, ClientBatch
 
 log = structlog.get_logger("rpcgate.server")
 
@@ -137,7 +137,7 @@ async def answer_request(
         return payload, headers
     # The items' upstream calls travel as upstream batches (upstream.py); each item keeps
     # its own failover. The tasks gather makes copy the context as it is here.
-    in_batch = CLIENT_BATCH.set(True)
+    in_batch = CLIENT_BATCH.set(ClientBatch())
     try:
         answers = await asyncio.gather(
             *(

@@ -30,7 +30,7 @@ from rpcgate.methods import ALREADY_KNOWN_MESSAGES, Kind, method_info
 from rpcgate.routing import Candidate, attempt_order, block_fit, next_candidate, score, why_unfit
 from rpcgate.trace import CallTrace
 from rpcgate.tracker import HeadTracker
-from rpcgate.upstream import Reply, Upstream
+from rpcgate.upstream import CLIENT_BATCH, Reply, Upstream
 from rpcgate.verifier import Unverifiable, Verifier
 
 log = structlog.get_logger("rpcgate.failover")
@@ -172,7 +172,14 @@ class Failover:
         if block is None or (head is not None and block > head):
             block = head
         call_trace = CallTrace(block=block) if trace else None
-        candidates = self._candidates(now, block, call_trace)
+        # The calls of one client batch, made at one moment, share who may serve a block
+        # (each still takes its own turn in the rotation).
+        batch = CLIENT_BATCH.get() if call_trace is None else None
+        candidates = batch.shared.get((self, block)) if batch is not None else None
+        if candidates is None:
+            candidates = self._candidates(now, block, call_trace)
+            if batch is not None:
+                batch.shared[(self, block)] = candidates
         if not candidates:
             outcome = self._nobody_serves(block)
             outcome.trace = call_trace

@@ -111,17 +111,25 @@ def attempt_order(
     `sticky` keeps the configured order, for calls whose state lives on one node
     (filters): the same healthy node keeps getting them.
     """
-    available = [c for c in candidates if c.available and not c.last_resort]
-    cooling = [c for c in candidates if not c.available and not c.last_resort]
-    last = [c for c in candidates if c.last_resort]
+    available: list[Candidate] = []
+    cooling: list[Candidate] = []
+    last: list[Candidate] = []
+    for c in candidates:
+        (last if c.last_resort else available if c.available else cooling).append(c)
     if available and not sticky:
-        limit = min(c.score for c in available) * NEAR_EQUAL_RATIO + NEAR_EQUAL_SLACK_S
-        explore = rotation % EXPLORE_EVERY == EXPLORE_EVERY - 1
-        near = [c for c in available if c.score <= limit or explore]  # in config order
-        rest = sorted((c for c in available if c not in near), key=lambda c: c.score)
+        if rotation % EXPLORE_EVERY == EXPLORE_EVERY - 1:  # now and then, all take turns
+            near, rest = available, []
+        else:
+            limit = min(c.score for c in available) * NEAR_EQUAL_RATIO + NEAR_EQUAL_SLACK_S
+            near = [c for c in available if c.score <= limit]  # in config order
+            rest = sorted((c for c in available if c.score > limit), key=_by_score)
         start = rotation % len(near)
         available = near[start:] + near[:start] + rest
     return available + cooling + last
+
+
+def _by_score(candidate: Candidate) -> float:
+    return candidate.score
 
 
 def next_candidate(

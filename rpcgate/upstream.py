@@ -19,7 +19,7 @@ import socket
 import ssl
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
@@ -40,11 +40,21 @@ from rpcgate.upstream_http import (
 USER_AGENT = "rpcgate/0.1"
 _BODY_PREFIX = 200  # bytes of a non-JSON body kept for classification and logs
 
+
+@dataclass(slots=True)
+class ClientBatch:
+    """The calls of one client batch, answered together."""
+
+    # What its calls, made at one moment, may work out once for all (failover: the
+    # upstreams that may serve a block, with their scores).
+    shared: dict[Any, Any] = field(default_factory=dict)
+
+
 # Set (by answers.py) while the items of one client batch are answered. Tasks copy the
 # context they are made in, so every attempt and hedge of those items sees it, and nothing
 # else does: single calls and head polls go out alone, without waiting a loop turn.
-CLIENT_BATCH: contextvars.ContextVar[bool] = contextvars.ContextVar(
-    "rpcgate_client_batch", default=False
+CLIENT_BATCH: contextvars.ContextVar[ClientBatch | None] = contextvars.ContextVar(
+    "rpcgate_client_batch", default=None
 )
 
 
@@ -266,7 +276,7 @@ class Upstream:
         an upstream batch with the others queued meanwhile; `timeout_s` counts the same.
         """
         started = time.monotonic()
-        if self.max_batch > 1 and CLIENT_BATCH.get():
+        if self.max_batch > 1 and CLIENT_BATCH.get() is not None:
             reply = await self._batched(method, params, timeout_s)
         else:
             request_id = next(self._ids)

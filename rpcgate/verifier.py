@@ -25,7 +25,7 @@ import structlog
 from rpcgate.cache import ChainView
 from rpcgate.errors import ErrorClass, UpstreamFailure, classify
 from rpcgate.methods import METHODS, Cache, Check, method_info
-from rpcgate.upstream import CLIENT_BATCH
+from rpcgate.upstream import CLIENT_BATCH, ClientBatch
 from rpcgate.verify import (
     EMPTY_TRIE_ROOT,
     bloom_may_contain,
@@ -373,7 +373,7 @@ class Verifier:
     @staticmethod
     async def _together(fetches: list[Awaitable[Any]]) -> list[Any]:
         """Fetches at once; the calls queued in one loop turn share upstream batches."""
-        in_batch = CLIENT_BATCH.set(True)
+        in_batch = CLIENT_BATCH.set(ClientBatch())
         try:
             return await asyncio.gather(*fetches)
         finally:

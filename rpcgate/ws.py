@@ -42,7 +42,7 @@ from rpcgate.jsonrpc import (
     rpc_error,
 )
 from rpcgate.ratelimit import LIMIT_EXCEEDED, Bucket, Rate, take
-from rpcgate.upstream import CLIENT_BATCH
+from rpcgate.upstream import CLIENT_BATCH, ClientBatch
 
 if TYPE_CHECKING:
     from rpcgate.execute import ChainRuntime
@@ -195,7 +195,8 @@ class Connection:
             self.send(dumps(response_object(None, error=error)))
             return
         started = time.perf_counter()
-        in_batch = CLIENT_BATCH.set(parsed.is_batch)  # items travel as upstream batches
+        # A batch's items travel as upstream batches.
+        in_batch = CLIENT_BATCH.set(ClientBatch() if parsed.is_batch else None)
         try:
             bodies = await asyncio.gather(*(self._answer_item(i, started) for i in parsed.items))
         finally:
