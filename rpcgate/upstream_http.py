@@ -10,9 +10,10 @@ serves the gateway's own HTTP and the upstream WebSockets.
 
 What this shell adds to `http1`: a pool of idle connections (most recent first, closed
 after `idle_timeout_s` unused, at most `max_idle` kept), TLS with the system's trust store,
-a connection the server closed while it sat idle retried once on a fresh one (nothing of
-the call reached the server), a connection whose call was abandoned (a deadline, a hedge's
-loser) closed rather than reused, and connect failures said in an operator's words.
+names resolved at most every `DNS_TTL_S`, a connection the server closed while it sat idle
+retried once on a fresh one (nothing of the call reached the server), a connection whose
+call was abandoned (a deadline, a hedge's loser) closed rather than reused, and connect
+failures said in an operator's words.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import asyncio
 import socket
 import ssl
 from collections.abc import Mapping
+from typing import Any
 
 from rpcgate.http1 import ProtocolError, Response, ResponseReader, Target, TooLarge
 from rpcgate.http1 import request_bytes as _request_bytes
@@ -30,6 +32,7 @@ __all__ = ["ConnectFailure", "ProtocolError", "TooLarge", "UpstreamHttp", "conne
 
 IDLE_TIMEOUT_S = 60.0
 MAX_IDLE = 256
+DNS_TTL_S = 300.0  # how long a name's addresses are kept (aiohttp's ttl_dns_cache was 300)
 
 
 class ConnectFailure(Exception):
@@ -139,6 +142,8 @@ class UpstreamHttp:
         self._idle: list[_Connection] = []
         self._busy: set[_Connection] = set()
         self._ssl = ssl.create_default_context() if self.target.tls else None
+        self._resolved: list[tuple[Any, ...]] | None = None
+        self._resolved_until = 0.0
 
     async def post(self, body: bytes) -> Response:
         """One POST and its answer. Raises ConnectFailure, TooLarge, ProtocolError or
@@ -199,15 +204,38 @@ class UpstreamHttp:
         target = self.target
         loop = asyncio.get_running_loop()
         try:
-            _, connection = await loop.create_connection(
-                lambda: _Connection(self._max_body_bytes),
-                target.host,
-                target.port,
-                ssl=self._ssl,
-                server_hostname=target.host if target.tls else None,
-            )
+            addresses = await self._addresses(loop)
+            error: OSError | None = None
+            for address in addresses:  # in the resolver's order, as aiohttp tries them
+                try:
+                    _, connection = await loop.create_connection(
+                        lambda: _Connection(self._max_body_bytes),
+                        address[0],
+                        address[1],
+                        ssl=self._ssl,
+                        server_hostname=target.host if target.tls else None,
+                    )
+                    return connection
+                except ssl.SSLError:
+                    raise  # the same certificate at every address
+                except OSError as exc:
+                    error = exc
+            assert error is not None
+            raise error
         except (OSError, ssl.SSLError) as exc:
+            self._resolved = None  # resolved anew next time: the addresses may have moved
             raise ConnectFailure(
                 connect_error_words(exc, target.host, target.port), f"{type(exc).__name__}: {exc}"
             ) from None
-        return connection
+
+    async def _addresses(self, loop: asyncio.AbstractEventLoop) -> list[tuple[Any, ...]]:
+        """The upstream's addresses, resolved at most every DNS_TTL_S (new connections are
+        rare on kept-alive ones, but an upstream that closes each one would ask the
+        resolver on every call)."""
+        now = loop.time()
+        if self._resolved is None or now >= self._resolved_until:
+            target = self.target
+            infos = await loop.getaddrinfo(target.host, target.port, type=socket.SOCK_STREAM)
+            self._resolved = [info[4] for info in infos]
+            self._resolved_until = now + DNS_TTL_S
+        return self._resolved

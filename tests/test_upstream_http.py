@@ -376,3 +376,36 @@ def test_an_upstream_behind_a_chunking_gzip_proxy_answers_through_the_upstream_s
         return reply.result
 
     assert run(scenario()) == "0x2a"
+
+
+def test_a_name_is_resolved_once_for_many_connections_and_its_failure_said_in_words() -> None:
+    async def close_each(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int
+    ) -> None:
+        await _read_request(reader)
+        writer.write(_head(f"Content-Length: {len(ANSWER)}", "Connection: close") + ANSWER)
+        await writer.drain()
+
+    async def scenario() -> tuple[int, int, str]:
+        loop = asyncio.get_running_loop()
+        resolve, lookups = loop.getaddrinfo, []
+
+        async def counted(*args: Any, **kwargs: Any) -> Any:
+            lookups.append(args[0])
+            return await resolve(*args, **kwargs)
+
+        loop.getaddrinfo = counted  # type: ignore[method-assign]
+        server = Server(close_each)
+        async with server as url:
+            client = UpstreamHttp(url.replace("127.0.0.1", "localhost"), {}, "test", 10_000)
+            for _ in range(5):
+                assert (await client.post(_call(1))).body == ANSWER
+            await client.close()
+        nowhere = UpstreamHttp("http://no-such-host.invalid/", {}, "test", 10_000)
+        with pytest.raises(ConnectFailure) as failed:
+            await nowhere.post(_call(1))
+        return server.connections, lookups.count("localhost"), failed.value.reason
+
+    connections, lookups, reason = asyncio.run(scenario())
+    assert (connections, lookups) == (5, 1)
+    assert reason == "DNS: name not resolved (no-such-host.invalid)"
