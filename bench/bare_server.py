@@ -2,7 +2,10 @@
 dict, with the same event loop and JSON library as rpcgate. Nothing to do but parse, look
 up and answer: the ceiling a cache hit could reach on this framework.
 
-    python bench/bare_server.py ANSWERS.json PORT
+    python bench/bare_server.py ANSWERS.json PORT [--reuse-port]
+
+With --reuse-port, several of them share one port (SO_REUSEPORT), as `rpcgate serve
+--workers N` does: the framework's own ceiling on all cores.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from aiohttp import web
 
 def main() -> None:
     answers_path, port = sys.argv[1], int(sys.argv[2])
+    reuse_port = "--reuse-port" in sys.argv[3:]
     with open(answers_path, "rb") as f:
         answers = {key: value for key, value in orjson.loads(f.read())}
 
@@ -32,7 +36,9 @@ def main() -> None:
         uvloop.install()
     except ImportError:
         pass
-    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
+    web.run_app(
+        app, host="127.0.0.1", port=port, print=None, access_log=None, reuse_port=reuse_port
+    )
 
 
 if __name__ == "__main__":

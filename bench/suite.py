@@ -199,16 +199,22 @@ class Servers:
         return f"http://127.0.0.1:{port}/", process
 
     def bare_dict(
-        self, answers: list[list[Any]], pinned: bool
+        self, answers: list[list[Any]], pinned: bool, processes: int = 1
     ) -> tuple[str, subprocess.Popen[bytes]]:
+        """The dict server; with processes > 1, that many on one port (SO_REUSEPORT)."""
         port = free_port()
         path = self.workdir / f"answers-{port}.json"
         path.write_text(json.dumps(answers))
-        process = self.spawn(
-            [sys.executable, str(REPO / "bench" / "bare_server.py"), str(path), str(port)], pinned
-        )
+        command = [sys.executable, str(REPO / "bench" / "bare_server.py"), str(path), str(port)]
+        if processes > 1:
+            command.append("--reuse-port")
+        first = self.spawn(command, pinned)
         _wait_port(port)
-        return f"http://127.0.0.1:{port}/", process
+        for _ in range(processes - 1):
+            self.spawn(command, pinned)
+        if processes > 1:
+            time.sleep(1.0)  # the others bound too (they cannot be told apart by a probe)
+        return f"http://127.0.0.1:{port}/", first
 
     def nginx(self, upstream: str, pinned: bool) -> tuple[str, subprocess.Popen[bytes]] | None:
         binary = shutil.which("nginx") or (
@@ -386,7 +392,14 @@ def compare(
         )
 
 
-def run(args: argparse.Namespace) -> list[Row]:
+def cache_figures(url: str) -> dict[str, Any]:
+    """What /status.json says of the response cache (memory counted, entries, budget)."""
+    with urllib.request.urlopen(url.rstrip("/") + "/status.json", timeout=5) as resp:
+        return json.loads(resp.read())["cache"]  # type: ignore[no-any-return]
+
+
+def run(args: argparse.Namespace, notes: list[str]) -> list[Row]:
+    """The measured rows; what the table cannot hold goes into `notes`, a line each."""
     rows: list[Row] = []
     loop = BackgroundLoop()
     cluster = AnvilCluster(3, chain_id=CHAIN_ID).start()
@@ -461,7 +474,14 @@ def run(args: argparse.Namespace) -> list[Row]:
             for _ in range(8):  # each worker stores the answer once; the rest are hits
                 post(gateway, hit)
             nginx = servers.nginx(node, False)
-            pair: list[Target] = [("rpcgate x2", gateway, gateway_process, None)]
+            # The framework's own ceiling on both cores: the dict server, two processes.
+            answer = post(node, hit)["result"]
+            key = hit["method"] + json.dumps(hit["params"], separators=(",", ":"))
+            bare, bare_process = servers.bare_dict([[key, answer]], False, processes=2)
+            pair: list[Target] = [
+                ("bare dict x2", bare, bare_process, None),
+                ("rpcgate x2", gateway, gateway_process, None),
+            ]
             if nginx:
                 pair.insert(0, ("nginx beside x2", nginx[0], nginx[1], None))
             compare(rows, "a cache hit", pair, [hit], args, False)
@@ -520,6 +540,7 @@ def run(args: argparse.Namespace) -> list[Row]:
                         samples.append(_rss_now(gateway_process.pid))
 
                 sampler = threading.Thread(target=sample, daemon=True)
+                before = cache_figures(gateway)
                 sampler.start()
                 measure(
                     rows,
@@ -534,8 +555,16 @@ def run(args: argparse.Namespace) -> list[Row]:
                 )
                 sampling.set()
                 sampler.join()
+                after = cache_figures(gateway)
                 if samples:
                     print(f"  soak RSS MB every 10 s: {[round(s, 1) for s in samples]}")
+                    notes.append(
+                        f"- f soak: RSS {samples[0]:.1f} -> {samples[-1]:.1f} MB (every 10 s: "
+                        f"{min(samples):.1f}-{max(samples):.1f}); the cache's own count "
+                        f"{before['memory_bytes'] / 1e6:.2f} -> {after['memory_bytes'] / 1e6:.2f}"
+                        f" MB, {before['memory_entries']} -> {after['memory_entries']} entries "
+                        f"(budget {after['memory_budget_bytes'] / 1e6:.0f} MB)"
+                    )
         servers.stop_all()
         for p in proxies:
             loop.run(p.stop())
@@ -590,8 +619,13 @@ def ratios(rows: list[Row]) -> str:
                 lines.append(f"- {scenario}, {label}: rpcgate / nginx = {ours / nginx:.2f}")
     workers = rps("a cache hit", "rpcgate x2", False)
     nginx = rps("a cache hit", "nginx beside x2", False)
+    bare_x2 = rps("a cache hit", "bare dict x2", False)
     if workers and nginx:
         lines.append(f"- a cache hit, rpcgate --workers 2 / nginx = {workers / nginx:.2f}")
+    if bare_x2 and nginx:
+        lines.append(f"- a cache hit, bare dict x2 / nginx = {bare_x2 / nginx:.2f}")
+    if workers and bare_x2:
+        lines.append(f"- a cache hit, rpcgate --workers 2 / bare dict x2 = {workers / bare_x2:.2f}")
     for pinned in (False, True):
         one = {
             r.target: r.p50_ms
@@ -619,15 +653,19 @@ def chart(rows: list[Row], path: Path) -> bool:
     unpinned = [r for r in rows if not r.pinned]
     scenarios = list(dict.fromkeys(r.scenario for r in unpinned))
     targets = list(dict.fromkeys(r.target for r in unpinned))
+    colors = {t: f"C{i % 10}" for i, t in enumerate(targets)}
     fig, ax = plt.subplots(figsize=(11, 5))
-    width = 0.8 / max(1, len(targets))
-    for i, target in enumerate(targets):
-        values = [
-            next((r.rps for r in unpinned if r.scenario == s and r.target == target), 0)
-            for s in scenarios
-        ]
-        ax.bar([x + i * width for x in range(len(scenarios))], values, width, label=target)
-    ax.set_xticks([x + width * (len(targets) - 1) / 2 for x in range(len(scenarios))], scenarios)
+    widest = max(sum(r.scenario == s for r in unpinned) for s in scenarios)
+    width = 0.8 / max(1, widest)
+    labelled: set[str] = set()
+    for x, scenario in enumerate(scenarios):
+        here = [r for r in unpinned if r.scenario == scenario]  # each scenario's own bars,
+        for i, r in enumerate(here):  # centred on its tick
+            offset = (i - (len(here) - 1) / 2) * width
+            label = None if r.target in labelled else r.target
+            labelled.add(r.target)
+            ax.bar(x + offset, r.rps, width, color=colors[r.target], label=label)
+    ax.set_xticks(range(len(scenarios)), scenarios)
     ax.set_ylabel("requests / s (unpinned)")
     ax.set_yscale("log")
     ax.legend()
@@ -656,7 +694,8 @@ def main() -> None:
     args = parser.parse_args()
     if not shutil.which("wrk"):
         sys.exit("bench/suite.py needs wrk: apt-get install wrk")
-    rows = run(args)
+    notes: list[str] = []
+    rows = run(args, notes)
     verification = ""
     if "g" in args.scenarios:
         print("== g: verification", flush=True)
@@ -669,6 +708,7 @@ def main() -> None:
         + table(rows)
         + "\nRatios from this run:\n\n"
         + ratios(rows)
+        + "".join(line + "\n" for line in notes)
         + verification
     )
     (out / "latest.md").write_text(report)
