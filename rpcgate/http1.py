@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
 _MAX_HEAD_BYTES = 64 * 1024  # status line and header fields of one response
+_HEX_DIGITS = b"0123456789abcdefABCDEF"  # a chunk size's, and nothing else
 
 
 class ProtocolError(Exception):
@@ -142,7 +143,7 @@ class ResponseReader:
         if (
             len(status_line) < 2
             or status_line[0] not in ("HTTP/1.1", "HTTP/1.0")
-            or not status_line[1].isdigit()
+            or not _digits(status_line[1])
             or len(status_line[1]) != 3
         ):
             raise ProtocolError(f"not an HTTP/1.x status line: {lines[0][:60]!r}")
@@ -172,7 +173,7 @@ class ResponseReader:
             self._framing = "chunked"
         elif "content-length" in headers:
             declared = headers["content-length"]
-            if not declared.isdigit():
+            if not _digits(declared):
                 raise ProtocolError(f"bad content-length: {declared[:40]!r}")
             self._framing, self._length = "length", int(declared)
             self._grow(self._length)
@@ -190,10 +191,10 @@ class ResponseReader:
                     raise ProtocolError("chunk size line over 1024 bytes")
                 return None
             size_text = bytes(buffer[:line_end]).split(b";", 1)[0].strip()
-            try:
-                size = int(size_text, 16)
-            except ValueError:
-                raise ProtocolError(f"bad chunk size: {size_text[:20]!r}") from None
+            # Hex digits only: Python's int() would also take a sign, "0x" and underscores.
+            if not size_text or size_text.strip(_HEX_DIGITS):
+                raise ProtocolError(f"bad chunk size: {size_text[:20]!r}")
+            size = int(size_text, 16)
             if size == 0:  # the last chunk, then trailer fields until an empty line
                 if buffer.startswith(b"\r\n", line_end + 2):
                     del buffer[: line_end + 4]
@@ -249,3 +250,8 @@ def _token(name: str) -> bool:
 
 def _field_value(value: str) -> bool:
     return value.isprintable() or all(c == "\t" or c.isprintable() for c in value)
+
+
+def _digits(text: str) -> bool:
+    """ASCII digits only (str.isdigit also takes "²", which int() refuses)."""
+    return text.isascii() and text.isdigit()

@@ -97,8 +97,15 @@ def test_a_body_without_length_runs_until_the_close() -> None:
     [
         (b"SSH-2.0-OpenSSH\r\n\r\n", "not an HTTP/1.x status line"),
         (_head("Content-Length: ten") + ANSWER, "bad content-length"),
+        # digits to str.isdigit ("\xb9" is "¹" in latin-1), not to int()
+        (b"HTTP/1.1 200 OK\r\nContent-Length: \xb9\r\n\r\nx", "bad content-length"),
+        (b"HTTP/1.1 2\xb20 OK\r\n\r\n", "not an HTTP/1.x status line"),
         (_head("Transfer-Encoding: gzip"), "transfer-encoding not supported"),
         (_head("Transfer-Encoding: chunked") + b"zz\r\n", "bad chunk size"),
+        (_head("Transfer-Encoding: chunked") + b"-1\r\nabc\r\n", "bad chunk size"),
+        (_head("Transfer-Encoding: chunked") + b"0x2\r\nab\r\n", "bad chunk size"),
+        (_head("Transfer-Encoding: chunked") + b"1_0\r\n", "bad chunk size"),
+        (_head("Transfer-Encoding: chunked") + b";ext\r\n", "bad chunk size"),
         (_head("Transfer-Encoding: chunked") + b"2\r\nabcd", "chunk not followed by CRLF"),
         (_head("Bad Field: 1"), "malformed header field"),
         (_head("Content-Encoding: br", "Content-Length: 2") + b"ab", "content-encoding"),
