@@ -385,6 +385,39 @@ def resolved_max_batch(upstream: dict[str, Any]) -> int | None:
     return parse_config(text).chains[0].upstreams[0].max_batch
 
 
+def test_the_items_of_a_batch_go_only_to_upstreams_that_have_their_block(
+    proxied_cluster: ProxiedClusterFactory, start_gateway: GatewayFactory
+) -> None:
+    """Who may serve a block is worked out once per block for a whole batch: an item about
+    an old block may go to a lagging node, one about the head may not."""
+    cluster, proxies = funded(proxied_cluster, 3)
+    cluster.mine_on([0, 1], 3)  # node2 stays at block 1, the others reach block 4
+    gateway = start_gateway(
+        [],
+        upstreams=[{"name": f"node{i}", "url": p.url} for i, p in enumerate(proxies)],
+        head_poll_interval=60,
+        failover=NO_HEDGES,
+    )
+    gateway.sync()
+    for proxy in proxies:
+        proxy.reset_counts()
+    old = [
+        {"jsonrpc": "2.0", "id": i, "method": "eth_getBalance", "params": [a, "0x1"]}
+        for i, a in enumerate(ACCOUNTS[:10])
+    ]
+    new = [
+        {"jsonrpc": "2.0", "id": 10 + i, "method": "eth_getBalance", "params": [a, "0x4"]}
+        for i, a in enumerate(ACCOUNTS[:10])
+    ]
+
+    reply = gateway.post(old + new, headers=NO_CACHE)
+
+    assert [a.get("result") for a in reply.json()] == BALANCES[:10] * 2, reply.json()
+    assert reply.headers["X-Rpcgate-Attempts"] == "20"  # none asked where its block is not
+    lagging = [m for m in proxies[2].methods if m == "eth_getBalance"]
+    assert len(lagging) <= 10  # at most the old block's items
+
+
 @pytest.mark.parametrize(
     ("upstream", "expected"),
     [

@@ -273,6 +273,34 @@ def test_a_connection_the_server_closed_while_idle_is_replaced_without_losing_th
     assert run(scenario()) == ([ANSWER] * 3, 3)
 
 
+def test_a_call_that_meets_a_close_on_a_reused_connection_goes_again_on_a_new_one(
+    run: Run,
+) -> None:
+    # The close crosses the call on the wire (an idle timeout firing as the call is sent):
+    # the connection looked alive when taken, and no byte of an answer came back.
+    async def first_answers_then_closes_at_the_next(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, index: int
+    ) -> None:
+        if index > 0:
+            await _answering(reader, writer, index)
+            return
+        await _read_request(reader)
+        writer.write(LENGTH)
+        await writer.drain()
+        await reader.read(1)  # the next call's first bytes: closed without an answer
+
+    async def scenario() -> tuple[list[bytes], int]:
+        server = Server(first_answers_then_closes_at_the_next)
+        async with server as url:
+            client = UpstreamHttp(url, {}, "test", 10_000)
+            bodies = [(await client.post(_call(1))).body for _ in range(3)]
+            await client.close()
+        return bodies, server.connections
+
+    bodies, connections = run(scenario())
+    assert [json.loads(b)["id"] for b in bodies] == [1, 1, 1] and connections == 2
+
+
 def test_a_connection_whose_call_was_abandoned_is_not_reused(run: Run) -> None:
     async def slow_first(
         reader: asyncio.StreamReader, writer: asyncio.StreamWriter, index: int
