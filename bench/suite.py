@@ -392,6 +392,13 @@ def compare(
         )
 
 
+def dict_answers(node: str, call: dict[str, Any]) -> list[list[Any]]:
+    """The bare dict server's table for `call`: its key (as bare_server.py makes it) and
+    the node's answer."""
+    key = call["method"] + json.dumps(call["params"], separators=(",", ":"))
+    return [[key, post(node, call)["result"]]]
+
+
 def cache_figures(url: str) -> dict[str, Any]:
     """What /status.json says of the response cache (memory counted, entries, budget)."""
     with urllib.request.urlopen(url.rstrip("/") + "/status.json", timeout=5) as resp:
@@ -441,9 +448,7 @@ def run(args: argparse.Namespace, notes: list[str]) -> list[Row]:
             count = lambda url=status_url: upstream_requests(url)  # noqa: E731
             proxy, proxy_process = servers.bare_proxy(node, pinned)
             nginx = servers.nginx(node, pinned)
-            answer = post(node, hit)["result"]
-            key = hit["method"] + json.dumps(hit["params"], separators=(",", ":"))
-            bare, bare_process = servers.bare_dict([[key, answer]], pinned)
+            bare, bare_process = servers.bare_dict(dict_answers(node, hit), pinned)
             post(gateway, hit)  # stored; the next ones are hits
             targets: list[Target] = [
                 ("node", node, None, None),
@@ -475,9 +480,7 @@ def run(args: argparse.Namespace, notes: list[str]) -> list[Row]:
                 post(gateway, hit)
             nginx = servers.nginx(node, False)
             # The framework's own ceiling on both cores: the dict server, two processes.
-            answer = post(node, hit)["result"]
-            key = hit["method"] + json.dumps(hit["params"], separators=(",", ":"))
-            bare, bare_process = servers.bare_dict([[key, answer]], False, processes=2)
+            bare, bare_process = servers.bare_dict(dict_answers(node, hit), False, processes=2)
             pair: list[Target] = [
                 ("bare dict x2", bare, bare_process, None),
                 ("rpcgate x2", gateway, gateway_process, None),

@@ -377,14 +377,6 @@ def test_a_hanging_batch_fails_every_item_over_at_its_timeout(
     assert reply.headers["X-Rpcgate-Attempts"] == str(ITEMS + failed)
 
 
-# --- where max_batch comes from ------------------------------------------------------------
-
-
-def resolved_max_batch(upstream: dict[str, Any]) -> int | None:
-    text = json.dumps({"chains": [{"name": "main", "chain_id": 1, "upstreams": [upstream]}]})
-    return parse_config(text).chains[0].upstreams[0].max_batch
-
-
 def test_the_items_of_a_batch_go_only_to_upstreams_that_have_their_block(
     proxied_cluster: ProxiedClusterFactory, start_gateway: GatewayFactory
 ) -> None:
@@ -392,12 +384,7 @@ def test_the_items_of_a_batch_go_only_to_upstreams_that_have_their_block(
     an old block may go to a lagging node, one about the head may not."""
     cluster, proxies = funded(proxied_cluster, 3)
     cluster.mine_on([0, 1], 3)  # node2 stays at block 1, the others reach block 4
-    gateway = start_gateway(
-        [],
-        upstreams=[{"name": f"node{i}", "url": p.url} for i, p in enumerate(proxies)],
-        head_poll_interval=60,
-        failover=NO_HEDGES,
-    )
+    gateway = start_gateway([p.url for p in proxies], head_poll_interval=60, failover=NO_HEDGES)
     gateway.sync()
     for proxy in proxies:
         proxy.reset_counts()
@@ -416,6 +403,14 @@ def test_the_items_of_a_batch_go_only_to_upstreams_that_have_their_block(
     assert reply.headers["X-Rpcgate-Attempts"] == "20"  # none asked where its block is not
     lagging = [m for m in proxies[2].methods if m == "eth_getBalance"]
     assert len(lagging) <= 10  # at most the old block's items
+
+
+# --- where max_batch comes from ------------------------------------------------------------
+
+
+def resolved_max_batch(upstream: dict[str, Any]) -> int | None:
+    text = json.dumps({"chains": [{"name": "main", "chain_id": 1, "upstreams": [upstream]}]})
+    return parse_config(text).chains[0].upstreams[0].max_batch
 
 
 @pytest.mark.parametrize(
