@@ -6,7 +6,9 @@ of each method is in the method table (`methods.py`), with its reason.
 The rule that keeps the cache right across reorgs: an entry about a block that was not
 finalized when it was stored remembers that block's hash, and is served only while the
 consensus still has that hash at that height. An entry about the head remembers the head's
-hash and dies with it. Finalized blocks and static answers are kept until their TTL.
+hash and dies with it. Finalized blocks and static answers are kept until their TTL, under
+keys of the chain's life (`chain_key`: chain id and genesis hash), so a chain that restarts
+never sees the answers of its previous life.
 """
 
 from __future__ import annotations
@@ -132,7 +134,15 @@ def _normalize(value: Any, quantity: bool = False) -> Any:
     return value
 
 
-def cache_key(chain_id: int, method: str, params: Any) -> str:
+def chain_key(chain_id: int, genesis: str | None) -> str:
+    """What cache keys are namespaced by: the chain id, and the genesis hash of the chain
+    the consensus is on, so that no entry outlives its chain (a devnet reset, or another
+    chain sharing the id on one Redis, starts with a cache of its own). Until a genesis is
+    known, the chain id alone."""
+    return str(chain_id) if genesis is None else f"{chain_id}-{genesis[2:18].lower()}"
+
+
+def cache_key(chain_id: int | str, method: str, params: Any) -> str:
     """One canonical form per call: request id dropped, tags already pinned, hex folded to
     lower case, quantities without leading zeros, object keys sorted."""
     position = method_info(method).block_param
@@ -151,7 +161,7 @@ def redis_key(prefix: str, key: str) -> str:
     return f"{prefix}{chain_id}:{method}:{digest}"
 
 
-def plan_call(chain_id: int, method: str, pinned: PinnedCall, view: ChainView) -> CachePlan:
+def plan_call(chain_id: int | str, method: str, pinned: PinnedCall, view: ChainView) -> CachePlan:
     policy = method_info(method).cache
     if policy is Cache.NEVER:
         return BYPASS

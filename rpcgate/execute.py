@@ -24,7 +24,7 @@ from rpcgate.broadcast import (
     PendingTransactions,
     broadcast_targets,
 )
-from rpcgate.cache import CachePlan, ChainView, answer_block, entry_for, plan_call
+from rpcgate.cache import CachePlan, ChainView, answer_block, chain_key, entry_for, plan_call
 from rpcgate.config import ChainConfig, FailoverConfig, QuorumRule
 from rpcgate.drills import Drills
 from rpcgate.errors import UpstreamFailure
@@ -41,6 +41,7 @@ from rpcgate.jsonrpc import (
     rpc_error,
 )
 from rpcgate.masking import MASKER
+from rpcgate.methods import Cache, method_info
 from rpcgate.pinning import PinnedCall, Tags, pin_call
 from rpcgate.policy import MethodPolicy
 from rpcgate.quorum import decide_agree, decide_max
@@ -91,6 +92,8 @@ class ChainRuntime:
         self._coalescer: Coalescer[Outcome] = Coalescer()
         self._plans: dict[tuple[str, bytes] | None, Any] = {}
         self._view: tuple[Any, Any, tuple[int | None, Tags, ChainView]] | None = None
+        # What cache keys are namespaced by: the chain id and its genesis (`chain_key`).
+        self._chain_key = chain_key(config.chain_id, None)
         self.upstreams = {
             up.name: Upstream(
                 up,
@@ -120,7 +123,7 @@ class ChainRuntime:
         self.filters = Filters(
             config.chain_id,
             filter_store or FilterStore(),
-            head=self._served_head,
+            head=lambda: self.tracker.consensus.head,
             execute=self._internal,
             on_upstream=self._on_upstream,
             pick_upstream=lambda call: self._failover.run(call, None, self._served_head()),
@@ -200,13 +203,17 @@ class ChainRuntime:
         if call.method in FILTER_METHODS:  # kept by the gateway itself (filters.py)
             result, error = await self.filters.handle(call)
             return Outcome(result=result, error=error, upstream="gateway")
-        if self.tracker.behind_shared:  # another replica served a higher head: weigh it first
-            await self.tracker.catch_up_to_shared(self.config.hold_ahead_s)
-            asked_locally = False
         local = None if asked_locally else self.answer_locally(call, read_cache)
         if local is not None:
             return local
         head, view, pinned_call, plan = self._prepare(call)
+        if self.tracker.behind_shared and _about_the_head(call.method, pinned_call):
+            # Another replica served a higher head: one poll of ours weighs it first.
+            await self.tracker.catch_up_to_shared(self.config.hold_ahead_s)
+            local = self.answer_locally(call, read_cache)
+            if local is not None:
+                return local
+            head, view, pinned_call, plan = self._prepare(call)
         block = pinned_call.block
         pinned = Call(call.method, pinned_call.params, call.id, call.is_notification)
         counters = self.cache_counters
@@ -228,12 +235,11 @@ class ChainRuntime:
     def answer_locally(self, call: Call, read_cache: bool = True) -> Outcome | None:
         """The answer when the gateway has it in hand (the consensus head, an entry of the
         in-process cache), without an await; None when it needs Redis or an upstream."""
-        if self.tracker.behind_shared:
-            return None  # another replica served a higher head: the call waits for a poll
         if self.policy.check(call.method) is not None:
             return None  # execute answers with the denial
+        behind_shared = self.tracker.behind_shared  # then what is about the head waits
         head = self.tracker.consensus.head
-        if call.method == "eth_blockNumber" and head is not None:
+        if call.method == "eth_blockNumber" and head is not None and not behind_shared:
             return Outcome(
                 upstream="gateway",
                 result_json=b'"%s"' % hex(head.number).encode(),
@@ -242,7 +248,7 @@ class ChainRuntime:
         if not read_cache:
             return None
         _, view, pinned_call, plan = self._prepare(call)
-        if plan.key is None:
+        if plan.key is None or (behind_shared and _about_the_head(call.method, pinned_call)):
             return None
         entry = self.cache.get_local(plan.key, view, self.cache_counters)
         if entry is None:
@@ -266,6 +272,7 @@ class ChainRuntime:
         tags = Tags(head, consensus.safe.number if consensus.safe else None, finalized)
         view = (head, tags, ChainView(consensus.head, finalized, canonical))
         self._view = (consensus, canonical, view)
+        self._chain_key = chain_key(self.config.chain_id, consensus.genesis)
         return view
 
     def _plan(self, call: Call, tags: Tags, view: ChainView) -> tuple[PinnedCall, CachePlan]:
@@ -280,7 +287,7 @@ class ChainRuntime:
         if remembered is not None and remembered[0] is view:
             return remembered[1], remembered[2]
         pinned_call = pin_call(call.method, call.params, tags)
-        plan = plan_call(self.config.chain_id, call.method, pinned_call, view)
+        plan = plan_call(self._chain_key, call.method, pinned_call, view)
         if fingerprint is not None:
             if len(self._plans) >= _REMEMBERED_PLANS:
                 self._plans.clear()
@@ -503,6 +510,19 @@ class ChainRuntime:
                 self.cache.put(plan.key, *stored)
                 self.cache_counters.stores += 1
         return outcome
+
+
+def _about_the_head(method: str, pinned: PinnedCall) -> bool:
+    """Whether the answer follows the head (so it waits while another replica's higher
+    head is weighed): `eth_blockNumber`, a tag or no block where the method takes one,
+    and answers about the head itself. Blocks named by number, by hash, and what never
+    changes answer at once."""
+    if method == "eth_blockNumber":
+        return True
+    info = method_info(method)
+    if info.cache is Cache.HEAD:
+        return True
+    return info.block_param is not None and pinned.tag is not None
 
 
 def _hit(result_json: bytes, pinned: int | None, stored_at: int | None) -> Outcome:

@@ -42,6 +42,10 @@ _ERRORS_ABOUT_THE_CALL = frozenset(
 )
 # Failures worth a second try on the same upstream once all have been tried.
 _MAY_NOT_REPEAT = frozenset({ErrorClass.TRANSIENT, ErrorClass.RATE_LIMITED})
+# A block this close below the served head that an upstream lacks is a replica behind its
+# load balancer (or a node a moment behind), not pruned history: asked again, it is there.
+_REPLICA_SPREAD_BLOCKS = 8
+_NULL_MISSING = UpstreamFailure(rpc_message="block not found (null)")
 _SECOND_ROUND_BACKOFF_S = 0.05
 _DETAIL_CHARS = 200  # of an upstream's error text, kept in a failed call's `data.attempts`
 
@@ -83,6 +87,12 @@ class _CallState:
     call_errors: list[tuple[ErrorClass, dict[str, Any]]] = field(default_factory=list)
     attempt_log: list[Attempt] = field(default_factory=list)
     trace: CallTrace | None = None
+    # The block the call is about and the served head (routing's), and whether the block
+    # was named by the call (a null about it is then a node that lacks it).
+    block: int | None = None
+    head: int | None = None
+    named_block: bool = False
+    null_answer: Outcome | None = None  # a null kept for when nobody has better
 
 
 @dataclass(slots=True)
@@ -118,7 +128,9 @@ class Failover:
             view = self.tracker.views[upstream.name]
             head = view.head.number if view.head is not None else None
             verified = view.chain_id_ok is True
-            fit = block_fit(view.state, verified, head, view.agreed_height, block)
+            fit = block_fit(
+                view.state, verified, head, view.agreed_height, block, view.consistent_height
+            )
             if fit is False:
                 if trace is not None:
                     reason = why_unfit(view.state, verified, head, view.agreed_height, block)
@@ -168,8 +180,11 @@ class Failover:
         is shown to be the caller's problem, or the attempts or the deadline run out."""
         now = time.monotonic()
         self.hedges.earn()
-        # About the head, an unknown height, or a block nobody has yet: ask in-sync upstreams.
-        if block is None or (head is not None and block > head):
+        named_block = block is not None and (head is None or block <= head)
+        if method_info(call.method).kind is Kind.WRITE:
+            block = None  # a transaction is about no block: any upstream may take it
+        elif block is None or (head is not None and block > head):
+            # About the head, an unknown height, or a block nobody has yet: in-sync upstreams.
             block = head
         call_trace = CallTrace(block=block) if trace else None
         # The calls of one client batch, made at one moment, share who may serve a block
@@ -194,6 +209,9 @@ class Failover:
             order,
             now + self.config.deadline_s,
             trace=call_trace,
+            block=block,
+            head=head,
+            named_block=named_block,
         )
         # The first attempt, in most calls the only one, goes without tenacity's per-call
         # setup; tenacity drives the attempts after a failure.
@@ -374,6 +392,14 @@ class Failover:
 
     def _step(self, state: _CallState, upstream: Upstream, reply: Reply) -> _Step:
         attempts = len(state.tried)
+        if (
+            reply.failure is None
+            and reply.result is None
+            and state.named_block
+            and method_info(state.call.method).null_when_missing
+        ):  # a block the consensus has, and this node (or a replica behind it) has not
+            state.null_answer = Outcome(upstream=upstream.name, attempts=attempts)
+            reply = Reply(failure=_NULL_MISSING, latency_s=reply.latency_s)
         if reply.failure is None:
             state.attempt_log.append(Attempt(upstream.name, None, reply.latency_s))
             record_success(upstream.health, reply.latency_s)
@@ -411,11 +437,25 @@ class Failover:
                 Outcome(error=error, upstream=upstream.name, attempts=attempts), retry=False
             )
         state.failed_domains.add(upstream.domain)
-        if classification.error_class not in _MAY_NOT_REPEAT:
+        if classification.error_class is ErrorClass.MISSING_DATA and self._lacks_recent_block(
+            state, upstream
+        ):
+            pass  # asked again (after the others), a replica that has it may answer
+        elif classification.error_class not in _MAY_NOT_REPEAT:
             state.exhausted.add(upstream.name)
         if reply.error is not None:
             state.call_errors.append((classification.error_class, MASKER.mask_any(reply.error)))
         return _Step(Outcome(attempts=attempts), retry=True)
+
+    def _lacks_recent_block(self, state: _CallState, upstream: Upstream) -> bool:
+        """A block just below the served head was missing: the head tracker learns that a
+        replica behind this upstream is lower (so calls go where the block is), and the
+        call may come back to this upstream, where another replica may have it."""
+        block, head = state.block, state.head
+        if block is None or head is None or not head - _REPLICA_SPREAD_BLOCKS < block <= head:
+            return False
+        self.tracker.lacks_block(upstream.name, block)
+        return True
 
     def _note_failure(self, upstream: Upstream, classification: Classification) -> None:
         now = time.monotonic()
@@ -440,6 +480,8 @@ class Failover:
         )
 
     def _give_up(self, state: _CallState) -> _Step:
+        if state.null_answer is not None:  # every upstream lacked the block: as they said
+            return _Step(state.null_answer, retry=False)
         if time.monotonic() >= state.deadline - 0.001:
             return _Step(
                 Outcome(
@@ -458,6 +500,8 @@ class Failover:
     @staticmethod
     def _failed(state: _CallState) -> Outcome:
         attempts = len(state.tried)
+        if state.null_answer is not None:
+            return state.null_answer
         if state.call_errors and all(c in _ERRORS_ABOUT_THE_CALL for c, _ in state.call_errors):
             return Outcome(error=state.call_errors[-1][1], attempts=attempts)
         if not state.tried:

@@ -1,17 +1,16 @@
 """Subscription feeds of one chain: canonical heads and their logs, from rpcgate's own
 consensus head, for every WebSocket subscriber at once.
 
-The feed follows the head tracker's decisions. At each new consensus head it walks back
-from that head by parent hash (`eth_getBlockByHash`, through the cache and failover, so an
-upstream's failure only makes another upstream answer) until it meets a block it already
-sent: the blocks walked are the new canonical ones, the blocks sent after the meeting point
-are the dropped ones. So each canonical head goes out once and in order, a reorg sends the
-new heads from the fork point up, and logs (`eth_getLogs` by block hash, once per block
-for all subscribers, matched here) go out once each, with the dropped blocks' logs again
-with `removed: true` first. Nothing depends on which upstream answered: the chain of
-hashes is the truth, checked link by link.
+The feed follows the head tracker's decisions. At each new consensus head it takes the walk
+of `reorg_walk.py` (the one HTTP filters take too): back from that head by parent hash
+until a block it already sent; the blocks walked are the new canonical ones, the blocks sent
+after the meeting point are the dropped ones. So each canonical head goes out once and in
+order, a reorg sends the new heads from the fork point up, and logs (`eth_getLogs` by block
+hash, once per block for all subscribers, matched here) go out once each, with the dropped
+blocks' logs again with `removed: true` first.
 
-The decisions (`reconcile`, `log_matches`, `parse_log_filter`, `header_object`) are pure.
+The decisions (`reorg_walk.follow`, `log_matches`, `parse_log_filter`, `header_object`) are
+pure.
 """
 
 from __future__ import annotations
@@ -28,6 +27,7 @@ import structlog
 
 from rpcgate.heads import Block
 from rpcgate.jsonrpc import Call, quantity
+from rpcgate.reorg_walk import Fetch, follow, walk_back
 
 log = structlog.get_logger("rpcgate.feeds")
 
@@ -40,7 +40,6 @@ _NOT_HEADER = frozenset({"transactions", "uncles", "withdrawals", "size", "total
 _ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
 _TOPIC = re.compile(r"^0x[0-9a-fA-F]{64}$")
 
-Fetch = Callable[[Call], Awaitable[tuple[Any, dict[str, Any] | None]]]
 Deliver = Callable[[Any], None]
 
 
@@ -111,18 +110,6 @@ class Sent:
     block: Block
     seq: int  # order of sending: a subscriber gets removed logs only of blocks it was sent
     logs: list[dict[str, Any]] | None = None
-
-
-def reconcile(sent: list[Sent], walked: list[Block]) -> tuple[int, bool]:
-    """Where the walked chain (newest first) meets the blocks sent: the index in `sent`
-    after which blocks are dropped, and whether they met at all (else: a gap)."""
-    if not walked:
-        return len(sent), True
-    by_hash = {s.block.hash: i for i, s in enumerate(sent)}
-    meeting = by_hash.get(walked[-1].parent_hash)
-    if meeting is None:
-        return -1, False
-    return meeting + 1, True
 
 
 # -- the feed ------------------------------------------------------------------------------
@@ -196,22 +183,12 @@ class HeadFeed:
         if not self._sent:
             self._sent = [Sent(head, next(self._seq))]
             return
-        if head.hash == self._sent[-1].block.hash:
-            return
-        back_to = next(
-            (i for i, entry in enumerate(self._sent) if entry.block.hash == head.hash), None
-        )
-        if back_to is not None:  # the head went back to a block already sent: a rollback
-            dropped = self._sent[back_to + 1 :]
-            del self._sent[back_to + 1 :]
-            for entry in dropped:
-                self._send_logs(entry, removed=True)
-            return  # no head to send: the new blocks, when they come, are the new heads
-        walked, blocks = await self._walk(head)
+        sent = [entry.block.hash for entry in self._sent]
+        walked = await walk_back(self._fetch, head.hash, set(sent), MAX_WALK)
         if walked is None:
             return  # an ancestor could not be fetched now: the next decision tries again
-        cut, met = reconcile(self._sent, walked)
-        if not met:
+        step = follow(sent, head.hash, [block for block, _ in walked])
+        if not step.linked:
             self.gaps += 1
             log.warning(
                 "feed_gap",
@@ -219,13 +196,13 @@ class HeadFeed:
                 head=head.number,
                 reason=f"no link to the last {len(self._sent)} blocks sent within {MAX_WALK}",
             )
-            cut = len(self._sent)
-        dropped = self._sent[cut:]
-        del self._sent[cut:]
-        for entry in dropped:
+        dropped = self._sent[step.kept :]
+        del self._sent[step.kept :]
+        for entry in dropped:  # a head back to a block sent (a rollback) drops only these
             self._send_logs(entry, removed=True)
+        headers = {block.hash: header_object(raw) for block, raw in walked}
         wants_logs = any(s.kind == "logs" for s in self._subscribers)
-        for block in reversed(walked):
+        for block in step.new:
             entry = Sent(block, next(self._seq))
             if wants_logs:
                 entry.logs = await self._logs_of(block)
@@ -235,32 +212,10 @@ class HeadFeed:
             del self._sent[:-WINDOW]
             if len(self._sent) > LOGS_WINDOW:
                 self._sent[-LOGS_WINDOW - 1].logs = None  # deeper reorgs: past finality
-            header = blocks[block.hash]
             for subscriber in list(self._subscribers):
                 if subscriber.kind == "newHeads":
-                    subscriber.deliver(header)
+                    subscriber.deliver(headers[block.hash])
             self._send_logs(entry, removed=False)
-
-    async def _walk(self, head: Block) -> tuple[list[Block] | None, dict[str, Any]]:
-        """Blocks from the head back (newest first) to the first whose parent was sent,
-        with their header objects by hash; None when one could not be fetched."""
-        sent = {s.block.hash for s in self._sent}
-        walked: list[Block] = []
-        headers: dict[str, Any] = {}
-        block_hash = head.hash
-        while len(walked) < MAX_WALK:
-            result, error = await self._fetch(
-                Call("eth_getBlockByHash", [block_hash, False], None, False)
-            )
-            block = Block.from_json(result)
-            if error is not None or block is None or block.hash != block_hash:
-                return None, {}
-            walked.append(block)
-            headers[block.hash] = header_object(result)
-            if block.parent_hash in sent:
-                break
-            block_hash = block.parent_hash
-        return walked, headers
 
     async def _logs_of(self, block: Block) -> list[dict[str, Any]] | None:
         result, error = await self._fetch(

@@ -4,28 +4,33 @@ rpcgate, not on one upstream node.
 A filter made on an upstream exists on that node only: the next call, sent to another
 upstream (or by another replica, or after that node fails), gets "filter not found", and
 a client that makes a new one misses what happened in between. rpcgate answers filter
-calls from its own consensus instead: a filter is the criteria and the last block it has
-delivered, and `eth_getFilterChanges` returns the canonical blocks (or the logs, fetched
-with `eth_getLogs` through the usual cache and failover) from the next block up to the
-consensus head. So no upstream failure loses or repeats a block or a log, and with Redis
-configured every replica serves every filter (state in Redis, a TTL renewed on each poll,
-as a node expires a filter nobody polls). `eth_newPendingTransactionFilter` needs a
-node's pool: it is made on one upstream and its calls go there; when that upstream is
-gone, the client gets the standard "filter not found".
+calls from its own consensus instead: a filter is the criteria and the last blocks it has
+delivered (their hashes, and a log filter's logs), and `eth_getFilterChanges` takes the walk
+the WebSocket feed takes (`reorg_walk.py`): back by parent hash from the consensus head (or
+from 1,000 blocks past the last one delivered) to a block it delivered. The blocks walked
+are delivered (their hashes, or their logs, fetched with `eth_getLogs` through the usual
+cache and failover), after the logs of the delivered blocks a reorg dropped, again with
+`removed: true`, oldest block first, as geth sends them. So no upstream failure loses or
+repeats a block or a log, and with Redis configured every replica serves every filter
+(state in Redis, a TTL renewed on each poll, as a node expires a filter nobody polls).
+`eth_newPendingTransactionFilter` needs a node's pool: it is made on one upstream and its
+calls go there; when that upstream is gone, the client gets the standard "filter not found".
 """
 
 from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 import orjson
 import structlog
 
+from rpcgate.heads import Block
 from rpcgate.jsonrpc import INVALID_PARAMS, Call, quantity, rpc_error
+from rpcgate.reorg_walk import Fetch, Followed, follow, walk_back
 from rpcgate.shared_state import SharedState
 
 log = structlog.get_logger("rpcgate.filters")
@@ -45,6 +50,22 @@ FILTER_TTL_S = 300.0
 # Most blocks one eth_getFilterChanges covers; the rest comes with the next poll.
 MAX_BLOCKS_PER_POLL = 1000
 FILTER_NOT_FOUND = -32000  # geth's code and message for an unknown filter id
+# What a filter remembers of the blocks it delivered, to see them dropped by a reorg: the
+# last 64 (the WebSocket feed keeps the logs of as many), and the logs of the newest of them
+# while they hold at most 256 logs (the newest block's always), to send them again as
+# removed. It goes to Redis at every poll: small enough for that.
+REMEMBERED_BLOCKS = 64
+REMEMBERED_LOGS = 256
+
+
+@dataclass
+class Delivered:
+    """A block a filter delivered: its hash, to see a reorg drop it, and (log filters) the
+    logs delivered from it, to send them again as removed (None: not kept)."""
+
+    number: int
+    hash: str
+    logs: list[dict[str, Any]] | None = None
 
 
 @dataclass
@@ -54,17 +75,105 @@ class Filter:
     criteria: dict[str, Any] | None = None  # logs: as the client gave them
     upstream: str | None = None  # pending: the node that holds it
     upstream_id: str | None = None
+    recent: list[Delivered] = field(default_factory=list)  # the last delivered, oldest first
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(asdict(self))
+
+    @staticmethod
+    def from_json(raw: bytes) -> Filter:
+        """As `to_json` wrote it, by this version or another (a field it does not know is
+        left out, one it lacks gets its default): replicas are upgraded one by one."""
+        stored = orjson.loads(raw)
+        known = {f.name for f in fields(Filter)} - {"recent"}
+        recent = [
+            Delivered(e["number"], e["hash"], e.get("logs")) for e in stored.get("recent") or ()
+        ]
+        return Filter(**{k: v for k, v in stored.items() if k in known}, recent=recent)
 
 
 def not_found() -> dict[str, Any]:
     return rpc_error(FILTER_NOT_FOUND, "filter not found")
 
 
-def changes_range(last_block: int, head: int) -> tuple[int, int] | None:
-    """The blocks the next poll delivers: after the last one, up to the head (bounded)."""
-    if head <= last_block:
+# -- pure decisions ------------------------------------------------------------------------
+
+
+def poll_reach(last_block: int, head: int) -> int:
+    """The newest block one poll goes up to: the head, at most 1,000 blocks past the last
+    one delivered."""
+    return min(head, last_block + MAX_BLOCKS_PER_POLL)
+
+
+def walk_limit(item: Filter, top: int) -> int:
+    """Most blocks a poll's walk back from block `top` takes: down to just above the oldest
+    block remembered (below it no link can be found), or to the first block not delivered
+    when none is remembered."""
+    floor = item.recent[0].number if item.recent else item.last_block
+    return top - floor
+
+
+def remembered(recent: list[Delivered]) -> list[Delivered]:
+    """What a filter keeps of the blocks it delivered (oldest first): the last 64, and the
+    logs of the newest of them while they hold at most 256 logs (the newest block's always)."""
+    kept = recent[-REMEMBERED_BLOCKS:]
+    total = 0
+    for index in range(len(kept) - 1, -1, -1):
+        entry = kept[index]
+        if entry.logs is None:
+            continue
+        total += len(entry.logs)
+        if total > REMEMBERED_LOGS and index < len(kept) - 1:
+            kept[index] = Delivered(entry.number, entry.hash)
+    return kept
+
+
+def blocks_to_deliver(item: Filter, step: Followed) -> list[Block]:
+    """The blocks a poll delivers after its walk: the new canonical ones; after a gap (a
+    reorg deeper than what the filter remembers) only those above the last one delivered."""
+    if step.linked:
+        return list(step.new)
+    return [block for block in step.new if block.number > item.last_block]
+
+
+def advance(
+    item: Filter, top: Block, step: Followed, logs: Mapping[str, list[dict[str, Any]]]
+) -> tuple[list[Any], Filter]:
+    """What a poll that walked back from block `top` returns, and the filter after it. A
+    block filter: the new blocks' hashes. A log filter (`logs`: its logs in the new blocks,
+    by block hash): first the logs it delivered from the blocks a reorg dropped, again with
+    `removed: true`, oldest block first, each in log order (as geth and the WebSocket feed
+    send them), then the new blocks' logs."""
+    new = blocks_to_deliver(item, step)
+    if item.kind == "block":
+        result: list[Any] = [block.hash for block in new]
+        delivered = [Delivered(block.number, block.hash) for block in new]
+    else:
+        dropped = item.recent[step.kept :]
+        result = [{**e, "removed": True} for block in dropped for e in block.logs or ()]
+        result += [e for block in new for e in logs[block.hash]]
+        delivered = [Delivered(block.number, block.hash, logs[block.hash]) for block in new]
+    last_block = top.number if step.linked or new else item.last_block  # new ends at top
+    recent = remembered(item.recent[: step.kept] + delivered)
+    return result, replace(item, last_block=last_block, recent=recent)
+
+
+def logs_by_block(result: Any, blocks: Sequence[Block]) -> dict[str, list[dict[str, Any]]] | None:
+    """An `eth_getLogs` answer over `blocks` (the canonical ones, from the walk) by block
+    hash, in order; None when a log is not in one of them (an answer from another branch)."""
+    if not isinstance(result, list):
         return None
-    return last_block + 1, min(head, last_block + MAX_BLOCKS_PER_POLL)
+    canonical = {block.number: block.hash for block in blocks}
+    grouped: dict[str, list[dict[str, Any]]] = {block.hash: [] for block in blocks}
+    for entry in result:
+        if not isinstance(entry, dict):
+            return None
+        number = quantity(entry.get("blockNumber"))
+        block_hash = canonical.get(number) if number is not None else None
+        if block_hash is None or entry.get("blockHash") != block_hash:
+            return None
+        grouped[block_hash].append(entry)
+    return grouped
 
 
 def logs_window(criteria: dict[str, Any], first: int, last: int) -> tuple[int, int] | None:
@@ -89,7 +198,7 @@ class FilterStore:
         if shared is not None:
             raw = await shared.quick(shared.client.get(shared.key(chain_id, "filter", filter_id)))
             if isinstance(raw, bytes):
-                return Filter(**orjson.loads(raw))
+                return Filter.from_json(raw)
         found = self._local.get(f"{chain_id}:{filter_id}")
         if found is None or found[1] < time.monotonic():
             return None
@@ -105,7 +214,7 @@ class FilterStore:
         if shared is not None:
             key = shared.key(chain_id, "filter", filter_id)
             ttl_ms = int(FILTER_TTL_S * 1000)
-            await shared.quick(shared.client.set(key, orjson.dumps(asdict(item)), px=ttl_ms))
+            await shared.quick(shared.client.set(key, item.to_json(), px=ttl_ms))
 
     async def delete(self, chain_id: int, filter_id: str) -> bool:
         existed = self._local.pop(f"{chain_id}:{filter_id}", None) is not None
@@ -116,10 +225,6 @@ class FilterStore:
         return existed
 
 
-# A call through the chain's usual path (cache, failover): (result, error).
-Execute = Callable[[Call], Awaitable[tuple[Any, dict[str, Any] | None]]]
-
-
 class Filters:
     """The filter methods of one chain, answered from its consensus and its call path."""
 
@@ -127,8 +232,8 @@ class Filters:
         self,
         chain_id: int,
         store: FilterStore,
-        head: Callable[[], int | None],
-        execute: Execute,
+        head: Callable[[], Block | None],
+        execute: Fetch,
         on_upstream: Callable[[str, str, list[Any]], Awaitable[Any]],
         pick_upstream: Callable[[Call], Awaitable[Any]],
     ) -> None:
@@ -150,16 +255,24 @@ class Filters:
             if method == "eth_newFilter":
                 if not params or not isinstance(params[0], dict):
                     return None, rpc_error(INVALID_PARAMS, "eth_newFilter needs a filter object")
-                made = Filter("logs", head, criteria=params[0])
+                made = Filter(
+                    "logs",
+                    head.number,
+                    criteria=params[0],
+                    recent=[Delivered(head.number, head.hash, [])],  # no log of it delivered
+                )
             else:
-                made = Filter("block", head)
+                made = Filter("block", head.number, recent=[Delivered(head.number, head.hash)])
             return await self._new(made), None
         if method == "eth_newPendingTransactionFilter":
             outcome = await self._pick_upstream(call)
             if outcome.error is not None:
                 return None, outcome.error
             pinned = Filter(
-                "pending", head or 0, upstream=outcome.upstream, upstream_id=outcome.result
+                "pending",
+                head.number if head is not None else 0,
+                upstream=outcome.upstream,
+                upstream_id=outcome.result,
             )
             return await self._new(pinned), None
         if not params or not isinstance(params[0], str):
@@ -188,37 +301,61 @@ class Filters:
         return filter_id
 
     async def _changes(
-        self, filter_id: str, item: Filter, head: int | None
+        self, filter_id: str, item: Filter, head: Block | None
     ) -> tuple[Any, dict[str, Any] | None]:
-        span = changes_range(item.last_block, head) if head is not None else None
-        if span is None:
-            await self.store.put(self.chain_id, filter_id, item)
-            return [], None
-        first, last = span
-        if item.kind == "block":
-            hashes = []
-            for number in range(first, last + 1):
-                block, error = await self._execute(
-                    Call("eth_getBlockByNumber", [hex(number), False], None, False)
-                )
-                if error is not None or not isinstance(block, dict):
-                    last = number - 1  # deliver what we have; the rest next time
-                    break
-                hashes.append(block["hash"])
-            item.last_block = max(item.last_block, last)
-            await self.store.put(self.chain_id, filter_id, item)
-            return hashes, None
-        assert item.criteria is not None
-        window = logs_window(item.criteria, first, last)
-        result: Any = []
-        if window is not None:
-            criteria = {**item.criteria, "fromBlock": hex(window[0]), "toBlock": hex(window[1])}
-            result, error = await self._execute(Call("eth_getLogs", [criteria], None, False))
-            if error is not None:
-                return None, error  # nothing delivered: the same range next time
-        item.last_block = last
-        await self.store.put(self.chain_id, filter_id, item)
-        return result, None
+        result, error, after = ([], None, item) if head is None else await self._follow(item, head)
+        await self.store.put(self.chain_id, filter_id, after)  # polled: kept alive
+        return result, error
+
+    async def _follow(self, item: Filter, head: Block) -> tuple[Any, dict[str, Any] | None, Filter]:
+        """(result, error, the filter after the poll). What fails now leaves the filter as
+        it was: the next poll delivers the same."""
+        top: Block | None = head
+        reach = poll_reach(item.last_block, head.number)
+        if reach != head.number:
+            top = await self._block_at(reach)
+        if top is None:
+            return [], None, item
+        recent = [entry.hash for entry in item.recent]
+        limit = walk_limit(item, top.number)
+        walked = await walk_back(self._execute, top.hash, set(recent), limit)
+        if walked is None:
+            return [], None, item  # an ancestor could not be fetched now
+        step = follow(recent, top.hash, [block for block, _ in walked])
+        if not step.linked and item.recent:
+            log.warning("filter_gap", chain_id=self.chain_id, head=top.number)
+        logs: Mapping[str, list[dict[str, Any]]] = {}
+        if item.kind == "logs":
+            assert item.criteria is not None
+            found, error = await self._logs_in(item.criteria, blocks_to_deliver(item, step))
+            if found is None:
+                return ([], None, item) if error is None else (None, error, item)
+            logs = found
+        result, after = advance(item, top, step, logs)
+        return result, None, after
+
+    async def _block_at(self, number: int) -> Block | None:
+        result, error = await self._execute(
+            Call("eth_getBlockByNumber", [hex(number), False], None, False)
+        )
+        block = Block.from_json(result)
+        return block if error is None and block is not None and block.number == number else None
+
+    async def _logs_in(
+        self, criteria: dict[str, Any], blocks: list[Block]
+    ) -> tuple[dict[str, list[dict[str, Any]]] | None, dict[str, Any] | None]:
+        """The filter's logs in `blocks` (consecutive canonical blocks), by block hash."""
+        window = logs_window(criteria, blocks[0].number, blocks[-1].number) if blocks else None
+        if window is None:
+            return {block.hash: [] for block in blocks}, None
+        query = {**criteria, "fromBlock": hex(window[0]), "toBlock": hex(window[1])}
+        result, error = await self._execute(Call("eth_getLogs", [query], None, False))
+        if error is not None:
+            return None, error  # nothing delivered: the same range next time
+        grouped = logs_by_block(result, blocks)
+        if grouped is None:
+            log.info("filter_logs_off_the_chain", chain_id=self.chain_id, first=window[0])
+        return grouped, None
 
     async def _pending(
         self, filter_id: str, item: Filter, method: str

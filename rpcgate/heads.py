@@ -17,7 +17,20 @@ height matches (fetched on demand). So:
 
 The head never goes backwards between two decisions, except across a real reorg: when a
 lower block wins while a voter still holds the previous head block, the previous head is
-kept; when a majority now has another hash at that height, the lower head is accepted.
+kept; when a majority now has another hash at that height, or no voter holds that block
+any more, the lower head is accepted.
+
+What an upstream holds
+----------------------
+One URL is often a load balancer over replicas a block or two apart, and a node can step
+back (a rewind, `evm_revert`, a restart from an older snapshot). An upstream votes with its
+*consistent height*: the height it has shown, or, once it has shown heights that went back
+while the higher block was still there (replicas behind one URL: `uneven`), the lowest
+height it showed over its last HEIGHT_WINDOW polls, and below any block it was seen to lack
+when asked for it. So the consensus head is one every replica behind a URL can answer at;
+the highest block it showed stays routable as a last resort. A height that went back with
+the higher block gone is a rewind: the hashes above it are forgotten at once (they are no
+longer known to be held, let alone canonical).
 
 `safe` and `finalized` are the highest numbers that a weighted majority of voters has
 reached (capped at the head), with the hash the majority reports there; they never go
@@ -36,6 +49,7 @@ agreement, until the common ancestor is found by a bounded search (`agreement_lo
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -50,6 +64,10 @@ HASH_HISTORY = 256
 MAX_FORK_SEARCH_DEPTH = 128
 # Consecutive failed polls after which an upstream is `down`.
 DOWN_AFTER_POLL_FAILURES = 2
+# Polls whose heights an uneven upstream (replicas at different heights) votes the lowest of.
+HEIGHT_WINDOW = 8
+# Polls for which an upstream that showed replicas at different heights is held to be uneven.
+UNEVEN_MEMORY_POLLS = 200
 
 
 class State(enum.StrEnum):
@@ -116,9 +134,22 @@ class UpstreamView:
     # blocks at or below it (by hash chaining, its whole chain below agrees too).
     agreed_height: int | None = None
     last_poll_at: float | None = None
+    genesis: str | None = None  # the hash of its block 0, as it reported it
+    # The heights its polls (and answers that lacked a block) showed, oldest first.
+    seen: list[int] = field(default_factory=list)
+    uneven: int = 0  # polls left during which it counts as replicas at different heights
 
     def hash_at(self, number: int) -> str | None:
         return self.hashes.get(number)
+
+    @property
+    def consistent_height(self) -> int | None:
+        """The height it can answer at whichever replica a call reaches (module docstring)."""
+        if self.head is None:
+            return None
+        if not self.uneven or not self.seen:
+            return self.head.number
+        return min(self.head.number, *self.seen)
 
     @property
     def votes(self) -> bool:
@@ -130,24 +161,70 @@ class UpstreamView:
         )
 
 
-def record_head(view: UpstreamView, block: Block) -> None:
+def record_head(view: UpstreamView, block: Block) -> bool:
     """Remembers a new head. A parent that contradicts what we knew means the upstream
     reorganised, from a height we do not know: its whole history is forgotten (heights
-    are learnt again as needed), so no abandoned hash can pass for canonical."""
+    are learnt again as needed), so no abandoned hash can pass for canonical. Whether it
+    was forgotten (a chain that restarted looks exactly like that)."""
     known_parent = view.hashes.get(block.number - 1)
-    if (known_parent is not None and known_parent != block.parent_hash) or (
+    reorganised = (known_parent is not None and known_parent != block.parent_hash) or (
         view.head is not None
         and block.number <= view.head.number
         and view.hashes.get(block.number) != block.hash
-    ):
+    )
+    if reorganised:
         forget_history(view)
     view.head = block
     record_hash(view, block.number, block.hash)
     record_hash(view, block.number - 1, block.parent_hash)
+    return reorganised
 
 
 def forget_history(view: UpstreamView) -> None:
     view.hashes = {}
+
+
+def observe_height(view: UpstreamView, number: int) -> None:
+    """A poll showed this head height (one poll, one observation)."""
+    view.seen.append(number)
+    del view.seen[:-HEIGHT_WINDOW]
+    if view.uneven:
+        view.uneven -= 1
+
+
+def record_uneven(view: UpstreamView, lower: int) -> None:
+    """It showed `lower` while a higher block it showed is still there: replicas at
+    different heights behind one URL."""
+    view.seen.append(lower)
+    del view.seen[:-HEIGHT_WINDOW]
+    view.uneven = UNEVEN_MEMORY_POLLS
+
+
+def record_missing(view: UpstreamView, number: int) -> bool:
+    """It was asked for block `number` at or below the head it showed and had none: some
+    replica behind it is lower. Whether that changed what it is held to (the tracker
+    learns from answers this way between polls)."""
+    if view.head is None or number > view.head.number:
+        return False
+    height = view.consistent_height
+    if height is not None and number > height:
+        return False  # already held below it
+    record_uneven(view, number - 1)
+    return True
+
+
+def rewind(view: UpstreamView, block: Block) -> None:
+    """It went back to `block`, and the head it showed before is gone: nothing above
+    `block` is known to be held any more (nor, where `block` is not the one we knew there,
+    anything at all)."""
+    if view.hashes.get(block.number) != block.hash:
+        forget_history(view)
+    else:
+        view.hashes = {n: h for n, h in view.hashes.items() if n <= block.number}
+    view.head = block
+    view.seen = [block.number]
+    record_hash(view, block.number, block.hash)
+    record_hash(view, block.number - 1, block.parent_hash)
 
 
 def record_hash(view: UpstreamView, number: int, block_hash: str) -> None:
@@ -167,6 +244,9 @@ class Consensus:
     voters: tuple[str, ...] = ()  # upstreams holding the head block
     # Hashes the decision needs and no one has fetched: (upstream, height).
     needs: tuple[tuple[str, int], ...] = ()
+    # The genesis hash of the chain the head holders are on (None: not known yet): which
+    # life of the chain id this is, for what outlives a head (the cache, the shared head).
+    genesis: str | None = None
 
 
 def _majority_hash(
@@ -176,8 +256,9 @@ def _majority_hash(
     weights: dict[str, float] = {}
     unknown = 0.0
     for view in voters:
-        assert view.head is not None
-        if view.head.number < number:
+        height = view.consistent_height
+        assert height is not None
+        if height < number:
             continue
         block_hash = view.hash_at(number)
         if block_hash is None:
@@ -217,17 +298,19 @@ def _tag_consensus(
             at_chosen[tagged.hash] = at_chosen.get(tagged.hash, 0.0) + weight
     block_hash = max(at_chosen, key=lambda h: at_chosen[h]) if at_chosen else ""
     result = Tagged(chosen, block_hash)
-    if previous is not None and previous.number > result.number:
-        return previous
+    if previous is not None and head.number >= previous.number > result.number:
+        return previous  # never backwards, unless the head itself went below it
     return result
 
 
 def compute_consensus(views: Sequence[UpstreamView], previous: Consensus) -> Consensus:
     voters = [v for v in views if v.votes]
     if not voters:
-        return Consensus(previous.head, previous.safe, previous.finalized, ())
+        return Consensus(
+            previous.head, previous.safe, previous.finalized, (), genesis=previous.genesis
+        )
     total = sum(v.weight for v in voters)
-    heads = sorted({v.head.number for v in voters if v.head is not None}, reverse=True)
+    heads = sorted({h for v in voters if (h := v.consistent_height) is not None}, reverse=True)
     heights = heads + list(range(heads[-1] - 1, max(heads[-1] - MAX_WALK_BACK, 0) - 1, -1))
     needs: list[tuple[str, int]] = []
     winner: Block | None = None
@@ -241,12 +324,21 @@ def compute_consensus(views: Sequence[UpstreamView], previous: Consensus) -> Con
             needs.extend(
                 (v.name, number)
                 for v in voters
-                if v.head is not None and v.head.number >= number and v.hash_at(number) is None
+                if (v.consistent_height or 0) >= number and v.hash_at(number) is None
             )
     if winner is None:
-        return Consensus(previous.head, previous.safe, previous.finalized, (), tuple(needs))
+        return Consensus(
+            previous.head,
+            previous.safe,
+            previous.finalized,
+            (),
+            tuple(needs),
+            genesis=previous.genesis,
+        )
     winner = _never_backwards(voters, total, winner, previous.head)
-    holders = tuple(v.name for v in voters if v.hash_at(winner.number) == winner.hash)
+    holding = [v for v in voters if v.hash_at(winner.number) == winner.hash]
+    holders = tuple(v.name for v in holding)
+    geneses = {v.genesis for v in holding if v.genesis is not None}
     # Upstreams above the head whose hash at the head is unknown: needed to tell whether
     # they are ahead on the same chain or on a fork.
     needs.extend(
@@ -260,7 +352,28 @@ def compute_consensus(views: Sequence[UpstreamView], previous: Consensus) -> Con
         _tag_consensus(voters, total, winner, "finalized", previous.finalized),
         holders,
         tuple(dict.fromkeys(needs)),
+        geneses.pop() if len(geneses) == 1 else previous.genesis,
     )
+
+
+def raised_to_shared(
+    consensus: Consensus, views: Sequence[UpstreamView], shared: Block | None
+) -> Consensus:
+    """The consensus, raised to a head another replica served when a voter of ours holds
+    that very block (so `eth_blockNumber` does not go back between replicas); as it is
+    otherwise: a shared head none of our upstreams holds is never served here."""
+    if shared is None or (consensus.head is not None and shared.number <= consensus.head.number):
+        return consensus
+    holders = tuple(
+        v.name
+        for v in views
+        if v.votes
+        and v.hash_at(shared.number) == shared.hash
+        and (v.consistent_height or 0) >= shared.number
+    )
+    if not holders:
+        return consensus
+    return dataclasses.replace(consensus, head=shared, voters=holders)
 
 
 def _block_at(voters: Sequence[UpstreamView], number: int, block_hash: str) -> Block:
@@ -330,6 +443,12 @@ def upstream_state(
         return State.DOWN, view.last_poll_error or "no head yet", None
     if view.syncing:
         return State.SYNCING, "eth_syncing reports it is syncing", None
+    if view.genesis is not None and consensus.genesis not in (None, view.genesis):
+        return (
+            State.WRONG_CHAIN,
+            f"genesis {view.genesis[:10]}…, the consensus chain's is {consensus.genesis[:10]}…",
+            None,
+        )
     head = consensus.head
     if head is None:
         return State.OK, "no consensus yet", None
@@ -343,12 +462,17 @@ def upstream_state(
             (f"its block {differs} is {mine[:10]}…, the consensus has {theirs[:10]}…"),
             fork_height,
         )
-    lag = head.number - view.head.number
+    height = view.consistent_height
+    assert height is not None
+    lag = head.number - height
     if lag > max_lag_blocks:
         return State.LAGGING, f"{lag} blocks behind the consensus head", None
     if lag < 0:
         return State.OK, f"{-lag} blocks ahead of the consensus head", None
-    return State.OK, "in sync" if lag == 0 else f"{lag} blocks behind the consensus head", None
+    reason = "in sync" if lag == 0 else f"{lag} blocks behind the consensus head"
+    if height < view.head.number:
+        reason += f" (replicas behind it are at {height} to {view.head.number})"
+    return State.OK, reason, None
 
 
 def canonical_hashes(views: Sequence[UpstreamView], consensus: Consensus) -> dict[int, str]:

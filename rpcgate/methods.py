@@ -53,10 +53,15 @@ class MethodInfo:
     block_param: int | None = None
     why: str = ""
     check: Check = Check.NONE
+    # A node without the block answers null (not an error): about a block the consensus
+    # has, a null is a node (or a replica behind a load balancer) that lacks it.
+    null_when_missing: bool = False
 
 
-def _block(position: int, why: str, check: Check = Check.CONSENSUS) -> MethodInfo:
-    return MethodInfo(Kind.READ, Cache.BLOCK, position, why, check)
+def _block(
+    position: int, why: str, check: Check = Check.CONSENSUS, *, null_when_missing: bool = False
+) -> MethodInfo:
+    return MethodInfo(Kind.READ, Cache.BLOCK, position, why, check, null_when_missing)
 
 
 def _by_hash(why: str, check: Check = Check.CONSENSUS) -> MethodInfo:
@@ -98,14 +103,21 @@ METHODS: dict[str, MethodInfo] = {
     "eth_createAccessList": _block(1, _STATE),
     "eth_getProof": _block(2, _STATE, Check.PROOF),
     "eth_getBlockByNumber": _block(
-        0, "a block at a canonical height; null is not kept", Check.RECOMPUTE
+        0,
+        "a block at a canonical height; null is not kept",
+        Check.RECOMPUTE,
+        null_when_missing=True,
     ),
-    "eth_getBlockReceipts": _block(0, "the receipts of a canonical block", Check.RECOMPUTE),
-    "eth_getBlockTransactionCountByNumber": _block(0, "a property of the block"),
+    "eth_getBlockReceipts": _block(
+        0, "the receipts of a canonical block", Check.RECOMPUTE, null_when_missing=True
+    ),
+    "eth_getBlockTransactionCountByNumber": _block(
+        0, "a property of the block", null_when_missing=True
+    ),
     "eth_getTransactionByBlockNumberAndIndex": _block(
         0, "a property of the block", Check.RECOMPUTE
     ),
-    "eth_getUncleCountByBlockNumber": _block(0, "a property of the block"),
+    "eth_getUncleCountByBlockNumber": _block(0, "a property of the block", null_when_missing=True),
     "eth_getLogs": MethodInfo(
         Kind.READ,
         Cache.BLOCK,

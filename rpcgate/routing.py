@@ -69,12 +69,15 @@ def block_fit(
     head: int | None,
     agreed_height: int | None,
     block: int | None,
+    consistent_height: int | None = None,
 ) -> bool | None:
     """May this upstream answer a call about `block`? True, False, or None (last resort).
 
     A wrong-chain, syncing or unverified upstream never answers. Any other answers about
     blocks it has and is known to share with the consensus chain: at or below its agreed
     height (so a lagging one serves what it has, a forked one what lies below its fork).
+    A block above its consistent height (replicas behind it are lower) only a replica
+    behind it has: it is asked last.
     """
     if not chain_verified or state in (State.WRONG_CHAIN, State.SYNCING, State.STARTING):
         return False
@@ -82,7 +85,11 @@ def block_fit(
         head is None or head < block or agreed_height is None or agreed_height < block
     ):
         return False
-    return None if state is State.DOWN else True
+    if state is State.DOWN:
+        return None
+    if block is not None and consistent_height is not None and consistent_height < block:
+        return None
+    return True
 
 
 def why_unfit(

@@ -30,35 +30,40 @@ log = structlog.get_logger("rpcgate.shared_head")
 
 _RECONNECT_S = 1.0
 
-# KEYS[1]: the chain's key; ARGV: number, hash, parent hash, channel. Sets and publishes only
-# a head higher than the one stored. A day's TTL: a chain that was reset (a devnet) is not
-# held to a height from another life for longer.
+# KEYS[1]: the chain's key; ARGV: number, hash, parent hash, genesis hash, channel. Sets and
+# publishes a head higher than the one stored, or any head of another life of the chain id
+# (another genesis: a devnet reset, or another chain sharing the id), so a chain that
+# restarted is not held to a height from its previous life. A day's TTL.
 _OFFER = """
 local stored = redis.call('GET', KEYS[1])
 if stored then
-  local number = tonumber(string.match(stored, '^(%d+):'))
-  if number and number >= tonumber(ARGV[1]) then return 0 end
+  local number, genesis = string.match(stored, '^(%d+):[^:]*:[^:]*:?([^:]*)$')
+  if number and tonumber(number) >= tonumber(ARGV[1]) and genesis == ARGV[4] then
+    return 0
+  end
 end
-local value = ARGV[1] .. ':' .. ARGV[2] .. ':' .. ARGV[3]
+local value = ARGV[1] .. ':' .. ARGV[2] .. ':' .. ARGV[3] .. ':' .. ARGV[4]
 redis.call('SET', KEYS[1], value, 'EX', 86400)
-redis.call('PUBLISH', ARGV[4], value)
+redis.call('PUBLISH', ARGV[5], value)
 return 1
 """
 
 
-def encode(block: Block) -> str:
-    return f"{block.number}:{block.hash}:{block.parent_hash}"
+def encode(block: Block, genesis: str | None = None) -> str:
+    return f"{block.number}:{block.hash}:{block.parent_hash}:{genesis or ''}"
 
 
-def decode(value: bytes | str) -> Block | None:
+def decode(value: bytes | str) -> tuple[Block, str | None] | None:
+    """A shared head and the genesis of its chain (None where the writer did not know it)."""
     text = value.decode() if isinstance(value, bytes) else value
     parts = text.split(":")
-    if len(parts) != 3 or not parts[0].isdigit():
+    if len(parts) not in (3, 4) or not parts[0].isdigit():
         return None
-    return Block(int(parts[0]), parts[1], parts[2])
+    genesis = parts[3] if len(parts) == 4 and parts[3] else None
+    return Block(int(parts[0]), parts[1], parts[2]), genesis
 
 
-Listener = Callable[[Block], None]
+Listener = Callable[[Block, str | None], None]
 
 
 class SharedHeads:
@@ -85,8 +90,8 @@ class SharedHeads:
         """Reads the heads stored now, then follows new ones in the background."""
         for channel, listener in self._listeners.items():
             stored = await self._quick(self._client.get(channel))
-            if isinstance(stored, bytes | str) and (block := decode(stored)) is not None:
-                listener(block)
+            if isinstance(stored, bytes | str) and (shared := decode(stored)) is not None:
+                listener(*shared)
         self._task = asyncio.create_task(self._follow(), name="shared-heads")
 
     async def close(self) -> None:
@@ -96,10 +101,12 @@ class SharedHeads:
                 await self._task
         await self._client.aclose()
 
-    async def offer(self, chain_id: int, block: Block) -> None:
-        """Stores and announces `block` if it is higher than the shared head."""
+    async def offer(self, chain_id: int, block: Block, genesis: str | None = None) -> None:
+        """Stores and announces `block` if it is higher than the shared head (or the shared
+        head is of another life of the chain id)."""
         key = self.key(chain_id)
-        await self._quick(self._offer(keys=[key], args=[*encode(block).split(":"), key]))
+        args = [*encode(block, genesis).split(":"), key]
+        await self._quick(self._offer(keys=[key], args=args))
 
     async def _quick(self, operation: object) -> object:
         try:
@@ -136,6 +143,6 @@ class SharedHeads:
         if isinstance(channel, bytes):
             channel = channel.decode()
         listener = self._listeners.get(str(channel))
-        block = decode(data) if isinstance(data, bytes | str) else None
-        if listener is not None and block is not None:
-            listener(block)
+        shared = decode(data) if isinstance(data, bytes | str) else None
+        if listener is not None and shared is not None:
+            listener(*shared)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -30,8 +29,13 @@ from rpcgate.heads import (
     canonical_hashes,
     compute_consensus,
     forget_history,
+    observe_height,
+    raised_to_shared,
     record_hash,
     record_head,
+    record_missing,
+    record_uneven,
+    rewind,
     upstream_state,
 )
 from rpcgate.health import record_failure
@@ -53,6 +57,9 @@ IMPLAUSIBLE_JUMP_BLOCKS = 1000
 MAX_LOOKUPS_PER_DECISION = 24
 # A wrong-chain or syncing upstream is re-checked every this many polls.
 RECHECK_EVERY_POLLS = 10
+# How often a head that seems gone is asked for before the upstream counts as gone back
+# (behind a load balancer, each ask may reach a replica that is lower).
+STEPPED_BACK_ASKS = 10
 # Polls asked for by answers (a block above the head) come at most this often.
 HINTED_POLL_GAP_S = 0.05
 
@@ -84,7 +91,8 @@ class HeadTracker:
         self._shared = shared
         self._shared_floor: Block | None = None
         self._floor_heard_in_round = 0
-        self._offered = -1
+        self._decided_round = 0  # the poll round of the last decision
+        self._offered: tuple[int, str | None] = (-1, None)  # (height, genesis) offered
         if shared is not None:
             shared.listen(chain.chain_id, self._heard)
 
@@ -121,9 +129,12 @@ class HeadTracker:
         """An answer is a free head hint: one showed a block above the consensus head."""
         self._poll_now.set()
 
-    def _heard(self, block: Block) -> None:
-        """Another replica serves `block`: poll now, and hold calls until that is weighed."""
+    def _heard(self, block: Block, genesis: str | None = None) -> None:
+        """Another replica serves `block`: poll now, and hold calls about the head until
+        that is weighed. A head of another life of the chain id is none of ours."""
         head = self.consensus.head
+        if genesis is not None and self.consensus.genesis not in (None, genesis):
+            return
         if (head is None or block.number > head.number) and (
             self._shared_floor is None or block.number > self._shared_floor.number
         ):
@@ -137,10 +148,12 @@ class HeadTracker:
         return self._shared_floor is not None
 
     async def catch_up_to_shared(self, timeout_s: float) -> None:
-        """Waits (at most `timeout_s`) until the next poll has weighed the shared head."""
+        """Waits (at most `timeout_s`) until a poll that began after this call came has
+        weighed the shared head: one round of polls, not one per head heard meanwhile."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
-        while self._shared_floor is not None:
+        began = self._polls
+        while self._shared_floor is not None and self._decided_round <= began:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return
@@ -173,10 +186,11 @@ class HeadTracker:
     async def poll_once(self) -> None:
         async with self._lock:
             self._polls += 1
+            round_ = self._polls
             await asyncio.gather(
                 *(self._poll(self.upstreams[name], view) for name, view in self.views.items())
             )
-            await self._decide()
+            await self._decide(round_)
 
     async def _call(
         self, upstream: Upstream, view: UpstreamView, method: str, params: list[Any]
@@ -210,18 +224,37 @@ class HeadTracker:
             view.chain_id_ok = None  # verify again before trusting this head
             if not await self._verify_chain_id(upstream, view) or view.chain_id_ok is False:
                 return
+        observe_height(view, number)
+        if view.head is not None and number < view.head.number:
+            height = view.consistent_height
+            if view.uneven and height is not None and number >= height:
+                record_uneven(view, number)  # a replica behind it, as before: nothing new
+            else:
+                await self._stepped_back(upstream, view, number)
         # A forked upstream is re-read even at the same height: it may have rejoined there.
-        if view.head is None or number != view.head.number or view.state is State.FORKED:
+        elif view.head is None or number != view.head.number or view.state is State.FORKED:
             reply = await self._call(upstream, view, "eth_getBlockByNumber", [hex(number), False])
             block = Block.from_json(reply.result)
-            if block is None:
-                if reply.failure is None:
+            if block is None and reply.failure is None and view.head is None:
+                # A replica behind the one that gave the number: its own head will do.
+                reply = await self._call(upstream, view, "eth_getBlockByNumber", ["latest", False])
+                block = Block.from_json(reply.result)
+                number = block.number if block is not None else number
+            if block is None or block.number != number:
+                if reply.failure is None and view.head is None:
                     view.poll_failures += 1
                     view.last_poll_error = f"eth_getBlockByNumber({number}) gave no block"
+                    return
+                if reply.failure is None and view.head is not None:
+                    # The number came from a replica ahead of the one that had no block.
+                    record_uneven(view, min(number - 1, view.head.number))
                 return
+            reorganised = False
             if view.head is not None and number > view.head.number + 1:
-                await self._check_continuity(upstream, view)
-            record_head(view, block)
+                reorganised = await self._check_continuity(upstream, view)
+            reorganised = record_head(view, block) or reorganised
+            if reorganised:  # from a height we do not know: maybe another life of the chain
+                await self._verify_chain_id(upstream, view)
             if (
                 number - self._finality_at.get(view.name, -FINALITY_REFRESH_BLOCKS)
                 >= FINALITY_REFRESH_BLOCKS
@@ -237,9 +270,9 @@ class HeadTracker:
         view.poll_failures = 0
         view.last_poll_error = ""
 
-    async def _check_continuity(self, upstream: Upstream, view: UpstreamView) -> None:
+    async def _check_continuity(self, upstream: Upstream, view: UpstreamView) -> bool:
         """Blocks were skipped between two polls: is the head we knew still in the chain?
-        If not, the upstream reorganised and its history is no longer true."""
+        If not, the upstream reorganised and its history is no longer true (whether so)."""
         assert view.head is not None
         known = view.head
         reply = await upstream.call(
@@ -248,12 +281,63 @@ class HeadTracker:
         block = Block.from_json(reply.result)
         if block is None or block.hash != known.hash:
             forget_history(view)
+            return True
+        return False
+
+    async def _stepped_back(self, upstream: Upstream, view: UpstreamView, number: int) -> None:
+        """It showed a lower head than before: a replica behind the same URL (the higher
+        block is still there) or a node that went back (it is gone, or replaced)."""
+        assert view.head is not None
+        known = view.head
+        reply = await upstream.call("eth_getBlockByNumber", [hex(number), False], self.timeout_s)
+        block = Block.from_json(reply.result)
+        if block is None or block.number != number:
+            return  # nothing to go by: the next poll tells
+        same_below = view.hash_at(number) == block.hash
+        still = None
+        # A node that went back has no block where its head was, however often it is
+        # asked; behind a load balancer, one of a few asks reaches a replica that has it.
+        for _ in range(STEPPED_BACK_ASKS if same_below else 1):
+            reply = await upstream.call(
+                "eth_getBlockByNumber", [hex(known.number), False], self.timeout_s
+            )
+            if reply.failure is not None or (still := Block.from_json(reply.result)) is not None:
+                break
+        if reply.failure is not None:
+            return  # nothing to go by: the next poll tells
+        if same_below and still is not None and still.hash == known.hash:
+            record_uneven(view, number)
+            return
+        rewind(view, block)
+        if not same_below or (still is not None and still.hash != known.hash):
+            await self._verify_chain_id(upstream, view)  # maybe another life of the chain
+        log.info(
+            "upstream_went_back",
+            chain=self.chain.name,
+            upstream=view.name,
+            head=known.number,
+            now=number,
+        )
+
+    def lacks_block(self, name: str, number: int) -> None:
+        """An answer showed that `name` (a replica behind it) lacks block `number`."""
+        view = self.views.get(name)
+        if view is not None:
+            record_missing(view, number)
 
     async def _verify_chain_id(self, upstream: Upstream, view: UpstreamView) -> bool:
+        """Its chain id, and the genesis block that tells one life of a chain id from
+        another (a devnet reset, a fork sharing the id). A node that will not give block 0
+        keeps the genesis it had (or none): that alone is not a failed poll."""
         reply = await self._call(upstream, view, "eth_chainId", [])
         chain_id = quantity(reply.result)
         if reply.failure is not None or chain_id is None:
             return False
+        if chain_id == self.chain.chain_id:  # a node of another chain is asked nothing else
+            genesis = await upstream.call("eth_getBlockByNumber", ["0x0", False], self.timeout_s)
+            block = Block.from_json(genesis.result)
+            if block is not None and block.number == 0:
+                view.genesis = block.hash
         view.chain_id = chain_id
         view.chain_id_ok = chain_id == self.chain.chain_id
         if not view.chain_id_ok:
@@ -272,13 +356,11 @@ class HeadTracker:
                 setattr(view, attr, Tagged(block.number, block.hash))
                 record_hash(view, block.number, block.hash)
 
-    async def _decide(self) -> None:
+    async def _decide(self, round_: int) -> None:
         views = list(self.views.values())
-        # A head another replica served is a floor, kept where a voter of ours holds it.
+        # A head another replica served: served here too where a voter of ours holds it.
         floor = self._shared_floor
         previous = self.consensus
-        if floor is not None and (previous.head is None or floor.number > previous.head.number):
-            previous = dataclasses.replace(previous, head=floor)
         consensus = compute_consensus(views, previous)
         canonical = canonical_hashes(views, consensus)
         needs = _needs(views, consensus, canonical, floor)
@@ -293,16 +375,26 @@ class HeadTracker:
             if again == needs:
                 break  # the look-ups failed; decide with what we have
             needs = again
+        raised = raised_to_shared(consensus, views, floor)
+        if raised is not consensus:
+            consensus, canonical = raised, canonical_hashes(views, raised)
         head = consensus.head
-        if self._shared is not None and head is not None and head.number > self._offered:
-            await self._shared.offer(self.chain.chain_id, head)  # before anyone is served it
-            self._offered = head.number
+        offered = self._offered
+        if (
+            self._shared is not None
+            and head is not None
+            and (head.number > offered[0] or consensus.genesis != offered[1])
+        ):
+            # Before anyone is served it.
+            await self._shared.offer(self.chain.chain_id, head, consensus.genesis)
+            self._offered = (head.number, consensus.genesis)
         weighed = floor is not None and (
             self._polls > self._floor_heard_in_round
             or (head is not None and head.number >= floor.number)
         )
         if weighed and self._shared_floor is floor:
             self._shared_floor = None  # by a poll that began after it came, or reached
+        self._decided_round = round_
         self._publish(consensus, canonical)
 
     async def _lookup(self, name: str, number: int) -> None:

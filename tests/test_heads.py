@@ -7,6 +7,8 @@ from collections.abc import Callable
 import pytest
 
 from rpcgate.heads import (
+    HEIGHT_WINDOW,
+    UNEVEN_MEMORY_POLLS,
     Block,
     Consensus,
     State,
@@ -16,8 +18,13 @@ from rpcgate.heads import (
     agreement_lookups,
     canonical_hashes,
     compute_consensus,
+    observe_height,
+    raised_to_shared,
     record_hash,
     record_head,
+    record_missing,
+    record_uneven,
+    rewind,
     upstream_state,
 )
 
@@ -296,3 +303,116 @@ def test_a_lagging_upstream_is_checked_against_the_canonical_chain_where_it_is()
     views = [polled(name, [50 if name != "c" else 40], honest[name]) for name in honest]
     decide(views, honest)
     assert states_now(views)["c"] == (State.LAGGING, None, 40)
+
+
+# --- what an upstream holds: replicas at different heights, nodes that go back ----------
+
+
+def test_an_upstream_that_showed_a_lower_head_beside_a_higher_block_votes_the_lower() -> None:
+    lb = view("lb", 11)
+    for number in (11, 10, 11, 11):
+        observe_height(lb, number)
+    assert lb.consistent_height == 11  # one node, as far as anyone can tell
+    record_uneven(lb, 10)  # 10 from one replica while 11 was still there: replicas
+    assert lb.consistent_height == 10
+    consensus = compute_consensus([lb], Consensus())
+    assert consensus.head is not None and consensus.head.number == 10
+    # The highest block it showed stays routable, as a last resort.
+    assert lb.head is not None and lb.head.number == 11
+
+
+def test_an_uneven_upstream_votes_the_lowest_height_of_its_last_polls_only() -> None:
+    lb = view("lb", 20)
+    record_uneven(lb, 19)
+    for number in range(20, 20 + HEIGHT_WINDOW):
+        observe_height(lb, number)
+    # 19 and 20 were shown more than HEIGHT_WINDOW polls ago: the lowest since is 20.
+    assert lb.consistent_height == 20
+    observe_height(lb, 18)
+    assert lb.consistent_height == 18
+
+
+def test_an_upstream_forgets_it_was_uneven_after_enough_polls() -> None:
+    lb = view("lb", 20)
+    record_uneven(lb, 19)
+    for _ in range(UNEVEN_MEMORY_POLLS):
+        observe_height(lb, 20)
+    assert not lb.uneven and lb.consistent_height == 20
+
+
+@pytest.mark.parametrize(
+    ("asked", "changed", "height"),
+    [(11, True, 10), (12, False, 11), (8, True, 7), (5, True, 4)],
+)
+def test_a_block_an_upstream_lacked_lowers_what_it_is_held_to(
+    asked: int, changed: bool, height: int
+) -> None:
+    v = view("lb", 11)
+    assert record_missing(v, asked) is changed  # 12: above the head it showed, nothing new
+    assert v.consistent_height == height
+
+
+def test_a_block_lacked_above_what_it_is_held_to_changes_nothing() -> None:
+    v = view("lb", 11)
+    record_uneven(v, 8)
+    assert record_missing(v, 10) is False
+    assert v.consistent_height == 8
+
+
+def test_a_node_that_went_back_forgets_every_hash_above_where_it_is() -> None:
+    v = view("a", 22, history=10)
+    rewind(v, Block(20, h("a", 20), h("a", 19)))
+    assert v.head is not None and v.head.number == 20
+    assert v.hash_at(21) is None and v.hash_at(22) is None
+    assert v.hash_at(19) == h("a", 19)  # below it, still its chain
+    assert v.consistent_height == 20
+
+
+def test_a_node_that_went_back_to_another_block_forgets_everything() -> None:
+    v = view("a", 22, history=10)
+    rewind(v, Block(20, h("b", 20), h("b", 19)))
+    assert set(v.hashes) == {19, 20}
+
+
+def test_the_head_goes_back_when_no_voter_holds_it_any_more() -> None:
+    v = view("a", 22, history=10)
+    first = compute_consensus([v], Consensus())
+    assert first.head is not None and first.head.number == 22
+    rewind(v, Block(20, h("a", 20), h("a", 19)))
+    second = compute_consensus([v], first)
+    assert second.head is not None and second.head.number == 20
+
+
+def test_safe_and_finalized_follow_a_head_that_went_below_them() -> None:
+    v = view("a", 22, history=10, safe=21)
+    first = compute_consensus([v], Consensus())
+    assert first.safe is not None and first.safe.number == 21
+    rewind(v, Block(20, h("a", 20), h("a", 19)))
+    v.safe = Tagged(18, h("a", 18))
+    second = compute_consensus([v], first)
+    assert second.safe == Tagged(18, h("a", 18))
+
+
+def test_the_consensus_names_the_genesis_of_the_chain_its_head_holders_are_on() -> None:
+    a, b, c = view("a", 10), view("b", 10), view("c", 10, "x", fork_from=0)
+    a.genesis = b.genesis = "0xgenesis-a"
+    c.genesis = "0xgenesis-x"
+    consensus = compute_consensus([a, b, c], Consensus())
+    assert consensus.genesis == "0xgenesis-a"
+    canonical = canonical_hashes([a, b, c], consensus)
+    state, reason, _ = upstream_state(c, consensus, canonical, 1, 3)
+    assert state is State.WRONG_CHAIN and reason.startswith("genesis 0xgenesis")
+
+
+def test_a_shared_head_is_served_only_where_a_voter_holds_that_very_block() -> None:
+    mine = view("a", 10, history=10)
+    consensus = compute_consensus([mine], Consensus())
+    theirs = Block(12, h("a", 12), h("a", 11))
+    assert raised_to_shared(consensus, [mine], theirs) is consensus  # nobody here has 12
+    record_head(mine, Block(11, h("a", 11), h("a", 10)))
+    record_head(mine, theirs)
+    mine.poll_failures = 1  # not voting (its last poll failed): it cannot raise the head
+    assert raised_to_shared(consensus, [mine], theirs) is consensus
+    mine.poll_failures = 0
+    raised = raised_to_shared(consensus, [mine], theirs)
+    assert raised.head == theirs and raised.voters == ("a",)

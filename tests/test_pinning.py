@@ -60,6 +60,8 @@ CASES = [
     ("eth_newFilter", [{"fromBlock": "latest"}], [{"fromBlock": "latest"}], None),
     ("eth_getTransactionReceipt", ["0xab"], ["0xab"], None),
     ("eth_sendRawTransaction", ["0x02"], ["0x02"], None),
+    # A bare block hash where a number may stand (geth takes one): no height, not a number.
+    ("eth_getBalance", [ADDR, "0x" + "ab" * 32], [ADDR, "0x" + "ab" * 32], None),
 ]
 
 
@@ -67,12 +69,37 @@ CASES = [
     ("method", "params", "pinned", "block"), CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)]
 )
 def test_pin_call(method: str, params: Any, pinned: Any, block: int | None) -> None:
-    assert pin_call(method, params, TAGS) == PinnedCall(pinned, block)
+    result = pin_call(method, params, TAGS)
+    assert (result.params, result.block) == (pinned, block)
+
+
+TAG_CASES = [
+    ("eth_getBalance", [ADDR, "latest"], "latest"),
+    ("eth_getBalance", [ADDR, "safe"], "safe"),
+    ("eth_getBalance", [ADDR, "pending"], "pending"),
+    ("eth_getBalance", [ADDR], "latest"),  # left out: the node's latest
+    ("eth_getBalance", [ADDR, "0x10"], None),
+    ("eth_getBalance", [ADDR, "earliest"], None),
+    ("eth_getBalance", [ADDR, "0x" + "ab" * 32], None),
+    ("eth_call", [{"to": ADDR}, {"blockNumber": "finalized"}], "finalized"),
+    ("eth_call", [{"to": ADDR}, {"blockHash": "0xab"}], None),
+    ("eth_getLogs", [{"address": ADDR}], "latest"),
+    ("eth_getLogs", [{"fromBlock": "0x1", "toBlock": "0x5"}], None),
+    ("eth_getTransactionReceipt", ["0xab"], None),
+    ("eth_chainId", [], None),
+]
+
+
+@pytest.mark.parametrize(("method", "params", "tag"), TAG_CASES)
+def test_the_tag_a_call_named_says_whether_its_answer_follows_the_head(
+    method: str, params: Any, tag: str | None
+) -> None:
+    assert pin_call(method, params, TAGS).tag == tag
 
 
 def test_without_a_consensus_tags_pass_through() -> None:
     assert pin_call("eth_getBalance", [ADDR, "latest"], Tags()) == PinnedCall(
-        [ADDR, "latest"], None
+        [ADDR, "latest"], None, "latest"
     )
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from rpcgate.feeds import LogFilter, Sent, header_object, log_matches, parse_log_filter, reconcile
+from rpcgate.feeds import LogFilter, header_object, log_matches, parse_log_filter
 from rpcgate.heads import Block
 from tests.conftest import GatewayFactory, ProxiedClusterFactory, RunningGateway
 from tests.harness.anvil import DEV_ADDRESSES, DEV_KEYS, AnvilCluster, sign_transaction
@@ -29,15 +29,6 @@ CONTRACT = create_address(DEV_ADDRESSES[0], 0)
 
 def _b(number: int, tag: str, parent: str) -> Block:
     return Block(number, tag, parent)
-
-
-def test_reconcile_finds_where_the_new_chain_meets_what_was_sent() -> None:
-    sent = [Sent(_b(1, "a1", "a0"), 1), Sent(_b(2, "a2", "a1"), 2), Sent(_b(3, "a3", "a2"), 3)]
-    assert reconcile(sent, [_b(4, "a4", "a3")]) == (3, True)  # one more: nothing dropped
-    assert reconcile(sent, [_b(5, "a5", "a4"), _b(4, "a4", "a3")]) == (3, True)
-    assert reconcile(sent, [_b(3, "b3", "a2")]) == (2, True)  # a3 dropped
-    assert reconcile(sent, [_b(4, "b4", "b3"), _b(3, "b3", "b2"), _b(2, "b2", "a1")]) == (1, True)
-    assert reconcile(sent, [_b(9, "x9", "x8")]) == (-1, False)  # no link: a gap
 
 
 def test_log_filters_match_as_a_node_matches() -> None:

@@ -9,15 +9,18 @@ import pytest
 
 from tests.harness.anvil import DEFAULT_CHAIN_ID, DEFAULT_GENESIS_TIMESTAMP, AnvilCluster
 from tests.harness.faultproxy import Fault, FaultProxy
+from tests.harness.loadbalancer import LoadBalancer
 from tests.harness.loop import BackgroundLoop
 from tests.harness.redis_server import RedisServer
 
 __all__ = [
     "AnvilClusterFactory",
     "FaultProxyFactory",
+    "LoadBalancerFactory",
     "anvil_cluster",
     "background_loop",
     "fault_proxy",
+    "load_balancer",
     "redis_server",
 ]
 
@@ -36,6 +39,10 @@ class AnvilClusterFactory(Protocol):
 
 class FaultProxyFactory(Protocol):
     def __call__(self, upstream_url: str, fault: Fault = Fault.HEALTHY) -> FaultProxy: ...
+
+
+class LoadBalancerFactory(Protocol):
+    def __call__(self, backends: list[str], *, seed: int | None = None) -> LoadBalancer: ...
 
 
 @pytest.fixture(scope="session")
@@ -92,6 +99,21 @@ def fault_proxy(background_loop: BackgroundLoop) -> Iterator[FaultProxyFactory]:
     yield start_proxy
     for proxy in proxies:
         background_loop.run(proxy.stop())
+
+
+@pytest.fixture
+def load_balancer(background_loop: BackgroundLoop) -> Iterator[LoadBalancerFactory]:
+    """Factory for load balancers served from `background_loop`; stopped after the test."""
+    balancers: list[LoadBalancer] = []
+
+    def start_balancer(backends: list[str], *, seed: int | None = None) -> LoadBalancer:
+        balancer = LoadBalancer(backends, seed=seed)
+        balancers.append(balancer)
+        return background_loop.run(balancer.start())
+
+    yield start_balancer
+    for balancer in balancers:
+        background_loop.run(balancer.stop())
 
 
 @pytest.fixture
