@@ -370,7 +370,7 @@ def state_families(
             if view.head is not None:
                 head.add_metric(labels, view.head.number)
                 if agreed.head is not None:
-                    lag.add_metric(labels, agreed.head.number - view.head.number)
+                    lag.add_metric(labels, agreed.head.number - (view.consistent_height or 0))
             for each in State:
                 state.add_metric([*labels, str(each)], 1.0 if view.state is each else 0.0)
             resting = max(0.0, health.cooldown_until - now)

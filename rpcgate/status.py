@@ -79,7 +79,11 @@ def chain_status(runtime: ChainRuntime, drills: Drills | None = None) -> dict[st
                 "reason": view.reason,
                 "since": _iso(view.since),
                 "head": _block(view.head),
-                "lag": None if head is None or view.head is None else head - view.head.number,
+                # What every replica behind its URL has shown (below `head` when uneven).
+                "consistent_height": view.consistent_height,
+                "lag": None
+                if head is None or view.consistent_height is None
+                else head - view.consistent_height,
                 "fork_height": view.fork_height,
                 "agreed_height": view.agreed_height,
                 "chain_id": view.chain_id,

@@ -237,9 +237,12 @@ def test_a_poll_that_meets_two_replicas_does_not_mark_the_provider_down(
     assert states == {"ok"}, states
     view = tracker.views["node0"]
     assert view.uneven  # it was seen to be replicas at different heights
-    # It votes with the height every replica behind it has.
+    # It votes with the height every replica behind it has, and says so on /status.json.
     assert tracker.consensus.head is not None
     assert tracker.consensus.head.number <= cluster[1].block_number()
+    with urllib.request.urlopen(gateway.url + "/status.json", timeout=10) as reply:
+        shown = json.loads(reply.read())["chains"][0]["upstreams"][0]
+    assert shown["consistent_height"] <= cluster[1].block_number() < shown["head"]["number"]
 
 
 # -- 2. a node that goes back to an ancestor the gateway saw as its head --
