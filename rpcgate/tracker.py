@@ -240,27 +240,17 @@ class HeadTracker:
                 reply = await self._call(upstream, view, "eth_getBlockByNumber", ["latest", False])
                 block = Block.from_json(reply.result)
                 number = block.number if block is not None else number
+            if reply.failure is not None:
+                return
             if block is None or block.number != number:
-                if reply.failure is None and view.head is None:
+                if view.head is None:
                     view.poll_failures += 1
                     view.last_poll_error = f"eth_getBlockByNumber({number}) gave no block"
                     return
-                if reply.failure is None and view.head is not None:
-                    # The number came from a replica ahead of the one that had no block.
-                    record_uneven(view, min(number - 1, view.head.number))
-                return
-            reorganised = False
-            if view.head is not None and number > view.head.number + 1:
-                reorganised = await self._check_continuity(upstream, view)
-            reorganised = record_head(view, block) or reorganised
-            if reorganised:  # from a height we do not know: maybe another life of the chain
-                await self._verify_chain_id(upstream, view)
-            if (
-                number - self._finality_at.get(view.name, -FINALITY_REFRESH_BLOCKS)
-                >= FINALITY_REFRESH_BLOCKS
-            ):
-                await self._poll_finality(upstream, view)
-                self._finality_at[view.name] = number
+                # The number came from a replica ahead of the one that had no block.
+                record_uneven(view, min(number - 1, view.head.number))
+            else:
+                await self._new_head(upstream, view, block)
         if (
             view.state is State.LAGGING and (view.syncing or self._polls % RECHECK_EVERY_POLLS == 0)
         ) or view.state is State.STARTING:
@@ -270,18 +260,42 @@ class HeadTracker:
         view.poll_failures = 0
         view.last_poll_error = ""
 
+    async def _new_head(self, upstream: Upstream, view: UpstreamView, block: Block) -> None:
+        reorganised = False
+        if view.head is not None and block.number > view.head.number + 1:
+            reorganised = await self._check_continuity(upstream, view)
+        reorganised = record_head(view, block) or reorganised
+        if reorganised:  # from a height we do not know: maybe another life of the chain
+            await self._verify_chain_id(upstream, view)
+        if (
+            block.number - self._finality_at.get(view.name, -FINALITY_REFRESH_BLOCKS)
+            >= FINALITY_REFRESH_BLOCKS
+        ):
+            await self._poll_finality(upstream, view)
+            self._finality_at[view.name] = block.number
+
     async def _check_continuity(self, upstream: Upstream, view: UpstreamView) -> bool:
         """Blocks were skipped between two polls: is the head we knew still in the chain?
         If not, the upstream reorganised and its history is no longer true (whether so)."""
         assert view.head is not None
-        known = view.head
-        reply = await upstream.call(
-            "eth_getBlockByNumber", [hex(known.number), False], self.timeout_s
-        )
-        block = Block.from_json(reply.result)
-        if block is None or block.hash != known.hash:
+        if await self._still_there(upstream, view.head) is not True:
             forget_history(view)
             return True
+        return False
+
+    async def _still_there(self, upstream: Upstream, known: Block) -> bool | None:
+        """Whether the upstream still has `known` at its height: False when it has another
+        block there, or none however often it is asked (behind a load balancer, one of a
+        few asks reaches a replica that has it); None when it did not answer."""
+        for _ in range(STEPPED_BACK_ASKS):
+            reply = await upstream.call(
+                "eth_getBlockByNumber", [hex(known.number), False], self.timeout_s
+            )
+            if reply.failure is not None:
+                return None
+            block = Block.from_json(reply.result)
+            if block is not None:
+                return block.hash == known.hash
         return False
 
     async def _stepped_back(self, upstream: Upstream, view: UpstreamView, number: int) -> None:
@@ -293,24 +307,17 @@ class HeadTracker:
         block = Block.from_json(reply.result)
         if block is None or block.number != number:
             return  # nothing to go by: the next poll tells
-        same_below = view.hash_at(number) == block.hash
-        still = None
-        # A node that went back has no block where its head was, however often it is
-        # asked; behind a load balancer, one of a few asks reaches a replica that has it.
-        for _ in range(STEPPED_BACK_ASKS if same_below else 1):
-            reply = await upstream.call(
-                "eth_getBlockByNumber", [hex(known.number), False], self.timeout_s
-            )
-            if reply.failure is not None or (still := Block.from_json(reply.result)) is not None:
-                break
-        if reply.failure is not None:
-            return  # nothing to go by: the next poll tells
-        if same_below and still is not None and still.hash == known.hash:
-            record_uneven(view, number)
-            return
+        if view.hash_at(number) not in (None, block.hash):  # another block below: a reorg
+            pass
+        else:
+            still = await self._still_there(upstream, known)
+            if still is None:
+                return  # nothing to go by: the next poll tells
+            if still:
+                record_uneven(view, number)
+                return
         rewind(view, block)
-        if not same_below or (still is not None and still.hash != known.hash):
-            await self._verify_chain_id(upstream, view)  # maybe another life of the chain
+        await self._verify_chain_id(upstream, view)  # maybe another life of the chain
         log.info(
             "upstream_went_back",
             chain=self.chain.name,
