@@ -392,14 +392,19 @@ class Failover:
 
     def _step(self, state: _CallState, upstream: Upstream, reply: Reply) -> _Step:
         attempts = len(state.tried)
-        if (
-            reply.failure is None
-            and reply.result is None
-            and state.named_block
-            and method_info(state.call.method).null_when_missing
-        ):  # a block the consensus has, and this node (or a replica behind it) has not
-            state.null_answer = Outcome(upstream=upstream.name, attempts=attempts)
-            reply = Reply(failure=_NULL_MISSING, latency_s=reply.latency_s)
+        if reply.failure is None and reply.result is None:
+            info = method_info(state.call.method)
+            if state.named_block and info.null_when_missing:
+                # A block the consensus has, and this node (or a replica behind it) has not.
+                state.null_answer = Outcome(upstream=upstream.name, attempts=attempts)
+                reply = Reply(failure=_NULL_MISSING, latency_s=reply.latency_s)
+            elif info.null_confirmed and state.null_answer is None and self._second(state):
+                # Not found here: found nowhere only when a second upstream says so too.
+                state.null_answer = Outcome(upstream=upstream.name, attempts=attempts)
+                state.exhausted.add(upstream.name)
+                state.attempt_log.append(Attempt(upstream.name, None, reply.latency_s))
+                record_success(upstream.health, reply.latency_s)
+                return _Step(Outcome(attempts=attempts), retry=True)
         if reply.failure is None:
             state.attempt_log.append(Attempt(upstream.name, None, reply.latency_s))
             record_success(upstream.health, reply.latency_s)
@@ -446,6 +451,13 @@ class Failover:
         if reply.error is not None:
             state.call_errors.append((classification.error_class, MASKER.mask_any(reply.error)))
         return _Step(Outcome(attempts=attempts), retry=True)
+
+    @staticmethod
+    def _second(state: _CallState) -> bool:
+        """Whether an untried upstream in good standing is left to ask."""
+        return any(
+            c.available and not c.last_resort and c.name not in state.tried for c in state.order
+        )
 
     def _lacks_recent_block(self, state: _CallState, upstream: Upstream) -> bool:
         """A block just below the served head was missing: the head tracker learns that a

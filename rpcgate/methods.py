@@ -56,6 +56,9 @@ class MethodInfo:
     # A node without the block answers null (not an error): about a block the consensus
     # has, a null is a node (or a replica behind a load balancer) that lacks it.
     null_when_missing: bool = False
+    # A null (not found) is asked of a second upstream before it is given: a replica a
+    # block behind its load balancer's others answers null about the newest block too.
+    null_confirmed: bool = False
 
 
 def _block(
@@ -65,7 +68,7 @@ def _block(
 
 
 def _by_hash(why: str, check: Check = Check.CONSENSUS) -> MethodInfo:
-    return MethodInfo(Kind.READ, Cache.BY_HASH, None, why, check)
+    return MethodInfo(Kind.READ, Cache.BY_HASH, None, why, check, null_confirmed=True)
 
 
 def _never(kind: Kind, why: str) -> MethodInfo:

@@ -1,10 +1,11 @@
 """The head tracker of one chain: polls every upstream and keeps the consensus current.
 
-The I/O shell around `heads`. Polling is cheap: each poll asks `eth_blockNumber` and fetches
-the block only when the number changed, so an idle chain costs one small request per
-upstream per poll and a new block one block fetch per upstream. `safe` and `finalized` are
-fetched every FINALITY_REFRESH_BLOCKS new blocks, `eth_syncing` only when an upstream lags,
-`eth_chainId` at start and when a head jumps implausibly.
+The I/O shell around `heads`. Polling is cheap: each poll asks each upstream for its
+`latest` block header (one request, whether a block came or not; the hash shows a head
+replaced at the same height, and a load balancer's replicas each answer with a block of
+their own). `safe` and `finalized` are fetched every FINALITY_REFRESH_BLOCKS new blocks,
+`eth_syncing` only when an upstream lags, `eth_chainId` and the genesis block at start,
+when a head jumps implausibly and when an upstream's chain changed under it.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import structlog
 from rpcgate.config import ChainConfig
 from rpcgate.errors import classify
 from rpcgate.heads import (
+    HEIGHT_WINDOW,
     Block,
     Consensus,
     State,
@@ -60,6 +62,11 @@ RECHECK_EVERY_POLLS = 10
 # How often a head that seems gone is asked for before the upstream counts as gone back
 # (behind a load balancer, each ask may reach a replica that is lower).
 STEPPED_BACK_ASKS = 10
+# Height samples of a new head: one, or this many while an upstream is new to the tracker
+# (a load balancer shows its replicas before calls meet the one behind).
+YOUNG_SAMPLES = 3
+# A replica further behind its load balancer's others than this is a node that went back.
+MAX_REPLICA_SPREAD_BLOCKS = 16
 # Polls asked for by answers (a block above the head) come at most this often.
 HINTED_POLL_GAP_S = 0.05
 
@@ -216,10 +223,17 @@ class HeadTracker:
             return
         if view.chain_id_ok is False:
             return  # quarantined: only the chain id is asked again, now and then
-        reply = await self._call(upstream, view, "eth_blockNumber", [])
-        number = quantity(reply.result)
-        if reply.failure is not None or number is None:
+        # The head block itself, not just its number: one request either way, and a head
+        # replaced at the same height, or a lower one from a replica, is seen at once.
+        reply = await self._call(upstream, view, "eth_getBlockByNumber", ["latest", False])
+        if reply.failure is not None:
             return
+        block = Block.from_json(reply.result)
+        if block is None:
+            view.poll_failures += 1
+            view.last_poll_error = "eth_getBlockByNumber(latest) gave no block"
+            return
+        number = block.number
         if view.head is not None and abs(number - view.head.number) > IMPLAUSIBLE_JUMP_BLOCKS:
             view.chain_id_ok = None  # verify again before trusting this head
             if not await self._verify_chain_id(upstream, view) or view.chain_id_ok is False:
@@ -227,30 +241,19 @@ class HeadTracker:
         observe_height(view, number)
         if view.head is not None and number < view.head.number:
             height = view.consistent_height
-            if view.uneven and height is not None and number >= height:
+            if (
+                view.uneven
+                and height is not None
+                and number >= height
+                and view.hash_at(number) in (None, block.hash)
+            ):
                 record_uneven(view, number)  # a replica behind it, as before: nothing new
             else:
-                await self._stepped_back(upstream, view, number)
-        # A forked upstream is re-read even at the same height: it may have rejoined there.
-        elif view.head is None or number != view.head.number or view.state is State.FORKED:
-            reply = await self._call(upstream, view, "eth_getBlockByNumber", [hex(number), False])
-            block = Block.from_json(reply.result)
-            if block is None and reply.failure is None and view.head is None:
-                # A replica behind the one that gave the number: its own head will do.
-                reply = await self._call(upstream, view, "eth_getBlockByNumber", ["latest", False])
-                block = Block.from_json(reply.result)
-                number = block.number if block is not None else number
-            if reply.failure is not None:
-                return
-            if block is None or block.number != number:
-                if view.head is None:
-                    view.poll_failures += 1
-                    view.last_poll_error = f"eth_getBlockByNumber({number}) gave no block"
-                    return
-                # The number came from a replica ahead of the one that had no block.
-                record_uneven(view, min(number - 1, view.head.number))
-            else:
-                await self._new_head(upstream, view, block)
+                await self._stepped_back(upstream, view, block)
+        elif view.head is None or block.hash != view.head.hash:
+            young = len(view.seen) < HEIGHT_WINDOW
+            await self._new_head(upstream, view, block)
+            await self._sample_replicas(upstream, view, number, YOUNG_SAMPLES if young else 1)
         if (
             view.state is State.LAGGING and (view.syncing or self._polls % RECHECK_EVERY_POLLS == 0)
         ) or view.state is State.STARTING:
@@ -259,6 +262,19 @@ class HeadTracker:
                 view.syncing = bool(syncing.result)  # false, or an object describing progress
         view.poll_failures = 0
         view.last_poll_error = ""
+
+    async def _sample_replicas(
+        self, upstream: Upstream, view: UpstreamView, number: int, samples: int
+    ) -> None:
+        """A new head is when replicas behind one URL differ: its height asked again (after
+        the head came, so one node can only answer as high or higher), a lower answer is a
+        replica behind. An upstream met for the first time is asked a few times more."""
+        replies = await asyncio.gather(
+            *(upstream.call("eth_blockNumber", [], self.timeout_s) for _ in range(samples))
+        )
+        lower = [n for r in replies if (n := quantity(r.result)) is not None and n < number]
+        if lower and min(lower) >= number - MAX_REPLICA_SPREAD_BLOCKS:
+            record_uneven(view, min(lower))
 
     async def _new_head(self, upstream: Upstream, view: UpstreamView, block: Block) -> None:
         reorganised = False
@@ -298,15 +314,11 @@ class HeadTracker:
                 return block.hash == known.hash
         return False
 
-    async def _stepped_back(self, upstream: Upstream, view: UpstreamView, number: int) -> None:
+    async def _stepped_back(self, upstream: Upstream, view: UpstreamView, block: Block) -> None:
         """It showed a lower head than before: a replica behind the same URL (the higher
         block is still there) or a node that went back (it is gone, or replaced)."""
         assert view.head is not None
-        known = view.head
-        reply = await upstream.call("eth_getBlockByNumber", [hex(number), False], self.timeout_s)
-        block = Block.from_json(reply.result)
-        if block is None or block.number != number:
-            return  # nothing to go by: the next poll tells
+        known, number = view.head, block.number
         if view.hash_at(number) not in (None, block.hash):  # another block below: a reorg
             pass
         else:

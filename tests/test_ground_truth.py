@@ -1,5 +1,6 @@
-"""Randomized ground truth: seeded schedules of lag, forks, faults and restarts over five
-anvil nodes, every answer of the gateway compared with a node that never deviates.
+"""Randomized ground truth: seeded schedules of lag, forks, rewinds, faults, load balancing
+with a lagging replica and restarts over five anvil nodes, every answer of the gateway
+compared with a node that never deviates.
 
 CI runs a few seeds of a few steps. Longer or other runs (the schedule is a pure function
 of seed and steps, so a failure replays from the seed it prints):
@@ -18,7 +19,8 @@ from typing import Any, Protocol
 import pytest
 
 from tests.conftest import GatewayFactory, RunningGateway
-from tests.harness.fixtures import AnvilClusterFactory, FaultProxyFactory
+from tests.harness.faultproxy import Fault
+from tests.harness.fixtures import AnvilClusterFactory, FaultProxyFactory, LoadBalancerFactory
 from tests.harness.ground_truth import (
     ANVIL_ARGS,
     DEVIATES,
@@ -26,6 +28,8 @@ from tests.harness.ground_truth import (
     HEALS,
     MAX_DEVIANT,
     MAX_DEVIANT_STEPS,
+    MAX_REWIND_BRANCH,
+    MAX_REWIND_DEPTH,
     NODES,
     TRUTH,
     Checker,
@@ -41,7 +45,7 @@ from tests.harness.redis_server import RedisServer
 
 SEEDS_ENV = "RPCGATE_GROUND_TRUTH_SEEDS"
 STEPS_ENV = "RPCGATE_GROUND_TRUTH_STEPS"
-CI_SEEDS = (1, 2, 4, 5)
+CI_SEEDS = (7, 9, 11, 12)
 CI_STEPS = 25
 POLL_INTERVAL_S = 0.15
 
@@ -120,6 +124,11 @@ def test_schedule_steps_carry_what_they_need() -> None:
                 assert 1 <= step.count <= 3
             if step.kind is StepKind.FORK:
                 assert step.count >= 2  # several blocks between two head polls
+            if step.kind is StepKind.REWIND:
+                assert 1 <= step.depth <= MAX_REWIND_DEPTH
+                assert 0 <= step.count <= MAX_REWIND_BRANCH  # shorter, as long or longer
+            else:
+                assert step.depth == 0
             assert (step.fault is not None) == (step.kind is StepKind.FAULT)
             assert step.fault in (None, *FAULTS)
 
@@ -133,7 +142,15 @@ def test_schedules_use_every_step_fault_and_settle_and_favour_the_first_upstream
     assert started[0] > max(started[1], started[2], started[3])
 
 
-def test_ci_seeds_each_lag_fork_fault_and_restart() -> None:
+def test_schedules_rewind_to_every_depth_with_branches_of_every_length() -> None:
+    rewinds = [
+        step for seed in MANY_SEEDS for step in schedule(seed, 40) if step.kind is StepKind.REWIND
+    ]
+    assert {step.depth for step in rewinds} == set(range(1, MAX_REWIND_DEPTH + 1))
+    assert {step.count for step in rewinds} == set(range(MAX_REWIND_BRANCH + 1))
+
+
+def test_ci_seeds_each_use_every_step_kind() -> None:
     for seed in CI_SEEDS:
         kinds = {step.kind for step in schedule(seed, CI_STEPS)}
         assert kinds == set(StepKind), (seed, describe(schedule(seed, CI_STEPS)))
@@ -174,18 +191,21 @@ def _all(proxy_urls: list[str]) -> list[str]:
 def run_schedule(
     anvil_cluster: AnvilClusterFactory,
     fault_proxy: FaultProxyFactory,
+    load_balancer: LoadBalancerFactory,
     start_gateway: GatewayFactory,
     background_loop: BackgroundLoop,
     redis_server: RedisServer,
 ) -> RunSchedule:
-    """Five nodes behind fault proxies, a gateway over `upstreams(proxy URLs)` on a fresh
-    Redis; applies the steps, checking after each, and returns the checker."""
+    """Five nodes, each behind a load balancer behind a fault proxy, and the spare replica;
+    a gateway over `upstreams(proxy URLs)` on a fresh Redis; applies the steps, checking
+    after each, and returns the checker."""
 
     def run(
         seed: int, steps: list[Step], upstreams: Callable[[list[str]], list[str]] = _all
     ) -> Checker:
-        cluster = anvil_cluster(NODES, extra_args=ANVIL_ARGS)
-        proxies = [fault_proxy(url) for url in cluster.urls]
+        cluster = anvil_cluster(NODES + 1, extra_args=ANVIL_ARGS)  # the last: the spare
+        balancers = [load_balancer([url], seed=seed) for url in cluster.urls[:NODES]]
+        proxies = [fault_proxy(balancer.url) for balancer in balancers]
         settings: dict[str, Any] = {
             "head_poll_interval": POLL_INTERVAL_S,
             "max_lag_blocks": 2,
@@ -199,7 +219,9 @@ def run_schedule(
         def stop(gateway: RunningGateway) -> None:
             background_loop.run(gateway.runner.cleanup())
 
-        world = World(cluster, proxies, start, stop, POLL_INTERVAL_S).start()
+        spare = fault_proxy(cluster.urls[NODES], Fault.GETH_LOG_RANGES)
+        world = World(cluster, balancers, proxies, start, stop, POLL_INTERVAL_S, spare.url)
+        world.start()
         checker = Checker(cluster[TRUTH].url, seed)
         try:
             for index, step in enumerate(steps):
@@ -245,3 +267,23 @@ def test_the_check_catches_a_gateway_that_trusts_its_first_upstream(
     assert {"above the truth's head", "differs"} <= while_forked, report
     rejoined = {answer.why for answer in checker.wrong if answer.step == 3}
     assert "the head went back from 8" in rejoined, report
+
+
+def test_the_check_catches_a_gateway_over_one_upstream_that_rewinds(
+    run_schedule: RunSchedule,
+) -> None:
+    """The control for rewinds: a gateway over node0 alone, which goes back from block 5
+    to block 3, then mines a block 4 of its own."""
+    steps = [
+        Step(StepKind.MINE, count=2),
+        Step(StepKind.REWIND, 0, count=1, depth=2),
+        Step(StepKind.MINE, count=1),
+        Step(StepKind.REJOIN, 0),
+        Step(StepKind.MINE, count=1),
+    ]
+    checker = run_schedule(0, steps, upstreams=lambda urls: urls[:1])
+    report = _failure_report(0, steps, checker)
+    # Whether such a gateway goes back with it or not, its answers about block 4 are the
+    # branch's.
+    rewound = {answer.why for answer in checker.wrong if answer.step == 1}
+    assert "differs" in rewound, report

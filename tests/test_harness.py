@@ -46,13 +46,16 @@ from tests.harness.faultproxy import (
 from tests.harness.fixtures import (
     AnvilClusterFactory,
     FaultProxyFactory,
+    LoadBalancerFactory,
     anvil_cluster,
     background_loop,
     fault_proxy,
+    load_balancer,
 )
 from tests.harness.loop import BackgroundLoop
 
-__all__ = ["anvil_cluster", "background_loop", "fault_proxy"]  # fixtures, used by name
+# fixtures, used by name
+__all__ = ["anvil_cluster", "background_loop", "fault_proxy", "load_balancer"]
 
 CHAIN_ID_REQUEST: dict[str, Any] = {
     "jsonrpc": "2.0",
@@ -531,3 +534,68 @@ def test_background_loop_runs_coroutines_and_refuses_after_stop() -> None:
     loop.stop()
     with pytest.raises(RuntimeError, match="stopped"):
         loop.run(answer())
+
+
+# -- load balancer over replicas at different heights --
+
+
+def test_load_balancer_reaches_every_replica(
+    anvil_cluster: AnvilClusterFactory, load_balancer: LoadBalancerFactory
+) -> None:
+    cluster = anvil_cluster(2)
+    cluster.mine_on([0])  # replica 1 is one block behind
+    balancer = load_balancer(cluster.urls, seed=1)
+    heights = [
+        requests.post(balancer.url, json=BATCH_REQUEST[1], timeout=5).json()["result"]
+        for _ in range(20)
+    ]
+    assert set(heights) == {"0x1", "0x0"}
+    assert balancer.counts == {
+        cluster[0].url: heights.count("0x1"),
+        cluster[1].url: heights.count("0x0"),
+    }
+
+
+def test_load_balancer_sends_a_batch_whole_to_one_replica(
+    anvil_cluster: AnvilClusterFactory, load_balancer: LoadBalancerFactory
+) -> None:
+    cluster = anvil_cluster(2)
+    cluster.mine_on([0])
+    balancer = load_balancer(cluster.urls, seed=1)
+    batch = [
+        {"jsonrpc": "2.0", "id": index, "method": "eth_blockNumber", "params": []}
+        for index in range(5)
+    ]
+    batch_heights = []
+    for _ in range(20):
+        replies = requests.post(balancer.url, json=batch, timeout=5).json()
+        assert [reply["id"] for reply in replies] == list(range(5))
+        batch_heights.append({reply["result"] for reply in replies})
+    assert all(len(heights) == 1 for heights in batch_heights)
+    assert set.union(*batch_heights) == {"0x1", "0x0"}
+    assert sum(balancer.counts.values()) == 20
+
+
+def test_load_balancer_backends_can_be_swapped_while_serving(
+    anvil_cluster: AnvilClusterFactory, load_balancer: LoadBalancerFactory
+) -> None:
+    cluster = anvil_cluster(2)
+    cluster.mine_on([0])
+    balancer = load_balancer([cluster[1].url])
+    assert requests.post(balancer.url, json=BATCH_REQUEST[1], timeout=5).json()["result"] == "0x0"
+    balancer.backends = [cluster[0].url]
+    for _ in range(5):
+        reply = requests.post(balancer.url, json=BATCH_REQUEST[1], timeout=5).json()
+        assert reply["result"] == "0x1"
+    assert balancer.counts == {cluster[1].url: 1, cluster[0].url: 5}
+
+
+def test_load_balancer_returns_the_backends_status_and_body_as_is(
+    upstream: AnvilNode, fault_proxy: FaultProxyFactory, load_balancer: LoadBalancerFactory
+) -> None:
+    failing = fault_proxy(upstream.url, Fault.HTTP_5XX)
+    balancer = load_balancer([failing.url])
+    response = requests.post(balancer.url, json=CHAIN_ID_REQUEST, timeout=5)
+    assert response.status_code == 503
+    assert response.headers["Content-Type"].startswith("text/plain")
+    assert response.text == UNAVAILABLE_BODY

@@ -87,6 +87,10 @@ class Fault(enum.Enum):
     resolved by asking the node (eth_getBlockByNumber / eth_getBlockByHash, not recorded)."""
     DROP_LOG = "drop_log"
     """Forward; drop the middle log of a non-empty eth_getLogs answer."""
+    GETH_LOG_RANGES = "geth_log_ranges"
+    """Forward, except eth_getLogs whose range ends above the node's head: the -32602 error
+    geth gives ("block range extends beyond current head block"), where anvil answers with
+    the logs it has, as if the rest of the range were empty."""
 
 
 TAMPERING = frozenset(
@@ -448,6 +452,19 @@ class FaultProxy:
                 return web.Response(status=200, body=GARBAGE_BODY, headers={"Content-Type": _JSON})
             case Fault.LOGS_RANGE_LIMIT:
                 return await self._limit_logs(request, body, payload, settings)
+            case Fault.GETH_LOG_RANGES:
+                blocks = _get_logs_blocks(payload)
+                if blocks is not None and blocks.start >= 0:
+                    head = quantity(await self._ask("eth_blockNumber", []))
+                    if head is not None and blocks.stop - 1 > head:
+                        message = "block range extends beyond current head block"
+                        errors = _error_replies(payload, -32602, message)
+                        return web.Response(
+                            status=200,
+                            body=json.dumps(errors).encode(),
+                            headers={"Content-Type": _JSON},
+                        )
+                return await self._forward(request, body)
             case _:
                 assert settings.fault in TAMPERING, settings.fault
                 return await self._tamper(request, body, payload, settings)

@@ -1,6 +1,7 @@
 """Ground truth for the gateway: a seeded schedule of trouble over five anvil nodes
-(`schedule`), the nodes and proxies it drives (`world`), and a check of the gateway's
-answers against the node that never deviates (`check`)."""
+(`schedule`), the nodes, their load balancers and proxies and a spare replica it drives
+(`world`), and a check of the gateway's answers against the node that never deviates
+(`check`)."""
 
 from tests.harness.ground_truth.check import Checker, WrongAnswer
 from tests.harness.ground_truth.schedule import (
@@ -9,6 +10,8 @@ from tests.harness.ground_truth.schedule import (
     HEALS,
     MAX_DEVIANT,
     MAX_DEVIANT_STEPS,
+    MAX_REWIND_BRANCH,
+    MAX_REWIND_DEPTH,
     NODES,
     TRUTH,
     Settle,
@@ -26,6 +29,8 @@ __all__ = [
     "HEALS",
     "MAX_DEVIANT",
     "MAX_DEVIANT_STEPS",
+    "MAX_REWIND_BRANCH",
+    "MAX_REWIND_DEPTH",
     "NODES",
     "TRUTH",
     "Checker",

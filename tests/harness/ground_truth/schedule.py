@@ -4,6 +4,10 @@ It keeps the invariants the comparison relies on: node 4 (the truth, listed last
 gateway's config, so that a gateway trusting its first upstream fails) never deviates; at
 most two nodes deviate at once (three honest voters stay a majority); every deviance heals
 with its own step, soon, and at the latest by the end.
+
+A node deviates by lagging, forking, rewinding (going back to a block the gateway may have
+seen as its head, then on a branch of its own), failing at its proxy, or being load
+balanced with a replica one block behind it.
 """
 
 from __future__ import annotations
@@ -20,17 +24,22 @@ TRUTH = NODES - 1
 MAX_DEVIANT = 2
 # A deviance is healed at most this many steps after it began.
 MAX_DEVIANT_STEPS = 6
+MAX_REWIND_DEPTH = 3  # a rewind goes back 1 to this many blocks below the node's head
+MAX_REWIND_BRANCH = 3  # then mines 0 to this many blocks of its own
 FAULTS = (Fault.HANG, Fault.HTTP_5XX, Fault.RPC_ERROR, Fault.GARBAGE, Fault.REFUSE, Fault.LATENCY)
 
 
 class StepKind(enum.StrEnum):
-    MINE = "mine"  # `count` canonical blocks on every node neither lagging nor forked
+    MINE = "mine"  # `count` canonical blocks on every node neither lagging nor branched off
     LAG = "lag"  # the node stops mining
     CATCH_UP = "catch_up"  # it mines the blocks it missed: the same blocks, late
     FORK = "fork"  # it mines `count` blocks of its own at once (skewed timestamps)
-    REJOIN = "rejoin"  # reverted to before its fork, it mines the canonical blocks
+    REWIND = "rewind"  # back to its head of `depth` blocks ago, it mines `count` of its own
+    REJOIN = "rejoin"  # reverted to before its fork or rewind, it mines the canonical blocks
     FAULT = "fault"  # its proxy fails in mode `fault`
     HEAL = "heal"  # its proxy forwards again
+    LOAD_BALANCE = "load_balance"  # its URL: a load balancer over it and a replica 1 behind
+    UNBALANCE = "unbalance"  # its URL: the node alone again
     RESTART = "restart"  # a new gateway on the same Redis: a warm cache
 
 
@@ -45,7 +54,9 @@ class Settle(enum.StrEnum):
 HEALS = {
     StepKind.LAG: StepKind.CATCH_UP,
     StepKind.FORK: StepKind.REJOIN,
+    StepKind.REWIND: StepKind.REJOIN,
     StepKind.FAULT: StepKind.HEAL,
+    StepKind.LOAD_BALANCE: StepKind.UNBALANCE,
 }
 DEVIATES = tuple(HEALS)
 
@@ -55,6 +66,7 @@ class Step:
     kind: StepKind
     node: int | None = None
     count: int = 0
+    depth: int = 0
     fault: Fault | None = None
     settle: Settle = Settle.SYNC
 
@@ -62,8 +74,11 @@ class Step:
         words = [str(self.kind)]
         if self.node is not None:
             words.append(f"node{self.node}")
-        if self.count:
-            words.append(f"{self.count} block{'s' if self.count > 1 else ''}")
+        blocks = f"{self.count} block{'' if self.count == 1 else 's'}"
+        if self.depth:
+            words.append(f"back {self.depth}, then {blocks}")
+        elif self.count:
+            words.append(blocks)
         if self.fault is not None:
             words.append(self.fault.value)
         return " ".join(words) + f" (then {self.settle})"
@@ -99,7 +114,8 @@ def _next_step(
     may_deviate = len(deviant) < MAX_DEVIANT and remaining >= len(deviant) + 2
     options: list[tuple[float, StepKind]] = [(4.0, StepKind.MINE), (0.6, StepKind.RESTART)]
     if may_deviate:
-        options += [(1.0, StepKind.LAG), (1.0, StepKind.FORK), (1.2, StepKind.FAULT)]
+        options += [(1.0, StepKind.LAG), (1.0, StepKind.FORK), (1.0, StepKind.REWIND)]
+        options += [(1.2, StepKind.FAULT), (1.0, StepKind.LOAD_BALANCE)]
     if deviant:
         options.append((1.5, StepKind.HEAL))  # the matching heal of one deviant node
     kind = rng.choices([k for _, k in options], weights=[w for w, _ in options])[0]
@@ -114,6 +130,9 @@ def _next_step(
     node = rng.choices(free, weights=[2 if n == 0 else 1 for n in free])[0]
     if kind is StepKind.FORK:
         return Step(kind, node, count=rng.randint(2, 4))
+    if kind is StepKind.REWIND:
+        depth = rng.randint(1, MAX_REWIND_DEPTH)
+        return Step(kind, node, count=rng.randint(0, MAX_REWIND_BRANCH), depth=depth)
     if kind is StepKind.FAULT:
         return Step(kind, node, fault=rng.choice(FAULTS))
     return Step(kind, node)
