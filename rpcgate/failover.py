@@ -180,8 +180,9 @@ class Failover:
         is shown to be the caller's problem, or the attempts or the deadline run out."""
         now = time.monotonic()
         self.hedges.earn()
+        kind = method_info(call.method).kind
         named_block = block is not None and (head is None or block <= head)
-        if method_info(call.method).kind is Kind.WRITE:
+        if kind is Kind.WRITE:
             block = None  # a transaction is about no block: any upstream may take it
         elif block is None or (head is not None and block > head):
             # About the head, an unknown height, or a block nobody has yet: in-sync upstreams.
@@ -199,8 +200,7 @@ class Failover:
             outcome = self._nobody_serves(block)
             outcome.trace = call_trace
             return outcome
-        sticky = method_info(call.method).kind is Kind.STATEFUL
-        order = attempt_order(candidates, next(self._rotation), sticky)
+        order = attempt_order(candidates, next(self._rotation), kind is Kind.STATEFUL)
         if prefer:  # those known to have what the call looks up go first (if available)
             first = [c for c in order if c.name in prefer and c.available and not c.last_resort]
             order = first + [c for c in order if c not in first]

@@ -47,6 +47,7 @@ class Answer:
     body: dict[str, Any]
     block: int | None  # X-Rpcgate-Block
     cache: str | None
+    upstream: str | None = None  # X-Rpcgate-Upstream
 
 
 def call(url: str, method: str, params: list[Any], fresh: bool = True) -> Answer:
@@ -61,6 +62,7 @@ def call(url: str, method: str, params: list[Any], fresh: bool = True) -> Answer
             json.loads(reply.read()),
             int(block) if block and block.isdigit() else None,
             reply.headers.get("X-Rpcgate-Cache"),
+            reply.headers.get("X-Rpcgate-Upstream"),
         )
 
 
@@ -141,7 +143,10 @@ def read_and_compare(
         elif answer.block is None:
             load.differs(f"call {kind}: no X-Rpcgate-Block")
         elif answer.body["result"] != expect(answer.block):
-            load.differs(f"call {kind} at {answer.block}: {answer.body['result']!r:.80}")
+            load.differs(
+                f"call {kind} at {answer.block} by {answer.upstream}: "
+                f"{answer.body['result']!r:.80}, expected {expect(answer.block)!r:.80}"
+            )
 
 
 def run_load(url: str, chain: ReplicatedChain, load: Load, seconds: float = LOAD_SECONDS) -> None:
