@@ -127,6 +127,8 @@ def test_schedule_steps_carry_what_they_need() -> None:
             if step.kind is StepKind.REWIND:
                 assert 1 <= step.depth <= MAX_REWIND_DEPTH
                 assert 0 <= step.count <= MAX_REWIND_BRANCH  # shorter, as long or longer
+                # Blocks replaced under the gateway are checked once it has looked again.
+                assert step.count == 0 or step.settle is Settle.SYNC
             else:
                 assert step.depth == 0
             assert (step.fault is not None) == (step.kind is StepKind.FAULT)

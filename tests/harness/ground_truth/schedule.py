@@ -92,6 +92,11 @@ def schedule(seed: int, steps: int) -> list[Step]:
     for index in range(steps):
         step = _next_step(rng, index, steps - index, deviant)
         settle = rng.choices(list(Settle), weights=(2, 1, 1))[0]
+        if step.kind is StepKind.REWIND and step.count:
+            # A node that replaced blocks the gateway saw as canonical answers about its
+            # branch at those heights until the gateway looks again: no gateway can know
+            # sooner. What must hold is every answer after its next look at the node.
+            settle = Settle.SYNC
         step = replace(step, settle=settle)
         if step.kind in DEVIATES:
             assert step.node is not None
