@@ -19,6 +19,7 @@ import structlog
 from tenacity import AsyncRetrying, retry_if_result, stop_after_attempt
 
 from rpcgate.broadcast import transaction_hash
+from rpcgate.cache import answer_block
 from rpcgate.config import FailoverConfig
 from rpcgate.drills import Drills
 from rpcgate.errors import Classification, ErrorClass, UpstreamFailure, classify
@@ -282,6 +283,11 @@ class Failover:
                 call.method, call.params, reply.result, upstream.name
             )
         except Unverifiable as exc:  # the anchor could not be had: not served as checked
+            where = answer_block(reply.result)
+            if where is not None and state.head is not None and where[0] > state.head:
+                # In a block above the served head whose anchor did not come in time (the
+                # anchor's fetch waited for the head): as a node at the served head answers.
+                return Reply(result=None, latency_s=reply.latency_s)
             failure = UpstreamFailure(transport=f"unverifiable: {MASKER.mask(str(exc))}")
             return Reply(failure=failure, latency_s=reply.latency_s)
         if problem is None:

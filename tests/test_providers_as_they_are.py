@@ -12,6 +12,8 @@ import json
 import threading
 import time
 import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,10 +25,13 @@ from tests.harness.anvil import (
     DEV_KEYS,
     FORK_TIMESTAMP_SKEW,
     AnvilNode,
+    json_rpc,
     sign_transaction,
 )
 from tests.harness.faultproxy import Fault
 from tests.harness.fixtures import AnvilClusterFactory, FaultProxyFactory, LoadBalancerFactory
+from tests.harness.loadbalancer import Gate
+from tests.harness.loop import BackgroundLoop
 from tests.harness.redis_server import RedisServer
 from tests.harness.replicated import ReplicatedChain
 
@@ -69,6 +74,10 @@ def call(url: str, method: str, params: list[Any], fresh: bool = True) -> Answer
 # -- 1. one provider, a load balancer over replicas a block apart --
 
 
+async def _new_gate() -> Gate:
+    return Gate()  # made on the loop its balancers serve from
+
+
 @dataclass
 class Load:
     """What the callers saw: calls, failures and wrong answers, each in words."""
@@ -88,76 +97,93 @@ class Load:
 
 
 def read_and_compare(
-    url: str, truth: AnvilNode, mined: dict[str, int], load: Load, stop: threading.Event
+    url: str, truth: str, mined: dict[str, int], load: Load, stop: threading.Event
 ) -> None:
-    """Mixed uncached reads, each checked against the replica ahead at the block named."""
-    sender = DEV_ADDRESSES[0]
+    """Mixed uncached reads, each checked against the replica ahead (`truth`, its URL
+    through the gate) at the block named."""
     highest = 0
     turn = 0
     while not stop.is_set():
         turn += 1
-        head = call(url, "eth_blockNumber", [])
-        load.calls += 1
-        if "error" in head.body:
-            load.failed(f"eth_blockNumber: {head.body['error']}")
-            continue
-        number = int(head.body["result"], 16)
-        if number < highest:
-            load.differs(f"eth_blockNumber went back from {highest} to {number}")
-        highest = max(highest, number)
-        kind = turn % 5
-        if kind == 0:
-            answer = call(url, "eth_getBalance", [SINK, "latest"])
-            expect = lambda block: truth.rpc("eth_getBalance", [SINK, hex(block)])  # noqa: E731
-        elif kind == 1:
-            answer = call(url, "eth_call", [{"to": SINK, "data": "0x"}, "latest"])
-            expect = lambda block: truth.rpc("eth_call", [{"to": SINK, "data": "0x"}, hex(block)])  # noqa: E731
-        elif kind == 2:
-            answer = call(url, "eth_getBlockByNumber", ["latest", False])
-            expect = lambda block: truth.block(block)  # noqa: E731
-        elif kind == 3:
-            answer = call(url, "eth_getTransactionCount", [sender, "pending"])
-            load.calls += 1
-            if "error" in answer.body:
-                load.failed(f"pending nonce: {answer.body['error']}")
-            elif int(answer.body["result"], 16) < truth.nonce(sender, number):
-                load.differs(f"pending nonce {answer.body['result']} below the nonce at {number}")
-            continue
-        else:
-            with load.lock:
-                known = list(mined.items())[-4:]
-            for tx_hash, height in known:
-                answer = call(url, "eth_getTransactionReceipt", [tx_hash])
-                load.calls += 1
-                if "error" in answer.body:
-                    load.failed(f"receipt: {answer.body['error']}")
-                elif answer.body["result"] is None:
-                    if height <= number:
-                        load.differs(f"receipt of {tx_hash} (block {height}) null at {number}")
-                elif answer.body["result"] != truth.receipt(tx_hash):
-                    load.differs(f"receipt of {tx_hash} differs")
-            continue
+        highest = check_one_round(url, truth, mined, load, turn, highest)
+
+
+def check_one_round(
+    url: str, truth: str, mined: dict[str, int], load: Load, turn: int, highest: int
+) -> int:
+    """eth_blockNumber, then one other call by turn; returns the highest head seen."""
+    head = call(url, "eth_blockNumber", [])
+    load.calls += 1
+    if "error" in head.body:
+        load.failed(f"eth_blockNumber: {head.body['error']}")
+        return highest
+    number = int(head.body["result"], 16)
+    if number < highest:
+        load.differs(f"eth_blockNumber went back from {highest} to {number}")
+    highest = max(highest, number)
+    kind = turn % 5
+    if kind == 3:
+        sender = DEV_ADDRESSES[0]
+        answer = call(url, "eth_getTransactionCount", [sender, "pending"])
         load.calls += 1
         if "error" in answer.body:
-            load.failed(f"call {kind}: {answer.body['error']}")
-        elif answer.block is None:
-            load.differs(f"call {kind}: no X-Rpcgate-Block")
-        elif answer.body["result"] != expect(answer.block):
+            load.failed(f"pending nonce: {answer.body['error']}")
+        elif int(answer.body["result"], 16) < int(
+            json_rpc(truth, "eth_getTransactionCount", [sender, hex(number)]), 16
+        ):
+            load.differs(f"pending nonce {answer.body['result']} below the nonce at {number}")
+        return highest
+    if kind == 4:
+        with load.lock:
+            known = list(mined.items())[-4:]
+        for tx_hash, height in known:
+            answer = call(url, "eth_getTransactionReceipt", [tx_hash])
+            load.calls += 1
+            if "error" in answer.body:
+                load.failed(f"receipt: {answer.body['error']}")
+            elif answer.body["result"] is None:
+                if height <= number:
+                    load.differs(f"receipt of {tx_hash} (block {height}) null at {number}")
+            elif answer.body["result"] != json_rpc(truth, "eth_getTransactionReceipt", [tx_hash]):
+                load.differs(f"receipt of {tx_hash} differs")
+        return highest
+    method, params = (
+        ("eth_getBalance", [SINK]),
+        ("eth_call", [{"to": SINK, "data": "0x"}]),
+        ("eth_getBlockByNumber", [False]),
+    )[kind]
+    at_latest = [*params, "latest"] if kind < 2 else ["latest", *params]
+    answer = call(url, method, at_latest)
+    load.calls += 1
+    if "error" in answer.body:
+        load.failed(f"{method}: {answer.body['error']}")
+    elif answer.block is None:
+        load.differs(f"{method}: no X-Rpcgate-Block")
+    else:
+        at_block = [*params, hex(answer.block)] if kind < 2 else [hex(answer.block), *params]
+        expected = json_rpc(truth, method, at_block)
+        if answer.body["result"] != expected:
             load.differs(
-                f"call {kind} at {answer.block} by {answer.upstream}: "
-                f"{answer.body['result']!r:.80}, expected {expect(answer.block)!r:.80}"
+                f"{method} at {answer.block} by {answer.upstream}: "
+                f"{answer.body['result']!r:.80}, expected {expected!r:.80}"
             )
+    return highest
 
 
-def run_load(url: str, chain: ReplicatedChain, load: Load, seconds: float = LOAD_SECONDS) -> None:
+def run_load(
+    url: str,
+    chain: ReplicatedChain,
+    load: Load,
+    mining: Callable[[], AbstractContextManager[None]],
+    truth: str,
+    seconds: float = LOAD_SECONDS,
+) -> None:
     """Readers on threads; this thread sends a transaction through the gateway and mines a
-    height about every half second (the follower a block behind)."""
+    height about every half second (the follower a block behind), within `mining`."""
     mined: dict[str, int] = {}
     stop = threading.Event()
     readers = [
-        threading.Thread(
-            target=read_and_compare, args=(url, chain.leaders[0], mined, load, stop), daemon=True
-        )
+        threading.Thread(target=read_and_compare, args=(url, truth, mined, load, stop), daemon=True)
         for _ in range(READERS)
     ]
     for reader in readers:
@@ -175,7 +201,8 @@ def run_load(url: str, chain: ReplicatedChain, load: Load, seconds: float = LOAD
                 sent.append(answer.body["result"])
                 nonce += 1
             time.sleep(0.2)  # the broadcast's other sends land
-            height = chain.mine()
+            with mining():
+                height = chain.mine()
             with load.lock:
                 for tx_hash in sent:
                     if tx_hash not in mined and chain.leaders[0].receipt(tx_hash) is not None:
@@ -195,15 +222,22 @@ def test_a_load_balancer_over_replicas_a_block_apart_fails_no_call_and_answers_a
     anvil_cluster: AnvilClusterFactory,
     load_balancer: LoadBalancerFactory,
     start_gateway: GatewayFactory,
+    background_loop: BackgroundLoop,
 ) -> None:
     cluster = anvil_cluster(2 + others, chain_id=CHAIN_ID)
     leaders = [0, *range(2, 2 + others)]
     chain = ReplicatedChain(cluster, leaders=leaders, followers=[1])
     for _ in range(3):
         chain.mine()
-    balancer = load_balancer([cluster[0].url, cluster[1].url], seed=others)
+    # Every read reaches the nodes through a gate that mining closes: anvil, while it mines,
+    # answers a state read about its head with the state being mined (seen here), which
+    # no real node does.
+    gate = background_loop.run(_new_gate())
+    balancer = load_balancer([cluster[0].url, cluster[1].url], seed=others, gate=gate)
     balancer.transactions_to = cluster[0].url
-    gateway = start_gateway([balancer.url, *(cluster[i].url for i in leaders[1:])])
+    others_urls = [load_balancer([cluster[i].url], gate=gate).url for i in leaders[1:]]
+    truth = load_balancer([cluster[0].url], gate=gate).url
+    gateway = start_gateway([balancer.url, *others_urls])
     # A gateway learns that a URL is replicas at different heights from the heights it
     # shows; until then it is one node (the first poll that lands on the replica behind).
     view = gateway.gateway.chains[0].tracker.views["node0"]
@@ -212,7 +246,16 @@ def test_a_load_balancer_over_replicas_a_block_apart_fails_no_call_and_answers_a
         time.sleep(0.05)
     assert view.uneven
     load = Load()
-    run_load(gateway.url, chain, load)
+
+    @contextmanager
+    def mining() -> Iterator[None]:
+        background_loop.run(gate.close())
+        try:
+            yield
+        finally:
+            background_loop.run(gate.reopen())
+
+    run_load(gateway.url, chain, load, mining, truth)
     counts = balancer.counts
     assert counts.get(cluster[1].url, 0) > 50, counts  # the replica behind was asked often
     assert load.calls > 300, load.calls

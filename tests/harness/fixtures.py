@@ -9,7 +9,7 @@ import pytest
 
 from tests.harness.anvil import DEFAULT_CHAIN_ID, DEFAULT_GENESIS_TIMESTAMP, AnvilCluster
 from tests.harness.faultproxy import Fault, FaultProxy
-from tests.harness.loadbalancer import LoadBalancer
+from tests.harness.loadbalancer import Gate, LoadBalancer
 from tests.harness.loop import BackgroundLoop
 from tests.harness.redis_server import RedisServer
 
@@ -42,7 +42,9 @@ class FaultProxyFactory(Protocol):
 
 
 class LoadBalancerFactory(Protocol):
-    def __call__(self, backends: list[str], *, seed: int | None = None) -> LoadBalancer: ...
+    def __call__(
+        self, backends: list[str], *, seed: int | None = None, gate: Gate | None = None
+    ) -> LoadBalancer: ...
 
 
 @pytest.fixture(scope="session")
@@ -106,8 +108,10 @@ def load_balancer(background_loop: BackgroundLoop) -> Iterator[LoadBalancerFacto
     """Factory for load balancers served from `background_loop`; stopped after the test."""
     balancers: list[LoadBalancer] = []
 
-    def start_balancer(backends: list[str], *, seed: int | None = None) -> LoadBalancer:
-        balancer = LoadBalancer(backends, seed=seed)
+    def start_balancer(
+        backends: list[str], *, seed: int | None = None, gate: Gate | None = None
+    ) -> LoadBalancer:
+        balancer = LoadBalancer(backends, seed=seed, gate=gate)
         balancers.append(balancer)
         return background_loop.run(balancer.start())
 

@@ -24,6 +24,38 @@ _JSON = "application/json"
 _SHUTDOWN_TIMEOUT_SECONDS = 0.5
 
 
+class Gate:
+    """Shared by balancers on one loop: while it is closed, requests wait at the door, and
+    closing waits for the requests in flight. A test closes it around what must not overlap
+    with reads (anvil, while it mines, answers a state read about its head block with the
+    state of the block being mined)."""
+
+    def __init__(self) -> None:
+        self._open = asyncio.Event()
+        self._open.set()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._in_flight = 0
+
+    async def enter(self) -> None:
+        while not self._open.is_set():
+            await self._open.wait()
+        self._in_flight += 1
+        self._idle.clear()
+
+    def leave(self) -> None:
+        self._in_flight -= 1
+        if self._in_flight == 0:
+            self._idle.set()
+
+    async def close(self) -> None:
+        self._open.clear()
+        await self._idle.wait()
+
+    async def reopen(self) -> None:
+        self._open.set()
+
+
 class LoadBalancer:
     def __init__(
         self,
@@ -32,8 +64,10 @@ class LoadBalancer:
         seed: int | None = None,
         upstream_timeout: float = 30.0,
         transactions_to: str | None = None,
+        gate: Gate | None = None,
     ) -> None:
         self.backends = backends
+        self.gate = gate
         # Where eth_sendRawTransaction goes, when set: the replica a provider's network
         # learns it from first (the others have it once it is mined), so a test that mines
         # the replicas itself keeps their blocks identical.
@@ -122,6 +156,15 @@ class LoadBalancer:
         self._session = None
 
     async def _handle(self, request: web.BaseRequest) -> web.Response:
+        if self.gate is None:
+            return await self._pass(request)
+        await self.gate.enter()
+        try:
+            return await self._pass(request)
+        finally:
+            self.gate.leave()
+
+    async def _pass(self, request: web.BaseRequest) -> web.Response:
         body = await request.read()
         backend = self._random.choice(self._backends)
         if self.transactions_to is not None and b"eth_sendRawTransaction" in body:
