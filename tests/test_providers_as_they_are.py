@@ -34,6 +34,7 @@ from tests.harness.loadbalancer import Gate
 from tests.harness.loop import BackgroundLoop
 from tests.harness.redis_server import RedisServer
 from tests.harness.replicated import ReplicatedChain
+from tests.harness.tools import free_port
 
 CHAIN_ID = 31337
 SINK = "0x00000000000000000000000000000000000000A1"
@@ -292,6 +293,35 @@ def test_replicas_answering_polls_in_turn_keep_the_provider_ok_voting_the_lower_
     with urllib.request.urlopen(gateway.url + "/status.json", timeout=10) as reply:
         shown = json.loads(reply.read())["chains"][0]["upstreams"][0]
     assert shown["consistent_height"] <= cluster[1].block_number() < shown["head"]["number"]
+
+
+def test_a_transaction_is_never_refused_because_of_a_head(
+    anvil_cluster: AnvilClusterFactory,
+    load_balancer: LoadBalancerFactory,
+    start_gateway: GatewayFactory,
+) -> None:
+    """The upstream holding the consensus head cannot take transactions now (its write path
+    is down); the other lags far behind the head: a transaction is about no block, so the
+    lagging one takes it."""
+    cluster = anvil_cluster(2, chain_id=CHAIN_ID)
+    cluster.mine_on([0], 10)
+    cluster.mine_on([1], 4)
+    reads_only = load_balancer([cluster[0].url])
+    reads_only.transactions_to = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    gateway = start_gateway(
+        [],
+        head_poll_interval=60,
+        upstreams=[
+            {"name": "ahead", "url": reads_only.url, "weight": 2},
+            {"name": "behind", "url": cluster[1].url},
+        ],
+    )
+    tracker = gateway.gateway.chains[0].tracker
+    assert int(gateway.result("eth_blockNumber"), 16) == 10
+    assert str(tracker.views["behind"].state) == "lagging"
+    answer = call(gateway.url, "eth_sendRawTransaction", [transfer(0)])
+    assert "error" not in answer.body, answer.body
+    assert cluster[1].rpc("eth_getTransactionByHash", [answer.body["result"]]) is not None
 
 
 # -- 2. a node that goes back to an ancestor the gateway saw as its head --
