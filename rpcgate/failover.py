@@ -23,6 +23,7 @@ from rpcgate.cache import answer_block
 from rpcgate.config import FailoverConfig
 from rpcgate.drills import Drills
 from rpcgate.errors import Classification, ErrorClass, UpstreamFailure, classify
+from rpcgate.heads import REPLICA_SPREAD_BLOCKS
 from rpcgate.health import record_failure, record_latency, record_success
 from rpcgate.hedging import HedgeBudget, hedge_delay, is_hedgeable
 from rpcgate.jsonrpc import ALL_UPSTREAMS_FAILED, DEADLINE_EXCEEDED, NO_UPSTREAM, Call, rpc_error
@@ -43,9 +44,6 @@ _ERRORS_ABOUT_THE_CALL = frozenset(
 )
 # Failures worth a second try on the same upstream once all have been tried.
 _MAY_NOT_REPEAT = frozenset({ErrorClass.TRANSIENT, ErrorClass.RATE_LIMITED})
-# A block this close below the served head that an upstream lacks is a replica behind its
-# load balancer (or a node a moment behind), not pruned history: asked again, it is there.
-_REPLICA_SPREAD_BLOCKS = 8
 _NULL_MISSING = UpstreamFailure(rpc_message="block not found (null)")
 _SECOND_ROUND_BACKOFF_S = 0.05
 _DETAIL_CHARS = 200  # of an upstream's error text, kept in a failed call's `data.attempts`
@@ -470,7 +468,7 @@ class Failover:
         replica behind this upstream is lower (so calls go where the block is), and the
         call may come back to this upstream, where another replica may have it."""
         block, head = state.block, state.head
-        if block is None or head is None or not head - _REPLICA_SPREAD_BLOCKS < block <= head:
+        if block is None or head is None or not head - REPLICA_SPREAD_BLOCKS < block <= head:
             return False
         self.tracker.lacks_block(upstream.name, block)
         return True

@@ -68,6 +68,9 @@ DOWN_AFTER_POLL_FAILURES = 2
 HEIGHT_WINDOW = 8
 # Polls for which an upstream that showed replicas at different heights is held to be uneven.
 UNEVEN_MEMORY_POLLS = 200
+# How far apart replicas behind one URL may be: a block this close below the head that one
+# lacks is a replica behind (not pruned history, not a node that went back).
+REPLICA_SPREAD_BLOCKS = 8
 
 
 class State(enum.StrEnum):

@@ -21,6 +21,7 @@ from rpcgate.config import ChainConfig
 from rpcgate.errors import classify
 from rpcgate.heads import (
     HEIGHT_WINDOW,
+    REPLICA_SPREAD_BLOCKS,
     Block,
     Consensus,
     State,
@@ -65,8 +66,6 @@ STEPPED_BACK_ASKS = 10
 # Height samples of a new head: one, or this many while an upstream is new to the tracker
 # (a load balancer shows its replicas before calls meet the one behind).
 YOUNG_SAMPLES = 3
-# A replica further behind its load balancer's others than this is a node that went back.
-MAX_REPLICA_SPREAD_BLOCKS = 16
 # Polls asked for by answers (a block above the head) come at most this often.
 HINTED_POLL_GAP_S = 0.05
 
@@ -273,7 +272,7 @@ class HeadTracker:
             *(upstream.call("eth_blockNumber", [], self.timeout_s) for _ in range(samples))
         )
         lower = [n for r in replies if (n := quantity(r.result)) is not None and n < number]
-        if lower and min(lower) >= number - MAX_REPLICA_SPREAD_BLOCKS:
+        if lower and min(lower) > number - REPLICA_SPREAD_BLOCKS:
             record_uneven(view, min(lower))
 
     async def _new_head(self, upstream: Upstream, view: UpstreamView, block: Block) -> None:
@@ -319,9 +318,7 @@ class HeadTracker:
         block is still there) or a node that went back (it is gone, or replaced)."""
         assert view.head is not None
         known, number = view.head, block.number
-        if view.hash_at(number) not in (None, block.hash):  # another block below: a reorg
-            pass
-        else:
+        if view.hash_at(number) in (None, block.hash):  # else another block below: a reorg
             still = await self._still_there(upstream, known)
             if still is None:
                 return  # nothing to go by: the next poll tells
