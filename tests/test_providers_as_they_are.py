@@ -9,6 +9,7 @@ rewind) at the block the answer names (`X-Rpcgate-Block`).
 from __future__ import annotations
 
 import json
+import statistics
 import threading
 import time
 import urllib.request
@@ -324,6 +325,32 @@ def test_a_transaction_is_never_refused_because_of_a_head(
     assert cluster[1].rpc("eth_getTransactionByHash", [answer.body["result"]]) is not None
 
 
+def test_a_lookup_by_hash_one_upstream_cannot_find_is_found_on_another(
+    anvil_cluster: AnvilClusterFactory,
+    fault_proxy: FaultProxyFactory,
+    start_gateway: GatewayFactory,
+) -> None:
+    """Both upstreams hold the head; one answers null to every look-up by hash (its index
+    lags, or a replica behind it answered): a null is served only when a second agrees."""
+    cluster = anvil_cluster(2, chain_id=CHAIN_ID)
+    tx_hash = cluster.broadcast_raw_transaction(transfer(0))
+    cluster.mine_all(2)
+    blind = fault_proxy(cluster[0].url, Fault.NULL_LOOKUPS)
+    gateway = start_gateway([blind.url, cluster[1].url], head_poll_interval=60)
+    receipt = cluster[1].receipt(tx_hash)
+    for _ in range(12):
+        for method, params, expected in (
+            ("eth_getTransactionReceipt", [tx_hash], receipt),
+            ("eth_getBlockByHash", [receipt["blockHash"], False], cluster[1].block(1)),
+        ):
+            answer = call(gateway.url, method, params)
+            assert answer.body.get("result") == expected, (method, answer)
+    assert "eth_getTransactionReceipt" in blind.methods  # it was asked, and overruled
+    # A hash nobody has: null, after both said so.
+    missing = call(gateway.url, "eth_getTransactionReceipt", ["0x" + "ab" * 32])
+    assert missing.body["result"] is None and "error" not in missing.body
+
+
 # -- 2. a node that goes back to an ancestor the gateway saw as its head --
 
 
@@ -450,6 +477,8 @@ def test_cached_calls_on_a_replica_never_wait_for_the_shared_head(
         stop.set()
         miner.join()
     assert a.result("eth_blockNumber") != "0x8"  # A's head did move meanwhile
+    # Not even one of B's poll rounds (each upstream call of B's takes 0.15 s): a cache hit.
+    assert statistics.median(took) < 0.05, sorted(took)
 
 
 # -- 4. a devnet that restarts behind Redis --

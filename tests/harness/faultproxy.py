@@ -87,6 +87,10 @@ class Fault(enum.Enum):
     resolved by asking the node (eth_getBlockByNumber / eth_getBlockByHash, not recorded)."""
     DROP_LOG = "drop_log"
     """Forward; drop the middle log of a non-empty eth_getLogs answer."""
+    NULL_LOOKUPS = "null_lookups"
+    """Forward, except look-ups by hash (eth_getTransactionReceipt, eth_getTransactionByHash,
+    eth_getBlockByHash): answered null, as by a node whose transaction index lags (geth while
+    indexing) or a replica behind its load balancer's others."""
     GETH_LOG_RANGES = "geth_log_ranges"
     """Forward, except eth_getLogs whose range ends above the node's head: the -32602 error
     geth gives ("block range extends beyond current head block"), where anvil answers with
@@ -452,6 +456,17 @@ class FaultProxy:
                 return web.Response(status=200, body=GARBAGE_BODY, headers={"Content-Type": _JSON})
             case Fault.LOGS_RANGE_LIMIT:
                 return await self._limit_logs(request, body, payload, settings)
+            case Fault.NULL_LOOKUPS if isinstance(payload, dict) and payload.get("method") in (
+                "eth_getTransactionReceipt",
+                "eth_getTransactionByHash",
+                "eth_getBlockByHash",
+            ):
+                answer = {"jsonrpc": "2.0", "id": payload.get("id"), "result": None}
+                return web.Response(
+                    status=200, body=json.dumps(answer).encode(), headers={"Content-Type": _JSON}
+                )
+            case Fault.NULL_LOOKUPS:
+                return await self._forward(request, body)
             case Fault.GETH_LOG_RANGES:
                 blocks = _get_logs_blocks(payload)
                 if blocks is not None and blocks.start >= 0:
