@@ -298,7 +298,10 @@ def test_two_gateway_processes_share_entries_through_redis(
     tmp_path: Path,
 ) -> None:
     _, proxies, start_gateway = devnet
-    gateway_a = start_gateway([p.url for p in proxies], cache={"redis_url": redis_server.url})
+    # Head polls (a `latest` header each) only at start: every block fetch counted is a call's.
+    gateway_a = start_gateway(
+        [p.url for p in proxies], head_poll_interval=60, cache={"redis_url": redis_server.url}
+    )
     port = free_port()
     config = {
         "listen": f"127.0.0.1:{port}",
@@ -307,6 +310,7 @@ def test_two_gateway_processes_share_entries_through_redis(
             {
                 "name": "devnet",
                 "chain_id": CHAIN_ID,
+                "head_poll_interval": 60,
                 "upstreams": [{"name": f"node{i}", "url": p.url} for i, p in enumerate(proxies)],
             }
         ],
