@@ -7,6 +7,7 @@ chain, and for counting what it refused.
 from __future__ import annotations
 
 import collections
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
@@ -15,14 +16,13 @@ from rpcgate.clients import (
     Refusal,
     authenticate,
     client_address,
+    is_limited,
     presented_key,
     trusted_networks,
 )
 from rpcgate.config import Config
 from rpcgate.masking import MASKER
-from rpcgate.ratelimit import RateLimiter, Verdict
-
-_REMEMBERED_PEERS = 65536
+from rpcgate.ratelimit import ALLOWED, RateLimiter, Verdict
 
 
 class Admission:
@@ -31,6 +31,7 @@ class Admission:
     ) -> None:
         self._auth = config.auth
         self._trusted = trusted_networks(config.limits.trusted_proxies)
+        self._unlimited = trusted_networks(config.limits.unlimited_networks)
         self.limiter = RateLimiter(config.limits, redis, prefix, timeout_s)
         # Calls refused before reaching a chain, by reason (status and metrics).
         self.refusals: collections.Counter[str] = collections.Counter()
@@ -42,7 +43,6 @@ class Admission:
             or limits.max_concurrent_per_client > 0
             or any(k.rate_per_s for k in config.auth.keys)
         )
-        self._by_peer: dict[str | None, Caller] = {}  # open gateway, no proxies: one per peer
         # Whether a call over HTTP needs to know who makes it: to check a key, or to count
         # a limit. Without either, nothing reads the caller.
         self.identifies = bool(config.auth.keys) or self.enforces
@@ -57,19 +57,27 @@ class Admission:
         chain_name: str,
         chain_id: int,
     ) -> Caller | Refusal:
-        """Their key (when keys are configured), else their address."""
+        """Their key (when keys are configured), else their address; `limited` says
+        whether the per-client limits apply (not to an address in limits.unlimited_networks)."""
+        address = client_address(peer, _lines(headers, "X-Forwarded-For"), self._trusted)
+        caller: Caller = Caller("ip:" + address)
         if self._auth.keys:
             presented = presented_key(path_key, headers, query)
             verdict = authenticate(self._auth, presented, chain_name, chain_id)
             if isinstance(verdict, Refusal):
                 self.refusals[verdict.reason] += 1
-            if verdict is not None:
                 return verdict
-        return Caller("ip:" + client_address(peer, headers.get("X-Forwarded-For"), self._trusted))
+            if verdict is not None:
+                caller = verdict
+        if self._unlimited and not is_limited(caller, address, self._unlimited):
+            return dataclasses.replace(caller, limited=False)
+        return caller
 
     async def admit(self, caller: Caller, cost: int, *, in_flight: bool = True) -> Verdict:
         """Takes the caller's tokens for `cost` calls and, with `in_flight`, counts them as
         in flight until `leave`."""
+        if not caller.limited:
+            return ALLOWED
         verdict = await self.limiter.admit(caller, cost)
         if verdict.allowed and in_flight:
             verdict = self.limiter.enter(caller, cost)
@@ -78,7 +86,8 @@ class Admission:
         return verdict
 
     def leave(self, caller: Caller, cost: int) -> None:
-        self.limiter.leave(caller, cost)
+        if caller.limited:
+            self.limiter.leave(caller, cost)
 
     @property
     def status(self) -> dict[str, Any]:
@@ -86,3 +95,12 @@ class Admission:
             "refusals": dict(self.refusals),
             "rate_limits_counted_in": self.limiter.counted_in,
         }
+
+
+def _lines(headers: Mapping[str, str], name: str) -> list[str]:
+    """Every line of a header field, in order (aiohttp's headers are a multidict)."""
+    getall = getattr(headers, "getall", None)
+    if getall is not None:
+        return list(getall(name, ()))
+    value = headers.get(name)
+    return [] if value is None else [value]

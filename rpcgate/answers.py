@@ -1,6 +1,10 @@
 """A parsed request answered: each item through its chain, then one body and the
 diagnostics headers that say who answered, after how many attempts, from the cache or not,
 and about which block. No HTTP here, so every ingress answers alike.
+
+For a batch, every diagnostics header holds one value per answer, in the body's order (a
+notification has no answer, so no value; `-` where an answer has none), so that value i of
+each header is about answer i.
 """
 
 from __future__ import annotations
@@ -30,15 +34,16 @@ from rpcgate.upstream import CLIENT_BATCH, ClientBatch
 
 log = structlog.get_logger("rpcgate.server")
 
+# Who answered: an upstream, `cache` or `gateway`; the upstreams of a quorum joined by "+".
 HEADER_UPSTREAM = "X-Rpcgate-Upstream"
-HEADER_ATTEMPTS = "X-Rpcgate-Attempts"
-HEADER_CACHE = "X-Rpcgate-Cache"  # hit | miss | bypass, one per item of a batch
-# What was verified of the answer (chains[].verify): proof | integrity | consensus | none,
-# one per answer of a batch.
+HEADER_ATTEMPTS = "X-Rpcgate-Attempts"  # upstream calls made for the answer
+HEADER_CACHE = "X-Rpcgate-Cache"  # hit | miss | bypass
+# What was verified of the answer (chains[].verify): proof | integrity | consensus | none.
 HEADER_VERIFIED = "X-Rpcgate-Verified"
 # The block number (decimal) an answer is about: the pinned block, or the block a by-hash
-# answer is in; absent when none. For a batch, one per answer in order, "-" for none.
+# answer is in; absent when none ("-" in a batch).
 HEADER_BLOCK = "X-Rpcgate-Block"
+NO_VALUE = "-"
 # `Cache-Control: no-cache` (or this header set to `no-cache`) skips the cache read for the
 # request; the fresh answer is still stored.
 HEADER_CACHE_CONTROL = "X-Rpcgate-Cache-Control"
@@ -116,44 +121,60 @@ async def answer_request(
 ) -> tuple[bytes | None, dict[str, str]]:
     """The body to send (None: only notifications) and the diagnostics headers."""
     if len(parsed.items) == 1:
-        answer = await answer_item(
-            chain,
-            parsed.items[0],
-            read_cache,
-            asked_locally,
-            metrics=metrics,
-            started=started,
-            trace=trace,
-        )
-        payload = encode_response([answer.body] if answer.body else [], parsed.is_batch)
+        answers = [
+            await answer_item(
+                chain,
+                parsed.items[0],
+                read_cache,
+                asked_locally,
+                metrics=metrics,
+                started=started,
+                trace=trace,
+            )
+        ]
+    else:
+        # The items' upstream calls travel as upstream batches (upstream.py); each item
+        # keeps its own failover. The tasks gather makes copy the context as it is here.
+        in_batch = CLIENT_BATCH.set(ClientBatch())
+        try:
+            answers = await asyncio.gather(
+                *(
+                    answer_item(chain, i, read_cache, metrics=metrics, started=started, trace=trace)
+                    for i in parsed.items
+                )
+            )
+        finally:
+            CLIENT_BATCH.reset(in_batch)
+    payload = encode_response([a.body for a in answers if a.body is not None], parsed.is_batch)
+    return payload, diagnostics(answers, parsed.is_batch)
+
+
+def diagnostics(answers: list[Answer], is_batch: bool) -> dict[str, str]:
+    """The diagnostics headers. For a batch, one value per answer in the body's order, `-`
+    where an answer has none; none at all when only notifications were sent."""
+    if not is_batch:
+        (answer,) = answers
         headers = {
-            HEADER_UPSTREAM: answer.upstream,
+            HEADER_UPSTREAM: _answered_by(answer),
             HEADER_ATTEMPTS: str(answer.attempts),
             HEADER_CACHE: answer.cache,
             HEADER_VERIFIED: answer.verified,
         }
         if answer.block is not None and answer.body is not None:
             headers[HEADER_BLOCK] = str(answer.block)
-        return payload, headers
-    # The items' upstream calls travel as upstream batches (upstream.py); each item keeps
-    # its own failover. The tasks gather makes copy the context as it is here.
-    in_batch = CLIENT_BATCH.set(ClientBatch())
-    try:
-        answers = await asyncio.gather(
-            *(
-                answer_item(chain, i, read_cache, metrics=metrics, started=started, trace=trace)
-                for i in parsed.items
-            )
-        )
-    finally:
-        CLIENT_BATCH.reset(in_batch)
-    payload = encode_response([a.body for a in answers if a.body is not None], True)
-    return payload, {
-        HEADER_UPSTREAM: ",".join(dict.fromkeys(a.upstream for a in answers)),
-        HEADER_ATTEMPTS: str(sum(a.attempts for a in answers)),
-        HEADER_CACHE: ",".join(a.cache for a in answers),
-        HEADER_VERIFIED: ",".join(a.verified for a in answers if a.body is not None),
-        HEADER_BLOCK: ",".join(
-            "-" if a.block is None else str(a.block) for a in answers if a.body is not None
-        ),
+        return headers
+    answered = [a for a in answers if a.body is not None]
+    if not answered:
+        return {}
+    return {
+        HEADER_UPSTREAM: ",".join(_answered_by(a) for a in answered),
+        HEADER_ATTEMPTS: ",".join(str(a.attempts) for a in answered),
+        HEADER_CACHE: ",".join(a.cache or NO_VALUE for a in answered),
+        HEADER_VERIFIED: ",".join(a.verified or NO_VALUE for a in answered),
+        HEADER_BLOCK: ",".join(NO_VALUE if a.block is None else str(a.block) for a in answered),
     }
+
+
+def _answered_by(answer: Answer) -> str:
+    """One value, whoever answered: a quorum's upstreams come comma-joined."""
+    return answer.upstream.replace(",", "+") or NO_VALUE

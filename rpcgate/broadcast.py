@@ -8,7 +8,9 @@ everywhere, so sending them twice cannot spend twice, and "already known" (or "n
 low" for this very transaction, checked with `eth_getTransactionByHash`) means accepted.
 A real rejection (insufficient funds, underpriced, a bad signature) comes back as the node
 said it. The sends that have not answered when one accepted go on in the background: each
-acceptance is one more node that spreads it.
+acceptance is one more node that spreads it. Each send, and each look-up, is an `attempt`
+(timed, weighed against the upstream's health, in the call's attempts and trace); "already
+known" counts there as the acceptance it is.
 
 Until it is mined, lookups of that hash and the sender's `pending` nonce go first to the
 upstreams that accepted it (`PendingTransactions`): others may not know it yet.
@@ -24,15 +26,18 @@ from typing import Any
 
 import structlog
 from eth_account import Account
-from eth_utils import keccak
+from eth_utils import decode_hex, keccak
+from rlp.codec import consume_length_prefix
+from rlp.exceptions import DecodingError
 
+from rpcgate.attempt import Attempt, Check, attempt
 from rpcgate.errors import ErrorClass, classify
-from rpcgate.health import record_success
 from rpcgate.jsonrpc import Call
 from rpcgate.masking import MASKER
 from rpcgate.methods import ALREADY_KNOWN_MESSAGES
 from rpcgate.routing import Candidate
 from rpcgate.shared_state import SharedState
+from rpcgate.trace import CallTrace
 from rpcgate.upstream import Reply, Upstream
 
 log = structlog.get_logger("rpcgate.broadcast")
@@ -44,12 +49,44 @@ _NONCE_TOO_LOW = "nonce too low"
 
 
 def transaction_hash(raw: Any) -> str | None:
+    """The hash nodes give the transaction `raw` (0x-hex, as eth_sendRawTransaction takes
+    it) carries; None when it is not hex."""
     if not isinstance(raw, str):
         return None
     try:
-        return "0x" + keccak(hexstr=raw).hex()
+        encoded = decode_hex(raw)
     except ValueError:
         return None
+    return "0x" + keccak(canonical_transaction(encoded)).hex()
+
+
+_BLOB_TX_TYPE = b"\x03"
+
+
+def canonical_transaction(encoded: bytes) -> bytes:
+    """The encoding a transaction is hashed as. Every type is hashed as sent (legacy,
+    0x01, 0x02, 0x04) but one: a blob transaction (EIP-4844) is sent in its network form,
+    `0x03 || rlp([tx_payload_body, blobs, commitments, proofs])` (from Osaka on
+    `[tx_payload_body, 1, blobs, commitments, cell_proofs]`), and nodes hash it as
+    `0x03 || rlp(tx_payload_body)`, without the blobs; the hash of the bytes as sent is a
+    transaction no node has. Its canonical form (the body's first field is the chain id, not
+    a list) is hashed as sent. Bytes that are not well formed stay as they are: the node
+    refuses them, saying why."""
+    if encoded[:1] != _BLOB_TX_TYPE:
+        return encoded
+    try:
+        _, outer, outer_length, body_at = consume_length_prefix(encoded, 1)
+        _, first, first_length, first_at = consume_length_prefix(encoded, body_at)
+    except (DecodingError, IndexError):
+        return encoded
+    body_end = first_at + first_length
+    network_form = (
+        outer is list
+        and first is list  # in the canonical form, the first field is the chain id
+        and body_at + outer_length == len(encoded)
+        and body_end <= len(encoded)
+    )
+    return _BLOB_TX_TYPE + encoded[body_at:body_end] if network_form else encoded
 
 
 def transaction_sender(raw: str) -> str | None:
@@ -96,6 +133,37 @@ def verdict(reply: Reply) -> str:
     ):
         return Verdict.REJECTED
     return Verdict.FAILED
+
+
+def own_transaction(
+    upstream: Upstream,
+    tx_hash: str,
+    timeout_s: float,
+    attempts: list[Attempt],
+    trace: CallTrace | None,
+) -> Check:
+    """The check of a send of the transaction `tx_hash` to `upstream`: what its answer
+    means for this very transaction. "already known" is the node holding it, and "nonce
+    too low" is also what a node says about a transaction it has mined or holds: when it
+    knows this hash (asked with eth_getTransactionByHash), both are the transaction
+    accepted, its hash the answer. Every send goes through it, at once or one at a time,
+    so a retry after an attempt that reached the node never turns into an error."""
+
+    async def check(reply: Reply) -> Reply:
+        if reply.failure is None:
+            return reply
+        said = verdict(reply)
+        if said == Verdict.CHECK:
+            lookup = await attempt(
+                upstream, "eth_getTransactionByHash", [tx_hash], timeout_s, attempts, trace=trace
+            )
+            known = lookup.classification is None and isinstance(lookup.reply.result, dict)
+            said = Verdict.ACCEPTED if known else Verdict.REJECTED
+        if said == Verdict.ACCEPTED:
+            return Reply(result=tx_hash, latency_s=reply.latency_s)
+        return reply
+
+    return check
 
 
 @dataclass
@@ -180,18 +248,26 @@ class Broadcaster:
         self._background: set[asyncio.Task[Any]] = set()
 
     async def send(
-        self, call: Call, targets: list[str], timeout_s: float
+        self,
+        call: Call,
+        targets: list[str],
+        timeout_s: float,
+        attempts: list[Attempt],
+        trace: CallTrace | None = None,
     ) -> tuple[str | None, Reply | None, list[str]]:
         """(hash, None, accepted-by) once one upstream accepts; (None, the rejection,
         []) when the transaction is refused; (None, None, []) when no upstream could say
-        (the caller then tries the others one by one)."""
+        (the caller then tries the others one by one). Each attempt goes to `attempts` and
+        `trace` as it ends (the sends that go on in the background, too late for them)."""
         raw = call.params[0] if isinstance(call.params, list) and call.params else None
         tx_hash = transaction_hash(raw)
         sender = transaction_sender(raw) if isinstance(raw, str) else None
         if tx_hash is None:
             return None, None, []
         tasks = {
-            asyncio.create_task(self._send_one(name, call, tx_hash, timeout_s)): name
+            asyncio.create_task(
+                self._send_one(name, call, tx_hash, timeout_s, attempts, trace)
+            ): name
             for name in targets
         }
         rejection: Reply | None = None
@@ -235,20 +311,29 @@ class Broadcaster:
             await self.pending.accepted(tx_hash, name, sender, time.monotonic())
 
     async def _send_one(
-        self, name: str, call: Call, tx_hash: str, timeout_s: float
+        self,
+        name: str,
+        call: Call,
+        tx_hash: str,
+        timeout_s: float,
+        attempts: list[Attempt],
+        trace: CallTrace | None,
     ) -> tuple[str, Reply]:
         upstream = self.upstreams[name]
-        reply = await upstream.call(call.method, call.params, timeout_s)
+        sent = await attempt(
+            upstream,
+            call.method,
+            call.params,
+            timeout_s,
+            attempts,
+            trace=trace,
+            check=own_transaction(upstream, tx_hash, timeout_s, attempts, trace),
+        )
+        reply = sent.reply
         result = verdict(reply)
-        if result == Verdict.CHECK:
-            # "nonce too low" is also what a node says about a transaction it already has
-            # (mined or pending): it is accepted if the node knows this very hash.
-            lookup = await upstream.call("eth_getTransactionByHash", [tx_hash], timeout_s)
-            known = lookup.failure is None and isinstance(lookup.result, dict)
-            result = Verdict.ACCEPTED if known else Verdict.REJECTED
-        if result == Verdict.ACCEPTED:
-            record_success(upstream.health, reply.latency_s)
-        elif result == Verdict.FAILED and reply.failure is not None:
+        if result == Verdict.CHECK:  # "nonce too low" for a transaction the node lacks
+            result = Verdict.REJECTED
+        if result == Verdict.FAILED and reply.failure is not None:
             log.info(
                 "broadcast_attempt_failed",
                 upstream=name,

@@ -146,15 +146,18 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    # The file `serve` and `check` would read: FILE, else $RPCGATE_CONFIG, else the default.
+    path = _config_path(args.file)
+    where = path or "the embedded default"
     try:
-        config = load_config(args.file)
+        config = load_config(path)
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
-        print(f"{args.file}: {len(exc.problems)} problem(s)", file=sys.stderr)
+        print(f"{where}: {len(exc.problems)} problem(s)", file=sys.stderr)
         return 1
     upstreams = sum(len(c.upstreams) for c in config.chains)
-    print(f"{args.file}: ok ({len(config.chains)} chain(s), {upstreams} upstream(s))")
+    print(f"{where}: ok ({len(config.chains)} chain(s), {upstreams} upstream(s))")
     return 0
 
 
@@ -254,12 +257,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="check a config file and list every problem",
         description=(
             "Check a config file without starting anything; every problem is listed with its "
-            "key path (e.g. chains[0].upstreams[2].url: not a URL)."
+            "key path (e.g. chains[0].upstreams[2].url: not a URL). Without FILE, the file "
+            f"`serve` and `check` would read: ${CONFIG_ENV}, else the embedded mainnet default."
         ),
-        epilog="exit status: 0 when valid, 1 otherwise",
+        epilog=(
+            "examples:\n"
+            "  rpcgate config validate rpcgate.yaml\n"
+            f"  {CONFIG_ENV}=rpcgate.yaml rpcgate config validate\n"
+            "exit status: 0 when valid, 1 otherwise"
+        ),
         formatter_class=formatter,
     )
-    validate.add_argument("file", metavar="FILE")
+    validate.add_argument(
+        "file",
+        metavar="FILE",
+        nargs="?",
+        help=f"YAML config file (default: ${CONFIG_ENV}, else the embedded mainnet default)",
+    )
     validate.set_defaults(func=cmd_validate)
     return parser
 

@@ -8,14 +8,21 @@ a guess was right. Keys are never logged: a client is named by its key's `name`.
 
 Without keys the gateway is open, and a client is its address: the peer's address, or,
 when the peer is a trusted proxy (`limits.trusted_proxies`), the last address in
-`X-Forwarded-For` that is not one of those proxies (the one a trusted proxy saw).
+`X-Forwarded-For` that is not one of those proxies (the one a trusted proxy saw). Every
+`X-Forwarded-For` line counts, joined in order: a proxy that adds a line of its own
+(HAProxy's `option forwardfor`) leaves the client's forged line first, and the last line
+is the one to believe.
+
+Per-client limits apply to clients with a public address: one whose address is in
+`limits.unlimited_networks` (loopback and the private ranges by default: the operator's own
+backends) is not limited, unless its key has a rate of its own.
 """
 
 from __future__ import annotations
 
 import hmac
 import ipaddress
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from rpcgate.config import AuthConfig, ClientKey
@@ -34,6 +41,7 @@ class Caller:
 
     identity: str  # "key:{name}" or "ip:{address}": what its limits are counted under
     key: ClientKey | None = None
+    limited: bool = True  # whether the per-client rate and in-flight limits apply
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,17 +114,34 @@ def _is_trusted(address: str, trusted: tuple[Network, ...]) -> bool:
 
 
 def client_address(
-    peer: str | None, forwarded_for: str | None, trusted: tuple[Network, ...]
+    peer: str | None, forwarded_for: Sequence[str], trusted: tuple[Network, ...]
 ) -> str:
-    """The address a client is counted under (`X-Forwarded-For` believed only from a
-    trusted proxy, read from the right: every hop before it may be forged)."""
+    """The address a client is counted under (`X-Forwarded-For`, every line of it in
+    order, believed only from a trusted proxy, read from the right: every hop before it
+    may be forged)."""
     address = peer or "unknown"
     if not trusted or not forwarded_for or not _is_trusted(address, trusted):
         return address
-    for hop in reversed([h.strip() for h in forwarded_for.split(",")]):
+    hops = [h.strip() for line in forwarded_for for h in line.split(",")]
+    for hop in reversed(hops):
         if not hop:
             continue
         address = hop
         if not _is_trusted(hop, trusted):
             break
     return address
+
+
+def is_limited(caller: Caller, address: str, unlimited: tuple[Network, ...]) -> bool:
+    """Whether the per-client limits apply to this caller: not to an address in one of the
+    `unlimited` networks (an IPv4 address mapped into IPv6 counts as itself), unless its
+    key has a rate of its own."""
+    if caller.key is not None and caller.key.rate_per_s is not None:
+        return True
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return True
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return not any(ip in network for network in unlimited)

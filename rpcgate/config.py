@@ -8,6 +8,7 @@ half-working server.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import ipaddress
 import os
@@ -32,7 +33,9 @@ DEFAULT_MAX_BATCH = 100
 @dataclass(frozen=True)
 class UpstreamConfig:
     name: str = setting(
-        "Name shown in logs, headers and status; default: the preset or the host.", default=""
+        "Name shown in logs, headers and status; default: the preset, else the host (host:port "
+        "where the chain has other upstreams on that host).",
+        default="",
     )
     preset: str | None = setting(
         "Provider preset that fills url, kind and domain: " + ", ".join(PRESETS) + ".", default=None
@@ -73,6 +76,12 @@ class UpstreamConfig:
         "Most calls in one upstream batch: the items of a client batch going to this upstream "
         "travel as batches of this size, each item still retried alone if it fails; default: "
         f"the preset's documented limit, else {DEFAULT_MAX_BATCH}; 1 sends every call alone.",
+        default=None,
+    )
+    proxy: str | None = setting(
+        "HTTP proxy the upstream's HTTP calls go through, as http://[user:password@]host:port "
+        "(a CONNECT tunnel, TLS to the upstream inside it); default: HTTPS_PROXY or HTTP_PROXY "
+        "from the environment, unless NO_PROXY names the host; empty or `none`: no proxy.",
         default=None,
     )
 
@@ -242,6 +251,23 @@ class LimitsConfig:
         "is believed; from anyone else it is ignored.",
         default=(),
     )
+    unlimited_networks: tuple[str, ...] = setting(
+        "Networks (CIDR) whose clients (their address after trusted_proxies) the per-client "
+        "rate and in-flight limits do not apply to: by default loopback and the private "
+        "ranges, so a backend or an indexer of your own is never throttled; [] limits "
+        "everyone. A key with its own rate_per_s is limited wherever it calls from.",
+        default=(
+            "127.0.0.0/8",
+            "::1/128",
+            "10.0.0.0/8",
+            "172.16.0.0/12",
+            "192.168.0.0/16",
+            "100.64.0.0/10",
+            "169.254.0.0/16",
+            "fc00::/7",
+            "fe80::/10",
+        ),
+    )
 
 
 @dataclass(frozen=True)
@@ -332,9 +358,35 @@ class WebSocketConfig:
         "closed (1008, saying why), so a stalled client costs bounded memory.",
         default=256,
     )
+    send_queue_bytes: int = setting(
+        "Bytes waiting for a client that does not read: a message is queued while fewer are "
+        "waiting, else the connection is closed (1008, saying why), as for send_queue.",
+        default=16 * 1024 * 1024,
+    )
     heartbeat_s: float = setting(
         "Seconds between pings; a client that does not answer one is disconnected.",
         default=30.0,
+    )
+
+
+@dataclass(frozen=True)
+class FiltersConfig:
+    max_criteria_bytes: int = setting(
+        "Largest criteria of one eth_newFilter, in bytes of JSON (1,000 addresses, geth's "
+        "most, and 1,000 topics at one position take 114 KB); bigger is refused with -32602.",
+        default=128 * 1024,
+    )
+    max_count: int = setting(
+        "Most filters kept (with cache.redis_url: in Redis, by all replicas together); "
+        "beyond, the least recently polled is forgotten: its next poll gets `filter not "
+        "found` (-32000), as an expired one.",
+        default=10_000,
+    )
+    memory_bytes: int = setting(
+        "Most bytes the filters take, as JSON: criteria and the blocks and logs each "
+        "remembers (with cache.redis_url: in Redis, by all replicas together); beyond, the "
+        "least recently polled are forgotten.",
+        default=64 * 1024 * 1024,
     )
 
 
@@ -343,6 +395,16 @@ class AdminConfig:
     token: str | None = setting(
         "Bearer token of the admin endpoint (/admin/drills: outage drills); null or empty "
         "keeps the endpoint off (404). Give it as ${RPCGATE_ADMIN_TOKEN}; 16 characters or more.",
+        default=None,
+    )
+
+
+@dataclass(frozen=True)
+class OpsConfig:
+    listen: str | None = setting(
+        "HOST:PORT of a second listener for the operator's paths (/metrics, /status, "
+        "/status.json, /admin); when set, they are served there only and the RPC listener "
+        "answers them 404. null: served on `listen` with the RPC.",
         default=None,
     )
 
@@ -379,10 +441,17 @@ class Config:
         default_factory=ShutdownConfig,
     )
     admin: AdminConfig = setting("The admin endpoint (outage drills).", default_factory=AdminConfig)
+    ops: OpsConfig = setting(
+        "Where operators' paths are served (metrics, status, admin).", default_factory=OpsConfig
+    )
     auth: AuthConfig = setting("Client keys (optional).", default_factory=AuthConfig)
     cors: CorsConfig = setting("Browser access (CORS).", default_factory=CorsConfig)
     websocket: WebSocketConfig = setting(
         "WebSocket connections (on the same paths as HTTP).", default_factory=WebSocketConfig
+    )
+    filters: FiltersConfig = setting(
+        "Filters the gateway keeps (eth_newFilter, eth_newBlockFilter).",
+        default_factory=FiltersConfig,
     )
 
     def listen_host_port(self) -> tuple[str, int]:
@@ -463,6 +532,12 @@ def _resolve_upstream(
     max_batch = up.max_batch
     if max_batch is not None and max_batch < 1:
         problems.append(f"{path}.max_batch: must be at least 1")
+    if up.proxy and up.proxy.strip().lower() != "none":
+        proxy = up.proxy.strip()
+        proxy = proxy if "://" in proxy else f"http://{proxy}"
+        if _check_url(proxy) or not proxy.startswith("http://"):
+            # Said without the URL: it may hold a password.
+            problems.append(f"{path}.proxy: not an http:// proxy URL (http://host:port)")
     if up.preset is not None:
         preset = PRESETS.get(up.preset)
         if preset is None:
@@ -517,6 +592,39 @@ def _resolve_upstream(
     )
 
 
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _named_apart_on_shared_hosts(
+    written: tuple[UpstreamConfig, ...], resolved: list[UpstreamConfig]
+) -> list[UpstreamConfig]:
+    """An upstream given neither a name nor a preset is named for its host; where the chain
+    has other upstreams on that host, for its host and port (three nodes on one machine are
+    127.0.0.1:8545, 127.0.0.1:8546 and 127.0.0.1:8547). Names that still collide (one host
+    and port) are reported, asking for names."""
+    hosts = [_host_and_port(up.url) if up.name else None for up in resolved]
+    named = []
+    for given, up, where in zip(written, resolved, hosts, strict=True):
+        if where is None or given.name or given.preset:
+            named.append(up)
+            continue
+        host, port = where
+        shared = sum(1 for other in hosts if other is not None and other[0] == host) > 1
+        name = (f"[{host}]" if ":" in host else host) + f":{port}"
+        named.append(dataclasses.replace(up, name=name) if shared else up)
+    return named
+
+
+def _host_and_port(url: str) -> tuple[str, int] | None:
+    """None for a URL already reported as wrong."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port or _DEFAULT_PORTS.get(parts.scheme, 0)
+    except ValueError:
+        return None
+    return (parts.hostname, port) if parts.hostname else None
+
+
 def _resolve(config: Config, problems: list[str]) -> Config:
     try:
         split_host_port(config.listen)
@@ -558,16 +666,29 @@ def _resolve(config: Config, problems: list[str]) -> Config:
     for key in ("rate_per_s", "max_concurrent_per_client"):
         if getattr(config.limits, key) < 0:
             problems.append(f"limits.{key}: must be 0 or more")
-    for k, proxy in enumerate(config.limits.trusted_proxies):
+    for key in ("trusted_proxies", "unlimited_networks"):
+        for k, network in enumerate(getattr(config.limits, key)):
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                problems.append(f"limits.{key}[{k}]: not an address or network: {network!r}")
+    if config.ops.listen is not None:
         try:
-            ipaddress.ip_network(proxy, strict=False)
-        except ValueError:
-            problems.append(f"limits.trusted_proxies[{k}]: not an address or network: {proxy!r}")
+            ops_listen = split_host_port(config.ops.listen)
+        except ValueError as exc:
+            problems.append(f"ops.listen: {exc}")
+        else:
+            with contextlib.suppress(ValueError):  # `listen` is checked on its own
+                if ops_listen[1] != 0 and ops_listen == split_host_port(config.listen):
+                    problems.append("ops.listen: must differ from listen")
     _check_keys(config, problems)
     ws = config.websocket
-    for key in ("max_subscriptions", "max_message_bytes", "send_queue"):
+    for key in ("max_subscriptions", "max_message_bytes", "send_queue", "send_queue_bytes"):
         if getattr(ws, key) < 1:
             problems.append(f"websocket.{key}: must be at least 1")
+    for key in ("max_criteria_bytes", "max_count", "memory_bytes"):
+        if getattr(config.filters, key) < 1:
+            problems.append(f"filters.{key}: must be at least 1")
     if ws.messages_per_s < 0:
         problems.append("websocket.messages_per_s: must be 0 or more")
     if ws.heartbeat_s <= 0:
@@ -647,6 +768,7 @@ def _resolve(config: Config, problems: list[str]) -> Config:
             _resolve_upstream(up, chain.chain_id or 0, f"{path}.upstreams[{j}]", problems)
             for j, up in enumerate(chain.upstreams)
         ]
+        upstreams = _named_apart_on_shared_hosts(chain.upstreams, upstreams)
         seen_up: dict[str, int] = {}
         for j, up in enumerate(upstreams):
             if not up.name:  # unresolved: its problem is already reported

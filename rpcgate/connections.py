@@ -118,6 +118,10 @@ def _refuse(request: web.BaseRequest, refused: BodyRefused) -> BodyRefused:
     return refused
 
 
+# How long a handler cancelled at shutdown gets to unwind (its finally blocks).
+_CANCELLED_HANDLER_WAIT_S = 0.5
+
+
 class _LimitedRunner(web.AppRunner):
     __slots__ = ("_limits",)
 
@@ -211,6 +215,25 @@ class _LimitedHandler(RequestHandler):
             self._head_deadline = None
             if self._messages:
                 self._last_payload = self._messages[-1][1]
+
+    async def shutdown(self, timeout: float | None = 15.0) -> None:
+        # aiohttp waits `timeout` for the handler in hand, then cancels only the request's
+        # body and waits `timeout` again: a call waiting on a hung upstream held the exit
+        # for grace + 2 x shutdown.timeout_s, past Kubernetes' 30 s. One `timeout` in all,
+        # then the handler itself is cancelled and the connection closed.
+        if timeout is None:
+            await super().shutdown(timeout)
+            return
+        try:
+            async with asyncio.timeout(timeout):
+                await super().shutdown(timeout)
+        except TimeoutError:
+            handler = self._task_handler
+            if handler is not None and not handler.done():
+                handler.cancel()
+                await asyncio.wait({handler}, timeout=_CANCELLED_HANDLER_WAIT_S)
+            if self.transport is not None:
+                self.transport.close()
 
     def leave_body_unread(self) -> None:
         """Close the connection after the answer to the request in hand, without reading

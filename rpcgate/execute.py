@@ -18,6 +18,7 @@ import orjson
 import structlog
 
 from rpcgate import logs
+from rpcgate.attempt import Attempt, attempt
 from rpcgate.broadcast import (
     PREFERENCE_METHODS,
     Broadcaster,
@@ -44,8 +45,9 @@ from rpcgate.masking import MASKER
 from rpcgate.methods import Cache, method_info
 from rpcgate.pinning import PinnedCall, Tags, pin_call
 from rpcgate.policy import MethodPolicy
-from rpcgate.quorum import decide_agree, decide_max
+from rpcgate.quorum import decide_agree, decide_max, hear
 from rpcgate.store import CacheCounters, Coalescer, ResponseCache
+from rpcgate.trace import CallTrace
 from rpcgate.tracker import HeadTracker
 from rpcgate.upstream import Reply, Upstream
 from rpcgate.upstream_ws import PendingMerger, UpstreamSocket
@@ -68,6 +70,11 @@ log = structlog.get_logger("rpcgate.calls")
 # a revert or bad params, logged at info).
 GATEWAY_FAILURES = frozenset({ALL_UPSTREAMS_FAILED, DEADLINE_EXCEEDED, NO_UPSTREAM})
 _REMEMBERED_PLANS = 4096  # distinct hot calls whose plan is kept (cleared when full)
+# A plan holds its call about three times (the key, the cache key, the pinned params): only
+# calls of up to 4 KB are remembered (a hot call is small; a client sending big distinct
+# calls would otherwise fill memory), and the memo is cleared past 2 MB of them.
+_REMEMBERED_PLAN_CALL_BYTES = 4096
+_REMEMBERED_PLANS_BYTES = 2 * 1024 * 1024
 
 
 class ChainRuntime:
@@ -91,6 +98,7 @@ class ChainRuntime:
         self.cache_counters = CacheCounters()
         self._coalescer: Coalescer[Outcome] = Coalescer()
         self._plans: dict[tuple[str, bytes] | None, Any] = {}
+        self._plans_bytes = 0  # of the calls remembered in _plans
         self._view: tuple[Any, Any, tuple[int | None, Tags, ChainView]] | None = None
         # What cache keys are namespaced by: the chain id and its genesis (`chain_key`).
         self._chain_key = chain_key(config.chain_id, None)
@@ -288,12 +296,19 @@ class ChainRuntime:
             return remembered[1], remembered[2]
         pinned_call = pin_call(call.method, call.params, tags)
         plan = plan_call(self._chain_key, call.method, pinned_call, view)
-        if fingerprint is not None:
-            if len(self._plans) >= _REMEMBERED_PLANS:
+        size = len(fingerprint[0]) + len(fingerprint[1]) if fingerprint is not None else 0
+        if fingerprint is not None and size <= _REMEMBERED_PLAN_CALL_BYTES:
+            if (
+                len(self._plans) >= _REMEMBERED_PLANS
+                or self._plans_bytes + size > _REMEMBERED_PLANS_BYTES
+            ):
                 self._plans.clear()
+                self._plans_bytes = 0
             # orjson's output keeps its whole working buffer (about 4 KB): stored keys are
             # copied to their exact size (lookups match: bytes compare by value).
             method, params_json = fingerprint
+            if fingerprint not in self._plans:  # not a stale plan replaced
+                self._plans_bytes += size
             self._plans[(method, memoryview(params_json).tobytes())] = (view, pinned_call, plan)
         return pinned_call, plan
 
@@ -312,9 +327,9 @@ class ChainRuntime:
         if proof_params is not None:  # verify: proofs: from the account's checked proof
             outcome = await self._proven_state(call, proof_params)
         elif call.method == "eth_sendRawTransaction" and self._failover_config.broadcast > 1:
-            outcome = await self._broadcast(call, head)
+            outcome = await self._broadcast(call, head, trace)
         elif rule is not None:
-            outcome = await self._ask_quorum(call, block, head, rule)
+            outcome = await self._ask_quorum(call, block, head, rule, trace)
         else:
             prefer = (
                 await self.pending_transactions.preferred(
@@ -388,43 +403,68 @@ class ChainRuntime:
         return self.verifier.level(call.method, level)
 
     async def _ask_quorum(
-        self, call: Call, block: int | None, head: int | None, rule: QuorumRule
+        self, call: Call, block: int | None, head: int | None, rule: QuorumRule, trace: bool
     ) -> Outcome:
-        """Several upstreams in different domains at once; `quorum` decides from their
-        answers (the ones that failed do not count)."""
+        """Several upstreams in different domains at once, each an `attempt`; `quorum`
+        decides from what they said (a result or a verdict such as a revert; the ones that
+        failed do not count)."""
         at = head if block is None or (head is not None and block > head) else block
-        targets = broadcast_targets(self._failover.order_at(at), rule.upstreams)
+        call_trace = CallTrace(block=at) if trace else None
+        targets = broadcast_targets(self._failover.order_at(at, call_trace), rule.upstreams)
         timeout = self._failover_config.attempt_timeout_s
-        replies = await asyncio.gather(
-            *(self.upstreams[name].call(call.method, call.params, timeout) for name in targets)
+        attempts: list[Attempt] = []
+        tried = await asyncio.gather(
+            *(
+                attempt(
+                    self.upstreams[name],
+                    call.method,
+                    call.params,
+                    timeout,
+                    attempts,
+                    trace=call_trace,
+                )
+                for name in targets
+            )
         )
-        answers = [
-            (name, reply.result)
-            for name, reply in zip(targets, replies, strict=True)
-            if reply.failure is None
-        ]
-        upstream = ",".join(name for name, _ in answers) or "gateway"
+        said, failed = hear(
+            (
+                t.upstream,
+                t.reply.result,
+                t.error_class,
+                t.reply.error and MASKER.mask_any(t.reply.error),
+            )
+            for t in tried
+        )
+        if rule.mode == "max" and not said:  # nobody could say: one at a time, as usual
+            outcome = await self._failover.run(call, block, head, trace=trace)
+            return _with_attempts(outcome, attempts, call_trace)
         if rule.mode == "max":
-            if not answers:
-                return await self._failover.run(call, block, head)
-            return Outcome(result=decide_max(answers), upstream=upstream, attempts=len(targets))
-        result, error = decide_agree(answers, rule.upstreams, rule.on_dispute)
-        return Outcome(result=result, error=error, upstream=upstream, attempts=len(targets))
+            result, error = decide_max(said)
+        else:
+            result, error = decide_agree(said, rule.upstreams, rule.on_dispute, failed)
+        upstream = ",".join(s.upstream for s in said) or "gateway"
+        outcome = Outcome(result=result, error=error, upstream=upstream, attempts=len(targets))
+        return _with_attempts(outcome, attempts, call_trace)
 
-    async def _broadcast(self, call: Call, head: int | None) -> Outcome:
+    async def _broadcast(self, call: Call, head: int | None, trace: bool) -> Outcome:
         """A transaction to several upstreams in different domains at once (broadcast.py);
         when none of them could say, the usual failover over all of them."""
         config = self._failover_config
-        targets = broadcast_targets(self._failover.order_at(head), config.broadcast)
+        call_trace = CallTrace() if trace else None
+        targets = broadcast_targets(self._failover.order_at(head, call_trace), config.broadcast)
+        attempts: list[Attempt] = []
         if targets:
             tx_hash, rejection, accepted = await self._broadcaster.send(
-                call, targets, config.attempt_timeout_s
+                call, targets, config.attempt_timeout_s, attempts, call_trace
             )
             if tx_hash is not None:
-                return Outcome(result=tx_hash, upstream=accepted[0], attempts=len(targets))
+                outcome = Outcome(result=tx_hash, upstream=accepted[0], attempts=len(targets))
+                return _with_attempts(outcome, attempts, call_trace)
             if rejection is not None and rejection.error is not None:
-                return Outcome(error=MASKER.mask_any(rejection.error), attempts=len(targets))
-        return await self._failover.run(call, None, head)
+                outcome = Outcome(error=MASKER.mask_any(rejection.error), attempts=len(targets))
+                return _with_attempts(outcome, attempts, call_trace)
+        outcome = await self._failover.run(call, None, head, trace=trace)
+        return _with_attempts(outcome, attempts, call_trace)
 
     def _log_call(self, call: Call, outcome: Outcome) -> None:
         """Every failed call is a log line an operator can act on; successes at debug."""
@@ -456,10 +496,13 @@ class ChainRuntime:
         return outcome.result, outcome.error
 
     async def _on_upstream(self, name: str, method: str, params: list[Any]) -> Any:
+        """A call a filter makes on the one upstream that holds it (a pending-transaction
+        filter lives in that node's pool), as an `attempt`."""
         upstream = self.upstreams.get(name)
         if upstream is None:
             return Reply(failure=UpstreamFailure(transport="upstream no longer configured"))
-        return await upstream.call(method, params, self._failover_config.attempt_timeout_s)
+        timeout = self._failover_config.attempt_timeout_s
+        return (await attempt(upstream, method, params, timeout, [])).reply
 
     def _served_head(self) -> int | None:
         head = self.tracker.consensus.head
@@ -523,6 +566,22 @@ def _about_the_head(method: str, pinned: PinnedCall) -> bool:
     if info.cache is Cache.HEAD:
         return True
     return info.block_param is not None and pinned.tag is not None
+
+
+def _with_attempts(
+    outcome: Outcome, attempts: list[Attempt], call_trace: CallTrace | None
+) -> Outcome:
+    """`outcome` after the attempts made before it (a quorum's, a broadcast's sends): in
+    its attempt log, and in its trace when one was asked for."""
+    outcome.attempt_log = (*attempts, *outcome.attempt_log)
+    if call_trace is None:
+        return outcome
+    if outcome.trace is not None:  # a failover after them: its trace, theirs first
+        outcome.trace.attempts[:0] = call_trace.attempts
+    else:
+        call_trace.answered_by = outcome.upstream
+        outcome.trace = call_trace
+    return outcome
 
 
 def _hit(result_json: bytes, pinned: int | None, stored_at: int | None) -> Outcome:

@@ -1,9 +1,10 @@
 """Carry one call to an answer: attempts over upstreams, with failover, under a deadline.
 
 tenacity drives the attempts; which upstreams may serve the call and in which order is
-`routing`'s decision, when a slow attempt gets a hedge beside it is `hedging`'s, what a
-failure means is `errors`' decision, and what it does to the upstream's standing is
-`health`'s. This module only strings them together.
+`routing`'s decision, when a slow attempt gets a hedge beside it is `hedging`'s, and each
+attempt is made (timed, classified, weighed against the upstream's health, logged and
+traced) by `attempt`, the one way to call an upstream. This module only strings them
+together.
 """
 
 from __future__ import annotations
@@ -18,17 +19,17 @@ from typing import Any
 import structlog
 from tenacity import AsyncRetrying, retry_if_result, stop_after_attempt
 
-from rpcgate.broadcast import transaction_hash
+from rpcgate.attempt import Attempt, Check, Tried, attempt, cut_short
+from rpcgate.broadcast import own_transaction, transaction_hash
 from rpcgate.cache import answer_block
 from rpcgate.config import FailoverConfig
 from rpcgate.drills import Drills
-from rpcgate.errors import Classification, ErrorClass, UpstreamFailure, classify
+from rpcgate.errors import ErrorClass, UpstreamFailure
 from rpcgate.heads import REPLICA_SPREAD_BLOCKS
-from rpcgate.health import record_failure, record_latency, record_success
 from rpcgate.hedging import HedgeBudget, hedge_delay, is_hedgeable
 from rpcgate.jsonrpc import ALL_UPSTREAMS_FAILED, DEADLINE_EXCEEDED, NO_UPSTREAM, Call, rpc_error
 from rpcgate.masking import MASKER
-from rpcgate.methods import ALREADY_KNOWN_MESSAGES, Kind, method_info
+from rpcgate.methods import Kind, method_info
 from rpcgate.routing import Candidate, attempt_order, block_fit, next_candidate, score, why_unfit
 from rpcgate.trace import CallTrace
 from rpcgate.tracker import HeadTracker
@@ -47,15 +48,6 @@ _MAY_NOT_REPEAT = frozenset({ErrorClass.TRANSIENT, ErrorClass.RATE_LIMITED})
 _NULL_MISSING = UpstreamFailure(rpc_message="block not found (null)")
 _SECOND_ROUND_BACKOFF_S = 0.05
 _DETAIL_CHARS = 200  # of an upstream's error text, kept in a failed call's `data.attempts`
-
-
-@dataclass(frozen=True, slots=True)
-class Attempt:
-    """One attempt of a call on an upstream, as the metrics and the call log read it."""
-
-    upstream: str
-    error_class: ErrorClass | None  # None: the upstream answered
-    latency_s: float
 
 
 @dataclass(slots=True)
@@ -160,10 +152,11 @@ class Failover:
             error=rpc_error(NO_UPSTREAM, f"no upstream can serve{about} now: {MASKER.mask(states)}")
         )
 
-    def order_at(self, block: int | None) -> list[Candidate]:
+    def order_at(self, block: int | None, trace: CallTrace | None = None) -> list[Candidate]:
         """The attempt order of a call about `block` (or the head), for callers that send
-        to several upstreams at once (a transaction broadcast)."""
-        candidates = self._candidates(time.monotonic(), block)
+        to several upstreams at once (a transaction broadcast, a quorum); `trace` gets
+        the upstreams considered and excluded."""
+        candidates = self._candidates(time.monotonic(), block, trace)
         return attempt_order(candidates, next(self._rotation))
 
     async def run(
@@ -260,18 +253,28 @@ class Failover:
         state.tried.append(upstream.name)
         timeout = min(self.config.attempt_timeout_s, remaining)
         completed = await self._call(state, upstream, timeout)
-        verifier = self.verifier
-        if verifier is not None and state.call.method in verifier.methods:
-            completed = [(u, await self._checked(state, u, reply)) for u, reply in completed]
         # A hedged attempt may bring two answers: the good one decides, a failure beside it
-        # still counts against its upstream.
-        completed.sort(key=lambda done: done[1].failure is None)
-        steps = [self._step(state, done_upstream, reply) for done_upstream, reply in completed]
+        # still counted against its upstream.
+        completed.sort(key=lambda tried: tried.classification is None)
+        steps = [self._step(state, tried) for tried in completed]
         return next((step for step in reversed(steps) if not step.retry), steps[-1])
 
     async def _checked(self, state: _CallState, upstream: Upstream, reply: Reply) -> Reply:
-        """The reply, or an `integrity` failure when its answer fails verification (logged
-        once, with what differed; it never reaches the client)."""
+        """What an answer counts as before it is recorded: an `integrity` failure when it
+        fails verification (logged once, with what differed; it never reaches the client),
+        a missing-block failure when it is a null about a block the node should have."""
+        verifier = self.verifier
+        if verifier is not None and state.call.method in verifier.methods:
+            reply = await self._verified(state, upstream, reply)
+        if reply.failure is None and reply.result is None:
+            info = method_info(state.call.method)
+            if state.named_block and info.null_when_missing:
+                # A block the consensus has, and this node (or a replica behind it) has not.
+                state.null_answer = Outcome(upstream=upstream.name, attempts=len(state.tried))
+                return Reply(failure=_NULL_MISSING, latency_s=reply.latency_s)
+        return reply
+
+    async def _verified(self, state: _CallState, upstream: Upstream, reply: Reply) -> Reply:
         if reply.failure is not None:
             return reply
         assert self.verifier is not None
@@ -299,18 +302,16 @@ class Failover:
         )
         return Reply(failure=UpstreamFailure(integrity=problem), latency_s=reply.latency_s)
 
-    async def _call(
-        self, state: _CallState, upstream: Upstream, timeout: float
-    ) -> list[tuple[Upstream, Reply]]:
-        """One attempt, with a hedge beside it when it is slow: the replies that came, in
-        the order they came (a hedge's loser is cancelled and brings none)."""
+    async def _call(self, state: _CallState, upstream: Upstream, timeout: float) -> list[Tried]:
+        """One attempt, with a hedge beside it when it is slow: the attempts that ended, in
+        the order they ended (a hedge's loser is cancelled and brings none)."""
         config = self.config
         if not (
             config.hedge_budget > 0
             and is_hedgeable(state.call.method)
             and self._hedge_partner(state, upstream) is not None
         ):  # no hedge can follow: the attempt needs no task of its own
-            return [(upstream, await self._timed(state, upstream, timeout, hedge=False))]
+            return [await self._timed(state, upstream, timeout, hedge=False)]
         first = asyncio.create_task(self._timed(state, upstream, timeout, hedge=False))
         delay = hedge_delay(
             upstream.health.latency_p95_s, config.hedge_delay_min_s, config.hedge_delay_max_s
@@ -322,10 +323,10 @@ class Failover:
             first.cancel()
             raise
         if answered:
-            return [(upstream, first.result())]
+            return [first.result()]
         partner = self._hedge_partner(state, upstream)
         if partner is None or not self.hedges.spend():
-            return [(upstream, await first)]
+            return [await first]
         state.tried.append(partner.name)
         remaining = max(0.001, state.deadline - time.monotonic())
         second = asyncio.create_task(
@@ -333,19 +334,20 @@ class Failover:
         )
         owner = {first: upstream, second: partner}
         pending = {first, second}
-        completed: list[tuple[Upstream, Reply]] = []
+        completed: list[Tried] = []
         try:
             while pending:
                 done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
-                    reply = task.result()
-                    completed.append((owner[task], reply))
-                    if reply.failure is None:
+                    tried = task.result()
+                    completed.append(tried)
+                    if tried.classification is None:
                         if task is second:
                             self.hedges.won += 1
-                        for loser in pending:  # it took at least this long: remember that
-                            record_latency(owner[loser].health, time.monotonic() - started)
-                            self._traced(state, owner[loser], "cancelled, the other answered")
+                        for loser in pending:
+                            elapsed = time.monotonic() - started
+                            why = "cancelled, the other answered"
+                            cut_short(owner[loser], elapsed, state.trace, why)
                         return completed
             return completed
         finally:
@@ -367,74 +369,53 @@ class Failover:
 
     async def _timed(
         self, state: _CallState, upstream: Upstream, timeout: float, *, hedge: bool
-    ) -> Reply:
-        upstream.health.in_flight += 1
-        try:
-            reply = await upstream.call(state.call.method, state.call.params, timeout)
-        finally:
-            upstream.health.in_flight -= 1
-        if state.trace is not None:
-            self._trace_attempt(state, upstream, reply, hedge)
-        return reply
+    ) -> Tried:
+        call = state.call
+        verifier = self.verifier
+        checked = (verifier is not None and call.method in verifier.methods) or (
+            state.named_block and method_info(call.method).null_when_missing
+        )
+        check: Check | None = (
+            (lambda reply: self._checked(state, upstream, reply)) if checked else None
+        )
+        tx_hash = _tx_hash(call) if call.method == "eth_sendRawTransaction" else None
+        if tx_hash is not None:  # a previous attempt may have delivered it
+            check = own_transaction(upstream, tx_hash, timeout, state.attempt_log, state.trace)
+        return await attempt(
+            upstream,
+            call.method,
+            call.params,
+            timeout,
+            state.attempt_log,
+            trace=state.trace,
+            hedge=hedge,
+            check=check,
+        )
 
-    @staticmethod
-    def _trace_attempt(state: _CallState, upstream: Upstream, reply: Reply, hedge: bool) -> None:
-        assert state.trace is not None
-        entry: dict[str, Any] = {
-            "upstream": upstream.name,
-            "ms": round(reply.latency_s * 1000, 1),
-            "result": "ok" if reply.failure is None else str(classify(reply.failure).error_class),
-        }
-        if hedge:
-            entry["hedge"] = True
-        state.trace.attempts.append(entry)
-
-    @staticmethod
-    def _traced(state: _CallState, upstream: Upstream, what: str) -> None:
-        if state.trace is not None:
-            state.trace.attempts.append({"upstream": upstream.name, "result": what})
-
-    def _step(self, state: _CallState, upstream: Upstream, reply: Reply) -> _Step:
+    def _step(self, state: _CallState, tried: Tried) -> _Step:
         attempts = len(state.tried)
-        if reply.failure is None and reply.result is None:
+        upstream, reply = self.upstreams[tried.upstream], tried.reply
+        classification = tried.classification
+        if classification is None and reply.result is None:
             info = method_info(state.call.method)
-            if state.named_block and info.null_when_missing:
-                # A block the consensus has, and this node (or a replica behind it) has not.
-                state.null_answer = Outcome(upstream=upstream.name, attempts=attempts)
-                reply = Reply(failure=_NULL_MISSING, latency_s=reply.latency_s)
-            elif info.null_confirmed and state.null_answer is None and self._second(state):
+            if info.null_confirmed and state.null_answer is None and self._second(state):
                 # Not found here: found nowhere only when a second upstream says so too.
                 state.null_answer = Outcome(upstream=upstream.name, attempts=attempts)
                 state.exhausted.add(upstream.name)
-                state.attempt_log.append(Attempt(upstream.name, None, reply.latency_s))
-                record_success(upstream.health, reply.latency_s)
                 return _Step(Outcome(attempts=attempts), retry=True)
-        if reply.failure is None:
-            state.attempt_log.append(Attempt(upstream.name, None, reply.latency_s))
-            record_success(upstream.health, reply.latency_s)
+        if classification is None:
             return _Step(
                 Outcome(result=reply.result, upstream=upstream.name, attempts=attempts), retry=False
             )
-        classification = classify(reply.failure)
-        state.attempt_log.append(
-            Attempt(upstream.name, classification.error_class, reply.latency_s)
-        )
-        if self._already_known(state.call, reply):
-            # A transaction the node already has: a previous attempt delivered it.
-            return _Step(
-                Outcome(result=_tx_hash(state.call), upstream=upstream.name, attempts=attempts),
-                retry=False,
-            )
-        self._note_failure(upstream, classification)
-        attempt = {
+        failed = {
             "upstream": upstream.name,
             "class": str(classification.error_class),
             "reason": MASKER.mask(classification.reason),
         }
-        detail = (reply.error or {}).get("message") or reply.failure.body_text
+        detail = (reply.error or {}).get("message") or (reply.failure and reply.failure.body_text)
         if detail:
-            attempt["detail"] = MASKER.mask(str(detail))[:_DETAIL_CHARS]
-        state.history.append(attempt)
+            failed["detail"] = MASKER.mask(str(detail))[:_DETAIL_CHARS]
+        state.history.append(failed)
         if not classification.retry_elsewhere:
             # The caller's problem (bad params, revert, nonce): the upstream's answer verbatim.
             error = (
@@ -473,28 +454,6 @@ class Failover:
         self.tracker.lacks_block(upstream.name, block)
         return True
 
-    def _note_failure(self, upstream: Upstream, classification: Classification) -> None:
-        now = time.monotonic()
-        was_available = upstream.health.is_available(now)
-        record_failure(upstream.health, classification, now)
-        if was_available and not upstream.health.is_available(now):
-            log.warning(
-                "upstream_cooldown",
-                upstream=upstream.name,
-                error_class=str(classification.error_class),
-                reason=classification.reason,
-                seconds=round(upstream.health.cooldown_until - now, 3),
-            )
-
-    @staticmethod
-    def _already_known(call: Call, reply: Reply) -> bool:
-        if call.method != "eth_sendRawTransaction" or reply.error is None:
-            return False
-        message = str(reply.error.get("message", "")).lower()
-        return (
-            any(text in message for text in ALREADY_KNOWN_MESSAGES) and _tx_hash(call) is not None
-        )
-
     def _give_up(self, state: _CallState) -> _Step:
         if state.null_answer is not None:  # every upstream lacked the block: as they said
             return _Step(state.null_answer, retry=False)
@@ -532,7 +491,7 @@ class Failover:
         )
 
 
-async def _within(task: asyncio.Task[Reply], seconds: float) -> bool:
+async def _within(task: asyncio.Task[Any], seconds: float) -> bool:
     """Whether `task` is done within `seconds` (it goes on either way): what
     `asyncio.wait({task}, timeout=...)` says, without its per-call sets and callbacks."""
     if task.done():

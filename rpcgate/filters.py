@@ -13,6 +13,9 @@ cache and failover), after the logs of the delivered blocks a reorg dropped, aga
 `removed: true`, oldest block first, as geth sends them. So no upstream failure loses or
 repeats a block or a log, and with Redis configured every replica serves every filter
 (state in Redis, a TTL renewed on each poll, as a node expires a filter nobody polls).
+What filters take is bounded as a node bounds it: criteria over `filters.max_criteria_bytes`
+are refused, and beyond `filters.max_count` filters or `filters.memory_bytes` bytes (in
+Redis: for all replicas together) the least recently polled is forgotten.
 `eth_newPendingTransactionFilter` needs a node's pool: it is made on one upstream and its
 calls go there; when that upstream is gone, the client gets the standard "filter not found".
 """
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
@@ -28,6 +32,7 @@ from typing import Any
 import orjson
 import structlog
 
+from rpcgate.config import FiltersConfig
 from rpcgate.heads import Block
 from rpcgate.jsonrpc import INVALID_PARAMS, Call, quantity, rpc_error
 from rpcgate.reorg_walk import Fetch, Followed, follow, walk_back
@@ -186,12 +191,90 @@ def logs_window(criteria: dict[str, Any], first: int, last: int) -> tuple[int, i
     return (first, last) if first <= last else None
 
 
-class FilterStore:
-    """Filters by id: in process, or in Redis (shared by replicas) when configured."""
+def criteria_too_large(criteria: Any, limit: int) -> dict[str, Any] | None:
+    """The error for eth_newFilter criteria over `limit` bytes of JSON, else None."""
+    try:
+        size = len(orjson.dumps(criteria))
+    except TypeError:  # an integer beyond 64 bits: no filter criterion holds one
+        return rpc_error(INVALID_PARAMS, "invalid filter criteria: a number out of range")
+    if size <= limit:
+        return None
+    return rpc_error(
+        INVALID_PARAMS,
+        f"filter criteria too large: {size} bytes of JSON, over {limit} "
+        "(filters.max_criteria_bytes); split the addresses or topics across filters",
+        {"limit": limit, "size": size},
+    )
 
-    def __init__(self, shared: SharedState | None = None) -> None:
-        self._local: dict[str, tuple[Filter, float]] = {}
+
+# Redis: a filter stored within the bounds, the least recently polled forgotten first.
+# KEYS: the filter, when each filter was stored last (a sorted set, ms of Redis's clock, so
+# that replicas' clocks do not matter), each one's bytes (a hash), their sum. ARGV: the
+# filter's JSON, its TTL (ms), most filters, most bytes. Index entries of expired filters
+# are dropped as they are met (what they took is given back).
+_STORE = """
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local ttl = tonumber(ARGV[2])
+local function forget(key)
+  local size = tonumber(redis.call('HGET', KEYS[3], key) or '0')
+  redis.call('HDEL', KEYS[3], key)
+  redis.call('ZREM', KEYS[2], key)
+  redis.call('DEL', key)
+  return redis.call('DECRBY', KEYS[4], size)
+end
+for _, key in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now - ttl, 'LIMIT', 0, 100)) do
+  forget(key)
+end
+forget(KEYS[1])
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ttl)
+redis.call('ZADD', KEYS[2], now, KEYS[1])
+redis.call('HSET', KEYS[3], KEYS[1], #ARGV[1])
+local total = redis.call('INCRBY', KEYS[4], #ARGV[1])
+local count = redis.call('ZCARD', KEYS[2])
+local forgotten = 0
+while count > tonumber(ARGV[3]) or total > tonumber(ARGV[4]) do
+  local oldest = redis.call('ZRANGE', KEYS[2], 0, 0)[1]
+  if oldest == KEYS[1] then break end
+  total = forget(oldest)
+  count = count - 1
+  forgotten = forgotten + 1
+end
+return forgotten
+"""
+# Redis: a filter uninstalled (KEYS as above); 1 when it was there.
+_FORGET = """
+local size = tonumber(redis.call('HGET', KEYS[3], KEYS[1]) or '0')
+redis.call('HDEL', KEYS[3], KEYS[1])
+redis.call('ZREM', KEYS[2], KEYS[1])
+redis.call('DECRBY', KEYS[4], size)
+return redis.call('DEL', KEYS[1])
+"""
+
+
+class FilterStore:
+    """Filters by id: in process, or in Redis (shared by replicas) when configured. A filter
+    is kept as its JSON (what goes to Redis), so that the bytes counted against
+    `filters.memory_bytes` are what it takes; a poll stores it again, so the least recently
+    polled is the first stored, and goes first when a bound is passed (`settings`)."""
+
+    def __init__(
+        self, shared: SharedState | None = None, settings: FiltersConfig | None = None
+    ) -> None:
+        self.settings = settings or FiltersConfig()
+        self._local: OrderedDict[str, tuple[bytes, float]] = OrderedDict()  # -> (JSON, until)
+        self._local_bytes = 0
         self._shared = shared
+        self._store = shared.client.register_script(_STORE) if shared is not None else None
+        self._forget = shared.client.register_script(_FORGET) if shared is not None else None
+
+    @property
+    def local_count(self) -> int:
+        return len(self._local)
+
+    @property
+    def local_bytes(self) -> int:
+        return self._local_bytes
 
     async def get(self, chain_id: int, filter_id: str) -> Filter | None:
         shared = self._shared
@@ -199,30 +282,65 @@ class FilterStore:
             raw = await shared.quick(shared.client.get(shared.key(chain_id, "filter", filter_id)))
             if isinstance(raw, bytes):
                 return Filter.from_json(raw)
-        found = self._local.get(f"{chain_id}:{filter_id}")
-        if found is None or found[1] < time.monotonic():
+        key = f"{chain_id}:{filter_id}"
+        found = self._local.get(key)
+        if found is None:
             return None
-        return found[0]
+        if found[1] < time.monotonic():
+            self._drop_local(key)
+            return None
+        return Filter.from_json(found[0])
 
     async def put(self, chain_id: int, filter_id: str, item: Filter) -> None:
-        self._local[f"{chain_id}:{filter_id}"] = (item, time.monotonic() + FILTER_TTL_S)
-        if len(self._local) > 100_000:  # expired ones go first, then the oldest
-            now = time.monotonic()
-            for key in [k for k, (_, until) in self._local.items() if until < now][:10_000]:
-                del self._local[key]
-        shared = self._shared
-        if shared is not None:
-            key = shared.key(chain_id, "filter", filter_id)
-            ttl_ms = int(FILTER_TTL_S * 1000)
-            await shared.quick(shared.client.set(key, item.to_json(), px=ttl_ms))
+        # Exact size: orjson's output keeps its working buffer (4 KB, or more).
+        raw = memoryview(item.to_json()).tobytes()
+        self._put_local(f"{chain_id}:{filter_id}", raw)
+        shared, store = self._shared, self._store
+        if shared is not None and store is not None:
+            keys = [shared.key(chain_id, "filter", filter_id), *self._index_keys(shared)]
+            settings = self.settings
+            args: list[bytes | int] = [
+                raw,
+                int(FILTER_TTL_S * 1000),
+                settings.max_count,
+                settings.memory_bytes,
+            ]
+            await shared.quick(store(keys=keys, args=args))
 
     async def delete(self, chain_id: int, filter_id: str) -> bool:
-        existed = self._local.pop(f"{chain_id}:{filter_id}", None) is not None
-        shared = self._shared
-        if shared is not None:
-            key = shared.key(chain_id, "filter", filter_id)
-            existed = bool(await shared.quick(shared.client.delete(key))) or existed
+        existed = self._drop_local(f"{chain_id}:{filter_id}")
+        shared, forget = self._shared, self._forget
+        if shared is not None and forget is not None:
+            keys = [shared.key(chain_id, "filter", filter_id), *self._index_keys(shared)]
+            existed = bool(await shared.quick(forget(keys=keys))) or existed
         return existed
+
+    def _put_local(self, key: str, raw: bytes) -> None:
+        """Stored last (the most recently polled); then expired filters go, and while a
+        bound is passed the least recently polled."""
+        self._drop_local(key)
+        local = self._local
+        now = time.monotonic()
+        local[key] = (raw, now + FILTER_TTL_S)
+        self._local_bytes += len(raw)
+        settings = self.settings
+        while True:
+            oldest = next(iter(local))
+            over = len(local) > settings.max_count or self._local_bytes > settings.memory_bytes
+            if oldest == key or (local[oldest][1] >= now and not over):
+                break
+            self._drop_local(oldest)
+
+    def _drop_local(self, key: str) -> bool:
+        found = self._local.pop(key, None)
+        if found is None:
+            return False
+        self._local_bytes -= len(found[0])
+        return True
+
+    @staticmethod
+    def _index_keys(shared: SharedState) -> list[str]:
+        return [f"{shared.prefix}filters:{part}" for part in ("polled", "bytes", "total")]
 
 
 class Filters:
@@ -255,6 +373,9 @@ class Filters:
             if method == "eth_newFilter":
                 if not params or not isinstance(params[0], dict):
                     return None, rpc_error(INVALID_PARAMS, "eth_newFilter needs a filter object")
+                refused = criteria_too_large(params[0], self.store.settings.max_criteria_bytes)
+                if refused is not None:
+                    return None, refused
                 made = Filter(
                     "logs",
                     head.number,

@@ -38,7 +38,7 @@ class Gateway:
             if cache.redis_url
             else None
         )
-        self.filter_store = FilterStore(self.shared_state)
+        self.filter_store = FilterStore(self.shared_state, config.filters)
         # With Redis, replicas share the highest head served (see shared_head.py).
         self.shared_heads = (
             SharedHeads(

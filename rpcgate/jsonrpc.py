@@ -1,14 +1,14 @@
 """JSON-RPC 2.0 framing, exactly as the specification says; no I/O.
 
 `parse_request` turns a request body into items (valid calls or per-item errors) and
-`encode_response` turns answers back into bytes. Ids are returned as sent, notifications
-get no answer, batches are answered item by item in order. Any bytes at all become items:
-parsing never raises, whatever a client sends.
+`encode_response` turns answers back into bytes. Ids are returned as sent, params are sent
+on as sent (numbers included, whatever their size or spelling), notifications get no answer,
+batches are answered item by item in order. Any bytes at all become items: parsing never
+raises, whatever a client sends.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -83,15 +83,61 @@ def loads(body: bytes | str) -> Any:
     return orjson.loads(body)
 
 
-_ID_TYPES = (str, int, float)  # by exact type: a bool is not a valid id
+# By exact type: a bool is not a valid id. A Fragment is a number kept as the client wrote
+# it (`_number_as_written`).
+_ID_TYPES = (str, int, float, orjson.Fragment)
 
 
-def _has_float_id(parsed: Any) -> bool:
-    if type(parsed) is dict:
-        return type(parsed.get("id")) is float
-    if type(parsed) is list:
-        return any(type(i) is dict and type(i.get("id")) is float for i in parsed)
+def _holds_float(value: Any) -> bool:
+    """Whether orjson read a number in `value` as a float: a number with a fraction or an
+    exponent, or an integer beyond 64 bits. A float is not necessarily the number the client
+    wrote (123456789012345678901234567890 became 1.2345678901234568e+29, 1e2 became 100.0),
+    and ids come back, and params go on, as written. One type check per value, in a few
+    values for most calls."""
+    if type(value) is float:
+        return True
+    if type(value) is not list and type(value) is not dict:
+        return False
+    pending = [value]
+    while pending:
+        node = pending.pop()
+        for child in node.values() if type(node) is dict else node:
+            kind = type(child)
+            if kind is float:
+                return True
+            if kind is list or kind is dict:
+                pending.append(child)
     return False
+
+
+def _reads_a_float(parsed: Any) -> bool:
+    """Whether an id or the params of a request object (or of a batch's) hold a float (the
+    other members are refused if they are numbers, and never sent anywhere)."""
+    for item in parsed if type(parsed) is list else (parsed,):
+        if type(item) is dict and (
+            type(item.get("id")) is float or _holds_float(item.get("params"))
+        ):
+            return True
+    return False
+
+
+def _read_exactly(body: bytes, orjson_reading: Any) -> Any:
+    """`body` with every number as written: integers of any size as ints, other numbers
+    as floats where they are written back the same, else as their own text. The stdlib
+    parser recurses (RecursionError past ~1000 levels) and refuses integers of over 4300
+    digits: then orjson's reading stands (only a too-deep or absurd request is that, and it
+    is refused anyway)."""
+    try:
+        return json.loads(body, parse_float=_number_as_written)
+    except (ValueError, RecursionError):
+        return orjson_reading
+
+
+def _number_as_written(text: str) -> float | orjson.Fragment:
+    """A number with a fraction or an exponent: a float when orjson writes that float back
+    as `text` (1.5), else `text` itself, written back byte for byte (1e2, 2.50, 1E-7)."""
+    number = float(text)
+    return number if orjson.dumps(number) == text.encode() else orjson.Fragment(text)
 
 
 def dumps(value: Any, option: int = 0) -> bytes:
@@ -191,9 +237,13 @@ def parse_single(body: bytes, *, max_depth: int = DEFAULT_MAX_JSON_DEPTH) -> Cal
     item = _parse_item(obj)
     if type(item) is not Call:
         return None
-    # Nesting past max_depth takes at least as many brackets: a short body is never too deep.
-    if item.params and len(body) > 2 * max_depth and too_deep(item.params, max_depth):
-        return None
+    if item.params:
+        # Nesting past max_depth takes at least as many brackets: a short body is never
+        # too deep.
+        if len(body) > 2 * max_depth and too_deep(item.params, max_depth):
+            return None
+        if _holds_float(item.params):  # parse_request reads its numbers as written
+            return None
     return item
 
 
@@ -212,13 +262,8 @@ def parse_request(
         # orjson's words never quote the body ("trailing comma is not allowed").
         message = f"Parse error: {exc.msg} (line {exc.lineno}, column {exc.colno})"
         return Request([Invalid(None, rpc_error(PARSE_ERROR, message))], False)
-    if _has_float_id(parsed):
-        # orjson reads integers beyond 64 bits as floats; an id must come back as sent. The
-        # stdlib parser recurses (RecursionError past ~1000 levels) and refuses integers of
-        # over 4300 digits: then orjson's reading stands (only a too-deep or absurd request
-        # is that, and it is refused below anyway).
-        with contextlib.suppress(ValueError, RecursionError):
-            parsed = json.loads(body)
+    if _reads_a_float(parsed):
+        parsed = _read_exactly(body, parsed)
     if isinstance(parsed, list):
         if not parsed:
             return Request(

@@ -26,10 +26,10 @@ from collections.abc import Callable
 import structlog
 from aiohttp import web
 
-from rpcgate.config import Config, ConfigError, load_config
+from rpcgate.config import Config, ConfigError, load_config, split_host_port
 from rpcgate.connections import runner_for
 from rpcgate.reload import reconfigure
-from rpcgate.server import GATEWAY, Gateway, build_app
+from rpcgate.server import GATEWAY, Gateway, build_app, build_ops_app
 
 log = structlog.get_logger("rpcgate")
 
@@ -85,6 +85,13 @@ async def serve(config: Config, config_path: str | None, *, worker: bool = False
     sock = open_listener(host, port, reuse_port=worker)
     if sock is None:
         return EXIT_CANNOT_SERVE
+    ops_sock = None
+    if config.ops.listen is not None:
+        ops_host, ops_port = split_host_port(config.ops.listen)
+        ops_sock = open_listener(ops_host, ops_port, reuse_port=worker)
+        if ops_sock is None:
+            sock.close()
+            return EXIT_CANNOT_SERVE
     app = build_app(config)
     gateway = app[GATEWAY]
     runner = runner_for(
@@ -96,6 +103,14 @@ async def serve(config: Config, config_path: str | None, *, worker: bool = False
     )
     await runner.setup()  # starts the gateway: one head-poll round per chain
     await web.SockSite(runner, sock).start()
+    ops_runner = None
+    if ops_sock is not None:
+        ops_runner = runner_for(
+            build_ops_app(gateway), config, access_log=None, handle_signals=False
+        )
+        await ops_runner.setup()
+        await web.SockSite(ops_runner, ops_sock).start()
+        log.info("listening_ops", listen=_where(ops_sock), paths="/metrics /status /admin")
     log.info("listening", listen=f"{host}:{port}", pid=os.getpid())
 
     loop = asyncio.get_running_loop()
@@ -136,6 +151,8 @@ async def serve(config: Config, config_path: str | None, *, worker: bool = False
             task.cancel()
         # Closes the listener and idle connections, waits for calls in flight (bounded).
         await runner.cleanup()
+        if ops_runner is not None:  # metrics and status stay readable while draining
+            await ops_runner.cleanup()
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             with contextlib.suppress(ValueError, RuntimeError):
@@ -145,6 +162,11 @@ async def serve(config: Config, config_path: str | None, *, worker: bool = False
                 loop.remove_reader(sys.stdin.fileno())
     log.info("stopped")
     return EXIT_OK
+
+
+def _where(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"{host}:{port}"
 
 
 def _watch_supervisor(loop: asyncio.AbstractEventLoop, on_gone: Callable[[], None]) -> None:

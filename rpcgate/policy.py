@@ -1,6 +1,7 @@
 """Which methods a chain serves: the default deny rules (`methods.DENY_RULES`) and the
 chain's own `methods.allow` / `methods.deny` lists. Pure; the verdict for a method name is
-remembered, so the hot path pays one dict lookup.
+remembered, so the hot path pays one dict lookup (only for names no longer than any real
+method's: a client sending long made-up names would otherwise fill memory with them).
 
 Precedence, most specific intent first: the chain's deny list, then its allow list, then
 the default rules. Names are matched without regard to case (a node may accept
@@ -19,6 +20,9 @@ from rpcgate.jsonrpc import METHOD_NOT_FOUND, rpc_error
 from rpcgate.methods import DENY_RULES, DenyRule
 
 _REMEMBERED = 4096  # distinct method names whose verdict is kept (cleared when full)
+# Longest method name whose verdict is remembered: real ones have about 40 characters at
+# most (`engine_exchangeTransitionConfigurationV1`), and the memo holds 4096 x 128 bytes at most.
+_REMEMBERED_NAME_LENGTH = 128  # also the most of a name an error shows
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,22 +33,26 @@ class Denial:
     why: str
 
     def error(self) -> dict[str, Any]:
-        """The JSON-RPC error the caller gets (-32601, as for a method that does not exist)."""
+        """The JSON-RPC error the caller gets (-32601, as for a method that does not exist).
+        A name longer than any real method's is shown cut, not echoed whole (twice)."""
+        method = self.method
+        if len(method) > _REMEMBERED_NAME_LENGTH:
+            method = method[:_REMEMBERED_NAME_LENGTH] + f"... ({len(self.method)} characters)"
         if self.source == "default policy":
             message = (
-                f"method {self.method} is not served: rpcgate's default method policy denies "
+                f"method {method} is not served: rpcgate's default method policy denies "
                 f"{self.pattern} ({self.why}); an operator can serve it with "
                 "chains[].methods.allow"
             )
         else:
             message = (
-                f"method {self.method} is not served: denied by this gateway's "
+                f"method {method} is not served: denied by this gateway's "
                 f"chains[].methods.deny ({self.pattern})"
             )
         return rpc_error(
             METHOD_NOT_FOUND,
             message,
-            {"policy": self.source, "rule": self.pattern, "method": self.method},
+            {"policy": self.source, "rule": self.pattern, "method": method},
         )
 
 
@@ -79,6 +87,8 @@ class MethodPolicy:
         except KeyError:
             pass
         verdict = self._decide(method)
+        if len(method) > _REMEMBERED_NAME_LENGTH:
+            return verdict
         if len(self._verdicts) >= _REMEMBERED:
             self._verdicts.clear()
         self._verdicts[method] = verdict

@@ -169,7 +169,7 @@ def reference(root: type) -> str:
                 default = f.default_factory()
             else:
                 default = None
-            shown = "" if default in ("", (), {}) else f"`{yaml.safe_dump(default).strip()}`"
+            shown = "" if default in ("", (), {}) else f"`{_one_line(default)}`"
             if f.metadata.get("required"):
                 shown = "required"
             shown = shown.replace("`...`", "").replace("\n...", "")
@@ -180,3 +180,10 @@ def reference(root: type) -> str:
 
     walk(root, "")
     return "\n".join(rows) + "\n"
+
+
+def _one_line(value: object) -> str:
+    """A default as YAML on one line (a list in flow style: a table cell holds no newline)."""
+    if isinstance(value, tuple | list):
+        return yaml.safe_dump(list(value), default_flow_style=True, width=10_000).strip()
+    return yaml.safe_dump(value).strip()

@@ -48,7 +48,7 @@ from rpcgate.ratelimit import LIMIT_EXCEEDED, Verdict, retry_after_header
 from rpcgate.responses import JsonAnswer
 from rpcgate.status import gateway_status, handle_status_page
 from rpcgate.trace import HEADER_TRACE, wants_trace
-from rpcgate.ws import is_websocket, serve_websocket
+from rpcgate.ws import close_websockets, is_websocket, serve_websocket
 
 log = structlog.get_logger("rpcgate.server")
 
@@ -339,13 +339,18 @@ def build_app(config: Config) -> web.Application:
         yield
         await gateway.close()
 
+    async def going_away(app: web.Application) -> None:
+        await close_websockets(gateway)  # else each would hold the drain for its timeout
+
     app.cleanup_ctx.append(lifecycle)
+    app.on_shutdown.append(going_away)  # the listener is closed, calls in flight not over
     app.router.add_get("/healthz", handle_health)
     app.router.add_get("/readyz", handle_ready)
-    app.router.add_get("/status.json", handle_status)
-    app.router.add_get("/metrics", handle_metrics)  # before /{chain}, which would take it
-    app.router.add_get("/status", handle_status_page)
-    add_admin_routes(app, gateway)  # every /admin/... path, before /{chain}
+    if config.ops.listen is None:
+        _add_operator_routes(app, gateway)  # before /{chain}, which would take them
+    else:  # served on the operations listener only (build_ops_app)
+        for path in OPERATOR_PATHS:
+            app.router.add_route("*", path, handle_elsewhere)
     app.router.add_post("/", handle_rpc, expect_handler=expect_continue)
     app.router.add_get("/", handle_root_get)
     app.router.add_route("OPTIONS", "/", handle_preflight)
@@ -358,4 +363,32 @@ def build_app(config: Config) -> web.Application:
     app.router.add_route("OPTIONS", "/{chain}/{key}", handle_preflight)
     app.router.add_get("/{chain}/{key}", handle_get)
     app.router.add_route("*", "/{chain}/{key}", handle_not_post)
+    return app
+
+
+# What only an operator reads; with `ops.listen` set they live on that listener alone.
+OPERATOR_PATHS = ("/metrics", "/status", "/status.json", "/admin", r"/admin/{rest:.*}")
+
+
+def _add_operator_routes(app: web.Application, gateway: Gateway) -> None:
+    app.router.add_get("/status.json", handle_status)
+    app.router.add_get("/metrics", handle_metrics)
+    app.router.add_get("/status", handle_status_page)
+    add_admin_routes(app, gateway)  # every /admin/... path
+
+
+async def handle_elsewhere(request: web.Request) -> web.StreamResponse:
+    """An operator's path asked on the RPC listener while `ops.listen` serves them: the same
+    404 as any path that is not there, saying nothing of where they are."""
+    raise web.HTTPNotFound()
+
+
+def build_ops_app(gateway: Gateway) -> web.Application:
+    """The operations listener's app (`ops.listen`): metrics, status, admin and the probes,
+    over the gateway the RPC app runs (which starts and closes it)."""
+    app = web.Application(client_max_size=gateway.config.limits.max_body_bytes + 1)
+    app[GATEWAY] = gateway
+    app.router.add_get("/healthz", handle_health)
+    app.router.add_get("/readyz", handle_ready)
+    _add_operator_routes(app, gateway)
     return app

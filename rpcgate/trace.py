@@ -1,6 +1,7 @@
 """What one call's routing did, for `X-Rpcgate-Trace: 1`: the upstreams considered with
 their scores, the ones excluded and why, and every attempt and hedge. Plain data, filled
-in by `failover` only when a trace was asked for."""
+in only when a trace was asked for: the candidates by `failover`, each attempt by
+`attempt` (failover's, a quorum's, a broadcast's alike)."""
 
 from __future__ import annotations
 

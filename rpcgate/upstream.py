@@ -257,7 +257,11 @@ class Upstream:
     async def start(self) -> None:
         if self._http is None:
             self._http = UpstreamHttp(
-                self.config.url, self.config.headers, USER_AGENT, self._max_response_bytes
+                self.config.url,
+                self.config.headers,
+                USER_AGENT,
+                self._max_response_bytes,
+                proxy=self.config.proxy,
             )
 
     async def close(self) -> None:

@@ -1,5 +1,6 @@
 """The HTTP connections of one upstream: keep-alive connections over asyncio, each carrying
-one call (or one upstream batch) at a time, framed by `http1`.
+one call (or one upstream batch) at a time, framed by `http1` (which bounds and checks all
+that an upstream sends back).
 
 Why not aiohttp's client, which the gateway used before: a call through it builds a
 request object, a header multidict, a payload, a response object and a stream reader, and
@@ -12,27 +13,55 @@ What this shell adds to `http1`: a pool of idle connections (most recent first, 
 after `idle_timeout_s` unused, at most `max_idle` kept), TLS with the system's trust store,
 names resolved at most every `DNS_TTL_S`, a connection the server closed while it sat idle
 retried once on a fresh one (nothing of the call reached the server), a connection whose
-call was abandoned (a deadline, a hedge's loser) closed rather than reused, and connect
-failures said in an operator's words.
+call was abandoned (a deadline, a hedge's loser) or whose answer broke a rule of `http1`
+closed rather than reused, and connect failures said in an operator's words.
+
+Connecting: a name's addresses are raced Happy Eyeballs style (RFC 8305, `aiohappyeyeballs`,
+as aiohttp does): the next address starts `HAPPY_EYEBALLS_DELAY_S` after the one before if
+that one has not connected yet, address families interleaved, so an address that swallows
+connects (a blackholed IPv6 route) costs a quarter of a second, not the attempt.
+
+Egress proxy: the upstream's `proxy` setting, else HTTPS_PROXY / HTTP_PROXY / NO_PROXY from
+the environment (`http1.proxy_url`). Every upstream, http or https, goes through a
+`CONNECT host:port` tunnel (TLS, for https, inside it, to the upstream), so the proxy sees
+no call either way; credentials in the proxy's URL go as `Proxy-Authorization: Basic` and
+are registered with the masker, and a proxy's failure names the proxy by host:port only.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import ssl
 from collections.abc import Mapping
 from typing import Any
 
-from rpcgate.http1 import ProtocolError, Response, ResponseReader, Target, TooLarge
+import aiohappyeyeballs
+
+from rpcgate.http1 import (
+    MAX_HEAD_BYTES,
+    ProtocolError,
+    Proxy,
+    Response,
+    ResponseReader,
+    Target,
+    TooLarge,
+    connect_request,
+    proxy_url,
+    tunnel_answer,
+)
+from rpcgate.http1 import proxy as _proxy
 from rpcgate.http1 import request_bytes as _request_bytes
 from rpcgate.http1 import target as _target
+from rpcgate.masking import MASKER
 
 __all__ = ["ConnectFailure", "ProtocolError", "TooLarge", "UpstreamHttp", "connect_error_words"]
 
 IDLE_TIMEOUT_S = 60.0
 MAX_IDLE = 256
 DNS_TTL_S = 300.0  # how long a name's addresses are kept (aiohttp's ttl_dns_cache was 300)
+HAPPY_EYEBALLS_DELAY_S = 0.25  # RFC 8305's "Connection Attempt Delay"
 
 
 class ConnectFailure(Exception):
@@ -67,6 +96,7 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.reader = ResponseReader(max_body_bytes)
         self.closed = False
+        self._paused = False  # reading paused while the reader works through what it holds
         self.idle_since = 0.0
         self._waiter: asyncio.Future[Response] | None = None
 
@@ -81,14 +111,33 @@ class _Connection(asyncio.Protocol):
         return waiter
 
     def data_received(self, data: bytes) -> None:
+        if self._waiter is None or self._waiter.done():
+            self.abort()  # bytes nobody asked for: the connection is out of step
+            return
         try:
             response = self.reader.feed(data)
         except (ProtocolError, TooLarge) as exc:
             self._settle(exc)
             self.abort()
             return
-        if response is not None and not self._settle(response):  # an answer nobody asked for
-            self.abort()
+        if response is not None:
+            self._settle(response)
+        elif self.reader.more and self.transport is not None:
+            # A body in tiny chunks: the rest is read a loop turn later, so the other calls
+            # run between two pieces of it (uvloop reads up to 32 times in one turn).
+            if not self._paused:
+                self._paused = True
+                self.transport.pause_reading()
+            asyncio.get_running_loop().call_soon(self._read_on)
+            return
+        if self._paused:
+            self._paused = False
+            if not self.closed and self.transport is not None:
+                self.transport.resume_reading()
+
+    def _read_on(self) -> None:
+        if not self.closed:
+            self.data_received(b"")
 
     def eof_received(self) -> bool:
         return False  # the transport closes; connection_lost completes what the close ends
@@ -134,8 +183,21 @@ class UpstreamHttp:
         *,
         idle_timeout_s: float = IDLE_TIMEOUT_S,
         max_idle: int = MAX_IDLE,
+        proxy: str | None = None,
+        environ: Mapping[str, str] = os.environ,
     ) -> None:
+        """`proxy`: the upstream's own setting (a URL; "" or "none": no proxy); None leaves
+        it to `environ`'s HTTPS_PROXY, HTTP_PROXY and NO_PROXY."""
         self.target: Target = _target(url, headers, user_agent)
+        self.proxy: Proxy | None = None
+        self._proxy_problem: str | None = None  # a proxy URL that cannot be used, in words
+        chosen = proxy_url(url, proxy, environ)
+        if chosen is not None:
+            MASKER.add_url(chosen if "://" in chosen else f"http://{chosen}")
+            try:
+                self.proxy = _proxy(chosen)
+            except ValueError as exc:  # from the environment (the config's is checked)
+                self._proxy_problem = f"proxy: {exc}"
         self._max_body_bytes = max_body_bytes
         self._idle_timeout_s = idle_timeout_s
         self._max_idle = max_idle
@@ -201,41 +263,81 @@ class UpstreamHttp:
         return response
 
     async def _connect(self) -> _Connection:
-        target = self.target
+        """A new connection: straight to the upstream, or through a tunnel of its proxy."""
+        target, proxy = self.target, self.proxy
+        if self._proxy_problem is not None:
+            raise ConnectFailure(self._proxy_problem, self._proxy_problem)
+        host, port = (proxy.host, proxy.port) if proxy is not None else (target.host, target.port)
         loop = asyncio.get_running_loop()
         try:
-            addresses = await self._addresses(loop)
-            error: OSError | None = None
-            for address in addresses:  # in the resolver's order, as aiohttp tries them
-                try:
-                    _, connection = await loop.create_connection(
-                        lambda: _Connection(self._max_body_bytes),
-                        address[0],
-                        address[1],
-                        ssl=self._ssl,
-                        server_hostname=target.host if target.tls else None,
-                    )
-                    return connection
-                except ssl.SSLError:
-                    raise  # the same certificate at every address
-                except OSError as exc:
-                    error = exc
-            assert error is not None
-            raise error
-        except (OSError, ssl.SSLError) as exc:
+            sock = await aiohappyeyeballs.start_connection(
+                await self._addresses(loop, host, port),
+                happy_eyeballs_delay=HAPPY_EYEBALLS_DELAY_S,
+                interleave=1,
+            )
+        except (OSError, RuntimeError) as exc:  # uvloop may raise RuntimeError
             self._resolved = None  # resolved anew next time: the addresses may have moved
+            words = connect_error_words(exc, host, port)
+            raise ConnectFailure(
+                words if proxy is None else f"proxy: {words}", f"{type(exc).__name__}: {exc}"
+            ) from None
+        try:
+            if proxy is not None:
+                await self._tunnel(loop, sock, proxy)
+        except BaseException:
+            sock.close()
+            raise
+        try:  # the socket is the transport's from here, closed by it on failure
+            _, connection = await loop.create_connection(
+                lambda: _Connection(self._max_body_bytes),
+                sock=sock,
+                ssl=self._ssl,
+                server_hostname=target.host if target.tls else None,
+            )
+        except (OSError, ssl.SSLError) as exc:
             raise ConnectFailure(
                 connect_error_words(exc, target.host, target.port), f"{type(exc).__name__}: {exc}"
             ) from None
+        return connection
 
-    async def _addresses(self, loop: asyncio.AbstractEventLoop) -> list[tuple[Any, ...]]:
-        """The upstream's addresses, resolved at most every DNS_TTL_S (new connections are
-        rare on kept-alive ones, but an upstream that closes each one would ask the
-        resolver on every call)."""
+    async def _tunnel(
+        self, loop: asyncio.AbstractEventLoop, sock: socket.socket, proxy: Proxy
+    ) -> None:
+        """Asks the proxy for a tunnel to the upstream over `sock`: returns once it is open,
+        ConnectFailure when the proxy refuses or answers no HTTP."""
+        target = self.target
+        where = f"{target.host}:{target.port}"
+        try:
+            await loop.sock_sendall(sock, connect_request(proxy, target.host, target.port))
+            answer = bytearray()
+            while (reply := tunnel_answer(bytes(answer))) is None:
+                data = await loop.sock_recv(sock, MAX_HEAD_BYTES)
+                if not data:
+                    raise ConnectionResetError("closed before answering CONNECT")
+                answer += data
+        except ProtocolError as exc:
+            raise ConnectFailure(
+                f"proxy: no HTTP answer to CONNECT ({proxy.shown})", f"ProtocolError: {exc}"
+            ) from None
+        except OSError as exc:
+            raise ConnectFailure(
+                f"proxy: {proxy.shown} failed while opening a tunnel to {where}",
+                f"{type(exc).__name__}: {exc}",
+            ) from None
+        status, reason = reply
+        if not 200 <= status < 300:
+            said = f"{status} {reason}" if reason else str(status)
+            words = f"proxy: {proxy.shown} refused a tunnel to {where} ({said})"
+            raise ConnectFailure(words, words)
+
+    async def _addresses(
+        self, loop: asyncio.AbstractEventLoop, host: str, port: int
+    ) -> list[tuple[Any, ...]]:
+        """The addresses of the upstream (or of its proxy), resolved at most every DNS_TTL_S
+        (new connections are rare on kept-alive ones, but an upstream that closes each one
+        would ask the resolver on every call)."""
         now = loop.time()
         if self._resolved is None or now >= self._resolved_until:
-            target = self.target
-            infos = await loop.getaddrinfo(target.host, target.port, type=socket.SOCK_STREAM)
-            self._resolved = [info[4] for info in infos]
+            self._resolved = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
             self._resolved_until = now + DNS_TTL_S
         return self._resolved

@@ -4,7 +4,11 @@ the pure checks of `rpcgate/verify/`.
 A check is anchored on the block hash the upstreams agree on. What it needs besides the
 answer (a block's header for its roots, a block's receipts, an account's proof) is fetched
 through the chain's own path, so it is cached, routed and itself checked: a header is
-recomputed before its `receiptsRoot` or `stateRoot` is believed. A check says what is wrong
+recomputed before its `receiptsRoot` or `stateRoot` is believed. Its fetches so reach the
+upstreams only as failover's `attempt`s (timed, weighed against health, traced), never by
+calling an upstream here. The check itself runs inside the attempt it judges (failover
+passes it as the attempt's `check`), so a failed one is recorded as that attempt's
+`integrity` failure. A check says what is wrong
 in words (the upstream's `integrity` failure); when its anchor cannot be had at all, it
 raises `Unverifiable`, and the answer is not served as if it had been checked.
 

@@ -30,7 +30,7 @@ from types import FrameType
 
 import structlog
 
-from rpcgate.config import Config
+from rpcgate.config import Config, split_host_port
 from rpcgate.lifecycle import EXIT_CANNOT_SERVE, EXIT_OK, open_listener
 
 log = structlog.get_logger("rpcgate")
@@ -205,6 +205,11 @@ def supervise(config: Config, config_path: str | None, count: int) -> int:
     if probe is None:
         return EXIT_CANNOT_SERVE
     probe.close()
+    if config.ops.listen is not None:
+        probe = open_listener(*split_host_port(config.ops.listen))
+        if probe is None:
+            return EXIT_CANNOT_SERVE
+        probe.close()
     if config.cache.redis_url is None:
         log.warning(
             "workers_share_nothing",

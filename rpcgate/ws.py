@@ -7,10 +7,14 @@ they are ready, each with its id. Calls take the HTTP path (`answers`): pinning,
 failover. `eth_subscribe` and `eth_unsubscribe` are the connection's own; subscriptions
 are fed by the chain's `HeadFeed` (heads and logs from the consensus) and `PendingFeed`.
 
-A client that does not read fills its send queue (`websocket.send_queue` messages) and is
-then disconnected with 1008 and the reason, so it costs bounded memory; a client that does
-not answer pings is dropped by aiohttp's heartbeat. Closing releases every subscription,
-task and queued message of the connection.
+Every call passes the chain's method policy, the connection's own `eth_subscribe` and
+`eth_unsubscribe` too, with the error a denied call gets over HTTP.
+
+A client that does not read fills its send queue (`websocket.send_queue` messages, or
+`websocket.send_queue_bytes` bytes) and is then disconnected with 1008 and the reason, so it
+costs bounded memory; a client that does not answer pings is dropped by aiohttp's heartbeat.
+Closing releases every subscription, task and queued message of the connection. When the
+server shuts down, every client is told with 1001 (going away), so it reconnects elsewhere.
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ log = structlog.get_logger("rpcgate.ws")
 
 SUBSCRIPTION_METHODS = frozenset({"eth_subscribe", "eth_unsubscribe"})
 CLOSE_NOT_READING = 1008  # policy violation: the reason says which
+CLOSE_GOING_AWAY = 1001  # the server shuts down
 _CLOSE_WAIT_S = 1.0  # a close frame to a client that does not read is not waited for longer
 
 
@@ -76,6 +81,7 @@ class Connection:
         self.caller = caller
         self.settings = settings
         self.queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=settings.send_queue)
+        self.queued_bytes = 0  # of the messages in `queue`
         self.subscriptions: dict[str, tuple[Subscriber, Callable[[], None]]] = {}
         self.tasks: set[asyncio.Task[None]] = set()
         self._bucket: Bucket | None = None
@@ -85,17 +91,29 @@ class Connection:
     # -- sending ---------------------------------------------------------------------------
 
     def send(self, payload: bytes) -> None:
-        """Queues a message; a full queue means the client does not read: it is dropped."""
+        """Queues a message; a full queue means the client does not read: it is dropped.
+        A message is queued while fewer than `send_queue_bytes` wait, so one answer as
+        large as an upstream may give still goes to a client that reads."""
         if self.closing is not None:
             return
+        limit = self.settings.send_queue_bytes
+        if self.queued_bytes >= limit:
+            self.close_soon(
+                f"send queue full ({self.queued_bytes} bytes waiting, "
+                f"websocket.send_queue_bytes {limit}): the client does not read its messages"
+            )
+            return
+        # Exact size: orjson's output keeps its working buffer, 4 KB or ~8x the message.
+        exact = memoryview(payload).tobytes()
         try:
-            # Exact size: orjson's output keeps its working buffer, 4 KB or ~8x the message.
-            self.queue.put_nowait(memoryview(payload).tobytes())
+            self.queue.put_nowait(exact)
         except asyncio.QueueFull:
             self.close_soon(
                 f"send queue full ({self.settings.send_queue} messages, websocket.send_queue): "
                 "the client does not read its messages"
             )
+            return
+        self.queued_bytes += len(exact)
 
     def notify(self, subscription: str) -> Callable[[Any], None]:
         prefix = b'{"jsonrpc":"2.0","method":"eth_subscription","params":{"subscription":"'
@@ -109,7 +127,9 @@ class Connection:
     async def _sender(self) -> None:
         while True:
             payload = await self.queue.get()
-            await self.ws.send_str(payload.decode())
+            self.queued_bytes -= len(payload)
+            # A text frame of the UTF-8 bytes as they are (send_str would copy them twice).
+            await self.ws.send_frame(payload, WSMsgType.TEXT)
 
     def close_soon(self, reason: str) -> None:
         if self.closing is not None:
@@ -128,6 +148,17 @@ class Connection:
         finally:
             if self.transport is not None:
                 self.transport.abort()  # a client that does not read cannot take a close frame
+
+    async def going_away(self, wait_s: float) -> None:
+        """The server shuts down: the client is told (1001), and its close answer waited
+        for `wait_s` at most; the connection is then released as any closed one."""
+        self.closing = "the server is shutting down"
+        try:
+            async with asyncio.timeout(wait_s):
+                await self.ws.close(code=CLOSE_GOING_AWAY, message=b"server shutting down")
+        except (TimeoutError, ConnectionError):
+            if self.transport is not None:
+                self.transport.abort()
 
     # -- receiving -------------------------------------------------------------------------
 
@@ -158,9 +189,10 @@ class Connection:
         self.tasks.clear()
         while not self.queue.empty():
             self.queue.get_nowait()
+        self.queued_bytes = 0
 
     def _received(self, body: bytes) -> None:
-        if self._rate.per_s > 0:
+        if self._rate.per_s > 0 and self.caller.limited:  # not the operator's own clients
             self._bucket, wait = take(self._bucket, self._rate, 1, time.monotonic())
             if wait > 0:
                 message = (
@@ -208,7 +240,13 @@ class Connection:
 
     async def _answer_item(self, item: Call | Invalid, started: float) -> dict[str, Any] | None:
         if isinstance(item, Call) and item.method in SUBSCRIPTION_METHODS:
-            result, error = self._subscription_call(item)
+            error: dict[str, Any] | None
+            denial = self.chain.policy.check(item.method)
+            if denial is not None:  # as over HTTP (execute): the chain does not serve it
+                self.chain.denied[denial.pattern] += 1
+                result, error = None, denial.error()
+            else:
+                result, error = self._subscription_call(item)
             if item.is_notification:
                 return None
             return response_object(item.id, result=result, error=error)
@@ -277,6 +315,17 @@ class Connection:
         feed.subscribe(subscriber)
         self.subscriptions[subscription] = (subscriber, lambda: feed.unsubscribe(subscriber))
         return subscription, None
+
+
+async def close_websockets(gateway: Gateway) -> None:
+    """Shutdown (the listener is closed): every client is told the server goes away (1001),
+    each given a second at most (and no more than `shutdown.timeout_s`) to answer, so that
+    their handlers end and the drain waits only for HTTP calls in flight."""
+    wait_s = min(_CLOSE_WAIT_S, gateway.config.shutdown.timeout_s)
+    connections = list(gateway.websockets)
+    if connections:
+        log.info("ws_going_away", connections=len(connections))
+    await asyncio.gather(*(c.going_away(wait_s) for c in connections), return_exceptions=True)
 
 
 async def serve_websocket(

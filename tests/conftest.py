@@ -94,8 +94,6 @@ def gateway_config(
     raw: dict[str, Any] = {
         "listen": "127.0.0.1:0",
         "failover": {"attempt_timeout_s": 1.0, "deadline_s": 10.0, "max_attempts": 5},
-        # Tests load one gateway from one address; the limit tests set their own limits.
-        "limits": {"rate_per_s": 0, "max_concurrent_per_client": 0},
         "chains": [
             {
                 "name": "devnet",
@@ -187,8 +185,8 @@ class ServeProcess(Protocol):
 @pytest.fixture
 def serve_process(tmp_path: Path) -> Iterator[ServeProcess]:
     """`rpcgate serve` in a process of its own (its memory measured alone) over one
-    upstream, on a free port: chain `devnet`, warnings only, client limits off unless a
-    `limits` section is given; keyword arguments add or replace top-level sections."""
+    upstream, on a free port: chain `devnet`, warnings only (loopback clients are not
+    rate limited at the defaults); keyword arguments add or replace top-level sections."""
     processes: list[subprocess.Popen[bytes]] = []
 
     def start(upstream: str, **sections: Any) -> tuple[str, subprocess.Popen[bytes]]:
@@ -196,7 +194,6 @@ def serve_process(tmp_path: Path) -> Iterator[ServeProcess]:
         config: dict[str, Any] = {
             "listen": f"127.0.0.1:{port}",
             "log_level": "warning",
-            "limits": {"rate_per_s": 0, "max_concurrent_per_client": 0},
             "chains": [
                 {
                     "name": "devnet",
@@ -242,7 +239,6 @@ def replica_process(tmp_path: Path) -> Iterator[Callable[..., str]]:
         port = free_port()
         config: dict[str, Any] = {
             "listen": f"127.0.0.1:{port}",
-            "limits": {"rate_per_s": 0, "max_concurrent_per_client": 0},
             "chains": [
                 {
                     "name": "devnet",

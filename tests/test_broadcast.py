@@ -155,3 +155,28 @@ def test_another_replica_asks_first_where_the_transaction_was_accepted(
         found = _result(other, "eth_getTransactionByHash", [tx_hash])
         assert found is not None and found["hash"] == tx_hash
         assert _result(other, "eth_getTransactionCount", [DEV_ADDRESSES[0], "pending"]) == "0x1"
+
+
+@pytest.mark.parametrize("broadcast", [1, 3])
+def test_a_transaction_the_node_already_has_is_accepted_on_every_path(
+    proxied_cluster: ProxiedClusterFactory, start_gateway: GatewayFactory, broadcast: int
+) -> None:
+    """What a retry meets after an attempt that timed out but reached the node: the node
+    already has the transaction ("already known"), or has mined it ("nonce too low"). Sent
+    one at a time (`failover.broadcast: 1`, or when no broadcast target could say) as at
+    once, that is the transaction accepted, never an error a wallet would act on."""
+    cluster, proxies = proxied_cluster(1, chain_id=CHAIN_ID, mined=2)
+    gateway = start_gateway(
+        [p.url for p in proxies], head_poll_interval=60, failover={"broadcast": broadcast}
+    )
+    raw = transfer(0)
+    tx_hash = cluster[0].rpc("eth_sendRawTransaction", [raw])  # the attempt that timed out
+    assert gateway.rpc("eth_sendRawTransaction", [raw]).json().get("result") == tx_hash
+    cluster.mine_all()
+    assert gateway.rpc("eth_sendRawTransaction", [raw]).json().get("result") == tx_hash
+    # ...while another transaction at a nonce already spent is refused as the node says
+    other = sign_transaction(
+        chain_id=CHAIN_ID, nonce=0, to=RECEIVER, value=2 * 10**15, key=DEV_KEYS[0], gas=21000
+    )
+    refused = gateway.rpc("eth_sendRawTransaction", [other]).json()
+    assert "nonce too low" in refused["error"]["message"].lower()

@@ -192,7 +192,7 @@ def test_every_redis_key_has_a_ttl_and_a_namespace(devnet, redis_server: RedisSe
         [p.url for p in proxies],
         head_poll_interval=60,
         cache={"redis_url": redis_server.url},
-        limits={"rate_per_s": 100},
+        limits={"rate_per_s": 100, "unlimited_networks": []},
     )
     gateway.rpc("eth_chainId")
     gateway.rpc("eth_getBalance", [ADDR, "latest"])

@@ -162,3 +162,47 @@ def test_check_prints_a_table_and_fails_when_a_chain_has_no_working_upstream(
     assert done.returncode == 1
     assert "no working upstream for: dead" in done.stderr
     assert "transient" in done.stdout
+
+
+def _validate(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*_rpcgate(), "config", "validate", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **env},
+    )
+
+
+def test_config_validate_reads_the_file_rpcgate_config_names(tmp_path: Path) -> None:
+    """The file `serve` and `check` would run on is the one validated."""
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("listen: localhost\nchains: []\n")
+    good = tmp_path / "good.yaml"
+    good.write_text(
+        yaml.safe_dump(
+            {"chains": [{"name": "local", "chain_id": 1337, "upstreams": [{"url": "http://n:1"}]}]}
+        )
+    )
+
+    refused = _validate(env={"RPCGATE_CONFIG": str(broken)})
+    assert refused.returncode == 1
+    assert "listen: must be HOST:PORT, not 'localhost'" in refused.stderr.splitlines()
+    assert f"{broken}: 2 problem(s)" in refused.stderr
+
+    accepted = _validate(env={"RPCGATE_CONFIG": str(good)})
+    assert (accepted.returncode, accepted.stderr) == (0, "")
+    assert accepted.stdout.strip() == f"{good}: ok (1 chain(s), 1 upstream(s))"
+
+    named = _validate(str(good), env={"RPCGATE_CONFIG": str(broken)})  # FILE comes first
+    assert (named.returncode, named.stdout.strip()) == (
+        0,
+        f"{good}: ok (1 chain(s), 1 upstream(s))",
+    )
+
+    default = _validate(env={"RPCGATE_CONFIG": ""})
+    assert default.returncode == 0
+    assert default.stdout.startswith("the embedded default: ok (1 chain(s)")
+
+    help_text = _validate("--help", env={}).stdout
+    assert "$RPCGATE_CONFIG" in help_text

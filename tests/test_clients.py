@@ -15,10 +15,11 @@ from rpcgate.clients import (
     authenticate,
     client_address,
     find_key,
+    is_limited,
     presented_key,
     trusted_networks,
 )
-from rpcgate.config import AuthConfig, ClientKey, ConfigError, parse_config
+from rpcgate.config import AuthConfig, ClientKey, ConfigError, LimitsConfig, parse_config
 from rpcgate.logs import configure_logging
 from tests.conftest import GatewayFactory
 from tests.harness.fixtures import AnvilClusterFactory
@@ -72,23 +73,65 @@ def test_authenticate_names_the_client_never_the_key() -> None:
 @pytest.mark.parametrize(
     ("peer", "forwarded", "trusted", "expected"),
     [
-        ("10.0.0.5", "1.2.3.4", (), "10.0.0.5"),  # no trusted proxies: the header is ignored
-        ("10.0.0.5", "1.2.3.4", ("10.0.0.0/8",), "1.2.3.4"),
-        ("192.0.2.9", "1.2.3.4", ("10.0.0.0/8",), "192.0.2.9"),  # not from a trusted proxy
+        ("10.0.0.5", ["1.2.3.4"], (), "10.0.0.5"),  # no trusted proxies: the header is ignored
+        ("10.0.0.5", ["1.2.3.4"], ("10.0.0.0/8",), "1.2.3.4"),
+        ("192.0.2.9", ["1.2.3.4"], ("10.0.0.0/8",), "192.0.2.9"),  # not from a trusted proxy
         # a client forging the header: the trusted proxy appended the real address last
-        ("10.0.0.5", "6.6.6.6, 1.2.3.4", ("10.0.0.0/8",), "1.2.3.4"),
+        ("10.0.0.5", ["6.6.6.6, 1.2.3.4"], ("10.0.0.0/8",), "1.2.3.4"),
+        # ... or added a line of its own (HAProxy's option forwardfor): the last line counts
+        ("10.0.0.5", ["6.6.6.6", "1.2.3.4"], ("10.0.0.0/8",), "1.2.3.4"),
+        ("10.0.0.5", ["6.6.6.6, 7.7.7.7", "1.2.3.4, 10.0.0.7"], ("10.0.0.0/8",), "1.2.3.4"),
         # two trusted hops (a CDN, then an ingress)
-        ("10.0.0.5", "6.6.6.6, 1.2.3.4, 10.0.0.7", ("10.0.0.0/8",), "1.2.3.4"),
-        ("10.0.0.5", "10.0.0.8, 10.0.0.7", ("10.0.0.0/8",), "10.0.0.8"),
-        ("10.0.0.5", "", ("10.0.0.0/8",), "10.0.0.5"),
-        ("::1", "2001:db8::1", ("::1",), "2001:db8::1"),
-        (None, None, (), "unknown"),
+        ("10.0.0.5", ["6.6.6.6, 1.2.3.4, 10.0.0.7"], ("10.0.0.0/8",), "1.2.3.4"),
+        ("10.0.0.5", ["10.0.0.8, 10.0.0.7"], ("10.0.0.0/8",), "10.0.0.8"),
+        ("10.0.0.5", [""], ("10.0.0.0/8",), "10.0.0.5"),
+        ("10.0.0.5", [], ("10.0.0.0/8",), "10.0.0.5"),
+        ("::1", ["2001:db8::1"], ("::1",), "2001:db8::1"),
+        (None, [], (), "unknown"),
     ],
 )
 def test_client_address_believes_forwarded_for_only_from_trusted_proxies(
-    peer: str | None, forwarded: str | None, trusted: tuple[str, ...], expected: str
+    peer: str | None, forwarded: list[str], trusted: tuple[str, ...], expected: str
 ) -> None:
     assert client_address(peer, forwarded, trusted_networks(trusted)) == expected
+
+
+DEFAULT_UNLIMITED = trusted_networks(LimitsConfig().unlimited_networks)
+
+
+@pytest.mark.parametrize(
+    ("address", "limited"),
+    [
+        ("127.0.0.1", False),  # the operator's own host
+        ("127.0.0.2", False),
+        ("::1", False),
+        ("::ffff:127.0.0.1", False),  # IPv4 mapped into IPv6 is itself
+        ("10.1.2.3", False),
+        ("172.16.0.1", False),
+        ("172.31.255.255", False),
+        ("192.168.1.10", False),
+        ("100.64.0.1", False),  # carrier-grade NAT / some clusters' pod range
+        ("fd12:3456::1", False),
+        ("fe80::1", False),
+        ("172.32.0.1", True),  # just past 172.16.0.0/12
+        ("8.8.8.8", True),
+        ("198.51.100.1", True),
+        ("2001:db8::1", True),
+        ("::ffff:8.8.8.8", True),
+        ("unknown", True),  # an address that cannot be read is limited
+    ],
+)
+def test_only_public_clients_are_limited_by_default(address: str, limited: bool) -> None:
+    assert is_limited(Caller("ip:" + address), address, DEFAULT_UNLIMITED) is limited
+
+
+def test_a_key_with_a_rate_of_its_own_is_limited_from_anywhere() -> None:
+    own_rate = ClientKey("slow", "s" * 24, rate_per_s=1.0)
+    default_rate = ClientKey("fast", "f" * 24)
+    assert is_limited(Caller("key:slow", own_rate), "127.0.0.1", DEFAULT_UNLIMITED)
+    assert not is_limited(Caller("key:fast", default_rate), "127.0.0.1", DEFAULT_UNLIMITED)
+    assert is_limited(Caller("key:fast", default_rate), "8.8.8.8", DEFAULT_UNLIMITED)
+    assert is_limited(Caller("ip:127.0.0.1"), "127.0.0.1", ())  # [] limits everyone
 
 
 def _config_text(keys: str) -> str:

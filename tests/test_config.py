@@ -141,6 +141,58 @@ def test_upstream_name_defaults_to_its_preset_or_host(entry: dict[str, str], nam
     assert parse_config(text, env={}).chains[0].upstreams[0].name == name
 
 
+def test_upstreams_sharing_a_host_are_named_for_host_and_port() -> None:
+    text = """\
+        chains:
+          - name: ethereum
+            chain_id: 1
+            upstreams:
+              - url: http://127.0.0.1:8545
+              - url: http://127.0.0.1:8546/
+              - {url: "http://127.0.0.1:8547", name: mine}
+              - url: http://[::1]:8545
+              - url: http://[::1]:8546
+              - url: https://node.internal/rpc
+              - url: https://node.internal:8443/rpc
+              - url: https://eth.drpc.org
+              - preset: drpc
+              - url: https://lonely.example/rpc
+        """
+    config = parse_config(textwrap.dedent(text), env={})
+    assert [up.name for up in config.chains[0].upstreams] == [
+        "127.0.0.1:8545",
+        "127.0.0.1:8546",
+        "mine",
+        "[::1]:8545",
+        "[::1]:8546",
+        "node.internal:443",
+        "node.internal:8443",
+        "eth.drpc.org:443",  # the drpc preset is on that host too
+        "drpc",
+        "lonely.example",
+    ]
+    # Hosts are counted per chain: one upstream on a host keeps the host alone.
+    single = "chains:\n  - {name: a, chain_id: 1, upstreams: [{url: 'http://127.0.0.1:8545'}]}\n"
+    assert parse_config(single, env={}).chains[0].upstreams[0].name == "127.0.0.1"
+
+
+def test_upstreams_on_one_host_and_port_still_ask_for_names() -> None:
+    problems = problems_of(
+        """\
+        chains:
+          - name: devnet
+            chain_id: 31337
+            upstreams:
+              - url: http://127.0.0.1:8545/a
+              - url: http://127.0.0.1:8545/b
+        """
+    )
+    assert problems == [
+        "chains[0].upstreams[1].name: '127.0.0.1:8545' is already upstreams[0]; "
+        "give each a distinct `name`"
+    ]
+
+
 def test_two_upstreams_of_one_preset_are_told_apart_by_name() -> None:
     text = """\
         chains:
@@ -238,11 +290,12 @@ def test_missing_env_variable_in_a_header_is_named_with_its_key_path() -> None:
 # --- every problem, with its key path --------------------------------------------------------
 
 UPSTREAM_KEYS = (
-    "domain, endpoint, headers, key, kind, max_batch, name, node_id, preset, region, url, weight, "
-    "ws_url"
+    "domain, endpoint, headers, key, kind, max_batch, name, node_id, preset, proxy, region, url, "
+    "weight, ws_url"
 )
 ROOT_KEYS = (
-    "admin, auth, cache, chains, cors, failover, limits, listen, log_level, shutdown, websocket"
+    "admin, auth, cache, chains, cors, failover, filters, limits, listen, log_level, ops, "
+    "shutdown, websocket"
 )
 PRESET_NAMES = (
     "infura, alchemy, quicknode, chainstack, ankr, drpc, pokt, lava, publicnode, onerpc, "

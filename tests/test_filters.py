@@ -5,18 +5,23 @@ reorg it delivers what a WebSocket subscription does (the dropped logs again wit
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
+import orjson
 import pytest
 
+from rpcgate.config import FiltersConfig
 from rpcgate.filters import (
     MAX_BLOCKS_PER_POLL,
     REMEMBERED_BLOCKS,
     REMEMBERED_LOGS,
     Delivered,
     Filter,
+    FilterStore,
     advance,
+    criteria_too_large,
     logs_by_block,
     logs_window,
     poll_reach,
@@ -25,10 +30,12 @@ from rpcgate.filters import (
 )
 from rpcgate.heads import Block
 from rpcgate.reorg_walk import follow
+from rpcgate.shared_state import SharedState
 from tests.conftest import GatewayFactory, ProxiedClusterFactory, RunningGateway
 from tests.harness.anvil import DEV_ADDRESSES, DEV_KEYS, AnvilCluster, sign_transaction
 from tests.harness.contract import INIT_CODE, LOG_TOPIC, create_address
 from tests.harness.faultproxy import Fault, FaultProxy
+from tests.harness.fixtures import AnvilClusterFactory
 from tests.harness.redis_server import RedisServer
 from tests.test_replicas import _result
 from tests.test_websocket import Socket
@@ -401,3 +408,111 @@ def test_http_filters_deliver_what_websocket_subscriptions_deliver_through_a_reo
     assert [e["removed"] for e in socket.notes[ws_logs]] == [False] * 3 + [True] * 2 + [False] * 3
     assert http_logs == socket.notes[ws_logs]
     assert http_hashes == [head["hash"] for head in socket.notes[ws_heads]]
+
+
+# -- bounds: what filters may take -----------------------------------------------------------
+
+
+def test_criteria_over_the_limit_are_refused_naming_the_setting() -> None:
+    address = "0x" + "11" * 20
+    assert criteria_too_large({"address": [address] * 10}, 1024) is None
+    over = {"address": [address] * 100}
+    error = criteria_too_large(over, 1024)
+    assert error is not None and error["code"] == -32602
+    assert "filters.max_criteria_bytes" in error["message"]
+    assert error["data"] == {"limit": 1024, "size": len(orjson.dumps(over))}
+    beyond_64_bits = criteria_too_large({"fromBlock": 2**70}, 1024)
+    assert beyond_64_bits is not None and beyond_64_bits["code"] == -32602
+
+
+def _criteria_filter(size: int) -> Filter:
+    """A log filter whose JSON takes about `size` bytes."""
+    return Filter("logs", 1, {"address": "0x" + "ab" * 20, "padding": "x" * size})
+
+
+async def _store_bounds(shared: list[SharedState] | None) -> None:
+    """Three filters at most: the least recently polled goes first; with Redis, for all
+    replicas together (a filter made on one is forgotten for the other)."""
+    settings = FiltersConfig(max_count=3, memory_bytes=10**9)
+    first, second = (
+        (FilterStore(shared[0], settings), FilterStore(shared[1], settings))
+        if shared
+        else (FilterStore(None, settings),) * 2
+    )
+    block = Filter("block", 1, recent=[Delivered(1, "h1")])
+    await first.put(CHAIN_ID, "f1", block)
+    await first.put(CHAIN_ID, "f2", block)
+    await second.put(CHAIN_ID, "f3", block)
+    polled = await second.get(CHAIN_ID, "f1")
+    assert polled == block
+    await second.put(CHAIN_ID, "f1", polled)  # a poll stores it again
+    await second.put(CHAIN_ID, "f4", block)
+    assert await second.get(CHAIN_ID, "f2") is None  # the least recently polled
+    for kept in ("f1", "f3", "f4"):
+        assert await second.get(CHAIN_ID, kept) == block, kept
+
+
+async def _byte_bounds(shared: SharedState | None) -> tuple[FilterStore, list[str]]:
+    one = len(_criteria_filter(1000).to_json())
+    store = FilterStore(shared, FiltersConfig(max_count=1000, memory_bytes=3 * one + 10))
+    for n in range(5):
+        await store.put(CHAIN_ID, f"f{n}", _criteria_filter(1000))
+    kept = [f"f{n}" for n in range(5) if await store.get(CHAIN_ID, f"f{n}") is not None]
+    assert kept == ["f2", "f3", "f4"]
+    assert store.local_bytes == 3 * one and store.local_count == 3
+    # Stored again bigger: the oldest makes room.
+    await store.put(CHAIN_ID, "f3", _criteria_filter(1500))
+    assert await store.get(CHAIN_ID, "f2") is None
+    assert await store.delete(CHAIN_ID, "f4") is True
+    assert store.local_bytes == len(_criteria_filter(1500).to_json())
+    return store, kept
+
+
+def test_filters_beyond_the_count_forget_the_least_recently_polled_first() -> None:
+    asyncio.run(_store_bounds(None))
+
+
+def test_filters_beyond_their_bytes_forget_the_least_recently_polled_first() -> None:
+    asyncio.run(_byte_bounds(None))
+
+
+def test_filters_in_redis_are_bounded_for_all_replicas_together(
+    redis_server: RedisServer,
+) -> None:
+    async def run() -> None:
+        replicas = [SharedState(redis_server.url, "rpcgate:t:", 1.0) for _ in range(2)]
+        try:
+            await _store_bounds(replicas)
+            await replicas[0].client.flushdb()
+            await _byte_bounds(replicas[0])
+        finally:
+            for shared in replicas:
+                await shared.close()
+
+    asyncio.run(run())
+    client = redis_server.client()
+    stored = client.keys(f"rpcgate:t:{CHAIN_ID}:filter:*")
+    assert sorted(stored) == [f"rpcgate:t:{CHAIN_ID}:filter:f3".encode()]
+    # What Redis counts is what the filters take there, and goes with them.
+    assert int(client.get("rpcgate:t:filters:total") or 0) == client.strlen(stored[0])
+    assert client.zcard("rpcgate:t:filters:polled") == 1
+
+
+def test_a_gateway_refuses_huge_criteria_and_forgets_the_least_recently_polled_filter(
+    anvil_cluster: AnvilClusterFactory, start_gateway: GatewayFactory
+) -> None:
+    node = anvil_cluster(1, chain_id=CHAIN_ID, automine=True)[0]
+    gateway = start_gateway([node.url], filters={"max_count": 2})
+    addresses = [f"0x{i:040x}" for i in range(20_000)]  # 900 KB: 7x the default limit
+    refused = gateway.rpc("eth_newFilter", [{"address": addresses}]).json()["error"]
+    assert refused["code"] == -32602
+    assert refused["message"].startswith("filter criteria too large: 900")
+    assert "(filters.max_criteria_bytes)" in refused["message"]
+    first = gateway.result("eth_newFilter", [{"address": addresses[:1000]}])  # geth's most
+    second = gateway.result("eth_newBlockFilter")
+    assert gateway.result("eth_getFilterChanges", [first]) == []  # polled: now the newest
+    third = gateway.result("eth_newBlockFilter")
+    forgotten = gateway.rpc("eth_getFilterChanges", [second]).json()["error"]
+    assert (forgotten["code"], forgotten["message"]) == (-32000, "filter not found")
+    assert gateway.result("eth_getFilterChanges", [first]) == []
+    assert gateway.result("eth_getFilterChanges", [third]) == []

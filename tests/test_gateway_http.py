@@ -6,10 +6,12 @@ import json
 
 import pytest
 
+from rpcgate.answers import Answer, diagnostics
 from tests.conftest import GatewayFactory, RunningGateway
 from tests.harness.fixtures import AnvilClusterFactory
 
 CHAIN_ID = 31337
+ADDRESSES = [f"0x{i:040x}" for i in (0xA1, 0xA2, 0xA3)]
 
 
 @pytest.fixture
@@ -61,7 +63,61 @@ def test_batch_at_the_limit_is_answered_item_by_item(gateway: RunningGateway) ->
     reply = gateway.post(batch)
     assert [item["id"] for item in reply.json()] == [f"q{i}" for i in range(5)]
     assert all(item["result"] == hex(CHAIN_ID) for item in reply.json())
-    assert int(reply.headers["X-Rpcgate-Attempts"]) == 5
+    assert reply.headers["X-Rpcgate-Attempts"].split(",") == ["1"] * 5
+
+
+def test_every_diagnostics_header_of_a_batch_has_one_value_per_answer_in_order(
+    anvil_cluster: AnvilClusterFactory, start_gateway: GatewayFactory
+) -> None:
+    cluster = anvil_cluster(2, chain_id=CHAIN_ID)
+    cluster.mine_all(2)
+    gateway = start_gateway(cluster.urls)
+    gateway.sync()
+    cached = gateway.rpc("eth_getBalance", [ADDRESSES[0], "0x1"])
+    assert cached.headers["X-Rpcgate-Cache"] == "miss"
+    batch = [
+        {"jsonrpc": "2.0", "id": 1, "method": "eth_getBalance", "params": [ADDRESSES[0], "0x1"]},
+        {"jsonrpc": "2.0", "method": "eth_chainId", "params": []},  # a notification: no answer
+        {"jsonrpc": "2.0", "id": 2, "method": "eth_getBalance", "params": [ADDRESSES[1], "0x2"]},
+        {"jsonrpc": "2.0", "id": 3},  # not a call: the gateway answers it
+        {"jsonrpc": "2.0", "id": 4, "method": "eth_getBalance", "params": [ADDRESSES[2], "0x1"]},
+    ]
+
+    reply = gateway.post(batch, headers={"X-Rpcgate-Trace": "1"})
+
+    answers = reply.json()
+    assert [a["id"] for a in answers] == [1, 2, 3, 4]
+    values = {
+        name: reply.headers[f"X-Rpcgate-{name}"].split(",")
+        for name in ("Upstream", "Attempts", "Cache", "Block", "Verified")
+    }
+    assert all(len(v) == len(answers) for v in values.values()), values
+    answered_by = [a["trace"]["answered_by"] if "trace" in a else "gateway" for a in answers]
+    assert values["Upstream"] == answered_by
+    assert values["Upstream"][0] == "cache" and values["Upstream"][2] == "gateway"
+    assert {values["Upstream"][1], values["Upstream"][3]} <= {"node0", "node1"}
+    assert values["Cache"] == ["hit", "miss", "bypass", "miss"]
+    assert values["Block"] == ["1", "2", "-", "1"]
+    assert values["Attempts"][0] == values["Attempts"][2] == "0"
+    assert int(values["Attempts"][1]) >= 1 and int(values["Attempts"][3]) >= 1
+    assert values["Verified"][2] == "none"
+
+
+def test_a_batch_of_notifications_alone_has_no_diagnostics_values(gateway: RunningGateway) -> None:
+    reply = gateway.post([{"jsonrpc": "2.0", "method": "eth_chainId"}] * 2)
+    assert reply.status == 204
+    assert not [name for name in reply.headers if name.startswith("X-Rpcgate-")]
+
+
+def test_a_quorum_answer_is_one_value_of_a_batch_header() -> None:
+    quorum = Answer({"jsonrpc": "2.0", "id": 1, "result": "0x1"}, "node0,node1", 2, "miss")
+    alone = Answer({"jsonrpc": "2.0", "id": 2, "result": "0x1"}, "node2", 1, "miss", 7)
+    notification = Answer(None, "node0", 1, "bypass")
+    headers = diagnostics([quorum, notification, alone], is_batch=True)
+    assert headers["X-Rpcgate-Upstream"] == "node0+node1,node2"
+    assert headers["X-Rpcgate-Attempts"] == "2,1"
+    assert headers["X-Rpcgate-Block"] == "-,7"
+    assert diagnostics([quorum], is_batch=False)["X-Rpcgate-Upstream"] == "node0+node1"
 
 
 def test_get_on_a_json_rpc_path_says_to_post(gateway: RunningGateway) -> None:

@@ -13,7 +13,9 @@ from typing import Any
 import kubernetes_validate
 import pytest
 
-from rpcgate.config import load_config, parse_config
+from rpcgate.admission import Admission
+from rpcgate.clients import Caller
+from rpcgate.config import OpsConfig, load_config, parse_config
 from tests.harness.helm import (
     ALL_ON_VALUES,
     CHART_DIR,
@@ -65,6 +67,10 @@ def _pod_env(manifests: Manifests) -> list[dict[str, Any]]:
     return env
 
 
+def _secret_env(manifests: Manifests) -> dict[str, str]:
+    return {e["name"]: "k3y" for e in _pod_env(manifests) if "valueFrom" in e}
+
+
 def _selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
     return all(labels.get(key) == value for key, value in selector.items())
 
@@ -81,7 +87,12 @@ def test_helm_lint_passes_strict(values: str) -> None:
 
 
 def test_default_renders_the_gateway_only(default: Manifests) -> None:
-    assert sorted(m["kind"] for m in default) == ["ConfigMap", "Deployment", "Service"]
+    assert sorted((m["kind"], m["metadata"]["name"]) for m in default) == [
+        ("ConfigMap", "rel-rpcgate"),
+        ("Deployment", "rel-rpcgate"),
+        ("Service", "rel-rpcgate"),
+        ("Service", "rel-rpcgate-ops"),  # metrics, status and admin: not the clients' Service
+    ]
 
 
 def test_all_on_renders_every_option(all_on: Manifests) -> None:
@@ -93,6 +104,7 @@ def test_all_on_renders_every_option(all_on: Manifests) -> None:
         ("HorizontalPodAutoscaler", "rel-rpcgate"),
         ("PodDisruptionBudget", "rel-rpcgate"),
         ("Service", "rel-rpcgate"),
+        ("Service", "rel-rpcgate-ops"),
         ("Service", "rel-rpcgate-redis"),
         ("ServiceMonitor", "rel-rpcgate"),
     ]
@@ -110,23 +122,65 @@ def test_every_manifest_validates_strictly_against_kubernetes_1_30(manifests: Ma
         assert version == "1.30", f"{name} was validated against {version}, not 1.30"
 
 
-def test_service_monitor_scrapes_metrics_on_the_services_http_port(all_on: Manifests) -> None:
+def test_service_monitor_scrapes_metrics_on_the_operations_port_only(all_on: Manifests) -> None:
     # monitoring.coreos.com/v1 is the Prometheus Operator's CRD, whose schema is not among
-    # Kubernetes' own: the fields that matter are checked by hand against the Service.
+    # Kubernetes' own: the fields that matter are checked by hand against the Services.
     monitor = find(all_on, "ServiceMonitor")
-    service = find(all_on, "Service")
+    clients = find(all_on, "Service")
+    ops = find(all_on, "Service", "-ops")
     assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
     assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
-    assert _selects(monitor["spec"]["selector"]["matchLabels"], service["metadata"]["labels"])
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    assert _selects(selector, ops["metadata"]["labels"])
+    assert not _selects(selector, clients["metadata"]["labels"])  # metrics are not there
     redis_service = find(all_on, "Service", "-redis")
-    assert not _selects(
-        monitor["spec"]["selector"]["matchLabels"], redis_service["metadata"]["labels"]
-    )
-    service_ports = {p["name"] for p in service["spec"]["ports"]}
-    assert [(e["port"], e["path"]) for e in monitor["spec"]["endpoints"]] == [("http", "/metrics")]
-    assert monitor["spec"]["endpoints"][0]["port"] in service_ports
+    assert not _selects(selector, redis_service["metadata"]["labels"])
+    assert [(e["port"], e["path"]) for e in monitor["spec"]["endpoints"]] == [("ops", "/metrics")]
+    assert [p["name"] for p in ops["spec"]["ports"]] == ["ops"]
     assert set(monitor["spec"]) == {"selector", "endpoints"}
     assert set(monitor["spec"]["endpoints"][0]) == {"port", "path", "interval", "scrapeTimeout"}
+
+
+def test_the_clients_service_exposes_the_rpc_port_only(manifests: Manifests) -> None:
+    config = parse_config(_config_text(manifests), env=_secret_env(manifests), source="chart")
+    assert config.ops.listen == "0.0.0.0:9545"
+    clients = find(manifests, "Service")
+    assert [(p["name"], p["targetPort"]) for p in clients["spec"]["ports"]] == [("http", "http")]
+    ops = find(manifests, "Service", "-ops")
+    assert ops["spec"]["type"] == "ClusterIP"
+    container = find(manifests, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"http": 8545, "ops": 9545}
+
+
+def test_without_an_operations_port_metrics_are_scraped_on_http() -> None:
+    manifests = render(set_values=["config.ops.listen=null", "serviceMonitor.enabled=true"])
+    assert parse_config(_config_text(manifests), env={}).ops.listen is None
+    monitor = find(manifests, "ServiceMonitor")
+    assert [e["port"] for e in monitor["spec"]["endpoints"]] == ["http"]
+    assert _selects(
+        monitor["spec"]["selector"]["matchLabels"], find(manifests, "Service")["metadata"]["labels"]
+    )
+    assert [m for m in manifests if m["metadata"]["name"].endswith("-ops")] == []
+
+
+def test_the_chart_limits_every_client_even_from_a_private_address(manifests: Manifests) -> None:
+    """A public client can reach a pod with a node's private address (a LoadBalancer
+    Service's SNAT, no X-Forwarded-For): in the chart no address is spared."""
+    config = parse_config(_config_text(manifests), env=_secret_env(manifests), source="chart")
+    admission = Admission(config)
+
+    def limited(peer: str, forwarded: str | None = None) -> bool:
+        headers = {} if forwarded is None else {"X-Forwarded-For": forwarded}
+        caller = admission.caller(
+            path_key=None, headers=headers, query={}, peer=peer, chain_name="ethereum", chain_id=1
+        )
+        assert isinstance(caller, Caller)
+        return caller.limited
+
+    assert limited("10.1.2.3")  # a node's address after SNAT
+    assert limited("10.1.2.3", "198.51.100.4")  # an ingress passing the client's address
+    assert limited("127.0.0.1")
 
 
 # --- values.schema.json --------------------------------------------------------------------
@@ -161,11 +215,19 @@ def test_default_config_is_rpcgates_own_default_listening_on_all_interfaces(
 ) -> None:
     config = parse_config(_config_text(default), env={}, source="chart")
     own = load_config(None, env={})
-    # In a cluster the ingress passes the client's address: the private ranges are believed.
+    # In a cluster the ingress passes the client's address: the private ranges are believed,
+    # and no address is spared the limits (see the test below).
     behind_ingress = dataclasses.replace(
-        own.limits, trusted_proxies=("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fd00::/8")
+        own.limits,
+        trusted_proxies=("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fd00::/8"),
+        unlimited_networks=(),
     )
-    assert config == dataclasses.replace(own, listen="0.0.0.0:8545", limits=behind_ingress)
+    assert config == dataclasses.replace(
+        own,
+        listen="0.0.0.0:8545",
+        limits=behind_ingress,
+        ops=OpsConfig(listen="0.0.0.0:9545"),
+    )
 
 
 def test_all_on_config_loads_with_the_secrets_env_and_uses_the_in_chart_redis(
@@ -241,7 +303,7 @@ def test_probes_ask_healthz_and_readyz_on_the_http_port(manifests: Manifests) ->
     (container,) = pod["containers"]
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
-    assert container["ports"] == [{"name": "http", "containerPort": 8545, "protocol": "TCP"}]
+    assert container["ports"][0] == {"name": "http", "containerPort": 8545, "protocol": "TCP"}
     assert {"name": "RPCGATE_CONFIG", "value": "/etc/rpcgate/config.yaml"} in container["env"]
 
 

@@ -52,7 +52,6 @@ def _config(proxies: list[FaultProxy], port: int, **extra: Any) -> dict[str, Any
         "listen": f"127.0.0.1:{port}",
         "log_level": "info",
         "shutdown": {"grace_s": 0.5, "timeout_s": 10},
-        "limits": {"rate_per_s": 0, "max_concurrent_per_client": 0},  # one address, by design
         "chains": [
             {
                 "name": "devnet",
@@ -238,3 +237,103 @@ def test_a_reload_plan_replaces_only_what_changed() -> None:
         ["http://127.0.0.1:1", "http://127.0.0.1:2"], failover={"deadline_s": 20.0}
     )
     assert plan_reload(base, slower).stop == ("devnet",)  # runtimes are built with it
+
+
+def _status_of(url: str, headers: dict[str, str] | None = None) -> int:
+    request = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            resp.read()
+            return int(resp.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def test_operator_paths_live_on_the_operations_listener_only(
+    proxied_cluster: ProxiedClusterFactory,
+    gateway_process: Callable[[dict[str, Any]], tuple[str, subprocess.Popen[str], Path]],
+) -> None:
+    """With `ops.listen`, /metrics, /status, /status.json and /admin answer there and the RPC
+    listener answers them 404 (clients cannot read them even with auth.keys set); the RPC
+    is not served on the operations listener; the probes answer on both."""
+    _, proxies = proxied_cluster(1, mined=1)
+    token = "t" * 24
+    ops_port = free_port()
+    url, process, _ = gateway_process(
+        _config(
+            proxies,
+            free_port(),
+            ops={"listen": f"127.0.0.1:{ops_port}"},
+            admin={"token": token},
+        )
+    )
+    ops = f"http://127.0.0.1:{ops_port}"
+    admin = {"Authorization": f"Bearer {token}"}
+    wait_for_http(ops + "/healthz")
+    for path in ("/metrics", "/status", "/status.json"):
+        assert _status_of(ops + path) == 200, path
+        assert _status_of(url + path) == 404, path
+    assert _status_of(ops + "/admin/drills", admin) == 200
+    assert _status_of(url + "/admin/drills", admin) == 404
+    assert _status_of(url + "/admin", admin) == 404
+    for probe in ("/healthz", "/readyz"):
+        assert _status_of(url + probe) == 200
+        assert _status_of(ops + probe) == 200
+    assert _call(url, "eth_chainId", [])["result"] == hex(CHAIN_ID)
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        _call(ops, "eth_chainId", [])
+    assert refused.value.code in (404, 405)
+    _, metrics = _get_text(ops + "/metrics")
+    assert "# TYPE rpcgate_" in metrics
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(20) == 0
+
+
+def _get_text(url: str) -> tuple[int, str]:
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        return int(resp.status), resp.read().decode()
+
+
+def test_the_operations_port_taken_is_one_line_and_exit_2(
+    proxied_cluster: ProxiedClusterFactory, tmp_path: Path
+) -> None:
+    _, proxies = proxied_cluster(1, mined=1)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        path = tmp_path / "rpcgate.yaml"
+        path.write_text(
+            yaml.safe_dump(_config(proxies, free_port(), ops={"listen": f"127.0.0.1:{port}"}))
+        )
+        result = subprocess.run(
+            [*_rpcgate(), "serve", "--config", str(path)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    assert result.returncode == 2
+    assert f"cannot listen on 127.0.0.1:{port}: the port is already in use" in result.stderr
+
+
+def test_a_call_stuck_on_a_hung_upstream_does_not_hold_the_exit_past_grace_and_timeout(
+    proxied_cluster: ProxiedClusterFactory, gateway_process: Any
+) -> None:
+    """aiohttp waits `timeout` for a handler, then cancels it and waits `timeout` again: the
+    process must still be gone within grace + timeout (Kubernetes kills it at 30 s)."""
+    _, proxies = proxied_cluster(1, chain_id=CHAIN_ID, mined=2)
+    config = _config(proxies, free_port())
+    config["shutdown"] = {"grace_s": 0.5, "timeout_s": 2}
+    config["failover"] = {"attempt_timeout_s": 60, "deadline_s": 60}
+    url, process, _ = gateway_process(config)
+    proxies[0].set_fault(Fault.LATENCY, delay=60)  # hangs every call
+    with ThreadPoolExecutor(1) as pool:
+        stuck = pool.submit(_call, url, "eth_getBalance", [DEV_ADDRESSES[0], "0x1"], 30)
+        time.sleep(0.5)
+        started = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(20) == 0
+        took = time.monotonic() - started
+        with pytest.raises(Exception):  # noqa: B017 - the connection ends without an answer
+            stuck.result(timeout=5)
+    assert took < 0.5 + 2 + 1.0, took

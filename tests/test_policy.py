@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -194,3 +195,48 @@ def test_denials_are_counted_by_rule_in_status_and_metrics(
     assert status["chains"][0]["denied_by_policy"] == {"admin_*": 2, "debug_*": 1}
     metrics = gateway.loop.run(get("/metrics")).decode()
     assert 'rpcgate_method_denials_total{chain="devnet",rule="admin_*"} 2.0' in metrics
+
+
+def test_a_denied_method_is_refused_over_websocket_as_over_http(
+    proxied_cluster: ProxiedClusterFactory, start_gateway: GatewayFactory
+) -> None:
+    """Every call over the socket passes the policy, the socket's own eth_subscribe and
+    eth_unsubscribe too: the same error as over HTTP, and no subscription made."""
+    _, proxies = proxied_cluster(1, mined=2)
+    denied = ["eth_subscribe", "eth_unsubscribe", "eth_getBalance", "eth_newBlockFilter"]
+    gateway = start_gateway([p.url for p in proxies], chain={"methods": {"deny": denied}})
+    calls = [
+        ("eth_subscribe", ["newHeads"]),
+        ("eth_unsubscribe", ["0x" + "ab" * 16]),
+        ("eth_getBalance", ["0x" + "00" * 20, "latest"]),
+        ("eth_newBlockFilter", []),
+        ("admin_peers", []),  # the default policy's
+    ]
+
+    async def over_websocket() -> list[Any]:
+        url = gateway.url.replace("http://", "ws://") + "/devnet"
+        async with aiohttp.ClientSession() as session, session.ws_connect(url) as ws:
+            answers = []
+            for i, (method, params) in enumerate(calls):
+                await ws.send_json({"jsonrpc": "2.0", "id": i, "method": method, "params": params})
+                answers.append(await ws.receive_json(timeout=10))
+            batch = [
+                {"jsonrpc": "2.0", "id": 100 + i, "method": method, "params": params}
+                for i, (method, params) in enumerate(calls)
+            ]
+            await ws.send_json(batch)
+            answers.append(await ws.receive_json(timeout=10))
+            return answers
+
+    *singles, batch = gateway.loop.run(over_websocket())
+    for (method, params), answer in zip(calls, singles, strict=True):
+        over_http = gateway.rpc(method, params).json()
+        assert "result" not in answer, (method, answer)
+        assert answer["error"] == over_http["error"], method
+        assert answer["error"]["code"] == -32601
+    assert [a["error"] for a in sorted(batch, key=lambda a: a["id"])] == [
+        a["error"] for a in singles
+    ]
+    assert gateway.gateway.websocket_counts()["websocket_subscriptions"] == 0
+    status = gateway.gateway.chains[0].denied
+    assert status["eth_subscribe"] == 3 and status["eth_unsubscribe"] == 3  # ws twice, http

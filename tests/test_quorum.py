@@ -6,41 +6,101 @@ from __future__ import annotations
 import pytest
 
 from rpcgate.config import ConfigError, parse_config
-from rpcgate.quorum import TOO_FEW_ANSWERS, UPSTREAMS_DISAGREE, decide_agree, decide_max
+from rpcgate.errors import ErrorClass
+from rpcgate.quorum import (
+    TOO_FEW_ANSWERS,
+    UPSTREAMS_DISAGREE,
+    Said,
+    decide_agree,
+    decide_max,
+    hear,
+)
 from tests.conftest import GatewayFactory, ProxiedClusterFactory, RunningGateway, gateway_config
-from tests.harness.anvil import DEV_ADDRESSES, AnvilCluster, sign_transaction
+from tests.harness.anvil import DEV_ADDRESSES, AnvilCluster, JsonRpcError, sign_transaction
 from tests.harness.faultproxy import FaultProxy
+from tests.test_failover import REVERTER, REVERTING_CODE
 
 CHAIN_ID = 31337
 ADDR = DEV_ADDRESSES[0]
 
 
-def test_max_takes_the_highest_quantity() -> None:
-    assert decide_max([("a", "0x1"), ("b", "0x3"), ("c", "0x2")]) == "0x3"
-    assert decide_max([("a", None), ("b", "0x0")]) == "0x0"
+REVERT = {"code": 3, "message": "execution reverted", "data": "0xdeadbeef"}
+
+
+def ok(upstream: str, result: object) -> Said:
+    return Said(upstream, result)
+
+
+def reverted(upstream: str, data: str = "0xdeadbeef", code: int = 3) -> Said:
+    error = {**REVERT, "code": code, "data": data}
+    return Said(upstream, error=error, error_class=ErrorClass.REVERT)
 
 
 @pytest.mark.parametrize(
-    ("answers", "on_dispute", "result", "code"),
+    ("said", "result", "error"),
     [
-        ([("a", "0x1"), ("b", "0x1")], "error", "0x1", None),
-        ([("a", "0x1"), ("b", "0x2")], "error", None, UPSTREAMS_DISAGREE),
-        ([("a", "0x1"), ("b", "0x2")], "majority", None, UPSTREAMS_DISAGREE),  # no majority
-        ([("a", "0x1"), ("b", "0x2"), ("c", "0x1")], "majority", "0x1", None),
-        ([("a", "0x1"), ("b", "0x2"), ("c", "0x1")], "error", None, UPSTREAMS_DISAGREE),
-        ([("a", "0x1")], "error", None, TOO_FEW_ANSWERS),
-        ([("a", {"x": 1, "y": 2}), ("b", {"y": 2, "x": 1})], "error", {"x": 1, "y": 2}, None),
+        ([ok("a", "0x1"), ok("b", "0x3"), ok("c", "0x2")], "0x3", None),
+        ([ok("a", None), ok("b", "0x0")], "0x0", None),
+        ([ok("a", "0x1"), reverted("b")], "0x1", None),  # a pool that knows wins
+        ([reverted("a"), reverted("b", "0x01")], None, REVERT),  # nobody knows: as said
     ],
 )
-def test_agree_needs_equal_answers(
-    answers: list[tuple[str, object]], on_dispute: str, result: object, code: int | None
+def test_max_takes_the_highest_quantity_and_a_verdict_only_when_nobody_answered(
+    said: list[Said], result: object, error: object
 ) -> None:
-    needed = 2 if len(answers) < 3 else 3
-    got, error = decide_agree(answers, needed, on_dispute)
+    assert decide_max(said) == (result, error)
+
+
+@pytest.mark.parametrize(
+    ("said", "on_dispute", "result", "code"),
+    [
+        ([ok("a", "0x1"), ok("b", "0x1")], "error", "0x1", None),
+        ([ok("a", "0x1"), ok("b", "0x2")], "error", None, UPSTREAMS_DISAGREE),
+        ([ok("a", "0x1"), ok("b", "0x2")], "majority", None, UPSTREAMS_DISAGREE),  # no majority
+        ([ok("a", "0x1"), ok("b", "0x2"), ok("c", "0x1")], "majority", "0x1", None),
+        ([ok("a", "0x1"), ok("b", "0x2"), ok("c", "0x1")], "error", None, UPSTREAMS_DISAGREE),
+        ([ok("a", "0x1")], "error", None, TOO_FEW_ANSWERS),
+        ([ok("a", {"x": 1, "y": 2}), ok("b", {"y": 2, "x": 1})], "error", {"x": 1, "y": 2}, None),
+        # The same revert from both, whatever each vendor's code for it: the node's error.
+        ([reverted("a"), reverted("b")], "error", None, 3),
+        ([reverted("a"), reverted("b", code=-32000)], "error", None, 3),
+        # A revert beside a result, or two reverts with other data: they disagree.
+        ([reverted("a"), ok("b", "0x2a")], "error", None, UPSTREAMS_DISAGREE),
+        ([reverted("a"), reverted("b", "0x01")], "error", None, UPSTREAMS_DISAGREE),
+        ([reverted("a"), ok("b", "0x2a"), reverted("c")], "majority", None, 3),
+        ([reverted("a")], "error", None, TOO_FEW_ANSWERS),
+    ],
+)
+def test_agree_needs_the_same_answer_or_the_same_verdict(
+    said: list[Said], on_dispute: str, result: object, code: int | None
+) -> None:
+    needed = 2 if len(said) < 3 else 3
+    got, error = decide_agree(said, needed, on_dispute)
     assert got == result
     assert (error or {}).get("code") == code
     if error is not None and code == UPSTREAMS_DISAGREE:
-        assert [a["upstream"] for a in error["data"]["answers"]] == [n for n, _ in answers]
+        assert [a["upstream"] for a in error["data"]["answers"]] == [s.upstream for s in said]
+    if code == 3:
+        assert error == said[0].error  # verbatim, message and data included
+
+
+def test_only_results_and_verdicts_about_the_call_count_as_answers() -> None:
+    said, failed = hear(
+        [
+            ("a", "0x1", None, None),
+            ("b", None, ErrorClass.REVERT, REVERT),
+            ("c", None, ErrorClass.TRANSIENT, {"code": -32603, "message": "internal error"}),
+            ("d", None, ErrorClass.RATE_LIMITED, None),
+        ]
+    )
+    assert said == [ok("a", "0x1"), Said("b", error=REVERT, error_class=ErrorClass.REVERT)]
+    assert failed == [("c", ErrorClass.TRANSIENT), ("d", ErrorClass.RATE_LIMITED)]
+    _, error = decide_agree(said[1:], 2, "error", failed)
+    assert error is not None and error["code"] == TOO_FEW_ANSWERS
+    assert error["data"]["failed"] == [
+        {"upstream": "c", "class": "transient"},
+        {"upstream": "d", "class": "rate_limited"},
+    ]
 
 
 def test_a_quorum_rule_cannot_ask_more_upstreams_than_the_chain_has() -> None:
@@ -114,3 +174,39 @@ def test_agree_refuses_an_answer_one_upstream_alone_would_give(
         assert majority.rpc("eth_getBalance", [ADDR, "latest"], fresh=True).json()["result"] == (
             honest
         )
+
+
+def _revert_of(cluster: AnvilCluster, params: list[object]) -> dict[str, object]:
+    """The node's own answer to a call that reverts, for comparison."""
+    with pytest.raises(JsonRpcError) as raised:
+        cluster[0].rpc("eth_call", params)
+    error = raised.value
+    return {"code": error.code, "message": error.error_message, "data": error.data}
+
+
+@pytest.mark.parametrize("mode", ["agree", "max"])
+def test_a_revert_every_upstream_gives_comes_back_as_the_node_gave_it(
+    proxied_cluster: ProxiedClusterFactory, start_gateway: GatewayFactory, mode: str
+) -> None:
+    cluster, proxies = proxied_cluster(2, chain_id=CHAIN_ID, mined=1)
+    gateway = _gateway(start_gateway, proxies, [{"method": "eth_call", "mode": mode}])
+    params: list[object] = [{"to": REVERTER}, "latest", {REVERTER: {"code": REVERTING_CODE}}]
+    direct = _revert_of(cluster, params)
+    reply = gateway.rpc("eth_call", params, fresh=True)
+    error = reply.json()["error"]
+    assert error == direct
+    assert (error["code"], error["data"]) == (3, "0xdeadbeef")
+    assert [p.methods.count("eth_call") for p in proxies] == [1, 1]  # both were asked
+
+
+def test_a_revert_beside_a_result_is_a_dispute(
+    proxied_cluster: ProxiedClusterFactory, start_gateway: GatewayFactory
+) -> None:
+    cluster, proxies = proxied_cluster(2, chain_id=CHAIN_ID, mined=1)
+    gateway = _gateway(start_gateway, proxies, [{"method": "eth_call", "mode": "agree"}])
+    cluster[0].rpc("anvil_setCode", [REVERTER, REVERTING_CODE])  # node0 alone has the code
+    error = gateway.rpc("eth_call", [{"to": REVERTER}, "latest"], fresh=True).json()["error"]
+    assert error["code"] == UPSTREAMS_DISAGREE
+    said = {a["upstream"]: a for a in error["data"]["answers"]}
+    assert said["node0"]["error"]["data"] == "0xdeadbeef"
+    assert said["node1"]["result"] == "0x"

@@ -13,6 +13,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from multidict import CIMultiDict
 
 from rpcgate.logs import configure_logging
 from rpcgate.ratelimit import Bucket, Rate, retry_after_header, take
@@ -59,10 +60,14 @@ async def _post_from(
         return resp.status, dict(resp.headers), await resp.json(content_type=None)
 
 
+# The tests' clients are on loopback, which limits.unlimited_networks spares by default.
+LIMIT_LOOPBACK: dict[str, Any] = {"unlimited_networks": []}
+
+
 def _limited(
     cluster_urls: list[str], start_gateway: GatewayFactory, **limits: Any
 ) -> RunningGateway:
-    return start_gateway(cluster_urls, limits=limits)
+    return start_gateway(cluster_urls, limits={**LIMIT_LOOPBACK, **limits})
 
 
 def test_a_flood_from_one_address_leaves_another_address_served(
@@ -122,9 +127,17 @@ def test_forwarded_for_counts_the_client_only_behind_a_trusted_proxy(
 ) -> None:
     urls = anvil_cluster(1, automine=True).urls
     trusting = start_gateway(
-        urls, limits={"rate_per_s": 0.001, "rate_burst": 2, "trusted_proxies": ["127.0.0.0/8"]}
+        urls,
+        limits={
+            **LIMIT_LOOPBACK,
+            "rate_per_s": 0.001,
+            "rate_burst": 2,
+            "trusted_proxies": ["127.0.0.0/8"],
+        },
     )
-    distrusting = start_gateway(urls, limits={"rate_per_s": 0.001, "rate_burst": 2})
+    distrusting = start_gateway(
+        urls, limits={**LIMIT_LOOPBACK, "rate_per_s": 0.001, "rate_burst": 2}
+    )
 
     def statuses(gateway: RunningGateway, forwarded: list[str]) -> list[int]:
         return [
@@ -135,6 +148,63 @@ def test_forwarded_for_counts_the_client_only_behind_a_trusted_proxy(
     assert statuses(trusting, addresses) == [200, 200, 200, 200, 429]
     # From a peer that is no trusted proxy, the header is the client's say: ignored.
     assert statuses(distrusting, addresses) == [200, 200, 429, 429, 429]
+
+
+def test_the_operators_own_backends_are_not_throttled_at_the_defaults(
+    anvil_cluster: AnvilClusterFactory, start_gateway: GatewayFactory
+) -> None:
+    """An indexer on the same host: 1,200 calls from 8 connections at once, at the default
+    limits (200 a second, bursts of 400, 100 in flight). On loopback none is refused; a
+    public client sending the same through a trusted proxy is."""
+    gateway = start_gateway(
+        anvil_cluster(1, automine=True).urls, limits={"trusted_proxies": ["127.0.0.2/32"]}
+    )
+
+    async def flood(source: str, headers: dict[str, str]) -> list[int]:
+        connector = aiohttp.TCPConnector(local_addr=(source, 0), limit=8)
+        statuses: list[int] = []
+        async with aiohttp.ClientSession(connector=connector) as session:
+
+            async def worker() -> None:
+                for _ in range(150):
+                    async with session.post(gateway.url, json=CALL, headers=headers) as resp:
+                        await resp.read()
+                        statuses.append(resp.status)
+
+            await asyncio.gather(*(worker() for _ in range(8)))
+        return statuses
+
+    own = gateway.loop.run(flood("127.0.0.1", {}))
+    assert own.count(200) == 1200, {s: own.count(s) for s in set(own)}
+    private = gateway.loop.run(flood("127.0.0.2", {"X-Forwarded-For": "10.20.30.40"}))
+    assert private.count(200) == 1200  # a private address behind the trusted proxy
+    public = gateway.loop.run(flood("127.0.0.2", {"X-Forwarded-For": "198.51.100.7"}))
+    assert public.count(429) > 0  # the same load from a public address is limited
+    assert public.count(200) >= 400  # ...after its burst
+
+
+def test_a_forged_first_forwarded_for_line_does_not_escape_the_limit(
+    anvil_cluster: AnvilClusterFactory, start_gateway: GatewayFactory
+) -> None:
+    """Behind a proxy that adds a line of its own (HAProxy's `option forwardfor`), the
+    client's forged line comes first; the address the proxy saw is the last line's."""
+    gateway = start_gateway(
+        anvil_cluster(1, automine=True).urls,
+        limits={"rate_per_s": 0.001, "rate_burst": 2, "trusted_proxies": ["127.0.0.0/8"]},
+    )
+
+    async def ten() -> list[int]:
+        statuses = []
+        async with aiohttp.ClientSession() as session:
+            for i in range(10):
+                headers = CIMultiDict(
+                    [("X-Forwarded-For", f"198.51.100.{i + 1}"), ("X-Forwarded-For", "203.0.113.9")]
+                )
+                async with session.post(gateway.url, json=CALL, headers=headers) as resp:
+                    statuses.append(resp.status)
+        return statuses
+
+    assert gateway.loop.run(ten()) == [200, 200] + [429] * 8
 
 
 def test_batch_items_count_one_each(
@@ -165,7 +235,7 @@ def test_a_key_has_its_own_rate(
     slow_key, fast_key = "s" * 24, "f" * 24
     gateway = start_gateway(
         anvil_cluster(1, automine=True).urls,
-        limits={"rate_per_s": 0.001, "rate_burst": 5},
+        limits={**LIMIT_LOOPBACK, "rate_per_s": 0.001, "rate_burst": 5},
         auth={
             "keys": [
                 {"name": "slow", "key": slow_key, "rate_per_s": 0.001, "rate_burst": 2},
@@ -179,11 +249,33 @@ def test_a_key_has_its_own_rate(
     assert fast == [200] * 5 + [429]  # the limits' default rate, counted for this key
 
 
+def test_a_key_with_a_rate_of_its_own_is_limited_on_loopback_too(
+    anvil_cluster: AnvilClusterFactory, start_gateway: GatewayFactory
+) -> None:
+    slow_key, fast_key = "s" * 24, "f" * 24
+    gateway = start_gateway(
+        anvil_cluster(1, automine=True).urls,
+        limits={"rate_per_s": 0.001, "rate_burst": 5},  # loopback spared (the default)
+        auth={
+            "keys": [
+                {"name": "slow", "key": slow_key, "rate_per_s": 0.001, "rate_burst": 2},
+                {"name": "fast", "key": fast_key},
+            ]
+        },
+    )
+    slow = [gateway.post(CALL, f"/devnet/{slow_key}").status for _ in range(3)]
+    fast = [gateway.post(CALL, f"/devnet/{fast_key}").status for _ in range(8)]
+    assert slow == [200, 200, 429]  # the config gave this key a rate: it is kept
+    assert fast == [200] * 8  # the default rate spares loopback
+
+
 def test_calls_in_flight_per_client_are_capped(
     proxied_cluster: ProxiedClusterFactory, start_gateway: GatewayFactory
 ) -> None:
     _, proxies = proxied_cluster(1, mined=1)
-    gateway = start_gateway([p.url for p in proxies], limits={"max_concurrent_per_client": 2})
+    gateway = start_gateway(
+        [p.url for p in proxies], limits={**LIMIT_LOOPBACK, "max_concurrent_per_client": 2}
+    )
     proxies[0].set_fault(Fault.LATENCY, delay=0.5)
 
     async def five_at_once() -> list[tuple[int, Any]]:
@@ -228,7 +320,7 @@ def test_redis_down_falls_back_to_counting_in_process(
     gateway = start_gateway(
         anvil_cluster(1, automine=True).urls,
         cache={"redis_url": redis_server.url},
-        limits={"rate_per_s": 0.001, "rate_burst": 5},
+        limits={**LIMIT_LOOPBACK, "rate_per_s": 0.001, "rate_burst": 5},
     )
     assert [gateway.post(CALL).status for _ in range(2)] == [200, 200]  # 3 left, in Redis
     redis_server.kill()
@@ -245,7 +337,7 @@ def test_two_gateway_processes_share_limits_through_redis(
     upstream = anvil_cluster(1, automine=True).urls[0]
     shared = {
         "cache": {"redis_url": redis_server.url},
-        "limits": {"rate_per_s": 10, "rate_burst": 20},
+        "limits": {**LIMIT_LOOPBACK, "rate_per_s": 10, "rate_burst": 20},
     }
     first, first_process = serve_process(upstream, **shared)
     second, second_process = serve_process(upstream, **shared)

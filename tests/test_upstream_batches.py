@@ -62,6 +62,16 @@ def assert_every_balance_answered(reply_body: list[dict[str, Any]], ids: list[An
     assert [answer.get("result") for answer in reply_body] == BALANCES, reply_body
 
 
+def total_attempts(reply: Any) -> int:
+    """X-Rpcgate-Attempts of a batch, one value per answer, added up."""
+    return sum(int(n) for n in reply.headers["X-Rpcgate-Attempts"].split(","))
+
+
+def answered_by(reply: Any) -> set[str]:
+    """Who answered the items of a batch (X-Rpcgate-Upstream, one value per answer)."""
+    return set(reply.headers["X-Rpcgate-Upstream"].split(","))
+
+
 def one_node_gateway(
     start_gateway: GatewayFactory, proxy: FaultProxy, **upstream: Any
 ) -> RunningGateway:
@@ -92,8 +102,8 @@ def test_a_50_item_batch_reaches_the_upstream_as_one_batch_request(
 
     assert_every_balance_answered(reply.json(), ids)
     assert proxy.requests == [["eth_getBalance"] * ITEMS]
-    assert reply.headers["X-Rpcgate-Attempts"] == str(ITEMS)
-    assert reply.headers["X-Rpcgate-Upstream"] == "node0"
+    assert total_attempts(reply) == ITEMS
+    assert answered_by(reply) == {"node0"}
 
 
 @pytest.mark.parametrize("max_batch", [3, 7, DEFAULT_MAX_BATCH])
@@ -288,7 +298,7 @@ def test_a_spoiled_answer_in_a_batch_retries_only_that_item_elsewhere(
     reply = gateway.post(balance_batch(ids), headers=NO_CACHE)
 
     assert_every_balance_answered(reply.json(), ids)
-    assert reply.headers["X-Rpcgate-Attempts"] == str(ITEMS + 1)  # the spoiled item, again
+    assert total_attempts(reply) == ITEMS + 1  # the spoiled item, again
     sent = [m for p in proxies for m in p.methods if m == "eth_getBalance"]
     assert len(sent) == ITEMS + 1
     batches = [r for p in proxies for r in p.requests if isinstance(r, list)]
@@ -316,8 +326,8 @@ def test_a_batch_failing_as_a_whole_fails_every_item_over(
     failed = proxies[0].methods.count("eth_getBalance")
     assert failed > 0, "no item was sent to the failing upstream first"
     assert proxies[1].methods.count("eth_getBalance") == ITEMS
-    assert reply.headers["X-Rpcgate-Attempts"] == str(ITEMS + failed)
-    assert reply.headers["X-Rpcgate-Upstream"] == "node1"
+    assert total_attempts(reply) == ITEMS + failed
+    assert answered_by(reply) == {"node1"}
 
 
 def test_a_hanging_batch_is_hedged_and_given_up_once_no_item_waits(
@@ -374,7 +384,7 @@ def test_a_hanging_batch_fails_every_item_over_at_its_timeout(
     assert time.monotonic() - started < 2.5  # one attempt timeout (1 s), not one per item
     failed = proxies[0].methods.count("eth_getBalance")
     assert failed > 0
-    assert reply.headers["X-Rpcgate-Attempts"] == str(ITEMS + failed)
+    assert total_attempts(reply) == ITEMS + failed
 
 
 def test_the_items_of_a_batch_go_only_to_upstreams_that_have_their_block(
@@ -400,7 +410,7 @@ def test_the_items_of_a_batch_go_only_to_upstreams_that_have_their_block(
     reply = gateway.post(old + new, headers=NO_CACHE)
 
     assert [a.get("result") for a in reply.json()] == BALANCES[:10] * 2, reply.json()
-    assert reply.headers["X-Rpcgate-Attempts"] == "20"  # none asked where its block is not
+    assert total_attempts(reply) == 20  # none asked where its block is not
     lagging = [m for m in proxies[2].methods if m == "eth_getBalance"]
     assert len(lagging) <= 10  # at most the old block's items
 

@@ -376,6 +376,7 @@ def test_connection_limits_say_which_limit(
     gateway = start_gateway(
         [p.url for p in proxies],
         websocket={"max_subscriptions": 2, "messages_per_s": 5, "max_message_bytes": 4096},
+        limits={"unlimited_networks": []},  # the message rate spares loopback otherwise
     )
     socket = _connect(gateway, sockets)
     socket.subscribe("newHeads")
@@ -392,6 +393,21 @@ def test_connection_limits_say_which_limit(
     big.send({"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": ["x" * 5000]})
     big.wait(lambda: big.closed, "the close")
     assert big.closed is not None and big.closed[0] == 1009  # message too big
+
+
+def test_the_operators_own_client_is_not_held_to_the_message_rate(
+    proxied_cluster: ProxiedClusterFactory, start_gateway: GatewayFactory, sockets: list[Socket]
+) -> None:
+    """A backend on loopback streaming calls over one WebSocket: the connection's message
+    rate is a per-client limit, and loopback is spared (limits.unlimited_networks)."""
+    _, proxies = proxied_cluster(1, mined=1)
+    gateway = start_gateway([p.url for p in proxies], websocket={"messages_per_s": 5})
+    socket = _connect(gateway, sockets)
+    for i in range(40):
+        socket.send({"jsonrpc": "2.0", "id": 100 + i, "method": "eth_chainId"})
+    socket.wait(lambda: all(100 + i in socket.answers for i in range(40)), "40 answers")
+    assert all("result" in socket.answers[100 + i] for i in range(40))
+    assert None not in socket.answers  # nothing refused
 
 
 def test_a_head_going_back_to_a_block_sent_drops_only_the_blocks_after_it() -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import socket
@@ -20,6 +21,7 @@ from tests.conftest import ServeProcess
 from tests.harness.anvil import DEV_ADDRESSES, DEV_KEYS, AnvilCluster, sign_transaction
 from tests.harness.contract import INIT_CODE, create_address
 from tests.harness.fixtures import AnvilClusterFactory
+from tests.harness.memory import PeakRss
 from tests.harness.tools import process_memory, status_json
 
 CHAIN_ID = 31337
@@ -190,3 +192,84 @@ def test_idle_subscribed_connections_cost_a_bounded_amount_each(
     assert per_connection < IDLE_BOUND_PER_CONNECTION, per_connection
     time.sleep(0.5)
     assert status_json(url)["clients"]["websocket_connections"] == 0  # all released
+
+
+# A contract answering eth_call with as many zero bytes as its calldata's first word says:
+# PUSH1 0, CALLDATALOAD, PUSH1 0, RETURN.
+ECHO_SIZE_CODE = "0x6000356000f3"
+ECHO_SIZE = "0x" + "ee" * 20
+ANSWER_BYTES = 300_000  # each eth_call: 600 KB of hex; a batch of four, one 2.4 MB message
+QUEUE_BYTES = 16 * 1024 * 1024  # websocket.send_queue_bytes' default
+# A stalled client may hold: its queue up to the limit, then one more message, the one the
+# sender is writing, and the transport's buffer (64 KiB); twice that for the allocator's
+# slack (peak RSS). Measured before the limit: +483 MB for 200 batches.
+BIG_BOUND = 2 * (QUEUE_BYTES + 3 * 4 * 2 * ANSWER_BYTES)
+
+
+def _silent_client(url: str) -> socket.socket:
+    """A WebSocket client that sends calls and never reads an answer (a tiny receive
+    buffer)."""
+    host, port = url.removeprefix("http://").split(":")
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect((host, int(port)))
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(
+        (
+            f"GET /devnet HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+            "Sec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+    )
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += sock.recv(1)
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return sock
+
+
+def _big_answers_batch(n: int) -> str:
+    """Four eth_calls whose answers are ~600 KB each (sizes of their own: none shared)."""
+    calls = [
+        {
+            "jsonrpc": "2.0",
+            "id": 4 * n + k,
+            "method": "eth_call",
+            "params": [{"to": ECHO_SIZE, "data": "0x%064x" % (ANSWER_BYTES + 32 * (4 * n + k))}],
+        }
+        for k in range(4)
+    ]
+    return json.dumps(calls)
+
+
+def test_a_client_that_never_reads_big_answers_is_cut_off_at_the_queued_bytes(
+    anvil_cluster: AnvilClusterFactory, serve_process: ServeProcess
+) -> None:
+    node = anvil_cluster(1, chain_id=CHAIN_ID, automine=True)[0]
+    node.rpc("anvil_setCode", [ECHO_SIZE, ECHO_SIZE_CODE])
+    # The default send queue (256 messages, 16 MiB): the bytes are what stop this client.
+    url, process = serve_process(
+        node.url,
+        cache={"memory_bytes": 1024 * 1024},
+        limits={"rate_per_s": 0, "max_concurrent_per_client": 0},
+    )
+    silent = _silent_client(url)
+    silent.sendall(_frame(_big_answers_batch(0)))  # the answers' path, warmed
+    time.sleep(0.5)
+    closed_after = None
+    with PeakRss(process.pid) as rss:
+        for sent in range(1, 81):
+            with contextlib.suppress(OSError):  # the gateway has reset the connection
+                silent.sendall(_frame(_big_answers_batch(sent)))
+            time.sleep(0.05)
+            if status_json(url)["clients"]["websocket_connections"] == 0:
+                closed_after = sent
+                break
+    growth = rss.growth
+    print(
+        f"silent client, 2.4 MB answers: cut off after {closed_after}, RSS +{growth / 1e6:.1f} MB"
+    )
+    assert closed_after is not None, "the client that never reads was never disconnected"
+    assert growth < BIG_BOUND, (growth, BIG_BOUND)
+    assert status_json(url)["chains"][0]["name"] == "devnet"  # the gateway still serves
+    silent.close()

@@ -101,3 +101,10 @@ The port rpcgate listens on, from config.listen (HOST:PORT).
 {{- define "rpcgate.containerPort" -}}
 {{- splitList ":" .Values.config.listen | last | int }}
 {{- end }}
+
+{{/*
+The operations port (config.ops.listen, HOST:PORT), or nothing when it is not set.
+*/}}
+{{- define "rpcgate.opsPort" -}}
+{{- with .Values.config.ops }}{{- with .listen }}{{- splitList ":" . | last | int }}{{- end }}{{- end }}
+{{- end }}
