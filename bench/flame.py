@@ -35,11 +35,17 @@ from tests.harness.anvil import AnvilCluster  # noqa: E402
 OWNERS = (
     ("aiohttp server (request parsing, handler dispatch, response writing)", "aiohttp/web_"),
     ("aiohttp server (request parsing, handler dispatch, response writing)", "aiohttp/http_"),
-    ("the upstream client (rpcgate/http1.py, upstream_http.py)", "rpcgate/http1.py"),
-    ("the upstream client (rpcgate/http1.py, upstream_http.py)", "rpcgate/upstream_http.py"),
+    (
+        "the upstream client (rpcgate/upstream/http1.py, upstream_http.py)",
+        "rpcgate/upstream/http1.py",
+    ),
+    (
+        "the upstream client (rpcgate/upstream/http1.py, upstream_http.py)",
+        "rpcgate/upstream/http_client.py",
+    ),
     # The loop runs under the CLI: what it does in C (polling, socket reads, dispatch)
     # shows as the CLI's frame.
-    ("the event loop (uvloop) and the rest", "rpcgate/cli.py"),
+    ("the event loop (uvloop) and the rest", "rpcgate/cli/commands.py"),
     ("rpcgate's own layers", "rpcgate/"),
     ("the event loop (uvloop) and the rest", ""),
 )

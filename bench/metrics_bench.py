@@ -43,8 +43,8 @@ import yaml  # noqa: E402
 from aiohttp import web  # noqa: E402
 from aiohttp.test_utils import make_mocked_request  # noqa: E402
 
-from rpcgate.logs import configure_logging  # noqa: E402
-from rpcgate.server import GATEWAY, build_app, handle_rpc  # noqa: E402
+from rpcgate.edge.http_server import GATEWAY, build_app, handle_rpc  # noqa: E402
+from rpcgate.rpc.logs import configure_logging  # noqa: E402
 from tests.conftest import gateway_config  # noqa: E402
 from tests.harness.anvil import DEV_ADDRESSES, AnvilCluster  # noqa: E402
 from tests.harness.tools import free_port, wait_for_http  # noqa: E402

@@ -1,5 +1,5 @@
-"""The upstream client's response parser: the hand-written `rpcgate/http1.py` reader against
-httptools (llhttp, the parser uvicorn uses) given the same bounds, measured two ways:
+"""The upstream client's response parser: the hand-written `rpcgate/upstream/http1.py`
+reader against httptools (llhttp, the parser uvicorn uses) given the same bounds, measured two ways:
 
     .venv/bin/python -m pip install httptools     # not a dependency of rpcgate
     .venv/bin/python bench/parser_bench.py        # typical answers parsed by each, best of 15
@@ -28,8 +28,8 @@ sys.path.insert(0, str(REPO / "bench"))
 
 import httptools  # noqa: E402
 
-from rpcgate import http1  # noqa: E402
-from rpcgate.http1 import (  # noqa: E402
+from rpcgate.upstream import http1  # noqa: E402
+from rpcgate.upstream.http1 import (  # noqa: E402
     MAX_HEAD_BYTES,
     MAX_INTERIM,
     ProtocolError,
@@ -255,8 +255,8 @@ def passthrough(seconds: float, rounds: int) -> None:
 
 def serve(reader: str, config: str) -> None:
     """rpcgate serve, its upstream connections reading with `reader`."""
-    from rpcgate import upstream_http
-    from rpcgate.cli import main
+    from rpcgate.cli.commands import main
+    from rpcgate.upstream import http_client as upstream_http
 
     if reader == "httptools":
         upstream_http.ResponseReader = HttptoolsReader  # type: ignore[misc, assignment]

@@ -14,9 +14,9 @@ import pytest
 import yaml
 from aiohttp import web
 
-from rpcgate.config import Config, parse_config
-from rpcgate.connections import runner_for
-from rpcgate.server import GATEWAY, Gateway, build_app
+from rpcgate.config.settings import Config, parse_config
+from rpcgate.edge.connections import runner_for
+from rpcgate.edge.http_server import GATEWAY, Gateway, build_app
 from tests.harness.anvil import AnvilCluster, JsonRpcError
 from tests.harness.faultproxy import FaultProxy
 from tests.harness.fixtures import *  # noqa: F403 - the harness fixtures, shared

@@ -2,7 +2,7 @@
 recomputed from its fields (`headers`), its transactions and receipts re-encoded and their
 tries' roots recomputed (`transactions`, `receipts`, `tries`), accounts and storage slots by
 Merkle proof (`proofs`), logs through the bloom filter and the receipts (`blooms`). No I/O:
-`rpcgate/verifier.py` fetches what they are checked against.
+`rpcgate/chain/verifier.py` fetches what they are checked against.
 
 Every check takes JSON-RPC answers as decoded JSON and never raises on a bad answer: a check
 that fails says what differs, in words. (The encoders, `transaction_encoding` and

@@ -3,7 +3,7 @@
 Item i is stored under the key rlp(i). The root is built in one pass over the sorted keys
 rather than by inserting into `trie.HexaryTrie` one item at a time: the same hash in a sixth
 of the time (1 ms for 100 transactions), which matters for blocks of hundreds of transactions
-checked on the request path (tests/test_verify.py compares the two).
+checked on the request path (tests/verify/test_verify.py compares the two).
 """
 
 from __future__ import annotations

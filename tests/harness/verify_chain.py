@@ -1,7 +1,7 @@
 """A chain on one anvil node holding every transaction type a node answers, for the checks of
-rpcgate/verify/ (tests/test_verify.py): legacy transactions with and without EIP-155,
+rpcgate/verify/ (tests/verify/test_verify.py): legacy transactions with and without EIP-155,
 EIP-2930, EIP-1559, EIP-4844 (with a blob; alone in its block, as anvil roots it in its
-network form, see tests/test_verify.py) and EIP-7702 (an account delegated to a contract),
+network form, see tests/verify/test_verify.py) and EIP-7702 (an account delegated to a contract),
 contract creations, calls that write storage and log, a call that fails, an empty block and
 a block of 130 transactions (past the trie keys of one byte).
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import requests
 
-from rpcgate.methods import method_info
+from rpcgate.rpc.methods import method_info
 from tests.harness.contract import LOG_TOPIC
 from tests.harness.ground_truth.world import ADDRESSES, CONTRACT, FORK_ADDRESS, World
 

@@ -1,0 +1,567 @@
+"""Checks an upstream's answer before it is served (`chains[].verify`): the I/O shell around
+the pure checks of `rpcgate/verify/`.
+
+A check is anchored on the block hash the upstreams agree on. What it needs besides the
+answer (a block's header for its roots, a block's receipts, an account's proof) is fetched
+through the chain's own path, so it is cached, routed and itself checked: a header is
+recomputed before its `receiptsRoot` or `stateRoot` is believed. Its fetches so reach the
+upstreams only as failover's `attempt`s (timed, weighed against health, traced), never by
+calling an upstream here. The check itself runs inside the attempt it judges (failover
+passes it as the attempt's `check`), so a failed one is recorded as that attempt's
+`integrity` failure. A check says what is wrong
+in words (the upstream's `integrity` failure); when its anchor cannot be had at all, it
+raises `Unverifiable`, and the answer is not served as if it had been checked.
+
+Levels (`X-Rpcgate-Verified`, per answer): `proof` (from a Merkle proof, or logs checked
+against verified receipts), `integrity` (recomputed from its fields), `consensus` (about a
+block the upstreams agree on, the rest is the upstream's word), `none`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Literal
+
+import structlog
+
+from rpcgate.rpc.errors import ErrorClass, UpstreamFailure, classify
+from rpcgate.rpc.methods import METHODS, Cache, Check, method_info
+from rpcgate.storage.cache_policy import ChainView
+from rpcgate.upstream.client import CLIENT_BATCH, ClientBatch
+from rpcgate.verify import (
+    EMPTY_TRIE_ROOT,
+    bloom_may_contain,
+    code_matches,
+    header_mismatch,
+    logs_matching,
+    receipts_root_mismatch,
+    transaction_hash_mismatch,
+    transactions_root_mismatch,
+    verify_account,
+    verify_storage,
+)
+
+log = structlog.get_logger("rpcgate.verify")
+
+Mode = Literal["off", "integrity", "proofs"]
+Level = Literal["proof", "integrity", "consensus", "none"]
+# A call the gateway makes for itself through the chain's path: (result, error object).
+Fetch = Callable[[str, list[Any]], Awaitable[tuple[Any, dict[str, Any] | None]]]
+
+
+_BLOCKS = ("eth_getBlockByNumber", "eth_getBlockByHash")
+_TRANSACTIONS = (
+    "eth_getTransactionByHash",
+    "eth_getTransactionByBlockHashAndIndex",
+    "eth_getTransactionByBlockNumberAndIndex",
+)
+# Answered from eth_getProof with `verify: proofs` (execute.py): the proven field of each.
+PROVEN_STATE = ("eth_getBalance", "eth_getTransactionCount", "eth_getStorageAt")
+_BODY_FIELDS = ("transactions", "uncles", "withdrawals", "size", "totalDifficulty")
+_UNHASHABLE_KEPT = 256  # headers that failed, kept to compare with another upstream's
+_HEADERS_KEPT = 4096  # checked headers remembered by hash (about 2.5 MB)
+_RECEIPT_FIELDS = ("status", "root", "cumulativeGasUsed", "logsBloom", "gasUsed", "type")
+
+
+class Unverifiable(Exception):
+    """What a check is anchored on could not be fetched (no upstream gave it)."""
+
+
+def checked_methods(mode: Mode) -> frozenset[str]:
+    """The methods whose answers `Verifier.check` looks at, per mode."""
+    if mode == "off":
+        return frozenset()
+    recomputed = {name for name, info in METHODS.items() if info.check is Check.RECOMPUTE}
+    if mode == "integrity":
+        return frozenset(recomputed | {"eth_getLogs"})  # logs: in canonical blocks
+    return frozenset(recomputed | {"eth_getLogs", "eth_getProof", "eth_getCode"})
+
+
+def answer_level(
+    method: str, mode: Mode, anchored: bool, logs_in_bound: bool = True, error: bool = False
+) -> Level:
+    """What was verified of an answer. `anchored`: it is about a block the consensus names
+    (a pinned number, a hash found in a canonical block, the chain's identity)."""
+    check = method_info(method).check
+    if error or check is Check.NONE or not anchored:
+        return "none"
+    if mode == "proofs" and check is Check.PROOF and logs_in_bound:
+        return "proof"
+    if mode != "off" and check is Check.RECOMPUTE:
+        return "integrity"
+    return "consensus"
+
+
+def logs_range(criteria: Any) -> range | None:
+    """The blocks an eth_getLogs filter with pinned numbers covers; None when its bounds
+    are not both numbers (a tag left unpinned, a `blockHash` filter)."""
+    if not isinstance(criteria, dict) or "blockHash" in criteria:
+        return None
+    try:
+        first, last = int(criteria["fromBlock"], 16), int(criteria["toBlock"], 16)
+    except (KeyError, TypeError, ValueError):
+        return None
+    return range(first, last + 1)
+
+
+class Verifier:
+    def __init__(
+        self,
+        mode: Mode,
+        view: Callable[[], ChainView],
+        fetch: Fetch,
+        logs_max_blocks: int,
+        chain: str = "",
+    ) -> None:
+        self.chain = chain
+        self.mode = mode
+        # False once two upstreams served the same header that does not hash as Ethereum's
+        # does (a chain of another shape): headers are then not recomputed (logged once).
+        self.headers_recomputed = True
+        # False once no upstream serves eth_getBlockReceipts (receipts are then unchecked).
+        self.block_receipts = True
+        self._unhashable: dict[str, tuple[str, tuple[Any, ...]]] = {}
+        self.methods = checked_methods(mode)
+        self._view = view
+        self._fetch = fetch
+        self.logs_max_blocks = logs_max_blocks
+        self.proves = mode == "proofs"  # state answered from eth_getProof (execute.py)
+        self._headers: dict[str, dict[str, Any]] = {}  # checked headers by hash, oldest first
+
+    def logs_in_bound(self, params: Any) -> bool:
+        """Whether a (pinned) eth_getLogs call is one `proofs` checks in full."""
+        criteria = params[0] if isinstance(params, list) and params else None
+        if isinstance(criteria, dict) and "blockHash" in criteria:
+            return True
+        blocks = logs_range(criteria)
+        return blocks is not None and len(blocks) <= self.logs_max_blocks
+
+    async def check(self, method: str, params: Any, result: Any, upstream: str = "") -> str | None:
+        """What is wrong with `result` (from `upstream`) as an answer to the call, in words;
+        None if nothing. Raises Unverifiable when the anchor of the check cannot be fetched."""
+        if result is None:
+            return None  # not found: nothing to check (routing weighs who said so)
+        args = params if isinstance(params, list) else []
+        if method in _BLOCKS:
+            if args[:1] == ["pending"] or (isinstance(result, dict) and result.get("hash") is None):
+                return None  # a block being built: no hash of its own to hold it to
+            return self._block_problem(result, upstream)
+        if method in _TRANSACTIONS:
+            return self._transaction_problem(result)
+        if method == "eth_getBlockReceipts":
+            return await self._block_receipts_problem(args, result)
+        if method == "eth_getTransactionReceipt":
+            return await self._receipt_problem(result)
+        if method == "eth_getLogs":
+            return await self._logs_problem(args, result)
+        if method == "eth_getProof":
+            return await self._proof_problem(args, result)
+        if method == "eth_getCode":
+            return await self._code_problem(args, result)
+        return None
+
+    # -- blocks and transactions: recomputed from the answer alone --
+
+    def _not_canonical(self, number: Any, block_hash: Any, what: str) -> str | None:
+        """A block below the consensus head whose hash is not the one the upstreams agree
+        on (at the head itself a reorganisation may be under way)."""
+        try:
+            height = int(number, 16)
+        except (TypeError, ValueError):
+            return f"{what}: block number {str(number)[:20]!r} is not a hex number"
+        view = self._view()
+        known = view.hash_at(height)
+        head = view.head
+        if known is None or head is None or height >= head.number:
+            return None
+        if str(block_hash).lower() != known.lower():
+            return f"{what}: block {height} is {str(block_hash)[:18]}…, the consensus has {known}"
+        return None
+
+    def _block_problem(self, block: Any, upstream: str = "") -> str | None:
+        if not isinstance(block, dict):
+            return "a block answer that is not an object"
+        problem = header_mismatch(block) if self.headers_recomputed else None
+        if problem is not None and self._shaped_otherwise(block, upstream):
+            self.headers_recomputed = False
+            log.error(
+                "headers_not_recomputable",
+                chain=self.chain,
+                block=block.get("hash"),
+                why=problem,
+                advice="two upstreams serve this same header and it does not hash as "
+                "Ethereum's: headers are no longer recomputed on this chain; if its blocks "
+                "are shaped otherwise, set chains[].verify: off",
+            )
+            problem = None
+        if problem is None:
+            problem = self._not_canonical(block.get("number"), block.get("hash"), "block")
+        if problem is None and _known_types(block.get("transactions")):
+            problem = transactions_root_mismatch(block)
+        return problem
+
+    def _shaped_otherwise(self, block: dict[str, Any], upstream: str) -> bool:
+        """Whether another upstream already served this very header (every field alike)
+        and it failed the same way: honest nodes of a chain whose headers are not
+        Ethereum's, not one liar (a tampered header differs from the honest one)."""
+        fields = tuple(sorted((k, str(v)) for k, v in block.items() if k not in _BODY_FIELDS))
+        key = str(block.get("hash")).lower()
+        earlier = self._unhashable.get(key)
+        if earlier is not None and earlier[0] != upstream and earlier[1] == fields:
+            return True
+        if earlier is None:
+            if len(self._unhashable) >= _UNHASHABLE_KEPT:
+                self._unhashable.pop(next(iter(self._unhashable)))
+            self._unhashable[key] = (upstream, fields)
+        return False
+
+    def _transaction_problem(self, tx: Any) -> str | None:
+        if not isinstance(tx, dict):
+            return "a transaction answer that is not an object"
+        problem = transaction_hash_mismatch(tx) if _known_types([tx]) else None
+        if problem is None and tx.get("blockHash") is not None:
+            problem = self._not_canonical(tx.get("blockNumber"), tx["blockHash"], "transaction")
+        return problem
+
+    # -- receipts: against the receiptsRoot of their block's (recomputed) header --
+
+    async def warm(self, block: Any) -> None:
+        """Fetches a block's header now, so that a check about to need it finds it cached
+        or in flight (identical calls in flight are coalesced); a failure is the check's
+        to report."""
+        with contextlib.suppress(Unverifiable):
+            await self._header(block)
+
+    def _without_block_receipts(self, error: dict[str, Any]) -> None:
+        """No upstream serves eth_getBlockReceipts: a receipt by hash cannot be checked
+        against its block's receipts root, and is no longer said to be (logged once)."""
+        if self.block_receipts:
+            self.block_receipts = False
+            log.warning(
+                "receipts_not_verifiable",
+                chain=self.chain,
+                why=str(error.get("message"))[:200],
+                effect="eth_getTransactionReceipt is served as `consensus`, not `integrity`",
+            )
+
+    def level(self, method: str, level: Level) -> Level:
+        """`level` as this chain's upstreams allow it to be earned."""
+        if level == "integrity" and method == "eth_getTransactionReceipt":
+            return level if self.block_receipts else "consensus"
+        return level
+
+    async def _header(self, block: Any) -> dict[str, Any]:
+        """The header of a block (a hex number, a hash, or an EIP-1898 object), fetched
+        through the chain's path (so recomputed and checked like any block answer)."""
+        if isinstance(block, dict):
+            block = block.get("blockHash") or block.get("blockNumber")
+        by_hash = isinstance(block, str) and len(block) == 66
+        if by_hash:
+            known = self._headers.get(str(block).lower())
+            if known is not None:
+                return known
+            result, error = await self._fetch("eth_getBlockByHash", [block, False])
+        else:
+            result, error = await self._fetch("eth_getBlockByNumber", [block, False])
+        if error is not None or not isinstance(result, dict):
+            why = error.get("message") if error else "not found"
+            raise Unverifiable(f"header of block {str(block)[:20]}: {why}")
+        # Checked headers by hash: a hash names its content for good (whether the block is
+        # canonical is asked anew by each check).
+        if len(self._headers) >= _HEADERS_KEPT:
+            self._headers.pop(next(iter(self._headers)))
+        self._headers[str(result.get("hash")).lower()] = result
+        return result
+
+    async def _block_receipts_problem(self, args: list[Any], receipts: Any) -> str | None:
+        if not isinstance(receipts, list):
+            return "block receipts that are not a list"
+        if not receipts:
+            if not args:
+                return None
+            header = await self._header(args[0])
+            if str(header.get("receiptsRoot")).lower() != "0x" + EMPTY_TRIE_ROOT.hex():
+                return f"no receipts for block {header.get('number')}, which has transactions"
+            return None
+        first = receipts[0]
+        if not isinstance(first, dict):
+            return "a receipt that is not an object"
+        header = await self._header(first.get("blockHash"))
+        problem = self._not_canonical(header.get("number"), header.get("hash"), "receipts")
+        if problem is None and _known_types(receipts):
+            problem = receipts_root_mismatch(receipts, header)
+        return problem
+
+    async def _receipt_problem(self, receipt: Any) -> str | None:
+        if not isinstance(receipt, dict):
+            return "a receipt that is not an object"
+        number, block_hash = receipt.get("blockNumber"), receipt.get("blockHash")
+        problem = self._not_canonical(number, block_hash, "receipt")
+        if problem is not None:
+            return problem
+        # The block's header (which its receipts are checked against) is asked for at the
+        # same time: one round trip for both, the receipts' own check finds it in flight.
+        (receipts, error), _ = await asyncio.gather(
+            self._fetch("eth_getBlockReceipts", [number]), self.warm(block_hash)
+        )
+        if error is not None and _unsupported(error):
+            self._without_block_receipts(error)
+            return None  # served as `consensus` from now on (see answer levels)
+        if error is not None or not isinstance(receipts, list):
+            raise Unverifiable(f"receipts of block {number}: {error or 'not found'}")
+        if receipts and str(receipts[0].get("blockHash")).lower() != str(block_hash).lower():
+            return f"receipt: block {number} of the consensus is not {str(block_hash)[:18]}…"
+        tx_hash = str(receipt.get("transactionHash")).lower()
+        proven = next(
+            (r for r in receipts if str(r.get("transactionHash")).lower() == tx_hash), None
+        )
+        if proven is None:
+            return f"receipt of {tx_hash[:18]}… is not among block {number}'s receipts"
+        return _receipt_difference(receipt, proven)
+
+    # -- logs --
+
+    async def _logs_problem(self, args: list[Any], logs: Any) -> str | None:
+        if not isinstance(logs, list):
+            return "logs that are not a list"
+        for log_entry in logs:
+            if not isinstance(log_entry, dict):
+                return "a log that is not an object"
+            problem = self._not_canonical(
+                log_entry.get("blockNumber"), log_entry.get("blockHash"), "log"
+            )
+            if problem is not None:
+                return problem
+        if self.mode != "proofs" or not args or not self.logs_in_bound(args):
+            return None
+        criteria = args[0]
+        strict, lenient = await self._expected_logs(criteria)
+        problem = _logs_difference(logs, strict)
+        if problem is not None and lenient != strict and _logs_difference(logs, lenient) is None:
+            return None  # anvil and reth list logs with fewer topics than trailing wildcards
+        return problem
+
+    async def _expected_logs(
+        self, criteria: dict[str, Any]
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """The logs the filter matches, from the receipts of the blocks whose logsBloom may
+        hold them, each block's receipts checked against its header's receiptsRoot."""
+        if "blockHash" in criteria:
+            headers = [await self._header(criteria["blockHash"])]
+        else:
+            blocks = logs_range(criteria)
+            assert blocks is not None  # logs_in_bound said so
+            headers = await self._together(
+                [self._header(hex(number)) for number in blocks]  # one upstream batch per turn
+            )
+        address, topics = criteria.get("address"), criteria.get("topics")
+        maybe = [h for h in headers if bloom_may_contain(h.get("logsBloom", "0x"), address, topics)]
+        found = await self._together([self._receipts_of(header) for header in maybe])
+        strict: list[dict[str, Any]] = []
+        lenient: list[dict[str, Any]] = []
+        for receipts in found:
+            strict += logs_matching(receipts, criteria)
+            lenient += logs_matching(receipts, criteria, lenient_positions=True)
+        return strict, lenient
+
+    async def _receipts_of(self, header: dict[str, Any]) -> list[dict[str, Any]]:
+        receipts, error = await self._fetch("eth_getBlockReceipts", [header["number"]])
+        if error is not None or not isinstance(receipts, list):
+            raise Unverifiable(f"receipts of block {header.get('number')}: {error or 'none'}")
+        if receipts and str(receipts[0].get("blockHash")).lower() != str(header["hash"]).lower():
+            raise Unverifiable(f"block {header.get('number')} moved while it was checked")
+        return receipts
+
+    @staticmethod
+    async def _together(fetches: list[Awaitable[Any]]) -> list[Any]:
+        """Fetches at once; the calls queued in one loop turn share upstream batches."""
+        in_batch = CLIENT_BATCH.set(ClientBatch())
+        try:
+            return await asyncio.gather(*fetches)
+        finally:
+            CLIENT_BATCH.reset(in_batch)
+
+    # -- state: Merkle proofs against the stateRoot of the (recomputed) header --
+
+    async def _proof_problem(self, args: list[Any], proof: Any) -> str | None:
+        if len(args) < 3 or not isinstance(proof, dict):
+            return None if len(args) < 3 else "a proof that is not an object"
+        address, slots, block = args[0], args[1], args[2]
+        if not _anchored_block(block):
+            return None  # `pending`: nothing to check it against
+        header = await self._header(block)
+        problem = self._not_canonical(header.get("number"), header.get("hash"), "proof")
+        if problem is not None:
+            return problem
+        state_root = _bytes(header.get("stateRoot"))
+        if state_root is None:
+            raise Unverifiable("the header has no stateRoot")
+        account = verify_account(proof, str(address), state_root)
+        if isinstance(account, str):
+            return account
+        items = proof.get("storageProof") or []
+        asked = [_slot(s) for s in slots] if isinstance(slots, list) else []
+        if [_slot(item.get("key")) for item in items if isinstance(item, dict)] != asked:
+            return "the storage proofs are not for the slots asked"
+        for item in items:
+            value = verify_storage(item, account.storage_hash)
+            if isinstance(value, str):
+                return value
+        return None
+
+    async def _code_problem(self, args: list[Any], code: Any) -> str | None:
+        if len(args) < 2 or not _anchored_block(args[1]):
+            return None
+        proof, error = await self._fetch("eth_getProof", [args[0], [], args[1]])
+        if error is not None or not isinstance(proof, dict):
+            raise Unverifiable(f"proof of {str(args[0])[:42]}: {error or 'not found'}")
+        code_hash = _bytes(proof.get("codeHash"))
+        if code_hash is None or not isinstance(code, str):
+            return "code or its proven hash is not hex"
+        if not code_matches(code, code_hash):
+            return f"code of {str(args[0])[:42]} does not hash to the proven codeHash"
+        return None
+
+
+def state_from_proof(method: str, proof: Mapping[str, Any]) -> str:
+    """eth_getBalance, eth_getTransactionCount or eth_getStorageAt answered from a (checked)
+    eth_getProof answer, in the form the method itself answers."""
+    if method == "eth_getBalance":
+        return hex(int(proof["balance"], 16))
+    if method == "eth_getTransactionCount":
+        return hex(int(proof["nonce"], 16))
+    return f"0x{int(proof['storageProof'][0]['value'], 16):064x}"
+
+
+def proof_call(method: str, params: Any) -> list[Any] | None:
+    """The eth_getProof params that answer a PROVEN_STATE call about a definite block; None
+    when the call is not one (`pending`, malformed params)."""
+    size = 3 if method == "eth_getStorageAt" else 2
+    if method not in PROVEN_STATE or not isinstance(params, list) or len(params) != size:
+        return None
+    if not _anchored_block(params[-1]):
+        return None
+    slots: list[Any] = []
+    if method == "eth_getStorageAt":
+        slot = _slot(params[1])  # eth_getProof wants keys of 32 bytes (anvil: no less)
+        slots = [params[1] if slot is None or slot >= 2**256 else f"0x{slot:064x}"]
+    return [params[0], slots, params[-1]]
+
+
+def anchored(method: str, block: int | None, params: Any) -> bool:
+    """Whether an answer is about a block the consensus names: a pinned number, a block
+    found by its hash, or what is fixed for the chain."""
+    info = method_info(method)
+    if block is not None or info.cache is Cache.STATIC or method == "eth_blockNumber":
+        return True
+    if info.cache is Cache.BY_HASH:
+        return True
+    if method == "eth_getLogs":
+        criteria = params[0] if isinstance(params, list) and params else None
+        return isinstance(criteria, dict) and "blockHash" in criteria
+    position = info.block_param
+    if position is not None and isinstance(params, list) and len(params) > position:
+        value = params[position]
+        return isinstance(value, dict) and "blockHash" in value
+    return False
+
+
+def _unsupported(error: Mapping[str, Any]) -> bool:
+    """Whether an error says the method is not served (by any upstream, or by policy)."""
+    code = error.get("code")
+    failure = UpstreamFailure(
+        rpc_code=code if isinstance(code, int) else None,
+        rpc_message=str(error.get("message", "")),
+    )
+    return classify(failure).error_class is ErrorClass.UNSUPPORTED
+
+
+def _known_types(items: Any) -> bool:
+    """Whether every transaction (or receipt) is of a type rpcgate/verify encodes (legacy,
+    0x1 to 0x4): an L2's own types (OP's deposits, 0x7e) leave the trie unchecked."""
+    if not isinstance(items, list):
+        return True
+    for item in items:
+        if not isinstance(item, dict):
+            continue
+        try:
+            if int(str(item.get("type") or "0x0"), 16) > 4:
+                return False
+        except ValueError:
+            return True  # the check itself says what is wrong
+    return True
+
+
+def _anchored_block(block: Any) -> bool:
+    if isinstance(block, dict):
+        return "blockHash" in block or _anchored_block(block.get("blockNumber"))
+    return isinstance(block, str) and block.startswith("0x")
+
+
+def _bytes(value: Any) -> bytes | None:
+    try:
+        return bytes.fromhex(str(value)[2:])
+    except ValueError:
+        return None
+
+
+def _slot(value: Any) -> int | None:
+    try:
+        return int(str(value), 16)
+    except ValueError:
+        return None
+
+
+def _log_key(entry: Mapping[str, Any]) -> tuple[str, int]:
+    return str(entry.get("blockHash")).lower(), int(str(entry.get("logIndex", "0x0")), 16)
+
+
+def _log_content(entry: Mapping[str, Any]) -> tuple[Any, ...]:
+    return (
+        str(entry.get("address")).lower(),
+        tuple(str(t).lower() for t in entry.get("topics") or ()),
+        str(entry.get("data")).lower(),
+        str(entry.get("transactionHash")).lower(),
+    )
+
+
+def _logs_difference(given: list[Any], expected: list[dict[str, Any]]) -> str | None:
+    """How an eth_getLogs answer differs from the logs the verified receipts hold."""
+    try:
+        have = {_log_key(e): _log_content(e) for e in given}
+    except ValueError:
+        return "a log whose logIndex is not a hex number"
+    want = {_log_key(e): _log_content(e) for e in expected}
+    missing = [key for key in want if key not in have]
+    extra = [key for key in have if key not in want]
+    if missing:
+        block, index = missing[0]
+        return (
+            f"{len(missing)} log(s) missing of {len(want)} (first: log {index} of block "
+            f"{block[:18]}…)"
+        )
+    if extra:
+        block, index = extra[0]
+        return f"{len(extra)} log(s) not in the blocks' receipts (log {index} of {block[:18]}…)"
+    changed = next((key for key in want if have[key] != want[key]), None)
+    if changed is not None:
+        return f"log {changed[1]} of block {changed[0][:18]}… differs from its receipt"
+    return None
+
+
+def _receipt_difference(given: Mapping[str, Any], proven: Mapping[str, Any]) -> str | None:
+    """The first field in which a receipt differs from its block's verified receipt."""
+    for field in _RECEIPT_FIELDS:
+        if (
+            field in given
+            and field in proven
+            and str(given[field]).lower() != str(proven[field]).lower()
+        ):
+            return f"receipt {field} is {given[field]}, its block's receipts say {proven[field]}"
+    if [_log_content(e) for e in given.get("logs") or []] != [
+        _log_content(e) for e in proven.get("logs") or []
+    ]:
+        return "receipt logs differ from its block's receipts"
+    return None

@@ -1,0 +1,6 @@
+"""What clients touch: the running gateway without HTTP (`gateway`), the aiohttp server
+(`http_server`), WebSocket ingress (`websocket`), a parsed request answered (`answers`) and
+written (`responses`), client connections and their limits (`connections`), CORS (`cors`),
+who is calling (`clients`) and whether they may now (`admission`, `rate_limits`). May
+import `ops`, `chain` and everything below.
+"""

@@ -1,0 +1,106 @@
+"""Admission: who is calling (`clients`), and whether they may call now (`ratelimit`).
+
+One place for what every ingress (HTTP today, WebSocket next) asks before a call reaches a
+chain, and for counting what it refused.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+from rpcgate.config.settings import Config
+from rpcgate.edge.clients import (
+    Caller,
+    Refusal,
+    authenticate,
+    client_address,
+    is_limited,
+    presented_key,
+    trusted_networks,
+)
+from rpcgate.edge.rate_limits import ALLOWED, RateLimiter, Verdict
+from rpcgate.rpc.masking import MASKER
+
+
+class Admission:
+    def __init__(
+        self, config: Config, redis: Any = None, prefix: str = "", timeout_s: float = 0.1
+    ) -> None:
+        self._auth = config.auth
+        self._trusted = trusted_networks(config.limits.trusted_proxies)
+        self._unlimited = trusted_networks(config.limits.unlimited_networks)
+        self.limiter = RateLimiter(config.limits, redis, prefix, timeout_s)
+        # Calls refused before reaching a chain, by reason (status and metrics).
+        self.refusals: collections.Counter[str] = collections.Counter()
+        MASKER.add(*(client.key for client in config.auth.keys))  # never in a log or page
+        limits = config.limits
+        # Whether any limit is counted at all (else admit and leave are skipped).
+        self.enforces = (
+            limits.rate_per_s > 0
+            or limits.max_concurrent_per_client > 0
+            or any(k.rate_per_s for k in config.auth.keys)
+        )
+        # Whether a call over HTTP needs to know who makes it: to check a key, or to count
+        # a limit. Without either, nothing reads the caller.
+        self.identifies = bool(config.auth.keys) or self.enforces
+
+    def caller(
+        self,
+        *,
+        path_key: str | None,
+        headers: Mapping[str, str],
+        query: Mapping[str, str],
+        peer: str | None,
+        chain_name: str,
+        chain_id: int,
+    ) -> Caller | Refusal:
+        """Their key (when keys are configured), else their address; `limited` says
+        whether the per-client limits apply (not to an address in limits.unlimited_networks)."""
+        address = client_address(peer, _lines(headers, "X-Forwarded-For"), self._trusted)
+        caller: Caller = Caller("ip:" + address)
+        if self._auth.keys:
+            presented = presented_key(path_key, headers, query)
+            verdict = authenticate(self._auth, presented, chain_name, chain_id)
+            if isinstance(verdict, Refusal):
+                self.refusals[verdict.reason] += 1
+                return verdict
+            if verdict is not None:
+                caller = verdict
+        if self._unlimited and not is_limited(caller, address, self._unlimited):
+            return dataclasses.replace(caller, limited=False)
+        return caller
+
+    async def admit(self, caller: Caller, cost: int, *, in_flight: bool = True) -> Verdict:
+        """Takes the caller's tokens for `cost` calls and, with `in_flight`, counts them as
+        in flight until `leave`."""
+        if not caller.limited:
+            return ALLOWED
+        verdict = await self.limiter.admit(caller, cost)
+        if verdict.allowed and in_flight:
+            verdict = self.limiter.enter(caller, cost)
+        if not verdict.allowed:
+            self.refusals[verdict.reason] += cost
+        return verdict
+
+    def leave(self, caller: Caller, cost: int) -> None:
+        if caller.limited:
+            self.limiter.leave(caller, cost)
+
+    @property
+    def status(self) -> dict[str, Any]:
+        return {
+            "refusals": dict(self.refusals),
+            "rate_limits_counted_in": self.limiter.counted_in,
+        }
+
+
+def _lines(headers: Mapping[str, str], name: str) -> list[str]:
+    """Every line of a header field, in order (aiohttp's headers are a multidict)."""
+    getall = getattr(headers, "getall", None)
+    if getall is not None:
+        return list(getall(name, ()))
+    value = headers.get(name)
+    return [] if value is None else [value]

@@ -1,0 +1,180 @@
+"""A parsed request answered: each item through its chain, then one body and the
+diagnostics headers that say who answered, after how many attempts, from the cache or not,
+and about which block. No HTTP here, so every ingress answers alike.
+
+For a batch, every diagnostics header holds one value per answer, in the body's order (a
+notification has no answer, so no value; `-` where an answer has none), so that value i of
+each header is about answer i.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from time import perf_counter
+from typing import Any
+
+import structlog
+from orjson import Fragment
+
+from rpcgate.chain.failover import Outcome
+from rpcgate.chain.runtime import ChainRuntime
+from rpcgate.ops.metrics import GatewayMetrics
+from rpcgate.rpc.jsonrpc import (
+    INTERNAL_ERROR,
+    Call,
+    Invalid,
+    Request,
+    encode_response,
+    response_object,
+    rpc_error,
+)
+from rpcgate.rpc.masking import MASKER
+from rpcgate.upstream.client import CLIENT_BATCH, ClientBatch
+
+log = structlog.get_logger("rpcgate.server")
+
+# Who answered: an upstream, `cache` or `gateway`; the upstreams of a quorum joined by "+".
+HEADER_UPSTREAM = "X-Rpcgate-Upstream"
+HEADER_ATTEMPTS = "X-Rpcgate-Attempts"  # upstream calls made for the answer
+HEADER_CACHE = "X-Rpcgate-Cache"  # hit | miss | bypass
+# What was verified of the answer (chains[].verify): proof | integrity | consensus | none.
+HEADER_VERIFIED = "X-Rpcgate-Verified"
+# The block number (decimal) an answer is about: the pinned block, or the block a by-hash
+# answer is in; absent when none ("-" in a batch).
+HEADER_BLOCK = "X-Rpcgate-Block"
+NO_VALUE = "-"
+# `Cache-Control: no-cache` (or this header set to `no-cache`) skips the cache read for the
+# request; the fresh answer is still stored.
+HEADER_CACHE_CONTROL = "X-Rpcgate-Cache-Control"
+
+
+@dataclass(slots=True)
+class Answer:
+    body: dict[str, Any] | None  # None for a notification
+    upstream: str
+    attempts: int
+    cache: str
+    block: int | None = None
+    verified: str = "none"
+
+
+async def answer_item(
+    chain: ChainRuntime,
+    item: Call | Invalid,
+    read_cache: bool,
+    asked_locally: bool = False,
+    *,
+    metrics: GatewayMetrics,
+    started: float,  # perf_counter() when the request arrived
+    trace: bool = False,  # X-Rpcgate-Trace: the answer carries what routing did
+) -> Answer:
+    if isinstance(item, Invalid):
+        outcome = Outcome(error=item.error)
+        metrics.call_answered(chain.config.name, None, outcome, perf_counter() - started)
+        return Answer(response_object(item.id, error=item.error), "gateway", 0, "bypass")
+    metrics.in_flight[chain.config.name] += 1
+    try:
+        outcome = await chain.execute(
+            item, read_cache=read_cache, asked_locally=asked_locally, trace=trace
+        )
+    except Exception as exc:  # a bug must cost one answer, never the whole batch
+        log.exception("execute_failed", method=item.method)
+        outcome = Outcome(
+            error=rpc_error(
+                INTERNAL_ERROR, "internal gateway error", MASKER.mask(type(exc).__name__)
+            )
+        )
+    finally:
+        metrics.in_flight[chain.config.name] -= 1
+    metrics.call_answered(chain.config.name, item.method, outcome, perf_counter() - started)
+    result = outcome.result if outcome.result_json is None else Fragment(outcome.result_json)
+    body = (
+        None
+        if item.is_notification
+        else response_object(item.id, result=result, error=outcome.error)
+    )
+    if trace and body is not None:  # an extra member, only for a caller who asked
+        body["trace"] = (
+            outcome.trace.as_json()
+            if outcome.trace is not None
+            else {"answered_by": outcome.upstream, "cache": outcome.cache}
+        )
+    return Answer(
+        body,
+        outcome.upstream,
+        outcome.attempts,
+        outcome.cache,
+        outcome.block,
+        chain.verified_level(item, outcome),
+    )
+
+
+async def answer_request(
+    chain: ChainRuntime,
+    parsed: Request,
+    read_cache: bool,
+    asked_locally: bool,
+    metrics: GatewayMetrics,
+    started: float,
+    trace: bool,
+) -> tuple[bytes | None, dict[str, str]]:
+    """The body to send (None: only notifications) and the diagnostics headers."""
+    if len(parsed.items) == 1:
+        answers = [
+            await answer_item(
+                chain,
+                parsed.items[0],
+                read_cache,
+                asked_locally,
+                metrics=metrics,
+                started=started,
+                trace=trace,
+            )
+        ]
+    else:
+        # The items' upstream calls travel as upstream batches (upstream.py); each item
+        # keeps its own failover. The tasks gather makes copy the context as it is here.
+        in_batch = CLIENT_BATCH.set(ClientBatch())
+        try:
+            answers = await asyncio.gather(
+                *(
+                    answer_item(chain, i, read_cache, metrics=metrics, started=started, trace=trace)
+                    for i in parsed.items
+                )
+            )
+        finally:
+            CLIENT_BATCH.reset(in_batch)
+    payload = encode_response([a.body for a in answers if a.body is not None], parsed.is_batch)
+    return payload, diagnostics(answers, parsed.is_batch)
+
+
+def diagnostics(answers: list[Answer], is_batch: bool) -> dict[str, str]:
+    """The diagnostics headers. For a batch, one value per answer in the body's order, `-`
+    where an answer has none; none at all when only notifications were sent."""
+    if not is_batch:
+        (answer,) = answers
+        headers = {
+            HEADER_UPSTREAM: _answered_by(answer),
+            HEADER_ATTEMPTS: str(answer.attempts),
+            HEADER_CACHE: answer.cache,
+            HEADER_VERIFIED: answer.verified,
+        }
+        if answer.block is not None and answer.body is not None:
+            headers[HEADER_BLOCK] = str(answer.block)
+        return headers
+    answered = [a for a in answers if a.body is not None]
+    if not answered:
+        return {}
+    return {
+        HEADER_UPSTREAM: ",".join(_answered_by(a) for a in answered),
+        HEADER_ATTEMPTS: ",".join(str(a.attempts) for a in answered),
+        HEADER_CACHE: ",".join(a.cache or NO_VALUE for a in answered),
+        HEADER_VERIFIED: ",".join(a.verified or NO_VALUE for a in answered),
+        HEADER_BLOCK: ",".join(NO_VALUE if a.block is None else str(a.block) for a in answered),
+    }
+
+
+def _answered_by(answer: Answer) -> str:
+    """One value, whoever answered: a quorum's upstreams come comma-joined."""
+    return answer.upstream.replace(",", "+") or NO_VALUE

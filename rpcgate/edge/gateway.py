@@ -1,0 +1,134 @@
+"""The running gateway, without HTTP: its chains (addressable by name and id), the cache,
+the state replicas share through Redis, admission (client keys and rate limits), CORS and
+metrics. The server (HTTP) and, later, other ingresses hand calls to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from rpcgate.chain.filters import FilterStore
+from rpcgate.chain.runtime import ChainRuntime
+from rpcgate.config.settings import ChainConfig, Config
+from rpcgate.consensus.drills import Drills
+from rpcgate.edge.admission import Admission
+from rpcgate.edge.cors import CorsPolicy
+from rpcgate.ops.metrics import GatewayMetrics
+from rpcgate.rpc.masking import MASKER
+from rpcgate.storage.response_cache import ResponseCache
+from rpcgate.storage.shared_head import SharedHeads
+from rpcgate.storage.shared_state import SharedState
+
+
+class Gateway:
+    """The running chains, addressable by name, by chain id, and (the first) by '/'."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.cache = ResponseCache(config.cache)
+        self.draining = False  # SIGTERM: /readyz says 503 while calls in flight finish
+        self.drills = Drills()  # outage drills (admin.py): drained upstreams go last
+        # Filters live in the gateway; with Redis, every replica serves every filter.
+        cache = config.cache
+        if cache.redis_url:
+            MASKER.add_url(cache.redis_url)  # a Redis password never shows
+        self.shared_state = (
+            SharedState(cache.redis_url, cache.redis_prefix, cache.redis_timeout_s)
+            if cache.redis_url
+            else None
+        )
+        self.filter_store = FilterStore(self.shared_state, config.filters)
+        # With Redis, replicas share the highest head served (see shared_head.py).
+        self.shared_heads = (
+            SharedHeads(
+                config.cache.redis_url, config.cache.redis_prefix, config.cache.redis_timeout_s
+            )
+            if config.cache.redis_url
+            else None
+        )
+        self._retiring: set[asyncio.Task[None]] = set()  # chains replaced by a reload
+        self.chains: list[ChainRuntime] = []
+        self._by_path: dict[str, ChainRuntime] = {}
+        self.set_chains([self.runtime_for(chain, config) for chain in config.chains])
+        self.metrics = GatewayMetrics(self)
+        self.cors = CorsPolicy(config.cors)
+        self.websockets: set[Any] = set()  # open WebSocket connections (ws.Connection)
+        self.admission = Admission(
+            config,
+            self.shared_state.client if self.shared_state is not None else None,
+            cache.redis_prefix,
+            cache.redis_timeout_s,
+        )
+
+    def websocket_counts(self) -> dict[str, int]:
+        return {
+            "websocket_connections": len(self.websockets),
+            "websocket_subscriptions": sum(len(c.subscriptions) for c in self.websockets),
+        }
+
+    def runtime_for(self, chain: ChainConfig, config: Config) -> ChainRuntime:
+        return ChainRuntime(
+            chain,
+            config.failover,
+            cache=self.cache,
+            max_response_bytes=config.limits.max_response_bytes,
+            max_concurrent_upstream_calls=config.limits.max_concurrent_upstream_calls,
+            shared_heads=self.shared_heads,
+            filter_store=self.filter_store,
+            drills=self.drills,
+            shared_state=self.shared_state,
+        )
+
+    def set_chains(self, chains: list[ChainRuntime]) -> None:
+        """Serve these chains from now on (a reload swaps them in one step)."""
+        by_path = {}
+        for runtime in chains:
+            by_path[runtime.config.name] = runtime
+            by_path[str(runtime.config.chain_id)] = runtime
+        self.chains, self._by_path = chains, by_path
+
+    def chain_for(self, path: str | None) -> ChainRuntime | None:
+        if not path:
+            return self.chains[0]
+        return self._by_path.get(path)
+
+    def served_paths(self) -> list[str]:
+        return [f"/{c.config.name} (/{c.config.chain_id})" for c in self.chains]
+
+    async def start(self) -> None:
+        # Chains start together: each waits for one head-poll round before serving.
+        await asyncio.gather(self.cache.start(), self._start_chains())
+
+    async def _start_chains(self) -> None:
+        if self.shared_heads is not None:  # the head other replicas serve, before the first poll
+            await self.shared_heads.start()
+        await asyncio.gather(*(runtime.start() for runtime in self.chains))
+
+    def retire(self, runtimes: list[ChainRuntime], after_s: float) -> None:
+        """Close runtimes no longer served once the calls they carry are over."""
+
+        async def close_later() -> None:
+            try:
+                for runtime in runtimes:
+                    await runtime.tracker.stop()  # nothing routes by its heads any more
+                await asyncio.sleep(after_s)
+            finally:
+                for runtime in runtimes:
+                    await runtime.close()
+
+        task = asyncio.create_task(close_later(), name="retire-chains")
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+
+    async def close(self) -> None:
+        for task in list(self._retiring):
+            task.cancel()
+        await asyncio.gather(*self._retiring, return_exceptions=True)
+        for runtime in self.chains:
+            await runtime.close()
+        if self.shared_heads is not None:
+            await self.shared_heads.close()
+        if self.shared_state is not None:
+            await self.shared_state.close()
+        await self.cache.close()

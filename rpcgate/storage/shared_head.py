@@ -1,0 +1,148 @@
+"""Replicas agree: the highest consensus head any replica has served, shared through Redis.
+
+Behind one Service, a client's consecutive calls land on different replicas, and each
+replica tracks heads on its own schedule. So that `eth_blockNumber` never goes back between
+two of them, a replica writes each new consensus head to Redis (only if higher: one atomic
+script) and publishes it *before* it serves it; every replica subscribes. A replica that
+hears of a head above its own polls at once and, until that poll is decided, holds calls
+rather than answer from its older head. It then serves that head when one of its own voters
+holds that block (the head tracker's never-backwards rule, with the shared head as the
+floor), and its own head otherwise (the block is gone: a reorg). Without Redis, the
+guarantee holds within one replica only.
+
+Redis never breaks serving: every operation has the cache's short timeout; a failure is
+logged once and the replica goes on alone until Redis answers again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+
+import redis.asyncio as aioredis
+import structlog
+from redis.exceptions import RedisError
+
+from rpcgate.consensus.heads import Block
+
+log = structlog.get_logger("rpcgate.shared_head")
+
+_RECONNECT_S = 1.0
+
+# KEYS[1]: the chain's key; ARGV: number, hash, parent hash, genesis hash, channel. Sets and
+# publishes a head higher than the one stored, or any head of another life of the chain id
+# (another genesis: a devnet reset, or another chain sharing the id), so a chain that
+# restarted is not held to a height from its previous life. A day's TTL.
+_OFFER = """
+local stored = redis.call('GET', KEYS[1])
+if stored then
+  local number, genesis = string.match(stored, '^(%d+):[^:]*:[^:]*:?([^:]*)$')
+  if number and tonumber(number) >= tonumber(ARGV[1]) and genesis == ARGV[4] then
+    return 0
+  end
+end
+local value = ARGV[1] .. ':' .. ARGV[2] .. ':' .. ARGV[3] .. ':' .. ARGV[4]
+redis.call('SET', KEYS[1], value, 'EX', 86400)
+redis.call('PUBLISH', ARGV[5], value)
+return 1
+"""
+
+
+def encode(block: Block, genesis: str | None = None) -> str:
+    return f"{block.number}:{block.hash}:{block.parent_hash}:{genesis or ''}"
+
+
+def decode(value: bytes | str) -> tuple[Block, str | None] | None:
+    """A shared head and the genesis of its chain (None where the writer did not know it)."""
+    text = value.decode() if isinstance(value, bytes) else value
+    parts = text.split(":")
+    if len(parts) not in (3, 4) or not parts[0].isdigit():
+        return None
+    genesis = parts[3] if len(parts) == 4 and parts[3] else None
+    return Block(int(parts[0]), parts[1], parts[2]), genesis
+
+
+Listener = Callable[[Block, str | None], None]
+
+
+class SharedHeads:
+    """One Redis connection (and one subscription) for every chain of a gateway."""
+
+    def __init__(self, url: str, prefix: str, timeout_s: float) -> None:
+        self.prefix = prefix
+        self.timeout_s = timeout_s
+        self._client = aioredis.Redis.from_url(
+            url, socket_timeout=None, socket_connect_timeout=timeout_s, retry_on_timeout=False
+        )
+        self._offer = self._client.register_script(_OFFER)
+        self._listeners: dict[str, Listener] = {}  # channel -> tracker callback
+        self._task: asyncio.Task[None] | None = None
+        self.up = True
+
+    def key(self, chain_id: int) -> str:
+        return f"{self.prefix}{chain_id}:served-head"
+
+    def listen(self, chain_id: int, listener: Listener) -> None:
+        self._listeners[self.key(chain_id)] = listener
+
+    async def start(self) -> None:
+        """Reads the heads stored now, then follows new ones in the background."""
+        for channel, listener in self._listeners.items():
+            stored = await self._quick(self._client.get(channel))
+            if isinstance(stored, bytes | str) and (shared := decode(stored)) is not None:
+                listener(*shared)
+        self._task = asyncio.create_task(self._follow(), name="shared-heads")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._client.aclose()
+
+    async def offer(self, chain_id: int, block: Block, genesis: str | None = None) -> None:
+        """Stores and announces `block` if it is higher than the shared head (or the shared
+        head is of another life of the chain id)."""
+        key = self.key(chain_id)
+        args = [*encode(block, genesis).split(":"), key]
+        await self._quick(self._offer(keys=[key], args=args))
+
+    async def _quick(self, operation: object) -> object:
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                return await operation  # type: ignore[misc]
+        except (RedisError, OSError, TimeoutError) as exc:
+            self._went_down(exc)
+            return None
+
+    def _went_down(self, exc: BaseException) -> None:
+        if self.up:
+            self.up = False
+            log.warning("shared_head_unavailable", error=f"{type(exc).__name__}: {exc}")
+
+    async def _follow(self) -> None:
+        while True:
+            pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(*self._listeners)
+                if not self.up:
+                    self.up = True
+                    log.info("shared_head_available")
+                async for message in pubsub.listen():
+                    self._deliver(message)
+            except (RedisError, OSError) as exc:
+                self._went_down(exc)
+            finally:
+                with contextlib.suppress(RedisError, OSError):
+                    await pubsub.aclose()
+            await asyncio.sleep(_RECONNECT_S)
+
+    def _deliver(self, message: dict[str, object]) -> None:
+        channel, data = message.get("channel"), message.get("data")
+        if isinstance(channel, bytes):
+            channel = channel.decode()
+        listener = self._listeners.get(str(channel))
+        shared = decode(data) if isinstance(data, bytes | str) else None
+        if listener is not None and shared is not None:
+            listener(*shared)

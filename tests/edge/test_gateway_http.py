@@ -1,0 +1,183 @@
+"""The HTTP surface: chain paths, limits, diagnostics headers, CORS; against real anvil."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from rpcgate.edge.answers import Answer, diagnostics
+from tests.conftest import GatewayFactory, RunningGateway
+from tests.harness.fixtures import AnvilClusterFactory
+
+CHAIN_ID = 31337
+ADDRESSES = [f"0x{i:040x}" for i in (0xA1, 0xA2, 0xA3)]
+
+
+@pytest.fixture
+def gateway(anvil_cluster: AnvilClusterFactory, start_gateway: GatewayFactory) -> RunningGateway:
+    cluster = anvil_cluster(2, chain_id=CHAIN_ID, automine=True)
+    return start_gateway(cluster.urls, limits={"max_body_bytes": 2048, "max_batch_items": 5})
+
+
+@pytest.mark.parametrize("path", ["/", "/devnet", f"/{CHAIN_ID}"])
+def test_chain_is_served_at_root_name_and_chain_id(gateway: RunningGateway, path: str) -> None:
+    reply = gateway.rpc("eth_chainId", path=path)
+    assert reply.status == 200
+    assert reply.json()["result"] == hex(CHAIN_ID)
+    assert reply.headers["X-Rpcgate-Upstream"] in ("node0", "node1")
+    assert reply.headers["X-Rpcgate-Attempts"] == "1"
+
+
+def test_unknown_chain_is_a_clear_json_error(gateway: RunningGateway) -> None:
+    reply = gateway.rpc("eth_chainId", path="/polygon")
+    assert reply.status == 404
+    body = reply.json()
+    assert body["error"]["code"] == -32053
+    assert "'polygon'" in body["error"]["message"]
+    assert "/devnet" in body["error"]["message"]
+    assert body["id"] is None
+
+
+def test_body_over_the_limit_is_refused_with_a_json_rpc_error(gateway: RunningGateway) -> None:
+    padding = "0" * 4096
+    reply = gateway.post({"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": [padding]})
+    assert reply.status == 413
+    error = reply.json()["error"]
+    assert error["code"] == -32600
+    assert "limits.max_body_bytes" in error["message"]
+    assert error["data"] == {"limit": 2048}
+
+
+def test_batch_over_the_limit_is_one_error(gateway: RunningGateway) -> None:
+    batch = [{"jsonrpc": "2.0", "id": i, "method": "eth_chainId"} for i in range(6)]
+    reply = gateway.post(batch)
+    body = reply.json()
+    assert isinstance(body, dict)
+    assert body["error"]["code"] == -32600
+    assert "limits.max_batch_items" in body["error"]["message"]
+
+
+def test_batch_at_the_limit_is_answered_item_by_item(gateway: RunningGateway) -> None:
+    batch = [{"jsonrpc": "2.0", "id": f"q{i}", "method": "eth_chainId"} for i in range(5)]
+    reply = gateway.post(batch)
+    assert [item["id"] for item in reply.json()] == [f"q{i}" for i in range(5)]
+    assert all(item["result"] == hex(CHAIN_ID) for item in reply.json())
+    assert reply.headers["X-Rpcgate-Attempts"].split(",") == ["1"] * 5
+
+
+def test_every_diagnostics_header_of_a_batch_has_one_value_per_answer_in_order(
+    anvil_cluster: AnvilClusterFactory, start_gateway: GatewayFactory
+) -> None:
+    cluster = anvil_cluster(2, chain_id=CHAIN_ID)
+    cluster.mine_all(2)
+    gateway = start_gateway(cluster.urls)
+    gateway.sync()
+    cached = gateway.rpc("eth_getBalance", [ADDRESSES[0], "0x1"])
+    assert cached.headers["X-Rpcgate-Cache"] == "miss"
+    batch = [
+        {"jsonrpc": "2.0", "id": 1, "method": "eth_getBalance", "params": [ADDRESSES[0], "0x1"]},
+        {"jsonrpc": "2.0", "method": "eth_chainId", "params": []},  # a notification: no answer
+        {"jsonrpc": "2.0", "id": 2, "method": "eth_getBalance", "params": [ADDRESSES[1], "0x2"]},
+        {"jsonrpc": "2.0", "id": 3},  # not a call: the gateway answers it
+        {"jsonrpc": "2.0", "id": 4, "method": "eth_getBalance", "params": [ADDRESSES[2], "0x1"]},
+    ]
+
+    reply = gateway.post(batch, headers={"X-Rpcgate-Trace": "1"})
+
+    answers = reply.json()
+    assert [a["id"] for a in answers] == [1, 2, 3, 4]
+    values = {
+        name: reply.headers[f"X-Rpcgate-{name}"].split(",")
+        for name in ("Upstream", "Attempts", "Cache", "Block", "Verified")
+    }
+    assert all(len(v) == len(answers) for v in values.values()), values
+    answered_by = [a["trace"]["answered_by"] if "trace" in a else "gateway" for a in answers]
+    assert values["Upstream"] == answered_by
+    assert values["Upstream"][0] == "cache" and values["Upstream"][2] == "gateway"
+    assert {values["Upstream"][1], values["Upstream"][3]} <= {"node0", "node1"}
+    assert values["Cache"] == ["hit", "miss", "bypass", "miss"]
+    assert values["Block"] == ["1", "2", "-", "1"]
+    assert values["Attempts"][0] == values["Attempts"][2] == "0"
+    assert int(values["Attempts"][1]) >= 1 and int(values["Attempts"][3]) >= 1
+    assert values["Verified"][2] == "none"
+
+
+def test_a_batch_of_notifications_alone_has_no_diagnostics_values(gateway: RunningGateway) -> None:
+    reply = gateway.post([{"jsonrpc": "2.0", "method": "eth_chainId"}] * 2)
+    assert reply.status == 204
+    assert not [name for name in reply.headers if name.startswith("X-Rpcgate-")]
+
+
+def test_a_quorum_answer_is_one_value_of_a_batch_header() -> None:
+    quorum = Answer({"jsonrpc": "2.0", "id": 1, "result": "0x1"}, "node0,node1", 2, "miss")
+    alone = Answer({"jsonrpc": "2.0", "id": 2, "result": "0x1"}, "node2", 1, "miss", 7)
+    notification = Answer(None, "node0", 1, "bypass")
+    headers = diagnostics([quorum, notification, alone], is_batch=True)
+    assert headers["X-Rpcgate-Upstream"] == "node0+node1,node2"
+    assert headers["X-Rpcgate-Attempts"] == "2,1"
+    assert headers["X-Rpcgate-Block"] == "-,7"
+    assert diagnostics([quorum], is_batch=False)["X-Rpcgate-Upstream"] == "node0+node1"
+
+
+def test_get_on_a_json_rpc_path_says_to_post(gateway: RunningGateway) -> None:
+    reply = gateway.loop.run(_get(gateway.url + "/devnet"))
+    assert reply[0] == 405
+    assert json.loads(reply[1])["error"]["code"] == -32600
+
+
+def test_browsers_get_cors_preflight_and_headers(gateway: RunningGateway) -> None:
+    status, headers = gateway.loop.run(_options(gateway.url + "/"))
+    assert status == 204
+    assert headers["Access-Control-Allow-Origin"] == "*"
+    assert "POST" in headers["Access-Control-Allow-Methods"]
+    body = {"jsonrpc": "2.0", "id": 1, "method": "eth_chainId"}
+    reply = gateway.post(body, headers={"Origin": "https://app.example"})
+    assert reply.headers["Access-Control-Allow-Origin"] == "*"
+    assert "X-Rpcgate-Upstream" in reply.headers["Access-Control-Expose-Headers"]
+    assert "Access-Control-Allow-Origin" not in gateway.post(body).headers  # not a browser
+
+
+def test_healthz_answers(gateway: RunningGateway) -> None:
+    status, body = gateway.loop.run(_get(gateway.url + "/healthz"))
+    assert status == 200
+    assert json.loads(body) == {"status": "ok"}
+
+
+async def _get(url: str) -> tuple[int, bytes]:
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session, session.get(url) as resp:
+        return resp.status, await resp.read()
+
+
+async def _options(url: str) -> tuple[int, dict[str, str]]:
+    import aiohttp
+
+    async with (
+        aiohttp.ClientSession() as session,
+        session.options(
+            url, headers={"Origin": "https://app.example", "Access-Control-Request-Method": "POST"}
+        ) as resp,
+    ):
+        return resp.status, dict(resp.headers)
+
+
+def test_readiness_says_which_chain_cannot_serve(
+    anvil_cluster: AnvilClusterFactory,
+    fault_proxy,
+    start_gateway: GatewayFactory,  # type: ignore[no-untyped-def]
+) -> None:
+    from tests.harness.faultproxy import Fault
+
+    cluster = anvil_cluster(1, chain_id=CHAIN_ID)
+    proxy = fault_proxy(cluster.urls[0])
+    gateway = start_gateway([proxy.url], head_poll_interval=60)
+    status, body = gateway.loop.run(_get(gateway.url + "/readyz"))
+    assert (status, json.loads(body)) == (200, {"status": "ready"})
+    proxy.set_fault(Fault.REFUSE)
+    gateway.sync()
+    gateway.sync()  # two failed polls: down
+    status, body = gateway.loop.run(_get(gateway.url + "/readyz"))
+    assert status == 503
+    assert "node0: down" in json.loads(body)["chains"]["devnet"]
