@@ -23,16 +23,15 @@ from rpcgate.edge.clients import (
 )
 from rpcgate.edge.rate_limits import ALLOWED, RateLimiter, Verdict
 from rpcgate.rpc.masking import MASKER
+from rpcgate.storage.redis_client import RedisLink
 
 
 class Admission:
-    def __init__(
-        self, config: Config, redis: Any = None, prefix: str = "", timeout_s: float = 0.1
-    ) -> None:
+    def __init__(self, config: Config, link: RedisLink | None = None) -> None:
         self._auth = config.auth
         self._trusted = trusted_networks(config.limits.trusted_proxies)
         self._unlimited = trusted_networks(config.limits.unlimited_networks)
-        self.limiter = RateLimiter(config.limits, redis, prefix, timeout_s)
+        self.limiter = RateLimiter(config.limits, link)
         # Calls refused before reaching a chain, by reason (status and metrics).
         self.refusals: collections.Counter[str] = collections.Counter()
         MASKER.add(*(client.key for client in config.auth.keys))  # never in a log or page

@@ -16,6 +16,7 @@ from rpcgate.edge.admission import Admission
 from rpcgate.edge.cors import CorsPolicy
 from rpcgate.ops.metrics import GatewayMetrics
 from rpcgate.rpc.masking import MASKER
+from rpcgate.storage.redis_client import RedisLink
 from rpcgate.storage.response_cache import ResponseCache
 from rpcgate.storage.shared_head import SharedHeads
 from rpcgate.storage.shared_state import SharedState
@@ -26,27 +27,20 @@ class Gateway:
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.cache = ResponseCache(config.cache)
+        cache = config.cache
+        # The one Redis client (and outage policy) of everything replicas share.
+        self.redis: RedisLink | None = None
+        if cache.redis_url:
+            MASKER.add_url(cache.redis_url)  # a Redis password never shows
+            self.redis = RedisLink(cache.redis_url, cache.redis_prefix, cache.redis_timeout_s)
+        self.cache = ResponseCache(cache, self.redis)
         self.draining = False  # SIGTERM: /readyz says 503 while calls in flight finish
         self.drills = Drills()  # outage drills (admin.py): drained upstreams go last
         # Filters live in the gateway; with Redis, every replica serves every filter.
-        cache = config.cache
-        if cache.redis_url:
-            MASKER.add_url(cache.redis_url)  # a Redis password never shows
-        self.shared_state = (
-            SharedState(cache.redis_url, cache.redis_prefix, cache.redis_timeout_s)
-            if cache.redis_url
-            else None
-        )
+        self.shared_state = SharedState(self.redis) if self.redis is not None else None
         self.filter_store = FilterStore(self.shared_state, config.filters)
         # With Redis, replicas share the highest head served (see shared_head.py).
-        self.shared_heads = (
-            SharedHeads(
-                config.cache.redis_url, config.cache.redis_prefix, config.cache.redis_timeout_s
-            )
-            if config.cache.redis_url
-            else None
-        )
+        self.shared_heads = SharedHeads(self.redis) if self.redis is not None else None
         self._retiring: set[asyncio.Task[None]] = set()  # chains replaced by a reload
         self.chains: list[ChainRuntime] = []
         self._by_path: dict[str, ChainRuntime] = {}
@@ -54,12 +48,7 @@ class Gateway:
         self.metrics = GatewayMetrics(self)
         self.cors = CorsPolicy(config.cors)
         self.websockets: set[Any] = set()  # open WebSocket connections (ws.Connection)
-        self.admission = Admission(
-            config,
-            self.shared_state.client if self.shared_state is not None else None,
-            cache.redis_prefix,
-            cache.redis_timeout_s,
-        )
+        self.admission = Admission(config, self.redis)
 
     def websocket_counts(self) -> dict[str, int]:
         return {
@@ -129,6 +118,6 @@ class Gateway:
             await runtime.close()
         if self.shared_heads is not None:
             await self.shared_heads.close()
-        if self.shared_state is not None:
-            await self.shared_state.close()
         await self.cache.close()
+        if self.redis is not None:
+            await self.redis.close()

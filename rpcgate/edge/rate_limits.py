@@ -12,24 +12,21 @@ and tries Redis again a second later. Limits never fall back to refusing everyon
 
 from __future__ import annotations
 
-import asyncio
 import math
 import time
 from dataclasses import dataclass
-from typing import Any
 
 import structlog
-from redis.exceptions import RedisError
 
 from rpcgate.config.settings import LimitsConfig
 from rpcgate.edge.clients import Caller
+from rpcgate.storage.redis_client import RedisLink
 
 log = structlog.get_logger("rpcgate.limits")
 
 # The JSON-RPC error of a refused call (HTTP 429): -32005, "limit exceeded" in EIP-1474, the
 # code clients already know from providers' rate limits.
 LIMIT_EXCEEDED = -32005
-_REDIS_RETRY_S = 1.0  # after a Redis failure, count in process this long before trying again
 _MAX_LOCAL_BUCKETS = 100_000  # beyond this, buckets already full again are forgotten
 
 
@@ -105,18 +102,14 @@ return {allowed, tostring(wait)}
 
 
 class RateLimiter:
-    def __init__(
-        self, limits: LimitsConfig, redis: Any = None, prefix: str = "", timeout_s: float = 0.1
-    ) -> None:
+    def __init__(self, limits: LimitsConfig, link: RedisLink | None = None) -> None:
         self.limits = limits
         self._buckets: dict[str, Bucket] = {}
         self._in_flight: dict[str, int] = {}
-        self._redis = redis
-        self._script = redis.register_script(_TAKE) if redis is not None else None
-        self._prefix = prefix
-        self._timeout_s = timeout_s
-        self._redis_retry_at = 0.0
-        self.shared = redis is not None  # False while Redis is down
+        self._link = link
+        self._script = link.script(_TAKE) if link is not None else None
+        self._prefix = link.prefix if link is not None else ""
+        self.shared = link is not None  # False while Redis is down
 
     @property
     def counted_in(self) -> str:
@@ -152,27 +145,29 @@ class RateLimiter:
 
     async def _shared_wait(self, caller: Caller, rate: Rate, cost: int) -> float | None:
         """The wait Redis decided, or None when Redis is not there (count in process)."""
-        if self._script is None or time.monotonic() < self._redis_retry_at:
+        if self._script is None or self._link is None:
             return None
-        try:
-            async with asyncio.timeout(self._timeout_s):
-                allowed, wait = await self._script(
-                    keys=[f"{self._prefix}rl:{caller.identity}"],
-                    args=[repr(rate.per_s), rate.burst, cost],
-                )
-        except (RedisError, OSError, TimeoutError) as exc:
-            self._redis_retry_at = time.monotonic() + _REDIS_RETRY_S
+        script = self._script
+        taken = await self._link.run(
+            "rate limit",
+            lambda: script(
+                keys=[f"{self._prefix}rl:{caller.identity}"],
+                args=[repr(rate.per_s), rate.burst, cost],
+            ),
+        )
+        if taken is None:
             if self.shared:
                 self.shared = False
                 log.warning(
                     "rate_limits_local",
-                    reason=f"Redis: {type(exc).__name__}: {exc}",
+                    reason="Redis is down (redis_down)",
                     effect="each replica counts its own calls until Redis answers again",
                 )
             return None
         if not self.shared:
             self.shared = True
             log.info("rate_limits_shared")
+        allowed, wait = taken
         return 0.0 if int(allowed) == 1 else float(wait)
 
     def _remember(self, identity: str, bucket: Bucket) -> None:

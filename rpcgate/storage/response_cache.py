@@ -1,15 +1,14 @@
 """Where cache entries live: an in-process LRU bounded in bytes, and Redis when configured.
 
 Reads check memory, then Redis; writes go to memory at once and to Redis in the background,
-so the answer is never delayed by Redis. Redis never breaks a request: every operation has
-a short timeout, a failure marks Redis down (one log line), requests go on from memory and
-upstreams, and a background task reconnects (one log line when it is back).
+so the answer is never delayed by Redis. Redis never breaks a request (the one outage
+policy of `redis_client`): every operation has a short timeout, and while Redis is down
+requests go on from memory and upstreams.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import time
 from collections import OrderedDict
@@ -17,12 +16,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-import redis.asyncio as aioredis
 import structlog
-from redis.exceptions import OutOfMemoryError, RedisError, ResponseError
 
 from rpcgate.config.settings import CacheConfig
 from rpcgate.storage.cache_policy import ChainView, Entry, Lifetime, is_fresh, redis_key
+from rpcgate.storage.redis_client import RedisLink
 
 log = structlog.get_logger("rpcgate.cache")
 
@@ -33,8 +31,6 @@ log = structlog.get_logger("rpcgate.cache")
 # rounding. tests/storage/test_cache_memory.py holds the count to what entries really take.
 _ENTRY_OVERHEAD_BYTES = 480
 _MAX_PENDING_WRITES = 1000  # background Redis writes; beyond that, writes are dropped
-_RECONNECT_INTERVAL_S = 1.0
-_WRITE_PAUSE_AFTER_REFUSAL_S = 10.0  # Redis full (OOM): stop writing for a while
 
 T = TypeVar("T")
 
@@ -99,73 +95,29 @@ class MemoryLRU:
 
 
 class RedisTier:
-    def __init__(self, url: str, prefix: str, timeout_s: float) -> None:
-        self.prefix = prefix
-        self.timeout_s = timeout_s
-        self.up = True
-        self._client = aioredis.Redis.from_url(
-            url,
-            socket_timeout=timeout_s,
-            socket_connect_timeout=timeout_s,
-            retry_on_timeout=False,
-            health_check_interval=0,
-        )
-        self._reconnect: asyncio.Task[None] | None = None
+    """The cache's entries in Redis, over the gateway's one client (`redis_client`): reads
+    bounded by its timeout, writes in the background."""
+
+    def __init__(self, link: RedisLink) -> None:
+        self.link = link
+        self.prefix = link.prefix
         self._writes: set[asyncio.Task[object]] = set()
-        self._writes_paused_until = 0.0
+
+    @property
+    def up(self) -> bool:
+        return self.link.up
 
     async def start(self) -> None:
-        await self._op("ping", lambda: self._client.ping())
+        await self.link.run("ping", self.link.client.ping)
 
     async def close(self) -> None:
-        if self._reconnect is not None:
-            self._reconnect.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reconnect
         for task in list(self._writes):
             task.cancel()
-        await self._client.aclose()
-
-    async def _op(self, what: str, call: Callable[[], Awaitable[T]]) -> T | None:
-        if not self.up:
-            return None
-        try:
-            async with asyncio.timeout(self.timeout_s):
-                return await call()
-        except OutOfMemoryError as exc:  # Redis is full: reads still work, writes wait
-            self._pause_writes(str(exc))
-        except ResponseError as exc:  # Redis answered, but not as a cache should
-            self._went_down(what, exc)
-        except (RedisError, OSError, TimeoutError) as exc:
-            self._went_down(what, exc)
-        return None
-
-    def _pause_writes(self, reason: str) -> None:
-        now = asyncio.get_running_loop().time()
-        if now >= self._writes_paused_until:
-            log.warning("redis_writes_refused", reason=reason, pause_s=_WRITE_PAUSE_AFTER_REFUSAL_S)
-        self._writes_paused_until = now + _WRITE_PAUSE_AFTER_REFUSAL_S
-
-    def _went_down(self, what: str, exc: BaseException) -> None:
-        if self.up:
-            self.up = False
-            log.warning("redis_down", operation=what, error=f"{type(exc).__name__}: {exc}")
-            self._reconnect = asyncio.create_task(self._reconnect_loop(), name="redis-reconnect")
-
-    async def _reconnect_loop(self) -> None:
-        while True:
-            await asyncio.sleep(_RECONNECT_INTERVAL_S)
-            try:
-                async with asyncio.timeout(self.timeout_s):
-                    await self._client.ping()
-            except (RedisError, OSError, TimeoutError):
-                continue
-            self.up = True
-            log.info("redis_up")
-            return
+        await asyncio.gather(*self._writes, return_exceptions=True)
 
     async def get(self, key: str) -> Entry | None:
-        raw = await self._op("get", lambda: self._client.get(redis_key(self.prefix, key)))
+        name = redis_key(self.prefix, key)
+        raw = await self.link.run("cache get", lambda: self.link.client.get(name))
         if not isinstance(raw, bytes):
             return None
         try:
@@ -177,12 +129,12 @@ class RedisTier:
         """Queues the write; the answer does not wait for it."""
         if not self.up or len(self._writes) >= _MAX_PENDING_WRITES:
             return
-        if asyncio.get_running_loop().time() < self._writes_paused_until:
-            return
         name = redis_key(self.prefix, key)
         ttl_ms = max(1, int(ttl_s * 1000))
         task: asyncio.Task[object] = asyncio.create_task(
-            self._op("set", lambda: self._client.set(name, raw, px=ttl_ms))
+            self.link.run(
+                "cache set", lambda: self.link.client.set(name, raw, px=ttl_ms), write=True
+            )
         )
         self._writes.add(task)
         task.add_done_callback(self._writes.discard)
@@ -191,14 +143,10 @@ class RedisTier:
 class ResponseCache:
     """Both tiers behind one get/put, shared by every chain (keys carry the chain id)."""
 
-    def __init__(self, config: CacheConfig) -> None:
+    def __init__(self, config: CacheConfig, link: RedisLink | None = None) -> None:
         self.config = config
         self.memory = MemoryLRU(config.memory_bytes)
-        self.redis = (
-            RedisTier(config.redis_url, config.redis_prefix, config.redis_timeout_s)
-            if config.redis_url
-            else None
-        )
+        self.redis = RedisTier(link) if link is not None else None
         self._ttl = {
             Lifetime.STATIC: config.ttl_static_s,
             Lifetime.FINALIZED: config.ttl_finalized_s,

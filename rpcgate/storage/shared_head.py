@@ -10,8 +10,9 @@ holds that block (the head tracker's never-backwards rule, with the shared head 
 floor), and its own head otherwise (the block is gone: a reorg). Without Redis, the
 guarantee holds within one replica only.
 
-Redis never breaks serving: every operation has the cache's short timeout; a failure is
-logged once and the replica goes on alone until Redis answers again.
+Redis never breaks serving (the one outage policy of `redis_client`): every operation has
+the cache's short timeout; while Redis is down the replica goes on alone, and the
+subscription is made again every second.
 """
 
 from __future__ import annotations
@@ -20,13 +21,10 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 
-import redis.asyncio as aioredis
-import structlog
 from redis.exceptions import RedisError
 
 from rpcgate.consensus.heads import Block
-
-log = structlog.get_logger("rpcgate.shared_head")
+from rpcgate.storage.redis_client import RedisLink
 
 _RECONNECT_S = 1.0
 
@@ -67,18 +65,18 @@ Listener = Callable[[Block, str | None], None]
 
 
 class SharedHeads:
-    """One Redis connection (and one subscription) for every chain of a gateway."""
+    """One subscription, over the gateway's one Redis client, for every chain."""
 
-    def __init__(self, url: str, prefix: str, timeout_s: float) -> None:
-        self.prefix = prefix
-        self.timeout_s = timeout_s
-        self._client = aioredis.Redis.from_url(
-            url, socket_timeout=None, socket_connect_timeout=timeout_s, retry_on_timeout=False
-        )
-        self._offer = self._client.register_script(_OFFER)
+    def __init__(self, link: RedisLink) -> None:
+        self.link = link
+        self.prefix = link.prefix
+        self._offer = link.script(_OFFER)
         self._listeners: dict[str, Listener] = {}  # channel -> tracker callback
         self._task: asyncio.Task[None] | None = None
-        self.up = True
+
+    @property
+    def up(self) -> bool:
+        return self.link.up
 
     def key(self, chain_id: int) -> str:
         return f"{self.prefix}{chain_id}:served-head"
@@ -89,7 +87,7 @@ class SharedHeads:
     async def start(self) -> None:
         """Reads the heads stored now, then follows new ones in the background."""
         for channel, listener in self._listeners.items():
-            stored = await self._quick(self._client.get(channel))
+            stored = await self.link.run("get served head", self.link.client.get(channel))
             if isinstance(stored, bytes | str) and (shared := decode(stored)) is not None:
                 listener(*shared)
         self._task = asyncio.create_task(self._follow(), name="shared-heads")
@@ -99,40 +97,24 @@ class SharedHeads:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        await self._client.aclose()
 
     async def offer(self, chain_id: int, block: Block, genesis: str | None = None) -> None:
         """Stores and announces `block` if it is higher than the shared head (or the shared
         head is of another life of the chain id)."""
         key = self.key(chain_id)
         args = [*encode(block, genesis).split(":"), key]
-        await self._quick(self._offer(keys=[key], args=args))
-
-    async def _quick(self, operation: object) -> object:
-        try:
-            async with asyncio.timeout(self.timeout_s):
-                return await operation  # type: ignore[misc]
-        except (RedisError, OSError, TimeoutError) as exc:
-            self._went_down(exc)
-            return None
-
-    def _went_down(self, exc: BaseException) -> None:
-        if self.up:
-            self.up = False
-            log.warning("shared_head_unavailable", error=f"{type(exc).__name__}: {exc}")
+        await self.link.run("offer served head", lambda: self._offer(keys=[key], args=args))
 
     async def _follow(self) -> None:
         while True:
-            pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+            pubsub = self.link.pubsub()
             try:
-                await pubsub.subscribe(*self._listeners)
-                if not self.up:
-                    self.up = True
-                    log.info("shared_head_available")
-                async for message in pubsub.listen():
-                    self._deliver(message)
+                await self.link.run("subscribe to served heads", pubsub.subscribe(*self._listeners))
+                if self.link.up:  # subscribed (a failure, or Redis known down, marks it down)
+                    async for message in pubsub.listen():
+                        self._deliver(message)
             except (RedisError, OSError) as exc:
-                self._went_down(exc)
+                self.link.failed("served heads subscription", exc)
             finally:
                 with contextlib.suppress(RedisError, OSError):
                     await pubsub.aclose()

@@ -30,6 +30,7 @@ from rpcgate.chain.filters import (
 from rpcgate.chain.reorg_walk import follow
 from rpcgate.config.settings import FiltersConfig
 from rpcgate.consensus.heads import Block
+from rpcgate.storage.redis_client import RedisLink
 from rpcgate.storage.shared_state import SharedState
 from tests.conftest import GatewayFactory, ProxiedClusterFactory, RunningGateway
 from tests.edge.test_websocket import Socket
@@ -480,14 +481,15 @@ def test_filters_in_redis_are_bounded_for_all_replicas_together(
     redis_server: RedisServer,
 ) -> None:
     async def run() -> None:
-        replicas = [SharedState(redis_server.url, "rpcgate:t:", 1.0) for _ in range(2)]
+        links = [RedisLink(redis_server.url, "rpcgate:t:", 1.0) for _ in range(2)]
+        replicas = [SharedState(link) for link in links]
         try:
             await _store_bounds(replicas)
             await replicas[0].client.flushdb()
             await _byte_bounds(replicas[0])
         finally:
-            for shared in replicas:
-                await shared.close()
+            for link in links:
+                await link.close()
 
     asyncio.run(run())
     client = redis_server.client()

@@ -1,0 +1,115 @@
+"""The one Redis client of a gateway process, and its one outage policy.
+
+Everything replicas share goes through it: the cache's Redis tier (`response_cache`), the
+served head and its publish/subscribe (`shared_head`), filters and accepted transactions
+(`shared_state`), and the rate limits (`edge.rate_limits`). One connection pool, one place
+where a Redis URL becomes a client (Sentinel and Cluster are added here).
+
+The outage policy: Redis never breaks a call. Every operation is bounded by
+`cache.redis_timeout_s`. A failure marks Redis down, with one `redis_down` log line naming
+the operation, and for the next `RETRY_S` every operation answers None at once instead of
+spending its timeout; then the next operation tries again, and the first that succeeds marks
+Redis up (`redis_up`). Redis full (OOM) is no outage: reads go on, writes pause for
+`WRITE_PAUSE_S` (one `redis_writes_refused` line). Callers treat None as "nothing there" and
+go on from memory: each says what that means for it (the rate limits log that each replica
+now counts alone).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import redis.asyncio as aioredis
+import structlog
+from redis.asyncio.client import PubSub
+from redis.commands.core import AsyncScript
+from redis.exceptions import OutOfMemoryError, RedisError
+
+log = structlog.get_logger("rpcgate.redis")
+
+T = TypeVar("T")
+
+RETRY_S = 1.0  # after a failure, how long operations skip Redis before one tries again
+WRITE_PAUSE_S = 10.0  # Redis full (OOM): how long writes wait
+
+
+class RedisLink:
+    """A gateway's Redis: its client, key prefix and operation timeout, up or down."""
+
+    def __init__(self, url: str, prefix: str, timeout_s: float) -> None:
+        self.prefix = prefix
+        self.timeout_s = timeout_s
+        # No socket timeout: every operation is bounded by `run`'s own, and the served
+        # head's subscription blocks on its read by design.
+        self.client = aioredis.Redis.from_url(
+            url,
+            socket_timeout=None,
+            socket_connect_timeout=timeout_s,
+            retry_on_timeout=False,
+            health_check_interval=0,
+        )
+        self.up = True
+        self._retry_at = 0.0
+        self._writes_paused_until = 0.0
+
+    async def run(
+        self,
+        what: str,
+        operation: Awaitable[T] | Callable[[], Awaitable[T]],
+        *,
+        write: bool = False,
+    ) -> T | None:
+        """The operation's result, or None when Redis is down, slow, full (a write) or
+        refuses it. `operation` is a coroutine or a function making one; a coroutine not
+        run (Redis known to be down) is closed, never left unawaited."""
+        now = asyncio.get_running_loop().time()
+        if (not self.up and now < self._retry_at) or (write and now < self._writes_paused_until):
+            if inspect.iscoroutine(operation):
+                operation.close()
+            return None
+        awaitable = operation() if callable(operation) else operation
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                result = await awaitable
+        except OutOfMemoryError as exc:  # Redis is full: reads still work, writes wait
+            self._pause_writes(str(exc))
+            return None
+        except (RedisError, OSError, TimeoutError) as exc:
+            self.failed(what, exc)
+            return None
+        self.succeeded()
+        return result
+
+    def failed(self, what: str, exc: BaseException) -> None:
+        """An operation failed (here, or one run outside `run`: a subscription's read)."""
+        self._retry_at = asyncio.get_running_loop().time() + RETRY_S
+        if self.up:
+            self.up = False
+            log.warning("redis_down", operation=what, error=f"{type(exc).__name__}: {exc}")
+
+    def succeeded(self) -> None:
+        if not self.up:
+            self.up = True
+            log.info("redis_up")
+
+    def _pause_writes(self, reason: str) -> None:
+        now = asyncio.get_running_loop().time()
+        if now >= self._writes_paused_until:
+            log.warning("redis_writes_refused", reason=reason, pause_s=WRITE_PAUSE_S)
+        self._writes_paused_until = now + WRITE_PAUSE_S
+
+    def script(self, text: str) -> AsyncScript:
+        """A Lua script, run with EVALSHA (loaded again if Redis forgot it)."""
+        return self.client.register_script(text)
+
+    def pubsub(self) -> PubSub:
+        return self.client.pubsub(ignore_subscribe_messages=True)
+
+    def key(self, *parts: Any) -> str:
+        return self.prefix + ":".join(str(part) for part in parts)
+
+    async def close(self) -> None:
+        await self.client.aclose()
