@@ -15,8 +15,6 @@ pure.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import itertools
 import re
 from collections.abc import Awaitable, Callable
@@ -27,6 +25,7 @@ import structlog
 
 from rpcgate.chain.reorg_walk import Fetch, follow, walk_back
 from rpcgate.consensus.heads import Block
+from rpcgate.rpc.background import Background
 from rpcgate.rpc.jsonrpc import Call, quantity
 
 log = structlog.get_logger("rpcgate.feeds")
@@ -140,32 +139,36 @@ class HeadFeed:
         self._subscribers: set[Subscriber] = set()
         self._sent: list[Sent] = []
         self._seq = itertools.count(1)
-        self._task: asyncio.Task[None] | None = None
+        self._running = Background(f"feed-{chain_name}", self._run)
         self.gaps = 0  # steps that could not be linked to what was sent (logged)
 
     def subscribe(self, subscriber: Subscriber) -> None:
         subscriber.since_seq = self._sent[-1].seq + 1 if self._sent else 0
         self._subscribers.add(subscriber)
-        if self._task is None:
+        if not self._running.running:
             head = self._head()
+            self._sent = [Sent(head, next(self._seq))] if head is not None else []
             if head is not None:
-                self._sent = [Sent(head, next(self._seq))]
                 subscriber.since_seq = self._sent[-1].seq + 1
-            self._task = asyncio.create_task(self._run(), name=f"feed-{self.chain_name}")
+            self._running.start()
 
     def unsubscribe(self, subscriber: Subscriber) -> None:
+        """The last subscriber gone, the feed stops (fetching nothing for no one); the next
+        first subscriber starts it again from the head of that moment."""
         self._subscribers.discard(subscriber)
+        if not self._subscribers:
+            self._running.cancel()
+
+    @property
+    def running(self) -> bool:
+        return self._running.running
 
     @property
     def subscriber_count(self) -> int:
         return len(self._subscribers)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._running.stop()
 
     async def _run(self) -> None:
         while True:

@@ -41,6 +41,7 @@ from rpcgate.consensus.heads import (
     upstream_state,
 )
 from rpcgate.consensus.health import record_failure
+from rpcgate.rpc.background import Background
 from rpcgate.rpc.errors import classify
 from rpcgate.rpc.jsonrpc import quantity
 from rpcgate.upstream.client import Reply, Upstream
@@ -89,7 +90,7 @@ class HeadTracker:
         self.canonical: dict[int, str] = {}
         self._finality_at: dict[str, int] = {}
         self._polls = 0
-        self._task: asyncio.Task[None] | None = None
+        self._polling = Background(f"heads-{chain.name}", self._run)
         self._lock = asyncio.Lock()
         self._poll_now = asyncio.Event()  # an answer showed a block above the head
         self._published = asyncio.Event()  # set (and replaced) at each decision
@@ -105,14 +106,10 @@ class HeadTracker:
     async def start(self) -> None:
         """One round before serving (so nothing unverified serves), then poll forever."""
         await self.poll_once()
-        self._task = asyncio.create_task(self._run(), name=f"heads-{self.chain.name}")
+        self._polling.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._polling.stop()
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()

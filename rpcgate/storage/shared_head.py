@@ -24,6 +24,7 @@ from collections.abc import Callable
 from redis.exceptions import RedisError
 
 from rpcgate.consensus.heads import Block
+from rpcgate.rpc.background import Background
 from rpcgate.storage.redis_client import RedisLink
 
 _RECONNECT_S = 1.0
@@ -72,7 +73,7 @@ class SharedHeads:
         self.prefix = link.prefix
         self._offer = link.script(_OFFER)
         self._listeners: dict[str, Listener] = {}  # channel -> tracker callback
-        self._task: asyncio.Task[None] | None = None
+        self._following = Background("shared-heads", self._follow)
 
     @property
     def up(self) -> bool:
@@ -90,13 +91,10 @@ class SharedHeads:
             stored = await self.link.run("get served head", self.link.client.get(channel))
             if isinstance(stored, bytes | str) and (shared := decode(stored)) is not None:
                 listener(*shared)
-        self._task = asyncio.create_task(self._follow(), name="shared-heads")
+        self._following.start()
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._following.stop()
 
     async def offer(self, chain_id: int, block: Block, genesis: str | None = None) -> None:
         """Stores and announces `block` if it is higher than the shared head (or the shared

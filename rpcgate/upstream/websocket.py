@@ -31,6 +31,7 @@ import structlog
 from rpcgate.config.settings import UpstreamConfig
 from rpcgate.consensus.heads import Block
 from rpcgate.consensus.health import UpstreamHealth, record_socket_failure
+from rpcgate.rpc.background import Background
 from rpcgate.rpc.errors import Classification, UpstreamFailure, classify
 from rpcgate.rpc.jsonrpc import dumps, loads
 from rpcgate.rpc.masking import MASKER, mask_url
@@ -200,7 +201,7 @@ class UpstreamSocket:
         self._heartbeat_s = heartbeat_s
         self._subscribe_timeout_s = subscribe_timeout_s
         self._session: aiohttp.ClientSession | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._connection = Background(f"upstream-ws-{self.name}", self._run)
         self._ever_connected = False
         self._up_since: float | None = None  # loop time the current connection came up
         self._outage_failures = 0  # failures since the socket was last up; 0: it is up
@@ -215,17 +216,13 @@ class UpstreamSocket:
 
     async def start(self) -> None:
         """Connects in the background; returns at once (heads arrive through `on_head`)."""
-        if self._task is not None:
+        if self._connection.running:
             return
         self._session = aiohttp.ClientSession(headers=self._headers)
-        self._task = asyncio.create_task(self._run(), name=f"upstream-ws-{self.name}")
+        self._connection.start()
 
     async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self._connection.stop()
         if self._session is not None:
             await self._session.close()
             self._session = None

@@ -31,6 +31,7 @@ def _b(number: int, tag: str, parent: str) -> Block:
     return Block(number, tag, parent)
 
 
+@pytest.mark.unit
 def test_log_filters_match_as_a_node_matches() -> None:
     entry = {"address": "0xAbC" + "0" * 37, "topics": ["0x" + "11" * 32, "0x" + "22" * 32]}
     address = "0xabc" + "0" * 37
@@ -60,6 +61,7 @@ def test_log_filters_match_as_a_node_matches() -> None:
         assert isinstance(parse_log_filter(bad), str), bad
 
 
+@pytest.mark.unit
 def test_a_header_is_the_block_without_its_body() -> None:
     block = {"number": "0x1", "hash": "0xa", "transactions": [], "uncles": [], "size": "0x2"}
     assert header_object(block) == {"number": "0x1", "hash": "0xa"}
@@ -354,6 +356,28 @@ def test_unsubscribe_and_close_release_what_the_connection_held(
     socket.wait(lambda: not gateway.gateway.websockets or None, "the connection released")
 
 
+def test_a_head_feed_runs_while_it_has_subscribers_and_again_for_the_next(
+    logging_chain: Any, sockets: list[Socket]
+) -> None:
+    cluster, _, gateway, nonce = logging_chain
+    feed = gateway.gateway.chains[0].head_feed()
+    first = _connect(gateway, sockets)
+    heads = first.subscribe("newHeads")
+    assert feed.running
+    assert first.call("eth_unsubscribe", [heads])["result"] is True
+    first.wait(lambda: not feed.running or None, "the feed stopped with its last subscriber")
+    _mine_with_logs(cluster, nonce, 1)  # a block no one asked for: nothing runs for it
+    time.sleep(0.5)
+    assert not feed.running
+    second = _connect(gateway, sockets)
+    again = second.subscribe("newHeads")
+    assert feed.running
+    _mine_with_logs(cluster, nonce, 1)
+    second.wait(lambda: second.notes[again] or None, "a head for the next subscriber")
+    head = cluster[0].rpc("eth_getBlockByNumber", ["latest", False])
+    assert second.notes[again][-1]["hash"] == head["hash"]  # from the head it came at
+
+
 def test_pending_transactions_without_an_upstream_socket_is_a_clear_error(
     logging_chain: Any, sockets: list[Socket]
 ) -> None:
@@ -410,6 +434,7 @@ def test_the_operators_own_client_is_not_held_to_the_message_rate(
     assert None not in socket.answers  # nothing refused
 
 
+@pytest.mark.unit
 def test_a_head_going_back_to_a_block_sent_drops_only_the_blocks_after_it() -> None:
     from rpcgate.chain.feeds import HeadFeed, Subscriber
 
@@ -525,6 +550,7 @@ def test_a_client_that_answers_no_ping_is_dropped_and_keys_guard_sockets(
     raw.close()
 
 
+@pytest.mark.unit
 def test_a_late_subscriber_gets_no_removed_logs_of_blocks_sent_before_it_came() -> None:
     from rpcgate.chain.feeds import HeadFeed, Subscriber
 
