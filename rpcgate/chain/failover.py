@@ -34,6 +34,7 @@ from rpcgate.consensus.routing import (
     score,
     why_unfit,
 )
+from rpcgate.consensus.standing import ms, standing
 from rpcgate.rpc.errors import ErrorClass, UpstreamFailure
 from rpcgate.rpc.jsonrpc import (
     ALL_UPSTREAMS_FAILED,
@@ -534,21 +535,19 @@ def _tx_hash(call: Call) -> str | None:
 def _considered(
     upstream: Upstream, value: float, available: bool, fit: bool | None, now: float
 ) -> dict[str, Any]:
-    health = upstream.health
+    seen = standing(upstream.health, upstream.config.weight, now)
     entry: dict[str, Any] = {
         "upstream": upstream.name,
         "domain": upstream.domain,
         "score": round(value * 1000, 3),
-        "latency_ms": None
-        if health.latency_ewma_s is None
-        else round(health.latency_ewma_s * 1000, 1),
-        "error_rate": round(health.error_rate, 4),
-        "in_flight": health.in_flight,
-        "weight": upstream.config.weight,
+        "latency_ms": ms(seen.latency_s),
+        "error_rate": round(seen.error_rate, 4),
+        "in_flight": seen.in_flight,
+        "weight": seen.weight,
     }
     if not available:
-        entry["cooling_down_s"] = round(health.cooldown_until - now, 3)
-        entry["cooldown_reason"] = health.cooldown_reason
+        entry["cooling_down_s"] = round(seen.cooling_down_s, 3)
+        entry["cooldown_reason"] = seen.cooldown_reason
     if fit is None:
         entry["last_resort"] = "its polls say it is down"
     return entry

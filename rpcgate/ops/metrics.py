@@ -41,7 +41,7 @@ from rpcgate import __version__
 from rpcgate.chain.failover import Outcome
 from rpcgate.chain.runtime import ChainRuntime
 from rpcgate.consensus.heads import State
-from rpcgate.consensus.routing import score as routing_score
+from rpcgate.consensus.standing import lag_blocks, standing
 from rpcgate.rpc.masking import MASKER
 from rpcgate.rpc.methods import METHODS
 from rpcgate.storage.response_cache import ResponseCache, resident_bytes
@@ -373,23 +373,20 @@ def state_families(
             family.add_metric([chain], getattr(runtime.cache_counters, field))
         for upstream in runtime.upstreams.values():
             view = runtime.tracker.views[upstream.name]
-            health = upstream.health
+            seen = standing(upstream.health, upstream.config.weight, now)
             labels = [chain, MASKER.mask(upstream.name)]
             if view.head is not None:
                 head.add_metric(labels, view.head.number)
-                if agreed.head is not None:
-                    lag.add_metric(labels, agreed.head.number - (view.consistent_height or 0))
+                behind = lag_blocks(view, agreed.head.number if agreed.head else None)
+                if behind is not None:
+                    lag.add_metric(labels, behind)
             for each in State:
                 state.add_metric([*labels, str(each)], 1.0 if view.state is each else 0.0)
-            resting = max(0.0, health.cooldown_until - now)
-            breaker.add_metric(labels, 1.0 if resting > 0 else 0.0)
-            cooldown.add_metric(labels, resting)
-            failures.add_metric(labels, health.consecutive_failures)
-            integrity.add_metric(labels, health.integrity_failures)
-            parts = routing_score(
-                health.latency_ewma_s, health.error_rate, health.in_flight, upstream.config.weight
-            )
-            score.add_metric(labels, parts.value)
+            breaker.add_metric(labels, 1.0 if seen.resting else 0.0)
+            cooldown.add_metric(labels, seen.cooling_down_s)
+            failures.add_metric(labels, seen.consecutive_failures)
+            integrity.add_metric(labels, seen.integrity_failures)
+            score.add_metric(labels, seen.score.value)
     yield from (head, lag, state, breaker, cooldown, failures, integrity, score, consensus)
     yield from (voters, hedges)
     yield from (family for _, family in cache_counters)

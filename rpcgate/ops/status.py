@@ -18,7 +18,7 @@ from aiohttp import web
 from rpcgate.chain.runtime import ChainRuntime
 from rpcgate.consensus.drills import Drill, Drills
 from rpcgate.consensus.heads import Block, Tagged
-from rpcgate.consensus.routing import score
+from rpcgate.consensus.standing import Standing, lag_blocks, ms, standing
 from rpcgate.rpc.masking import MASKER
 from rpcgate.storage.response_cache import CacheCounters, ResponseCache, resident_bytes
 from rpcgate.upstream.websocket import UpstreamSocket
@@ -62,7 +62,7 @@ def chain_status(runtime: ChainRuntime, drills: Drills | None = None) -> dict[st
     upstreams = []
     for upstream in runtime.upstreams.values():
         view = runtime.tracker.views[upstream.name]
-        health = upstream.health
+        seen = standing(upstream.health, upstream.config.weight, now)
         drill = (
             None
             if drills is None
@@ -81,22 +81,18 @@ def chain_status(runtime: ChainRuntime, drills: Drills | None = None) -> dict[st
                 "head": _block(view.head),
                 # What every replica behind its URL has shown (below `head` when uneven).
                 "consistent_height": view.consistent_height,
-                "lag": None
-                if head is None or view.consistent_height is None
-                else head - view.consistent_height,
+                "lag": lag_blocks(view, head),
                 "fork_height": view.fork_height,
                 "agreed_height": view.agreed_height,
                 "chain_id": view.chain_id,
                 "last_poll": _iso(view.last_poll_at),
-                "latency_ms": None
-                if health.latency_ewma_s is None
-                else round(health.latency_ewma_s * 1000, 1),
-                "error_rate": round(health.error_rate, 4),
-                "score": _score(upstream),
-                "requests": health.successes + health.failures,
-                "integrity_failures": health.integrity_failures,
-                "cooldown_s": round(max(0.0, health.cooldown_until - now), 3),
-                "cooldown_reason": health.cooldown_reason if health.cooldown_until > now else "",
+                "latency_ms": ms(seen.latency_s),
+                "error_rate": round(seen.error_rate, 4),
+                "score": _score(seen),
+                "requests": seen.requests,
+                "integrity_failures": seen.integrity_failures,
+                "cooldown_s": round(seen.cooling_down_s, 3),
+                "cooldown_reason": seen.cooldown_reason,
                 "drained_s": 0.0 if drill is None else round(drill.left_s(now), 3),
                 "drill": _drill(drill),
                 "websocket": _socket(runtime.sockets.get(upstream.name)),
@@ -129,16 +125,13 @@ def chain_status(runtime: ChainRuntime, drills: Drills | None = None) -> dict[st
     }
 
 
-def _score(upstream: Any) -> dict[str, Any]:
+def _score(seen: Standing) -> dict[str, Any]:
     """The routing score (milliseconds-like, lower is better) and what it is made of."""
-    health = upstream.health
-    parts = score(
-        health.latency_ewma_s, health.error_rate, health.in_flight, upstream.config.weight
-    )
+    parts = seen.score
     return {
         "value": round(parts.value * 1000, 3),
         "latency_ms": round(parts.latency_s * 1000, 3),
-        "p95_ms": None if health.latency_p95_s is None else round(health.latency_p95_s * 1000, 3),
+        "p95_ms": ms(seen.p95_s, 3),
         "error_rate": round(parts.error_rate, 4),
         "in_flight": parts.in_flight,
         "weight": parts.weight,

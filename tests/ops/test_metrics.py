@@ -328,6 +328,7 @@ def _walk(value: Any, key: str) -> list[Any]:
     return []
 
 
+@pytest.mark.unit
 def test_grafana_dashboard_asks_only_for_exposed_metrics() -> None:
     assert DASHBOARD.read_bytes() == HELM_DASHBOARD.read_bytes(), "the Helm chart's copy"
     dashboard = json.loads(DASHBOARD.read_text())
@@ -349,3 +350,62 @@ def test_grafana_dashboard_asks_only_for_exposed_metrics() -> None:
     assert len(datasources) >= len(expressions)
     for datasource in datasources:
         assert datasource == {"type": "prometheus", "uid": "${datasource}"}, datasource
+
+
+# -- the metrics page of the documentation --
+
+METRICS_PAGE = REPO / "docs" / "metrics.md"
+
+
+def _documented_families() -> set[str]:
+    """The families docs/metrics.md's table names, its shorthands spelled out:
+    `rpcgate_cache_{hits,misses}_total`, and `_lag_blocks` after `rpcgate_upstream_head_block`
+    for `rpcgate_upstream_lag_blocks` (the prefix is the first name's `rpcgate_<area>`)."""
+    names = set()
+    for row in METRICS_PAGE.read_text().splitlines():
+        if not row.startswith("| `"):
+            continue
+        cell = row.split(" | ")[0]
+        written = re.findall(r"`([^`]+)`", cell)
+        area = "_".join(written[0].split("_")[:2])
+        for name in written:
+            full = area + name if name.startswith("_") else name
+            braces = re.fullmatch(r"(.*)\{(.*)\}(.*)", full)
+            parts = braces[2].split(",") if braces else [""]
+            names |= {braces[1] + p + braces[3] if braces else full for p in parts}
+    return names
+
+
+@pytest.mark.unit
+def test_the_metrics_page_lists_every_family_the_gateway_exposes() -> None:
+    exposed = {n for n in _exposed_names() if not n.endswith(("_bucket", "_count", "_sum"))}
+    documented = _documented_families()
+    assert exposed - documented == set(), "families missing from docs/metrics.md"
+    assert documented - exposed == set(), "docs/metrics.md names families that are not exposed"
+
+
+def test_the_status_the_metrics_and_a_trace_tell_one_standing(devnet) -> None:  # type: ignore[no-untyped-def]
+    """One summary of each upstream (consensus/standing.py): /status.json, /metrics and the
+    routing trace read the same numbers."""
+    _, proxies, gateway = devnet
+    proxies[1].set_fault(Fault.LATENCY, delay=0.05)
+    for i in range(12):
+        gateway.rpc("eth_getBalance", [f"0x{i + 1:040x}", "latest"], fresh=True)
+    call = {"jsonrpc": "2.0", "id": 1, "method": "eth_getBalance", "params": [ADDR, "latest"]}
+    traced = gateway.post(call, headers={"X-Rpcgate-Trace": "1", "Cache-Control": "no-cache"})
+    trace = traced.json()["trace"]
+    with urllib.request.urlopen(gateway.url + "/status.json", timeout=10) as resp:
+        status = json.loads(resp.read())
+    result = scrape(gateway)
+    for entry in status["chains"][0]["upstreams"]:
+        name = entry["name"]
+        metric = result.value("rpcgate_upstream_score", chain="devnet", upstream=name)
+        assert entry["score"]["value"] == round(metric * 1000, 3), name
+        if name in {a["upstream"] for a in trace["attempts"]}:
+            continue  # the traced call's own attempt moved it after the trace was taken
+        considered = next(c for c in trace["considered"] if c["upstream"] == name)
+        assert considered["latency_ms"] == entry["latency_ms"], name
+        assert considered["error_rate"] == entry["error_rate"], name
+        assert considered["score"] == entry["score"]["value"], name
+    slow = next(e for e in status["chains"][0]["upstreams"] if e["name"] == "node1")
+    assert slow["latency_ms"] >= 50  # the fault shows in the one summary
