@@ -24,6 +24,8 @@ from tests.harness.fixtures import AnvilClusterFactory, FaultProxyFactory
 from tests.harness.loop import BackgroundLoop
 from tests.harness.tools import free_port, rpcgate_command, wait_for_http
 
+pytest_plugins = ["tests.harness.unit_guard"]  # the `unit` mark kept honest
+
 
 @dataclass
 class HttpReply:

@@ -35,6 +35,7 @@ from rpcgate.consensus.routing import (
     why_unfit,
 )
 from rpcgate.consensus.standing import ms, standing
+from rpcgate.rpc.context import CallContext
 from rpcgate.rpc.errors import ErrorClass, UpstreamFailure
 from rpcgate.rpc.jsonrpc import (
     ALL_UPSTREAMS_FAILED,
@@ -179,12 +180,15 @@ class Failover:
         block: int | None,
         head: int | None,
         *,
-        trace: bool = False,
+        context: CallContext | None = None,
         prefer: Sequence[str] = (),
     ) -> Outcome:
         """Attempts over the upstreams that may serve `block`, until one answers, the call
-        is shown to be the caller's problem, or the attempts or the deadline run out."""
+        is shown to be the caller's problem, or the attempts or the context's deadline run
+        out (without a context: `failover.deadline_s` from now)."""
         now = time.monotonic()
+        trace = context is not None and context.trace
+        deadline = context.deadline if context is not None else now + self.config.deadline_s
         self.hedges.earn()
         kind = method_info(call.method).kind
         named_block = block is not None and (head is None or block <= head)
@@ -213,7 +217,7 @@ class Failover:
         state = _CallState(
             call,
             order,
-            now + self.config.deadline_s,
+            deadline,
             trace=call_trace,
             block=block,
             head=head,

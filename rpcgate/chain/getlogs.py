@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rpcgate.chain.failover import Attempt, Failover, Outcome
+from rpcgate.rpc.context import CallContext
 from rpcgate.rpc.errors import RETRY_ELSEWHERE, ErrorClass, suggested_block_range
 from rpcgate.rpc.jsonrpc import ALL_UPSTREAMS_FAILED, DEADLINE_EXCEEDED, Call, quantity, rpc_error
 
@@ -103,6 +104,7 @@ class _Split:
     failover: Failover
     head: int | None
     slots: asyncio.Semaphore
+    context: CallContext | None = None  # the call's, whose deadline bounds every part
     calls_left: int = MAX_PART_CALLS
     attempts: int = 0
     attempt_log: list[Attempt] = field(default_factory=list)
@@ -114,20 +116,25 @@ class _Split:
 
 
 async def split_get_logs(
-    call: Call, refusal: Outcome, failover: Failover, head: int | None
+    call: Call,
+    refusal: Outcome,
+    failover: Failover,
+    head: int | None,
+    context: CallContext | None = None,
 ) -> Outcome:
     """The logs of `call`'s range fetched in parts after `refusal` (every upstream found the
-    whole range too large); `refusal` itself when the range cannot be split. The parts
-    together get `failover.deadline_s` again."""
+    whole range too large); `refusal` itself when the range cannot be split. The parts get
+    what is left of the call's one deadline (`failover.deadline_s` from its arrival)."""
     params = call.params
     log_filter = params[0] if isinstance(params, list) and params else None
     whole = log_range(log_filter)
     if whole is None or refusal.error is None:
         return refusal
-    split = _Split(call, failover, head, asyncio.Semaphore(PARTS_IN_FLIGHT))
+    split = _Split(call, failover, head, asyncio.Semaphore(PARTS_IN_FLIGHT), context)
     deadline_s = failover.config.deadline_s
+    left_s = deadline_s if context is None else context.left_s()
     try:
-        async with asyncio.timeout(deadline_s):
+        async with asyncio.timeout(left_s):
             pieces = await _fetch_range(split, whole, refusal)
     except TimeoutError:
         message = f"the parts of the eth_getLogs range did not arrive within {deadline_s} s"
@@ -181,7 +188,9 @@ async def _fetch_part(split: _Split, part: BlockRange) -> list[tuple[list[Any], 
         part_call = Call(
             split.call.method, [part_filter, *params[1:]], split.call.id, is_notification=False
         )
-        outcome = await split.failover.run(part_call, part.last, split.head)
+        outcome = await split.failover.run(
+            part_call, part.last, split.head, context=split.context and split.context.part()
+        )
     split.attempts += outcome.attempts
     split.attempt_log.extend(outcome.attempt_log)
     if outcome.error is None and isinstance(outcome.result, list):

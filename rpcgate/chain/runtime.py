@@ -41,6 +41,7 @@ from rpcgate.consensus.drills import Drills
 from rpcgate.consensus.pinning import PinnedCall, Tags, pin_call
 from rpcgate.consensus.quorum import decide_agree, decide_max, hear
 from rpcgate.rpc import logs
+from rpcgate.rpc.context import CURRENT_CALL, CallContext
 from rpcgate.rpc.errors import UpstreamFailure
 from rpcgate.rpc.jsonrpc import (
     ALL_UPSTREAMS_FAILED,
@@ -198,16 +199,26 @@ class ChainRuntime:
         for upstream in self.upstreams.values():
             await upstream.close()
 
-    async def execute(
-        self,
-        call: Call,
-        *,
-        read_cache: bool = True,
-        asked_locally: bool = False,
-        trace: bool = False,
-    ) -> Outcome:
-        """A call's path: the consensus head, tags pinned, the cache, then the upstreams.
-        `asked_locally`: the caller already tried `answer_locally` for this call."""
+    async def execute(self, call: Call, context: CallContext | None = None) -> Outcome:
+        """A call's path: the consensus head, tags pinned, the cache, then the upstreams,
+        all within the context's one deadline. A call the gateway makes for itself (an
+        anchor the verifier fetches) shares the deadline of the call it is made for, else
+        it gets `failover.deadline_s` from now."""
+        if context is None:
+            serving = CURRENT_CALL.get()
+            context = (
+                serving.part()
+                if serving is not None
+                else CallContext.arriving(self._failover_config.deadline_s)
+            )
+        token = CURRENT_CALL.set(context)
+        try:
+            return await self._execute(call, context)
+        finally:
+            CURRENT_CALL.reset(token)
+
+    async def _execute(self, call: Call, context: CallContext) -> Outcome:
+        read_cache = context.read_cache
         denial = self.policy.check(call.method)
         if denial is not None:  # never reaches an upstream
             self.denied[denial.pattern] += 1
@@ -218,13 +229,13 @@ class ChainRuntime:
         if call.method in FILTER_METHODS:  # kept by the gateway itself (filters.py)
             result, error = await self.filters.handle(call)
             return Outcome(result=result, error=error, upstream="gateway")
-        local = None if asked_locally else self.answer_locally(call, read_cache)
+        local = None if context.asked_locally else self.answer_locally(call, read_cache)
         if local is not None:
             return local
         head, view, pinned_call, plan = self._prepare(call)
         if self.tracker.behind_shared and _about_the_head(call.method, pinned_call):
             # Another replica served a higher head: one poll of ours weighs it first.
-            await self.tracker.catch_up_to_shared(self.config.hold_ahead_s)
+            await self.tracker.catch_up_to_shared(context.within(self.config.hold_ahead_s))
             local = self.answer_locally(call, read_cache)
             if local is not None:
                 return local
@@ -234,7 +245,7 @@ class ChainRuntime:
         counters = self.cache_counters
         if plan.key is None:
             counters.bypass += 1
-            return await self._from_upstreams(pinned, block, head, trace)
+            return await self._from_upstreams(pinned, block, head, context)
         if read_cache:
             entry = await self.cache.get_shared(plan.key, view, counters)
             if entry is not None:
@@ -243,7 +254,7 @@ class ChainRuntime:
         counters.misses += 1
         return await self._coalescer.run(
             plan.key,
-            lambda: self._fetch_and_store(pinned, block, head, plan, trace),
+            lambda: self._fetch_and_store(pinned, block, head, plan, context),
             on_shared=lambda: setattr(counters, "coalesced", counters.coalesced + 1),
         )
 
@@ -320,23 +331,23 @@ class ChainRuntime:
         return pinned_call, plan
 
     async def _from_upstreams(
-        self, call: Call, block: int | None, head: int | None, trace: bool = False
+        self, call: Call, block: int | None, head: int | None, context: CallContext
     ) -> Outcome:
         """The upstreams' answer, consistent with the served head: a call about a block
         above it that some upstream already has waits for the head to get there first, and
         an answer found in a block above it is held until the head reaches that block."""
         hold = self.config.hold_ahead_s
         if block is not None and head is not None and block > head and self._someone_has(block):
-            await self.tracker.wait_for_head(block, hold)
+            await self.tracker.wait_for_head(block, context.within(hold))
             head = self._served_head()
         rule = self._quorum.get(call.method)
         proof_params = proof_call(call.method, call.params) if self.verifier.proves else None
         if proof_params is not None:  # verify: proofs: from the account's checked proof
-            outcome = await self._proven_state(call, proof_params)
+            outcome = await self._proven_state(call, proof_params, context)
         elif call.method == "eth_sendRawTransaction" and self._failover_config.broadcast > 1:
-            outcome = await self._broadcast(call, head, trace)
+            outcome = await self._broadcast(call, head, context)
         elif rule is not None:
-            outcome = await self._ask_quorum(call, block, head, rule, trace)
+            outcome = await self._ask_quorum(call, block, head, rule, context)
         else:
             prefer = (
                 await self.pending_transactions.preferred(
@@ -345,9 +356,9 @@ class ChainRuntime:
                 if call.method in PREFERENCE_METHODS
                 else ()
             )
-            outcome = await self._failover.run(call, block, head, trace=trace, prefer=prefer)
+            outcome = await self._failover.run(call, block, head, context=context, prefer=prefer)
             if call.method == "eth_getLogs" and refused_as_too_large(outcome):
-                outcome = await split_get_logs(call, outcome, self._failover, head)
+                outcome = await split_get_logs(call, outcome, self._failover, head, context)
             if call.method == "eth_getTransactionReceipt" and outcome.result is not None:
                 self.pending_transactions.mined(str(call.params[0]).lower())  # type: ignore[index]
         self._log_call(call, outcome)
@@ -356,7 +367,7 @@ class ChainRuntime:
         if where is None or served is None or where[0] <= served:
             outcome.block = block if block is not None or where is None else where[0]
             return outcome
-        if await self._reached(where, hold):
+        if await self._reached(where, context.within(hold)):
             outcome.block = where[0]
             return outcome
         # Ahead of everything the gateway serves, or not on the chain it serves: as a node
@@ -369,12 +380,14 @@ class ChainRuntime:
             trace=outcome.trace,
         )
 
-    async def _proven_state(self, call: Call, proof_params: list[Any]) -> Outcome:
+    async def _proven_state(
+        self, call: Call, proof_params: list[Any], context: CallContext
+    ) -> Outcome:
         """A balance, nonce or storage slot from eth_getProof through this chain's path
         (cached, and checked against the consensus block's stateRoot by the verifier)."""
         # The header whose stateRoot the proof is checked against, asked for at once.
         proven, _ = await asyncio.gather(
-            self.execute(Call("eth_getProof", proof_params, call.id, False)),
+            self.execute(Call("eth_getProof", proof_params, call.id, False), context.part()),
             self.verifier.warm(proof_params[-1]),
         )
         if proven.error is not None:
@@ -410,15 +423,20 @@ class ChainRuntime:
         return self.verifier.level(call.method, level)
 
     async def _ask_quorum(
-        self, call: Call, block: int | None, head: int | None, rule: QuorumRule, trace: bool
+        self,
+        call: Call,
+        block: int | None,
+        head: int | None,
+        rule: QuorumRule,
+        context: CallContext,
     ) -> Outcome:
         """Several upstreams in different domains at once, each an `attempt`; `quorum`
         decides from what they said (a result or a verdict such as a revert; the ones that
         failed do not count)."""
         at = head if block is None or (head is not None and block > head) else block
-        call_trace = CallTrace(block=at) if trace else None
+        call_trace = CallTrace(block=at) if context.trace else None
         targets = broadcast_targets(self._failover.order_at(at, call_trace), rule.upstreams)
-        timeout = self._failover_config.attempt_timeout_s
+        timeout = max(0.001, context.within(self._failover_config.attempt_timeout_s))
         attempts: list[Attempt] = []
         tried = await asyncio.gather(
             *(
@@ -443,7 +461,7 @@ class ChainRuntime:
             for t in tried
         )
         if rule.mode == "max" and not said:  # nobody could say: one at a time, as usual
-            outcome = await self._failover.run(call, block, head, trace=trace)
+            outcome = await self._failover.run(call, block, head, context=context)
             return _with_attempts(outcome, attempts, call_trace)
         if rule.mode == "max":
             result, error = decide_max(said)
@@ -453,16 +471,17 @@ class ChainRuntime:
         outcome = Outcome(result=result, error=error, upstream=upstream, attempts=len(targets))
         return _with_attempts(outcome, attempts, call_trace)
 
-    async def _broadcast(self, call: Call, head: int | None, trace: bool) -> Outcome:
+    async def _broadcast(self, call: Call, head: int | None, context: CallContext) -> Outcome:
         """A transaction to several upstreams in different domains at once (broadcast.py);
         when none of them could say, the usual failover over all of them."""
         config = self._failover_config
-        call_trace = CallTrace() if trace else None
+        call_trace = CallTrace() if context.trace else None
         targets = broadcast_targets(self._failover.order_at(head, call_trace), config.broadcast)
         attempts: list[Attempt] = []
         if targets:
+            timeout = max(0.001, context.within(config.attempt_timeout_s))
             tx_hash, rejection, accepted = await self._broadcaster.send(
-                call, targets, config.attempt_timeout_s, attempts, call_trace
+                call, targets, timeout, attempts, call_trace
             )
             if tx_hash is not None:
                 outcome = Outcome(result=tx_hash, upstream=accepted[0], attempts=len(targets))
@@ -470,7 +489,7 @@ class ChainRuntime:
             if rejection is not None and rejection.error is not None:
                 outcome = Outcome(error=MASKER.mask_any(rejection.error), attempts=len(targets))
                 return _with_attempts(outcome, attempts, call_trace)
-        outcome = await self._failover.run(call, None, head, trace=trace)
+        outcome = await self._failover.run(call, None, head, context=context)
         return _with_attempts(outcome, attempts, call_trace)
 
     def _log_call(self, call: Call, outcome: Outcome) -> None:
@@ -549,9 +568,14 @@ class ChainRuntime:
         return min(heights, default=None)
 
     async def _fetch_and_store(
-        self, call: Call, block: int | None, head: int | None, plan: CachePlan, trace: bool
+        self,
+        call: Call,
+        block: int | None,
+        head: int | None,
+        plan: CachePlan,
+        context: CallContext,
     ) -> Outcome:
-        outcome = await self._from_upstreams(call, block, head, trace)
+        outcome = await self._from_upstreams(call, block, head, context)
         outcome.cache = "miss"
         if outcome.error is None and plan.key is not None:
             _, _, view = self._consensus_view()  # as it is now, after the call

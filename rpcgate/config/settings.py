@@ -109,7 +109,7 @@ class MethodsConfig:
     allow: tuple[str, ...] = setting(
         "Methods served on top of the default policy, wildcards allowed (`debug_*`, "
         "`trace_*`, `txpool_*`): the default denies what acts with a node's own keys or "
-        'administers it, and heavy namespaces (see README, "Method policy").',
+        'administers it, and heavy namespaces (docs/methods.md, "Method policy").',
         default=(),
     )
     deny: tuple[str, ...] = setting(
@@ -314,7 +314,11 @@ class FailoverConfig:
     attempt_timeout_s: float = setting(
         "Time one upstream gets to answer one attempt.", default=10.0
     )
-    deadline_s: float = setting("Total time for a call, across all attempts.", default=30.0)
+    deadline_s: float = setting(
+        "Total time for a call from its arrival, whatever it does: waits for a head, holds, "
+        "a quorum's asks, every attempt, the parts of a wide eth_getLogs.",
+        default=30.0,
+    )
     max_attempts: int = setting("Most upstream attempts per call.", default=5)
     broadcast: int = setting(
         "eth_sendRawTransaction goes at once to this many upstreams in different failure "
@@ -830,5 +834,6 @@ def load_config(path: str | Path | None, env: typing.Mapping[str, str] | None = 
 
 
 def config_reference() -> str:
-    """The README's config reference, generated from the schema (a test keeps them equal)."""
+    """The config reference in docs/configuration.md, generated from the schema (a test keeps
+    them equal)."""
     return reference(Config)

@@ -20,6 +20,7 @@ from orjson import Fragment
 from rpcgate.chain.failover import Outcome
 from rpcgate.chain.runtime import ChainRuntime
 from rpcgate.ops.metrics import GatewayMetrics
+from rpcgate.rpc.context import CallContext
 from rpcgate.rpc.jsonrpc import (
     INTERNAL_ERROR,
     Call,
@@ -60,24 +61,16 @@ class Answer:
 
 
 async def answer_item(
-    chain: ChainRuntime,
-    item: Call | Invalid,
-    read_cache: bool,
-    asked_locally: bool = False,
-    *,
-    metrics: GatewayMetrics,
-    started: float,  # perf_counter() when the request arrived
-    trace: bool = False,  # X-Rpcgate-Trace: the answer carries what routing did
+    chain: ChainRuntime, item: Call | Invalid, context: CallContext, metrics: GatewayMetrics
 ) -> Answer:
+    started, trace = context.started, context.trace
     if isinstance(item, Invalid):
         outcome = Outcome(error=item.error)
         metrics.call_answered(chain.config.name, None, outcome, perf_counter() - started)
         return Answer(response_object(item.id, error=item.error), "gateway", 0, "bypass")
     metrics.in_flight[chain.config.name] += 1
     try:
-        outcome = await chain.execute(
-            item, read_cache=read_cache, asked_locally=asked_locally, trace=trace
-        )
+        outcome = await chain.execute(item, context)
     except Exception as exc:  # a bug must cost one answer, never the whole batch
         log.exception("execute_failed", method=item.method)
         outcome = Outcome(
@@ -111,37 +104,18 @@ async def answer_item(
 
 
 async def answer_request(
-    chain: ChainRuntime,
-    parsed: Request,
-    read_cache: bool,
-    asked_locally: bool,
-    metrics: GatewayMetrics,
-    started: float,
-    trace: bool,
+    chain: ChainRuntime, parsed: Request, context: CallContext, metrics: GatewayMetrics
 ) -> tuple[bytes | None, dict[str, str]]:
     """The body to send (None: only notifications) and the diagnostics headers."""
     if len(parsed.items) == 1:
-        answers = [
-            await answer_item(
-                chain,
-                parsed.items[0],
-                read_cache,
-                asked_locally,
-                metrics=metrics,
-                started=started,
-                trace=trace,
-            )
-        ]
+        answers = [await answer_item(chain, parsed.items[0], context, metrics)]
     else:
         # The items' upstream calls travel as upstream batches (upstream.py); each item
         # keeps its own failover. The tasks gather makes copy the context as it is here.
         in_batch = CLIENT_BATCH.set(ClientBatch())
         try:
             answers = await asyncio.gather(
-                *(
-                    answer_item(chain, i, read_cache, metrics=metrics, started=started, trace=trace)
-                    for i in parsed.items
-                )
+                *(answer_item(chain, i, context.for_item(), metrics) for i in parsed.items)
             )
         finally:
             CLIENT_BATCH.reset(in_batch)

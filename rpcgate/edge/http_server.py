@@ -36,6 +36,7 @@ from rpcgate.edge.websocket import close_websockets, is_websocket, serve_websock
 from rpcgate.ops.admin import add_admin_routes
 from rpcgate.ops.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from rpcgate.ops.status import gateway_status, handle_status_page
+from rpcgate.rpc.context import CallContext
 from rpcgate.rpc.jsonrpc import (
     INVALID_REQUEST,
     UNKNOWN_CHAIN,
@@ -203,18 +204,21 @@ async def handle_rpc(request: web.Request) -> web.StreamResponse:
         else parse_request(body, limits.max_batch_items, max_depth=limits.max_json_depth)
     )
     cost = len(parsed.items)
+    context = CallContext.arriving(
+        gateway.config.failover.deadline_s,
+        started=started,
+        read_cache=read_cache,
+        asked_locally=asked_locally,
+        trace=trace,
+    )
     if not admission.enforces:
-        payload, headers = await answer_request(
-            chain, parsed, read_cache, asked_locally, gateway.metrics, started, trace
-        )
+        payload, headers = await answer_request(chain, parsed, context, gateway.metrics)
     else:
         verdict = await admission.admit(caller, cost)
         if not verdict.allowed:
             return _refused(request, verdict)
         try:
-            payload, headers = await answer_request(
-                chain, parsed, read_cache, asked_locally, gateway.metrics, started, trace
-            )
+            payload, headers = await answer_request(chain, parsed, context, gateway.metrics)
         finally:
             admission.leave(caller, cost)
     origin = request.headers.get("Origin")

@@ -34,6 +34,7 @@ from rpcgate.config.settings import WebSocketConfig
 from rpcgate.edge.answers import answer_item
 from rpcgate.edge.clients import Caller
 from rpcgate.edge.rate_limits import LIMIT_EXCEEDED, Bucket, Rate, take
+from rpcgate.rpc.context import CallContext
 from rpcgate.rpc.jsonrpc import (
     INVALID_PARAMS,
     Call,
@@ -226,11 +227,11 @@ class Connection:
             error = rpc_error(LIMIT_EXCEEDED, verdict.message, data)
             self.send(dumps(response_object(None, error=error)))
             return
-        started = time.perf_counter()
+        context = CallContext.arriving(self.gateway.config.failover.deadline_s)
         # A batch's items travel as upstream batches.
         in_batch = CLIENT_BATCH.set(ClientBatch() if parsed.is_batch else None)
         try:
-            bodies = await asyncio.gather(*(self._answer_item(i, started) for i in parsed.items))
+            bodies = await asyncio.gather(*(self._answer_item(i, context) for i in parsed.items))
         finally:
             CLIENT_BATCH.reset(in_batch)
             admission.leave(self.caller, cost)
@@ -238,7 +239,9 @@ class Connection:
         if payload is not None:
             self.send(payload)
 
-    async def _answer_item(self, item: Call | Invalid, started: float) -> dict[str, Any] | None:
+    async def _answer_item(
+        self, item: Call | Invalid, context: CallContext
+    ) -> dict[str, Any] | None:
         if isinstance(item, Call) and item.method in SUBSCRIPTION_METHODS:
             error: dict[str, Any] | None
             denial = self.chain.policy.check(item.method)
@@ -250,9 +253,7 @@ class Connection:
             if item.is_notification:
                 return None
             return response_object(item.id, result=result, error=error)
-        answer = await answer_item(
-            self.chain, item, True, metrics=self.gateway.metrics, started=started
-        )
+        answer = await answer_item(self.chain, item, context, self.gateway.metrics)
         return answer.body
 
     # -- subscriptions ---------------------------------------------------------------------

@@ -3,8 +3,8 @@
 Each worker is the whole gateway in a process of its own (`rpcgate serve --as-worker K` in a
 fresh interpreter, so no event loop is ever forked) that binds the same address with
 SO_REUSEPORT: the kernel spreads new connections across the workers. They share nothing but
-Redis, exactly like replicas behind a load balancer (README, "Replicas agree"): each tracks
-its own heads, and the served head in Redis keeps what they answer consistent.
+Redis, exactly like replicas behind a load balancer (docs/operating.md, "Replicas agree"):
+each tracks its own heads, and the served head in Redis keeps what they answer consistent.
 
 The supervisor serves nothing. It takes the address once without SO_REUSEPORT and lets it go
 (so a port in use fails at once, with a single process's message), starts the workers,

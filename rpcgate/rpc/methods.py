@@ -189,7 +189,7 @@ class DenyRule:
 _SIGN = "use eth_sendRawTransaction with a transaction signed by the wallet"
 
 # What a public URL must not forward by default: a shared upstream would sign with, unlock
-# or administer a node for whoever asks. The README's policy table is generated from this.
+# or administer a node for whoever asks. docs/methods.md's policy table is generated from this.
 DENY_RULES: tuple[DenyRule, ...] = (
     DenyRule("eth_sendTransaction", Policy.NODE_KEYS, f"signed by the node's account; {_SIGN}"),
     DenyRule("eth_sign*", Policy.NODE_KEYS, f"signed by the node's account; {_SIGN}"),
@@ -214,7 +214,7 @@ DENY_RULES: tuple[DenyRule, ...] = (
 
 
 def policy_reference() -> str:
-    """The README's policy table, generated from DENY_RULES (a test keeps them equal)."""
+    """docs/methods.md's policy table, generated from DENY_RULES (a test keeps them equal)."""
     rows = ["| denied by default | policy | why |", "|---|---|---|"]
     rows += [f"| `{rule.pattern}` | {rule.policy} | {rule.why} |" for rule in DENY_RULES]
     return "\n".join(rows) + "\n"
@@ -228,7 +228,8 @@ def method_info(method: str) -> MethodInfo:
 
 
 def denying_rule(method: str) -> DenyRule | None:
-    """The default rule that refuses `method` (the README's tables; policy.py decides)."""
+    """The default rule that refuses `method` (docs/methods.md's tables; `method_policy`
+    decides)."""
     name = method.lower()
     return next(
         (rule for rule in DENY_RULES if fnmatch.fnmatchcase(name, rule.pattern.lower())), None
@@ -236,7 +237,7 @@ def denying_rule(method: str) -> DenyRule | None:
 
 
 def methods_reference() -> str:
-    """The README's method table, generated from METHODS (a test keeps them equal)."""
+    """docs/methods.md's method table, generated from METHODS (a test keeps them equal)."""
     rows = [
         "| method | kind | cache | block parameter | by default | verified | why |",
         "|---|---|---|---|---|---|---|",

@@ -6,7 +6,7 @@ Why not aiohttp's client, which the gateway used before: a call through it build
 request object, a header multidict, a payload, a response object and a stream reader, and
 that was most of what a pass-through call cost. A bare pass-through proxy on these
 connections reaches about 3x the requests per second of the same proxy on aiohttp's
-`ClientSession` (bench/suite.py scenario b and its note in the README). aiohttp still
+`ClientSession` (bench/suite.py scenario b and its note in docs/speed.md). aiohttp still
 serves the gateway's own HTTP and the upstream WebSockets.
 
 What this shell adds to `http1`: a pool of idle connections (most recent first, closed

@@ -49,6 +49,7 @@ def devnet(
     return cluster, proxies, gateway
 
 
+@pytest.mark.unit
 def test_targets_are_one_per_domain_first() -> None:
     order = [
         Candidate("a1", "aws", True),
@@ -60,6 +61,7 @@ def test_targets_are_one_per_domain_first() -> None:
     assert broadcast_targets(order, 3) == ["a1", "g1", "a2"]  # resting ones are not sent to
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("reply", "expected"),
     [

@@ -126,6 +126,23 @@ def test_hanging_upstreams_end_at_the_deadline(two_nodes) -> None:  # type: igno
     assert elapsed < 3.0
 
 
+def test_the_last_attempt_gets_only_what_is_left_of_the_deadline(two_nodes) -> None:  # type: ignore[no-untyped-def]
+    """2 s per attempt, 2.5 s in all: the second attempt is cut to the 0.5 s left, so the
+    call ends at the deadline, not at two whole attempts (4 s)."""
+    _, proxies, start_gateway = two_nodes
+    gateway = start_gateway(
+        [p.url for p in proxies],
+        failover={"attempt_timeout_s": 2.0, "deadline_s": 2.5, "hedge_budget": 0},
+    )
+    for proxy in proxies:  # the calls hang; the head polls go on
+        proxy.set_fault(Fault.HANG, methods=["eth_getBalance"])
+    started = time.monotonic()
+    reply = gateway.rpc("eth_getBalance", [DEV_ADDRESSES[0], "0x0"], fresh=True)
+    elapsed = time.monotonic() - started
+    assert reply.json()["error"]["code"] in (-32050, -32051)
+    assert 2.3 < elapsed < 2.9
+
+
 def test_already_known_transaction_counts_as_sent(two_nodes) -> None:  # type: ignore[no-untyped-def]
     cluster, proxies, start_gateway = two_nodes
     gateway = start_gateway([p.url for p in proxies])
@@ -162,3 +179,36 @@ def test_failover_prefers_another_failure_domain(
         assert reply.json()["result"] == hex(CHAIN_ID)
         assert reply.headers["X-Rpcgate-Upstream"] == "other"
     assert proxies[1].request_count <= proxies[0].request_count
+
+
+def test_the_retry_after_a_failed_call_leaves_its_failure_domain(
+    proxied_cluster: ProxiedClusterFactory,
+    start_gateway: GatewayFactory,
+) -> None:
+    """Only the calls fail, the head polls do not: both AWS upstreams stay in the rotation,
+    and a call that starts on one of them is retried outside AWS, never on the other."""
+    _, proxies = proxied_cluster(3, chain_id=CHAIN_ID, mined=1)
+    gateway = start_gateway(
+        [],
+        upstreams=[
+            {"name": "aws-a", "url": proxies[0].url, "domain": "aws"},
+            {"name": "aws-b", "url": proxies[1].url, "domain": "aws"},
+            {"name": "other", "url": proxies[2].url, "domain": "hetzner"},
+        ],
+        failover={"max_attempts": 2, "hedge_budget": 0},
+    )
+    for proxy in proxies[:2]:
+        proxy.set_fault(Fault.HTTP_5XX, methods=["eth_getBalance"])
+    balance = [DEV_ADDRESSES[0], "latest"]
+    body = {"jsonrpc": "2.0", "id": 1, "method": "eth_getBalance", "params": balance}
+    started_in_aws = 0
+    # Three calls take three turns of the rotation: one starts on aws-a with aws-b next.
+    for _ in range(3):
+        reply = gateway.post(
+            body, headers={"X-Rpcgate-Trace": "1", "Cache-Control": "no-cache"}
+        ).json()
+        attempts = [a["upstream"] for a in reply["trace"]["attempts"]]
+        assert "result" in reply, (reply, attempts)
+        assert attempts[-1] == "other" and len(attempts) <= 2, attempts
+        started_in_aws += attempts[0] != "other"
+    assert started_in_aws >= 1

@@ -46,6 +46,7 @@ CONTRACT = create_address(DEV_ADDRESSES[0], 0)
 LOGS = {"address": CONTRACT, "topics": [LOG_TOPIC]}
 
 
+@pytest.mark.unit
 def test_each_poll_delivers_the_blocks_after_the_last_one_delivered() -> None:
     assert poll_reach(10, 13) == 13
     assert poll_reach(10, 9) == 9  # a head below: the walk finds what a reorg dropped
@@ -55,12 +56,14 @@ def test_each_poll_delivers_the_blocks_after_the_last_one_delivered() -> None:
     assert logs_window({"fromBlock": "latest"}, 3, 12) == (3, 12)
 
 
+@pytest.mark.unit
 def test_the_walk_back_goes_no_lower_than_a_link_can_be_found() -> None:
     item = Filter("block", 10, recent=[Delivered(n, f"h{n}") for n in range(8, 11)])
     assert walk_limit(item, 13) == 5  # 13 down to 9, whose parent is the oldest remembered
     assert walk_limit(Filter("logs", 10), 13) == 3  # nothing remembered (an older replica's)
 
 
+@pytest.mark.unit
 def test_a_filter_remembers_the_last_blocks_and_a_bounded_number_of_their_logs() -> None:
     entry = {"address": "0x" + "11" * 20, "logIndex": "0x0"}
     many = [Delivered(n, f"h{n}", [entry] * 100) for n in range(100)]
@@ -96,6 +99,7 @@ def _poll(item: Filter, head: Block, walked: list[Block]) -> tuple[list[Any], Fi
     return advance(item, head, step, logs)
 
 
+@pytest.mark.unit
 def test_after_a_reorg_a_filter_delivers_the_dropped_logs_removed_then_the_new_branch() -> None:
     a = [Block(n, f"a{n}", f"a{n - 1}") for n in range(8)]  # the chain delivered
     b = {n: Block(n, f"b{n}", "a4" if n == 5 else f"b{n - 1}") for n in range(5, 9)}  # from a4
@@ -129,6 +133,7 @@ def test_after_a_reorg_a_filter_delivers_the_dropped_logs_removed_then_the_new_b
     assert logs.recent == delivered  # the filter polled is not changed in place
 
 
+@pytest.mark.unit
 def test_logs_of_another_branch_are_not_delivered() -> None:
     blocks = [Block(5, "0xa5", "0xa4"), Block(6, "0xa6", "0xa5")]
     ours = [
@@ -414,6 +419,7 @@ def test_http_filters_deliver_what_websocket_subscriptions_deliver_through_a_reo
 # -- bounds: what filters may take -----------------------------------------------------------
 
 
+@pytest.mark.unit
 def test_criteria_over_the_limit_are_refused_naming_the_setting() -> None:
     address = "0x" + "11" * 20
     assert criteria_too_large({"address": [address] * 10}, 1024) is None
@@ -469,10 +475,12 @@ async def _byte_bounds(shared: SharedState | None) -> tuple[FilterStore, list[st
     return store, kept
 
 
+@pytest.mark.unit
 def test_filters_beyond_the_count_forget_the_least_recently_polled_first() -> None:
     asyncio.run(_store_bounds(None))
 
 
+@pytest.mark.unit
 def test_filters_beyond_their_bytes_forget_the_least_recently_polled_first() -> None:
     asyncio.run(_byte_bounds(None))
 

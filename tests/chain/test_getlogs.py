@@ -39,6 +39,7 @@ R = BlockRange
 # --- the plan --------------------------------------------------------------------------
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("whole", "suggested", "parts"),
     [
@@ -67,6 +68,7 @@ def test_plan_parts(
         assert all(a.last + 1 == b.first for a, b in pairwise(parts))
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("log_filter", "expected"),
     [
@@ -93,6 +95,7 @@ def _outcome(*classes: ErrorClass | None, code: int = -32005) -> Outcome:
 C = ErrorClass
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("outcome", "refused"),
     [
@@ -109,6 +112,7 @@ def test_refused_as_too_large(outcome: Outcome, refused: bool) -> None:
     assert refused_as_too_large(outcome) is refused
 
 
+@pytest.mark.unit
 def test_suggested_range_is_read_from_the_error_or_the_attempts_it_lists() -> None:
     infura = "query returned more than 10000 results. Try with this block range [0x4, 0xb]."
     assert suggested_range({"code": -32005, "message": infura}) == (4, 11)

@@ -91,12 +91,14 @@ def deviance_over_time(steps: list[Step]) -> list[dict[int, tuple[StepKind, int]
 MANY_SEEDS = range(300)
 
 
+@pytest.mark.unit
 def test_schedule_is_a_pure_function_of_seed_and_steps() -> None:
     assert schedule(7, 40) == schedule(7, 40)
     assert schedule(7, 40) != schedule(8, 40)
     assert all(len(schedule(seed, 17)) == 17 for seed in range(20))
 
 
+@pytest.mark.unit
 def test_schedule_never_lets_the_truth_or_more_than_two_nodes_deviate() -> None:
     for seed in MANY_SEEDS:
         steps = schedule(seed, 40)
@@ -106,6 +108,7 @@ def test_schedule_never_lets_the_truth_or_more_than_two_nodes_deviate() -> None:
             assert set(deviant) <= set(range(NODES - 1))
 
 
+@pytest.mark.unit
 def test_schedule_heals_every_deviance_with_its_own_step_soon_and_by_the_end() -> None:
     for seed in MANY_SEEDS:
         for length in (1, 2, 5, 40):
@@ -117,6 +120,7 @@ def test_schedule_heals_every_deviance_with_its_own_step_soon_and_by_the_end() -
                     assert index - began < MAX_DEVIANT_STEPS, (seed, node, describe(steps))
 
 
+@pytest.mark.unit
 def test_schedule_steps_carry_what_they_need() -> None:
     for seed in MANY_SEEDS:
         for step in schedule(seed, 40):
@@ -135,6 +139,7 @@ def test_schedule_steps_carry_what_they_need() -> None:
             assert step.fault in (None, *FAULTS)
 
 
+@pytest.mark.unit
 def test_schedules_use_every_step_fault_and_settle_and_favour_the_first_upstream() -> None:
     steps = [step for seed in MANY_SEEDS for step in schedule(seed, 40)]
     assert {step.kind for step in steps} == set(StepKind)
@@ -144,6 +149,7 @@ def test_schedules_use_every_step_fault_and_settle_and_favour_the_first_upstream
     assert started[0] > max(started[1], started[2], started[3])
 
 
+@pytest.mark.unit
 def test_schedules_rewind_to_every_depth_with_branches_of_every_length() -> None:
     rewinds = [
         step for seed in MANY_SEEDS for step in schedule(seed, 40) if step.kind is StepKind.REWIND
@@ -152,12 +158,14 @@ def test_schedules_rewind_to_every_depth_with_branches_of_every_length() -> None
     assert {step.count for step in rewinds} == set(range(MAX_REWIND_BRANCH + 1))
 
 
+@pytest.mark.unit
 def test_ci_seeds_each_use_every_step_kind() -> None:
     for seed in CI_SEEDS:
         kinds = {step.kind for step in schedule(seed, CI_STEPS)}
         assert kinds == set(StepKind), (seed, describe(schedule(seed, CI_STEPS)))
 
 
+@pytest.mark.unit
 def test_seeds_from_the_environment() -> None:
     assert _seeds(None) == CI_SEEDS
     assert _seeds("7") == (7,)

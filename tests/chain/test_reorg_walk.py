@@ -7,9 +7,13 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
+
 from rpcgate.chain.reorg_walk import Followed, follow, walk_back
 from rpcgate.consensus.heads import Block
 from rpcgate.rpc.jsonrpc import Call
+
+pytestmark = pytest.mark.unit
 
 
 def _b(number: int, tag: str, parent: str) -> Block:

@@ -204,6 +204,7 @@ def test_every_transaction_type_comes_back_with_the_hash_the_node_mines_it_under
         assert transaction_hash("0x" + canonical_blob_form(raw).hex()) == returned
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     "raw",
     ["0x", "0x03", "0x03c0", "0x03c180", "0x03f90100", "not hex", "0x0"],

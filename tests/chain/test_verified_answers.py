@@ -307,3 +307,21 @@ def test_receipts_are_served_as_consensus_where_no_upstream_serves_block_receipt
     block = gateway.rpc("eth_getBlockByNumber", [hex(chain.tx_blocks[0]), True], fresh=True)
     assert block.headers["X-Rpcgate-Verified"] == "integrity"  # blocks are still checked
     assert not gateway.gateway.chains[0].verifier.block_receipts
+
+
+def test_a_receipt_whose_block_receipts_no_upstream_gives_is_not_served_as_checked(
+    start_gateway: GatewayFactory, chain: Chain
+) -> None:
+    """Every upstream fails eth_getBlockReceipts with an error that does not say the method
+    is unsupported (an internal error): the receipt's check has no anchor, so the receipt is
+    not served as checked. Nor is receipt checking given up for the chain, as it is when
+    no upstream serves the method at all."""
+    for proxy in chain.proxies:
+        proxy.set_fault(Fault.RPC_ERROR, methods=["eth_getBlockReceipts"])
+    gateway = _gateway(start_gateway, chain, "integrity")
+    reply = gateway.rpc("eth_getTransactionReceipt", [chain.tx_hashes[0]], fresh=True)
+    answer = reply.json()
+    assert "result" not in answer, (answer, reply.headers.get("X-Rpcgate-Verified"))
+    assert "unverifiable" in json.dumps(answer["error"]), answer
+    assert reply.headers.get("X-Rpcgate-Verified") != "integrity"
+    assert gateway.gateway.chains[0].verifier.block_receipts

@@ -22,6 +22,8 @@ from rpcgate.chain.verifier import (
 )
 from rpcgate.config.settings import parse_config
 
+pytestmark = pytest.mark.unit
+
 BLOCK_HASH = "0x" + "ab" * 32
 TX = "0x" + "cd" * 32
 

@@ -62,6 +62,7 @@ def problems_of(text: str, env: dict[str, str] | None = None) -> list[str]:
 # --- what parses -----------------------------------------------------------------------------
 
 
+@pytest.mark.unit
 def test_issue_config_parses_into_chains_and_upstreams() -> None:
     config = parse_config(ISSUE_CONFIG, env={"ALCHEMY_API_KEY": ALCHEMY_KEY})
     assert config.listen_host_port() == ("0.0.0.0", 8545)
@@ -84,6 +85,7 @@ def test_issue_config_parses_into_chains_and_upstreams() -> None:
     ]
 
 
+@pytest.mark.unit
 def test_omitted_settings_take_their_defaults() -> None:
     config = parse_config(ONE_UPSTREAM, env={})
     assert (config.listen, config.log_level, config.cache.redis_url) == (
@@ -112,6 +114,7 @@ def test_omitted_settings_take_their_defaults() -> None:
     )
 
 
+@pytest.mark.unit
 def test_a_partly_written_section_keeps_the_defaults_of_the_rest() -> None:
     config = parse_config("failover:\n  max_attempts: 2\n" + ONE_UPSTREAM, env={})
     assert (
@@ -121,6 +124,7 @@ def test_a_partly_written_section_keeps_the_defaults_of_the_rest() -> None:
     ) == (10.0, 30.0, 2)
 
 
+@pytest.mark.unit
 def test_integer_seconds_are_accepted_where_a_number_is_expected() -> None:
     config = parse_config("failover:\n  attempt_timeout_s: 3\n" + ONE_UPSTREAM, env={})
     assert config.failover.attempt_timeout_s == 3.0
@@ -134,6 +138,7 @@ NAMES = [
 ]
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(("entry", "name"), NAMES)
 def test_upstream_name_defaults_to_its_preset_or_host(entry: dict[str, str], name: str) -> None:
     fields = "\n".join(f"        {key}: {value}" for key, value in entry.items())
@@ -141,6 +146,7 @@ def test_upstream_name_defaults_to_its_preset_or_host(entry: dict[str, str], nam
     assert parse_config(text, env={}).chains[0].upstreams[0].name == name
 
 
+@pytest.mark.unit
 def test_upstreams_sharing_a_host_are_named_for_host_and_port() -> None:
     text = """\
         chains:
@@ -176,6 +182,7 @@ def test_upstreams_sharing_a_host_are_named_for_host_and_port() -> None:
     assert parse_config(single, env={}).chains[0].upstreams[0].name == "127.0.0.1"
 
 
+@pytest.mark.unit
 def test_upstreams_on_one_host_and_port_still_ask_for_names() -> None:
     problems = problems_of(
         """\
@@ -193,6 +200,7 @@ def test_upstreams_on_one_host_and_port_still_ask_for_names() -> None:
     ]
 
 
+@pytest.mark.unit
 def test_two_upstreams_of_one_preset_are_told_apart_by_name() -> None:
     text = """\
         chains:
@@ -236,11 +244,13 @@ SUBSTITUTIONS = [
 ]
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(("line", "env", "listen"), SUBSTITUTIONS)
 def test_env_references_are_substituted(line: str, env: dict[str, str], listen: str) -> None:
     assert parse_config(line + "\n" + ONE_UPSTREAM, env=env).listen == listen
 
 
+@pytest.mark.unit
 def test_env_substitution_reaches_into_urls_and_headers() -> None:
     config = parse_config(
         textwrap.dedent(
@@ -263,6 +273,7 @@ def test_env_substitution_reaches_into_urls_and_headers() -> None:
     )
 
 
+@pytest.mark.unit
 def test_missing_env_variable_is_named_with_its_key_path(monkeypatch: pytest.MonkeyPatch) -> None:
     # The env passed in is the whole environment: the process's own is not consulted.
     monkeypatch.setenv("ALCHEMY_API_KEY", ALCHEMY_KEY)
@@ -271,6 +282,7 @@ def test_missing_env_variable_is_named_with_its_key_path(monkeypatch: pytest.Mon
     )
 
 
+@pytest.mark.unit
 def test_missing_env_variable_in_a_header_is_named_with_its_key_path() -> None:
     problems = problems_of(
         """\
@@ -458,11 +470,13 @@ SINGLE_PROBLEMS = [
 ]
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(("text", "problem"), SINGLE_PROBLEMS)
 def test_a_mistake_is_reported_once_under_its_key_path(text: str, problem: str) -> None:
     assert problems_of(text) == [problem]
 
 
+@pytest.mark.unit
 def test_misspelled_top_level_key_is_reported_with_what_it_leaves_missing() -> None:
     text = chain_with("url: https://eth.merkle.io").replace("chains:", "chain:")
     assert problems_of(text) == [
@@ -471,6 +485,7 @@ def test_misspelled_top_level_key_is_reported_with_what_it_leaves_missing() -> N
     ]
 
 
+@pytest.mark.unit
 def test_duplicate_chain_names_and_ids_name_the_first_chain() -> None:
     problems = problems_of(
         """\
@@ -486,6 +501,7 @@ def test_duplicate_chain_names_and_ids_name_the_first_chain() -> None:
     ]
 
 
+@pytest.mark.unit
 def test_duplicate_upstream_names_ask_for_distinct_names() -> None:
     problems = problems_of(
         """\
@@ -504,6 +520,7 @@ def test_duplicate_upstream_names_ask_for_distinct_names() -> None:
     ]
 
 
+@pytest.mark.unit
 def test_every_problem_in_a_file_is_reported_at_once() -> None:
     problems = problems_of(
         """\
@@ -559,6 +576,7 @@ def test_every_problem_in_a_file_is_reported_at_once() -> None:
     assert {problem.split(": ", 1)[0] for problem in problems} <= paths
 
 
+@pytest.mark.unit
 def test_text_that_is_not_yaml_is_reported_with_its_source() -> None:
     with pytest.raises(ConfigError) as raised:
         parse_config("chains: [\n", env={}, source="gateway.yaml")
@@ -566,6 +584,7 @@ def test_text_that_is_not_yaml_is_reported_with_its_source() -> None:
     assert problem.startswith("gateway.yaml: not valid YAML:")
 
 
+@pytest.mark.unit
 def test_a_file_that_cannot_be_read_is_a_config_problem(tmp_path: Path) -> None:
     missing = tmp_path / "gateway.yaml"
     with pytest.raises(ConfigError) as raised:
@@ -573,6 +592,7 @@ def test_a_file_that_cannot_be_read_is_a_config_problem(tmp_path: Path) -> None:
     assert raised.value.problems == [f"{missing}: cannot read: No such file or directory"]
 
 
+@pytest.mark.unit
 def test_load_config_reads_the_file_with_the_env_given(tmp_path: Path) -> None:
     path = tmp_path / "gateway.yaml"
     path.write_text(ISSUE_CONFIG)
@@ -649,18 +669,21 @@ def test_serve_reads_the_config_named_by_rpcgate_config(broken_file: Path) -> No
     assert BROKEN_PROBLEMS[1] in result.stderr
 
 
-# --- the README's reference is the schema's ---------------------------------------------------
+# --- the documented reference is the schema's ------------------------------------------------
 
 START, END = "<!-- config-reference:start -->", "<!-- config-reference:end -->"
+CONFIG_PAGE = REPO / "docs" / "configuration.md"
 
 
-def test_readme_config_reference_is_generated_from_the_schema() -> None:
-    readme = (REPO / "README.md").read_text()
-    assert START in readme and END in readme, f"README.md needs {START} ... {END}"
-    documented = readme.split(START, 1)[1].split(END, 1)[0]
+@pytest.mark.unit
+def test_documented_config_reference_is_generated_from_the_schema() -> None:
+    page = CONFIG_PAGE.read_text()
+    assert START in page and END in page, f"docs/configuration.md needs {START} ... {END}"
+    documented = page.split(START, 1)[1].split(END, 1)[0]
     assert documented.strip() == config_reference().strip()
 
 
+@pytest.mark.unit
 def test_config_reference_documents_the_keys_a_config_file_uses() -> None:
     reference = config_reference()
     for key in (
@@ -678,6 +701,7 @@ def test_config_reference_documents_the_keys_a_config_file_uses() -> None:
         assert f"| `{key}` |" in reference, key
 
 
+@pytest.mark.unit
 def test_a_secret_of_the_wrong_type_is_not_echoed() -> None:
     text = "admin:\n  token: 12345678901234567890\n" + chain_with("url: https://eth.merkle.io")
     problems = problems_of(text)

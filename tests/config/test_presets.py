@@ -17,6 +17,8 @@ import yaml
 from rpcgate.config.presets import PRESETS
 from rpcgate.config.settings import ConfigError, UpstreamConfig, load_config, parse_config
 
+pytestmark = pytest.mark.unit
+
 INFURA_KEY = "9aa3d95b3bc440fa88ea12eaa4456161"
 ALCHEMY_KEY = "kX3d7pQ9vR2mT8wY4zA6bC1eF5gH0jL"
 CHAINSTACK_KEY = "3f2b8c0e6d1a4e7f9b5c2a8d0e4f6a1b"

@@ -28,6 +28,8 @@ from rpcgate.consensus.heads import (
     upstream_state,
 )
 
+pytestmark = pytest.mark.unit
+
 
 def h(label: str, number: int) -> str:
     return f"0x{label}{number:04d}"
@@ -416,3 +418,30 @@ def test_a_shared_head_is_served_only_where_a_voter_holds_that_very_block() -> N
     mine.poll_failures = 0
     raised = raised_to_shared(consensus, [mine], theirs)
     assert raised.head == theirs and raised.voters == ("a",)
+
+
+def test_a_tie_at_the_head_height_is_no_reorg_the_head_stays() -> None:
+    """Two equal voters hold block 100; the first moves to a fork at 100 and mines 101.
+    Half the weight on another hash is no majority: block 100 is still held by a voter,
+    so the head stays (not back to 99, the highest block both share)."""
+    a, b = view("a", 100), view("b", 100)
+    first = compute_consensus([a, b], Consensus())
+    assert first.head is not None and first.head.number == 100
+    record_head(a, Block(100, h("f", 100), h("a", 99)))
+    record_head(a, Block(101, h("f", 101), h("f", 100)))
+    second = compute_consensus([a, b], first)
+    assert second.head == first.head
+
+
+def test_the_head_stays_where_a_majority_holds_it_while_its_holders_split_above_it() -> None:
+    """Two of three voters hold block 100, then each mines a block of its own on top (a
+    split); the third lags far below. The walk down from the voters' heads passes 100 by
+    (no voter is at 100 any more) and finds only the laggard's height: the majority still
+    holding the previous head keeps it."""
+    views = [view("a", 100, history=20), view("b", 100, history=20), view("c", 90, history=20)]
+    first = compute_consensus(views, Consensus())
+    assert first.head is not None and first.head.number == 100
+    record_head(views[0], Block(101, h("x", 101), h("a", 100)))
+    record_head(views[1], Block(101, h("y", 101), h("a", 100)))
+    second = compute_consensus(views, first)
+    assert second.head == first.head

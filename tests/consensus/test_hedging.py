@@ -19,6 +19,7 @@ from tests.harness.faultproxy import Fault
 CEILING_S = 0.3
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("p95", "expected"),
     [(None, 1.0), (0.01, 0.05), (0.2, 0.2), (5.0, 1.0)],
@@ -29,6 +30,7 @@ def test_the_hedge_waits_about_the_p95_between_floor_and_ceiling(
     assert hedge_delay(p95, 0.05, 1.0) == expected
 
 
+@pytest.mark.unit
 def test_only_idempotent_reads_are_hedged() -> None:
     assert is_hedgeable("eth_call") and is_hedgeable("eth_getLogs")
     assert is_hedgeable("some_vendor_read")  # not in the table: a read
@@ -36,6 +38,7 @@ def test_only_idempotent_reads_are_hedged() -> None:
         assert not is_hedgeable(method)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("ratio", [0.0, 0.1, 0.5, 1.0])
 def test_hedges_never_exceed_the_budget(ratio: float) -> None:
     budget = HedgeBudget(ratio)
@@ -47,6 +50,7 @@ def test_hedges_never_exceed_the_budget(ratio: float) -> None:
     assert budget.sent >= ratio * calls  # and the budget is really given out
 
 
+@pytest.mark.unit
 def test_score_prefers_fast_healthy_idle_heavy_upstreams() -> None:
     base = score(0.1, 0.0, 0, 1.0).value
     assert score(0.2, 0.0, 0, 1.0).value > base  # slower
@@ -56,6 +60,7 @@ def test_score_prefers_fast_healthy_idle_heavy_upstreams() -> None:
     assert score(None, 0.0, 0, 1.0).value == 0.0  # unmeasured: tried first
 
 
+@pytest.mark.unit
 def test_near_equal_upstreams_share_the_load_and_slow_ones_wait() -> None:
     fast = [Candidate(n, n, True, score=0.050) for n in ("a", "b")]
     slow = Candidate("s", "s", True, score=0.400)

@@ -8,6 +8,8 @@ import pytest
 
 from rpcgate.consensus.pinning import PinnedCall, Tags, pin_call
 
+pytestmark = pytest.mark.unit
+
 TAGS = Tags(latest=100, safe=68, finalized=36)
 ADDR = "0x00000000000000000000000000000000000000aa"
 

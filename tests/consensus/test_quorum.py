@@ -36,6 +36,7 @@ def reverted(upstream: str, data: str = "0xdeadbeef", code: int = 3) -> Said:
     return Said(upstream, error=error, error_class=ErrorClass.REVERT)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("said", "result", "error"),
     [
@@ -51,6 +52,7 @@ def test_max_takes_the_highest_quantity_and_a_verdict_only_when_nobody_answered(
     assert decide_max(said) == (result, error)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("said", "on_dispute", "result", "code"),
     [
@@ -84,6 +86,7 @@ def test_agree_needs_the_same_answer_or_the_same_verdict(
         assert error == said[0].error  # verbatim, message and data included
 
 
+@pytest.mark.unit
 def test_only_results_and_verdicts_about_the_call_count_as_answers() -> None:
     said, failed = hear(
         [
@@ -103,6 +106,7 @@ def test_only_results_and_verdicts_about_the_call_count_as_answers() -> None:
     ]
 
 
+@pytest.mark.unit
 def test_a_quorum_rule_cannot_ask_more_upstreams_than_the_chain_has() -> None:
     config = gateway_config(["http://127.0.0.1:1", "http://127.0.0.1:2"])
     assert config.chains[0].quorum == ()

@@ -8,6 +8,8 @@ from rpcgate.consensus.health import UpstreamHealth, record_failure, record_succ
 from rpcgate.consensus.routing import Candidate, attempt_order, next_candidate
 from rpcgate.rpc.errors import Classification, ErrorClass
 
+pytestmark = pytest.mark.unit
+
 A = Candidate("a", "aws", True)
 B = Candidate("b", "aws", True)
 C = Candidate("c", "gcp", True)

@@ -256,6 +256,7 @@ def load_miner() -> ModuleType:
 # --- the Dockerfile -----------------------------------------------------------------------
 
 
+@pytest.mark.unit
 def test_dockerfile_builds_wheels_in_one_stage_and_runs_them_slim_and_unprivileged() -> None:
     stages = dockerfile_stages()
     assert len(stages) >= 2, "multi-stage: the build tools stay out of the image"
@@ -286,6 +287,7 @@ def test_dockerfile_builds_wheels_in_one_stage_and_runs_them_slim_and_unprivileg
     assert config.listen == f"0.0.0.0:{CONTAINER_PORT}", "reachable from outside the container"
 
 
+@pytest.mark.unit
 def test_dockerfile_bakes_in_no_secret() -> None:
     for stage in dockerfile_stages():
         for instruction, args in stage.instructions:
@@ -300,6 +302,7 @@ def test_dockerfile_bakes_in_no_secret() -> None:
             assert re.search(r"key: \$\{[A-Z_]+\}$", line), line
 
 
+@pytest.mark.unit
 def test_dockerignore_lets_in_only_what_the_dockerfile_copies() -> None:
     patterns = dockerignore_patterns()
     for path in (
@@ -425,6 +428,7 @@ def test_dockerfile_install_steps_give_a_working_rpcgate(
 # --- docker-compose.yml -------------------------------------------------------------------
 
 
+@pytest.mark.unit
 def test_compose_runs_the_gateway_beside_redis_behind_health_gates() -> None:
     runtime = dockerfile_stages()[-1]
     default = services()
@@ -454,6 +458,7 @@ def test_compose_runs_the_gateway_beside_redis_behind_health_gates() -> None:
     assert load_config(CONTAINER_CONFIG, env={}).cache.redis_url == "redis://redis:6379/0"
 
 
+@pytest.mark.unit
 def test_compose_demo_profile_adds_three_anvils_a_miner_and_a_gateway_on_them() -> None:
     demo_only = set(services("demo")) - set(services())
     assert demo_only == {"anvil-1", "anvil-2", "anvil-3", "miner", "gateway-demo"}
@@ -562,6 +567,7 @@ def test_compose_file_is_a_valid_compose_project(tmp_path: Path) -> None:
 # --- the configs and the environment ------------------------------------------------------
 
 
+@pytest.mark.unit
 def test_container_config_is_the_zero_config_default_with_keys_from_the_environment() -> None:
     config = load_config(CONTAINER_CONFIG, env={})
     assert config.chains == load_config(None, env={}).chains
@@ -709,7 +715,7 @@ def test_demo_gateway_serves_the_mined_chain_and_goes_on_without_a_stopped_node(
     demo_nodes: list[AnvilNode], start_gateway: GatewayFactory
 ) -> None:
     """deploy/demo.yaml over the miner's nodes: every upstream `ok`, a transaction sent
-    through it mined everywhere; then what the README's `docker compose stop anvil-2`
+    through it mined everywhere; then what docs/deploy.md's `docker compose stop anvil-2`
     shows."""
     miner = load_miner()
     urls = [node.url for node in demo_nodes]

@@ -28,6 +28,7 @@ ALICE = ClientKey(name="alice", key="a" * 8 + secrets.token_hex(12))
 BOB = ClientKey(name="bob", key="b" * 8 + secrets.token_hex(12), chains=("other",))
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("path_key", "headers", "query", "expected"),
     [
@@ -47,6 +48,7 @@ def test_a_key_is_taken_from_path_header_bearer_or_query(
     assert presented_key(path_key, headers, query) == expected
 
 
+@pytest.mark.unit
 def test_find_key_compares_every_key() -> None:
     assert find_key([ALICE, BOB], ALICE.key) is ALICE
     assert find_key([ALICE, BOB], BOB.key) is BOB
@@ -55,6 +57,7 @@ def test_find_key_compares_every_key() -> None:
     assert find_key([ALICE, BOB], "\udcff" + ALICE.key) is None  # undecodable bytes: no crash
 
 
+@pytest.mark.unit
 def test_authenticate_names_the_client_never_the_key() -> None:
     auth = AuthConfig(keys=(ALICE, BOB))
     assert authenticate(AuthConfig(), None, "devnet", 1) is None  # no keys: open
@@ -70,6 +73,7 @@ def test_authenticate_names_the_client_never_the_key() -> None:
     assert authenticate(auth, BOB.key, "other", 5) == Caller("key:bob", BOB)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("peer", "forwarded", "trusted", "expected"),
     [
@@ -99,6 +103,7 @@ def test_client_address_believes_forwarded_for_only_from_trusted_proxies(
 DEFAULT_UNLIMITED = trusted_networks(LimitsConfig().unlimited_networks)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("address", "limited"),
     [
@@ -125,6 +130,7 @@ def test_only_public_clients_are_limited_by_default(address: str, limited: bool)
     assert is_limited(Caller("ip:" + address), address, DEFAULT_UNLIMITED) is limited
 
 
+@pytest.mark.unit
 def test_a_key_with_a_rate_of_its_own_is_limited_from_anywhere() -> None:
     own_rate = ClientKey("slow", "s" * 24, rate_per_s=1.0)
     default_rate = ClientKey("fast", "f" * 24)
@@ -141,6 +147,7 @@ def _config_text(keys: str) -> str:
     )
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("keys", "problem"),
     [

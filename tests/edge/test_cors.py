@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
+
 from rpcgate.config.settings import CorsConfig
 from rpcgate.edge.cors import CorsPolicy
 from tests.conftest import GatewayFactory
@@ -13,6 +15,7 @@ from tests.harness.fixtures import AnvilClusterFactory
 from tests.harness.loop import BackgroundLoop
 
 
+@pytest.mark.unit
 def test_allowed_origins_decide_the_headers() -> None:
     open_policy = CorsPolicy(CorsConfig())
     assert open_policy.headers(None) == {}  # not a browser

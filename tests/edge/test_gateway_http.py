@@ -109,6 +109,7 @@ def test_a_batch_of_notifications_alone_has_no_diagnostics_values(gateway: Runni
     assert not [name for name in reply.headers if name.startswith("X-Rpcgate-")]
 
 
+@pytest.mark.unit
 def test_a_quorum_answer_is_one_value_of_a_batch_header() -> None:
     quorum = Answer({"jsonrpc": "2.0", "id": 1, "result": "0x1"}, "node0,node1", 2, "miss")
     alone = Answer({"jsonrpc": "2.0", "id": 2, "result": "0x1"}, "node2", 1, "miss", 7)

@@ -25,6 +25,7 @@ from tests.harness.redis_server import RedisServer
 CALL = {"jsonrpc": "2.0", "id": 1, "method": "eth_chainId"}
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("bucket", "cost", "now", "after", "wait"),
     [
@@ -43,6 +44,7 @@ def test_token_bucket(
     assert take(bucket, Rate(2.0, 10), cost, now) == (after, wait)
 
 
+@pytest.mark.unit
 def test_retry_after_is_whole_seconds_at_least_one() -> None:
     assert retry_after_header(0.01) == {"Retry-After": "1"}
     assert retry_after_header(2.2) == {"Retry-After": "3"}

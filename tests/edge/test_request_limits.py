@@ -56,6 +56,7 @@ def deep_body(levels: int) -> bytes:
 # -- parsing, no sockets --
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("levels", [2, 10, 63, 64])
 def test_nesting_up_to_the_limit_is_a_call(levels: int) -> None:
     body = deep_body(levels)
@@ -63,6 +64,7 @@ def test_nesting_up_to_the_limit_is_a_call(levels: int) -> None:
     assert isinstance(parse_request(body, 100, max_depth=64).items[0], Call)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("levels", [65, 100, 1024, 1025, 5000, 100_000])
 def test_nesting_past_the_limit_is_an_invalid_request_naming_it(levels: int) -> None:
     body = deep_body(levels)
@@ -75,6 +77,7 @@ def test_nesting_past_the_limit_is_an_invalid_request_naming_it(levels: int) -> 
     assert item.error["data"] == {"limit": 64}
 
 
+@pytest.mark.unit
 def test_the_depth_limit_is_a_parameter() -> None:
     assert isinstance(parse_single(deep_body(8), max_depth=8), Call)
     assert parse_single(deep_body(9), max_depth=8) is None
@@ -82,6 +85,7 @@ def test_the_depth_limit_is_a_parameter() -> None:
     assert isinstance(item, Invalid) and item.error["data"] == {"limit": 8}
 
 
+@pytest.mark.unit
 def test_objects_count_as_levels_like_arrays() -> None:
     params: Any = [{"a": {"b": {"c": 1}}}]  # params 2, then 3, 4, 5
     assert isinstance(parse_request(call_body(params), 100, max_depth=5).items[0], Call)
@@ -89,6 +93,7 @@ def test_objects_count_as_levels_like_arrays() -> None:
     assert isinstance(item, Invalid) and item.error["code"] == INVALID_REQUEST
 
 
+@pytest.mark.unit
 def test_in_a_batch_only_the_too_deep_item_is_refused_with_its_own_id() -> None:
     batch = [
         {"jsonrpc": "2.0", "id": "ok", "method": "eth_chainId", "params": []},
@@ -106,6 +111,7 @@ def test_in_a_batch_only_the_too_deep_item_is_refused_with_its_own_id() -> None:
     assert isinstance(float_id, Call) and float_id.id == 1.5
 
 
+@pytest.mark.unit
 def test_a_parse_error_says_where_the_body_stops_being_json() -> None:
     [item] = parse_request(b'{"jsonrpc": "2.0",\n "id": 1,}', 100).items
     assert isinstance(item, Invalid) and item.error["code"] == PARSE_ERROR
@@ -139,6 +145,7 @@ HOSTILE_BODIES = [
 ]
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("body", HOSTILE_BODIES)
 def test_any_bytes_become_json_rpc_items(body: bytes) -> None:
     request = parse_request(body, 100, max_depth=64)

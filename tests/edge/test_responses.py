@@ -23,6 +23,7 @@ BLOCK_NUMBER = {"jsonrpc": "2.0", "id": 7, "method": "eth_blockNumber", "params"
 CHAIN_ID = {"jsonrpc": "2.0", "id": 8, "method": "eth_chainId", "params": []}
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("version", "keep_alive", "status_line", "connection"),
     [
@@ -161,6 +162,7 @@ def test_the_hot_path_and_the_full_path_send_the_same_fields(gateway: RunningGat
     assert hot["Access-Control-Allow-Origin"] == "*"  # the default allows any origin
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("name", ["node\r\nX-Injected: 1", "node,1", "tab\there"])
 def test_upstream_names_that_cannot_be_a_header_value_are_refused(name: str) -> None:
     text = json.dumps(

@@ -18,7 +18,7 @@ import enum
 import json
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -122,6 +122,9 @@ class FaultSettings:
     failing_block: int | None = None
     field: str = "gasUsed"
     stale_blocks: int = 1
+    # Only requests calling one of these methods get the fault (a batch: when any item
+    # does); the rest are forwarded. None: every request.
+    methods: frozenset[str] | None = None
 
 
 class FaultProxy:
@@ -220,8 +223,10 @@ class FaultProxy:
         failing_block: int | None = None,
         field: str | None = None,
         stale_blocks: int | None = None,
+        methods: Iterable[str] | None = None,
     ) -> None:
-        """Switch mode; options not given fall back to their defaults.
+        """Switch mode; options not given fall back to their defaults. `methods`: only calls
+        of these get the fault (to fail a call without failing the head polls, say).
 
         Blocks until the listening socket is closed or reopened (REFUSE transitions), so the
         very next connect from the calling thread already sees the new state.
@@ -236,6 +241,8 @@ class FaultProxy:
         _require_option_fits(failing_block, "failing_block", fault, limit)
         _require_option_fits(field, "field", fault, Fault.TAMPER_BLOCK)
         _require_option_fits(stale_blocks, "stale_blocks", fault, Fault.STALE_STATE)
+        if methods is not None and fault is Fault.REFUSE:
+            raise ValueError("REFUSE closes the port to every call: it cannot pick methods")
         if status is not None and not 500 <= status <= 599:
             raise ValueError(f"HTTP_5XX needs a 5xx status, got {status}")
         if field is not None and field not in BLOCK_FIELDS:
@@ -252,6 +259,7 @@ class FaultProxy:
             failing_block=failing_block,
             field=defaults.field if field is None else field,
             stale_blocks=defaults.stale_blocks if stale_blocks is None else stale_blocks,
+            methods=None if methods is None else frozenset(methods),
         )
         self._call_on_loop(lambda: self._apply(settings))
 
@@ -407,7 +415,7 @@ class FaultProxy:
             connection.force_close()
         self._hung_connections.clear()
 
-    def _record(self, payload: Any) -> None:
+    def _record(self, payload: Any) -> list[str]:
         items = payload if isinstance(payload, list) else [payload]
         methods = [
             item["method"]
@@ -421,12 +429,15 @@ class FaultProxy:
             self._request_count += 1
             self._methods.extend(methods)
             self._requests.append(shape)
+        return methods
 
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
         body = await request.read()
         payload = _parse_json(body)
-        self._record(payload)
+        methods = self._record(payload)
         settings = self._settings
+        if settings.methods is not None and settings.methods.isdisjoint(methods):
+            return await self._forward(request, body)
         match settings.fault:
             case Fault.HEALTHY:
                 return await self._forward(request, body)

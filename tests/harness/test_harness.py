@@ -73,6 +73,7 @@ CHAIN_ID_HEX = hex(DEFAULT_CHAIN_ID)
 # -- tools --
 
 
+@pytest.mark.unit
 def test_anvil_binary_prefers_env_var(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     fake = tmp_path / "anvil"
     fake.write_text("")
@@ -80,6 +81,7 @@ def test_anvil_binary_prefers_env_var(monkeypatch: pytest.MonkeyPatch, tmp_path:
     assert tools.anvil_binary() == str(fake)
 
 
+@pytest.mark.unit
 def test_anvil_binary_missing_says_how_to_install(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -469,6 +471,19 @@ async def test_latency_delays_but_still_answers(upstream: AnvilNode) -> None:
         assert time.monotonic() - started < 0.3
 
 
+async def test_a_fault_for_some_methods_leaves_the_other_calls_alone(
+    upstream: AnvilNode,
+) -> None:
+    async with FaultProxy(upstream.url) as proxy, aiohttp.ClientSession() as session:
+        proxy.set_fault(Fault.HTTP_5XX, methods=["eth_blockNumber"])
+        status, _, body = await post(session, proxy.url, CHAIN_ID_REQUEST)
+        assert status == 200 and json.loads(body)["result"] == CHAIN_ID_HEX
+        status, _, _ = await post(session, proxy.url, BATCH_REQUEST)  # holds eth_blockNumber
+        assert status == 503
+        with pytest.raises(ValueError, match="REFUSE"):
+            proxy.set_fault(Fault.REFUSE, methods=["eth_blockNumber"])
+
+
 async def test_garbage_is_not_json(upstream: AnvilNode) -> None:
     async with FaultProxy(upstream.url) as proxy, aiohttp.ClientSession() as session:
         proxy.set_fault(Fault.GARBAGE)
@@ -523,6 +538,7 @@ async def test_async_test_drives_proxy_on_background_loop(
     await proxy.stop()  # also hops loops; the fixture's second stop is a no-op
 
 
+@pytest.mark.unit
 def test_background_loop_runs_coroutines_and_refuses_after_stop() -> None:
     loop = BackgroundLoop()
 

@@ -509,6 +509,7 @@ def test_tampering_options_must_match_the_mode(chain: Chain) -> None:
     assert proxy.settings.stale_blocks == 3
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("change", "before", "after"),
     [

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ from typing import Any
 import aiohttp
 import pytest
 import requests
+import structlog
 
 from rpcgate.config.settings import AdminConfig, ConfigError, parse_config
 from rpcgate.consensus.drills import Drills, Target
@@ -45,6 +47,7 @@ AWS = Target("domain", "aws")
 A_ON_MAIN = Target("upstream", "a", chain="main")
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("target", "upstream", "domain", "chain", "drained"),
     [
@@ -69,6 +72,7 @@ def test_a_drill_drains_its_upstream_or_every_upstream_of_its_domain(
     assert drills.drained_for(upstream, domain, 110.0, chain) == (20.0 if drained else 0.0)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("now", "left"),
     [(100.0, 10.0), (105.0, 5.0), (109.75, 0.25), (110.0, 0.0), (500.0, 0.0)],
@@ -80,12 +84,14 @@ def test_a_drill_counts_down_and_ends_by_itself(now: float, left: float) -> None
     assert [d.target for d in drills.active(now)] == ([AWS] if left else [])
 
 
+@pytest.mark.unit
 def test_no_drill_drains_nothing() -> None:
     drills = Drills()
     assert drills.drained_for("a", "aws", 0.0) == 0.0
     assert drills.active(0.0) == [] and drills.next_end() is None
 
 
+@pytest.mark.unit
 def test_overlapping_drills_keep_an_upstream_out_for_the_longest() -> None:
     drills = Drills()
     drills.start(A, 5, now=0.0)
@@ -99,6 +105,7 @@ def test_overlapping_drills_keep_an_upstream_out_for_the_longest() -> None:
     assert drills.next_end() == 5.0
 
 
+@pytest.mark.unit
 def test_draining_a_target_again_replaces_its_drill() -> None:
     drills = Drills()
     first = drills.start(AWS, 60, now=0.0)
@@ -108,6 +115,7 @@ def test_draining_a_target_again_replaces_its_drill() -> None:
     assert drills.drained_for("a", "aws", 1.0) == 5.0
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("by", ["id", "target"])
 def test_a_drill_ends_early_by_its_id_or_its_target(by: str) -> None:
     drills = Drills()
@@ -120,6 +128,7 @@ def test_a_drill_ends_early_by_its_id_or_its_target(by: str) -> None:
     assert [d.target for d in drills.active(1.0)] == [AWS]
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("seconds", [0, 0.5, 86400.5, -1])
 def test_the_registry_refuses_durations_out_of_bounds(seconds: float) -> None:
     with pytest.raises(ValueError, match="seconds must be 1 to 86400"):
@@ -129,11 +138,15 @@ def test_the_registry_refuses_durations_out_of_bounds(seconds: float) -> None:
 @pytest.fixture
 def log_lines() -> Iterator[io.StringIO]:
     captured = io.StringIO()
+    # Put back as it was: configuring again would bind the stderr of this moment (pytest's
+    # capture, or mutmut's), closed by the time a later test logs.
+    previous, handlers = structlog.get_config(), logging.getLogger().handlers
     configure_logging("info", stream=captured, cache=False)
     try:
         yield captured
     finally:
-        configure_logging("info", cache=False)
+        structlog.configure(**previous)
+        logging.getLogger().handlers = handlers
 
 
 def events(captured: io.StringIO, *names: str) -> list[dict[str, Any]]:
@@ -141,6 +154,7 @@ def events(captured: io.StringIO, *names: str) -> list[dict[str, Any]]:
     return [e for e in lines if e.get("event") in names]
 
 
+@pytest.mark.unit
 def test_each_drill_start_and_end_is_logged_once(log_lines: io.StringIO) -> None:
     drills = Drills()
     expired = drills.start(AWS, 10, now=0.0, by="ops", reason="game day")
@@ -179,6 +193,7 @@ CHAINS = [
 ]
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("payload", "accepted"),
     [
@@ -201,6 +216,7 @@ def test_drill_requests_accepted(payload: Any, accepted: DrillRequest) -> None:
     assert parse_drill(payload, CHAINS) == accepted
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("payload", "problem"),
     [
@@ -267,6 +283,7 @@ def test_drill_requests_refused_say_why(payload: Any, problem: Problem) -> None:
     assert parse_drill(payload, CHAINS) == problem
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("payload", "asked"),
     [
@@ -293,6 +310,7 @@ def test_what_ends_a_drill(payload: Any, asked: EndRequest | Problem) -> None:
     assert parse_end(payload, CHAINS) == asked
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("authorization", "ok"),
     [
@@ -318,6 +336,7 @@ def test_the_bearer_token_must_match_exactly(authorization: str | None, ok: bool
 ONE_CHAIN = "chains: [{name: a, chain_id: 1, upstreams: [{preset: pokt}]}]\n"
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("token", "problem"),
     [
@@ -343,6 +362,7 @@ def test_admin_token_must_be_long_and_plain(token: str, problem: bool) -> None:
     assert token not in str(raised.value)
 
 
+@pytest.mark.unit
 def test_admin_is_off_by_default() -> None:
     assert parse_config(ONE_CHAIN, {}).admin.token is None
 

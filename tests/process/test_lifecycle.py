@@ -224,6 +224,7 @@ def test_sighup_under_load_swaps_upstreams_and_refuses_a_broken_file(
     assert reloaded[0]["upstreams"] == {"devnet": ["node2"]}
 
 
+@pytest.mark.unit
 def test_a_reload_plan_replaces_only_what_changed() -> None:
     base = gateway_config(["http://127.0.0.1:1", "http://127.0.0.1:2"])
     same = plan_reload(base, base)

@@ -305,6 +305,7 @@ def test_a_bad_worker_count_is_refused_in_one_line(
     assert len(done.stderr.splitlines()) == 1 and message in done.stderr, done.stderr
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("value", "cores", "workers"),
     [("1", 8, 1), ("4", 1, 4), (" 3 ", 8, 3), ("auto", 6, 6), ("AUTO", 1, 1), ("auto", 0, 1)],
@@ -313,17 +314,20 @@ def test_worker_counts(value: str, cores: int, workers: int) -> None:
     assert parse_workers(value, cores) == workers
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("value", ["0", "-1", "x", "1.5", "", "²", "auto2"])
 def test_worker_counts_refused(value: str) -> None:
     with pytest.raises(ValueError, match="1 or more"):
         parse_workers(value, 8)
 
 
+@pytest.mark.unit
 def test_restarts_back_off_from_half_a_second_to_thirty() -> None:
     delays = [restart_delay(n) for n in (1, 2, 3, 4, 7, 8, 1000)]
     assert delays == [0.5, 1.0, 2.0, 4.0, 30.0, 30.0, RESTART_MAX_S]
 
 
+@pytest.mark.unit
 def test_a_stop_is_clean_when_each_worker_drained_or_died_of_the_stop_signal() -> None:
     assert [stopped_cleanly(code) for code in (0, -15, -2, 1, 2, -9)] == [
         True,

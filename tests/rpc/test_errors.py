@@ -23,6 +23,8 @@ from rpcgate.rpc.errors import (
     suggested_block_range,
 )
 
+pytestmark = pytest.mark.unit
+
 C = ErrorClass
 F = UpstreamFailure
 NOW = datetime(2026, 3, 14, 21, 30, tzinfo=UTC)  # 2 h 30 min before 00:00 UTC

@@ -156,6 +156,7 @@ def test_float_ids_come_back_as_written(start_gateway: GatewayFactory) -> None:
         assert batch.startswith(f'[{{"jsonrpc":"2.0","id":{request_id},"error"'), batch
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     "body",
     [
@@ -168,6 +169,7 @@ def test_a_call_without_floats_stays_on_the_fast_path(body: bytes) -> None:
     assert isinstance(parse_single(body), Call)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("number", NUMBERS)
 def test_a_call_with_a_number_orjson_would_change_is_read_exactly(number: str) -> None:
     body = f'{{"jsonrpc":"2.0","id":1,"method":"m","params":[{{"a":[{number}]}}]}}'.encode()

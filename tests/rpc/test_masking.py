@@ -76,6 +76,7 @@ URL_CASES = [
 ]
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(("url", "shown", "secrets"), URL_CASES)
 def test_mask_url_hides_credentials_and_keeps_the_rest(
     url: str, shown: str, secrets: list[str]
@@ -86,6 +87,7 @@ def test_mask_url_hides_credentials_and_keeps_the_rest(
         assert secret not in mask_url(url)
 
 
+@pytest.mark.unit
 def test_masker_scrubs_secrets_from_nested_values_and_exceptions() -> None:
     masker = SecretMasker()
     masker.add_url(f"https://mainnet.infura.io/v3/{INFURA_KEY}")
@@ -139,6 +141,7 @@ SECRET_SIGHTINGS = [
 ]
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(("configured", "text"), SECRET_SIGHTINGS)
 def test_masker_catches_a_secret_in_every_form_it_travels_in(
     configured: tuple[str, str], text: str
@@ -155,6 +158,7 @@ def test_masker_catches_a_secret_in_every_form_it_travels_in(
         assert part not in masked
 
 
+@pytest.mark.unit
 def test_masking_an_auth_header_leaves_its_scheme_readable() -> None:
     masker = SecretMasker()
     masker.add(f"Bearer {ALCHEMY_KEY}")

@@ -53,12 +53,14 @@ DENIED_BY_DEFAULT = [
 ]
 
 
+@pytest.mark.unit
 def test_every_default_rule_has_a_probe_here() -> None:
     policy = MethodPolicy(MethodsConfig())
     rules_hit = {policy.check(m).pattern for m in DENIED_BY_DEFAULT}  # type: ignore[union-attr]
     assert rules_hit == {rule.pattern for rule in DENY_RULES}
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("allow", "deny", "method", "denied_by"),
     [
@@ -89,6 +91,7 @@ def test_policy_decides_by_deny_then_allow_then_default(
     assert (denial.pattern if denial else None) == denied_by
 
 
+@pytest.mark.unit
 def test_denial_error_names_the_policy_and_how_to_change_it() -> None:
     policy = MethodPolicy(MethodsConfig(deny=("eth_getProof",)))
     by_default = policy.check("personal_unlockAccount")
@@ -110,6 +113,7 @@ def test_denial_error_names_the_policy_and_how_to_change_it() -> None:
     assert send is not None and "eth_sendRawTransaction" in send.error()["message"]
 
 
+@pytest.mark.unit
 def test_every_rule_says_why_and_under_which_policy() -> None:
     for rule in DENY_RULES:
         assert rule.why and isinstance(rule.policy, Policy)
@@ -160,15 +164,17 @@ def test_a_chain_serves_what_it_allows_and_refuses_what_it_denies(
     assert "eth_getProof" not in proxies[0].methods
 
 
-def test_readme_policy_table_is_generated_from_the_rules() -> None:
+@pytest.mark.unit
+def test_documented_policy_table_is_generated_from_the_rules() -> None:
     from rpcgate.rpc.methods import policy_reference
 
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    page = (Path(__file__).resolve().parents[2] / "docs" / "methods.md").read_text()
     start, end = "<!-- policy-reference:start -->\n", "<!-- policy-reference:end -->"
-    documented = readme.split(start, 1)[1].split(end, 1)[0]
+    documented = page.split(start, 1)[1].split(end, 1)[0]
     assert documented == policy_reference()
 
 
+@pytest.mark.unit
 def test_the_method_table_names_the_rule_the_policy_applies() -> None:
     from rpcgate.rpc.methods import METHODS, denying_rule
 

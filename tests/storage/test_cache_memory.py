@@ -27,7 +27,7 @@ CHAIN_ID = 31337
 BUDGET = 16 * 1024 * 1024  # cache.memory_bytes in the process test
 # A full cache may add at most this many times its budget to the idle process's RSS: what
 # the entries take (counted, so at most the budget) plus what the allocator keeps around
-# them (partly used pools and pages). The README's cache section states the same factor.
+# them (partly used pools and pages). docs/caching.md states the same factor.
 RSS_FACTOR = 1.5
 BATCH = 100  # calls per HTTP request
 CONCURRENCY = 8  # requests in flight
@@ -88,6 +88,7 @@ def test_the_counted_bytes_cover_what_the_entries_take(
     assert worst > 0.6, worst
 
 
+@pytest.mark.unit
 def test_an_entry_keeps_its_answer_as_exact_json_and_nothing_else() -> None:
     result = {"number": "0x10", "transactions": ["0x" + "ab" * 32] * 50}
     entry = Entry(result, 16)

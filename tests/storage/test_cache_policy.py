@@ -22,6 +22,8 @@ from rpcgate.storage.cache_policy import (
 )
 from rpcgate.storage.response_cache import Coalescer, MemoryLRU
 
+pytestmark = pytest.mark.unit
+
 ADDR = "0x00000000000000000000000000000000000000aa"
 HEAD = Block(100, "0xhead100", "0xhash99")
 CANONICAL = {n: f"0xhash{n}" for n in range(40, 100)}
@@ -255,12 +257,12 @@ async def test_coalesced_callers_survive_the_first_caller_going_away() -> None:
     assert await second == "answer"
 
 
-def test_readme_method_table_is_generated_from_the_method_table() -> None:
+def test_documented_method_table_is_generated_from_the_method_table() -> None:
     from pathlib import Path
 
     from rpcgate.rpc.methods import methods_reference
 
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    page = (Path(__file__).resolve().parents[2] / "docs" / "methods.md").read_text()
     start, end = "<!-- methods-reference:start -->", "<!-- methods-reference:end -->"
-    documented = readme.split(start, 1)[1].split(end, 1)[0]
+    documented = page.split(start, 1)[1].split(end, 1)[0]
     assert documented.strip() == methods_reference().strip()

@@ -11,7 +11,9 @@ from collections.abc import Callable
 from typing import Any
 
 from tests.conftest import GatewayFactory, ProxiedClusterFactory
+from tests.harness.loop import BackgroundLoop
 from tests.harness.redis_server import RedisServer
+from tests.harness.slow_link import SlowLink
 
 CHAIN_ID = 31337
 
@@ -76,7 +78,7 @@ def test_without_redis_the_guarantee_is_one_replica(
     replica_process: Callable[[list[str], str | None], str],
 ) -> None:
     """The control: the same client against two replicas that share nothing does see the
-    head go back (which is why the README says: one replica, or Redis)."""
+    head go back (which is why docs/operating.md says: one replica, or Redis)."""
     cluster, proxies = proxied_cluster(3, chain_id=CHAIN_ID, mined=3)
     urls = [p.url for p in proxies]
     fast = start_gateway(urls, head_poll_interval=0.05)
@@ -104,3 +106,39 @@ def test_a_shared_head_no_voter_holds_is_not_served(
     assert int(gateway.result("eth_blockNumber"), 16) == 3
     assert time.monotonic() - started < 1.5  # one poll weighed it, not the hold limit
     assert not gateway.gateway.chains[0].tracker.behind_shared
+
+
+def test_a_head_is_in_redis_before_its_replica_serves_it(
+    proxied_cluster: ProxiedClusterFactory,
+    start_gateway: GatewayFactory,
+    replica_process: Callable[[list[str], str | None], str],
+    redis_server: RedisServer,
+    background_loop: BackgroundLoop,
+) -> None:
+    """The fast replica reaches Redis over a slow link (0.1 s each way), the stale one
+    directly. The fast one serves a new head only once Redis holds it, so the stale one
+    has heard of it 0.1 s before any client can: a client that reads the new head from
+    the fast replica and goes at once to the stale one reads it there too."""
+    cluster, proxies = proxied_cluster(3, chain_id=CHAIN_ID, mined=3)
+    urls = [p.url for p in proxies]
+    link = background_loop.run(SlowLink(redis_server.port, delay_s=0.1).start())
+    try:
+        fast = start_gateway(
+            urls,
+            head_poll_interval=0.05,
+            cache={"redis_url": f"redis://127.0.0.1:{link.port}/0", "redis_timeout_s": 5.0},
+        )
+        stale = replica_process(urls, redis_server.url)
+        served = int(_result(fast.url, "eth_blockNumber", []), 16)
+        for _ in range(3):
+            cluster.mine_all()
+            deadline = time.monotonic() + 10
+            while (new := int(_result(fast.url, "eth_blockNumber", []), 16)) == served:
+                assert time.monotonic() < deadline, "the fast replica never served the block"
+                time.sleep(0.005)
+            served = new
+            assert int(_result(stale, "eth_blockNumber", []), 16) >= served
+        stored = redis_server.client().get(f"rpcgate:v1:{CHAIN_ID}:served-head")
+        assert stored is not None and stored.decode().startswith(f"{served}:")  # never down
+    finally:
+        background_loop.run(link.stop())

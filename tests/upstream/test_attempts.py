@@ -45,6 +45,7 @@ def upstream_calls(source: str) -> list[int]:
     ]
 
 
+@pytest.mark.unit
 def test_only_the_attempt_module_calls_upstreams_for_clients() -> None:
     found = {
         str(path.relative_to(PACKAGE)): lines
@@ -59,6 +60,7 @@ def test_only_the_attempt_module_calls_upstreams_for_clients() -> None:
     )
 
 
+@pytest.mark.unit
 def test_the_scan_sees_an_upstream_called_directly() -> None:
     bypass = "async def f(upstream):\n    return await upstream.call('eth_chainId', [], 1)\n"
     assert upstream_calls(bypass) == [2]

@@ -423,6 +423,7 @@ def resolved_max_batch(upstream: dict[str, Any]) -> int | None:
     return parse_config(text).chains[0].upstreams[0].max_batch
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("upstream", "expected"),
     [
@@ -442,6 +443,7 @@ def test_max_batch_comes_from_the_entry_then_the_preset(
     assert resolved_max_batch(upstream) == expected
 
 
+@pytest.mark.unit
 def test_max_batch_below_1_is_refused() -> None:
     with pytest.raises(ConfigError, match=r"upstreams\[0\]\.max_batch: must be at least 1"):
         resolved_max_batch({"url": "http://127.0.0.1:8545", "max_batch": 0})

@@ -80,6 +80,7 @@ FRAMINGS = {
 }
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("framing", FRAMINGS)
 @pytest.mark.parametrize("piece", [1, 7, 10_000])
 def test_every_framing_gives_the_same_answer_in_pieces_of_any_size(
@@ -94,6 +95,7 @@ def test_every_framing_gives_the_same_answer_in_pieces_of_any_size(
     assert reader.idle
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("head", "keep_alive"),
     [
@@ -113,6 +115,7 @@ def test_keep_alive_is_what_the_version_and_connection_field_say(
     assert answer is not None and answer.keep_alive is keep_alive
 
 
+@pytest.mark.unit
 def test_a_body_without_length_runs_until_the_close() -> None:
     reader = ResponseReader(1000)
     assert reader.feed(_head() + ANSWER[:10]) is None
@@ -121,6 +124,7 @@ def test_a_body_without_length_runs_until_the_close() -> None:
     assert (answer.body, answer.keep_alive) == (ANSWER, False)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("data", "words"),
     [
@@ -128,6 +132,9 @@ def test_a_body_without_length_runs_until_the_close() -> None:
         (_head("Content-Length: ten") + ANSWER, "bad content-length"),
         # digits to str.isdigit ("\xb9" is "¹" in latin-1), not to int()
         (b"HTTP/1.1 200 OK\r\nContent-Length: \xb9\r\n\r\nx", "bad content-length"),
+        # a sign int() takes and RFC 9110 (8.6: 1*DIGIT) does not
+        (_head("Content-Length: +2") + b"ab", "bad content-length"),
+        (_head("Content-Length: -2") + b"ab", "bad content-length"),
         (b"HTTP/1.1 2\xb20 OK\r\n\r\n", "not an HTTP/1.x status line"),
         (_head("Transfer-Encoding: gzip"), "transfer-encoding not supported"),
         (_head("Transfer-Encoding: chunked, chunked"), "transfer-encoding not supported"),
@@ -167,6 +174,7 @@ def test_bytes_that_are_no_http_response_say_what_is_wrong(data: bytes, words: s
         ResponseReader(1000).feed(data)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     "data",
     [
@@ -182,6 +190,7 @@ def test_a_body_over_the_bound_is_refused_as_soon_as_it_is_known(data: bytes) ->
         ResponseReader(1000).feed(data)
 
 
+@pytest.mark.unit
 def test_a_body_in_tiny_chunks_is_read_over_several_feeds_to_let_the_loop_turn() -> None:
     chunks = CHUNKS_PER_FEED * 3 + 5
     reader = ResponseReader(1_000_000)
@@ -195,6 +204,7 @@ def test_a_body_in_tiny_chunks_is_read_over_several_feeds_to_let_the_loop_turn()
     assert reader.idle
 
 
+@pytest.mark.unit
 def test_a_close_in_the_middle_of_a_response_is_no_answer() -> None:
     reader = ResponseReader(1000)
     reader.feed(LENGTH[:-3])
@@ -202,6 +212,7 @@ def test_a_close_in_the_middle_of_a_response_is_no_answer() -> None:
         reader.eof()
 
 
+@pytest.mark.unit
 def test_the_request_carries_path_query_credentials_and_extra_fields() -> None:
     where = target("https://user:p%40ss@rpc.example:8443/v1/k?x=1", {"X-Api-Key": "s"}, "ua/1")
     assert (where.host, where.port, where.tls) == ("rpc.example", 8443, True)
@@ -221,6 +232,7 @@ def test_the_request_carries_path_query_credentials_and_extra_fields() -> None:
     assert target("http://[::1]/", {}, "ua").head.split(b"\r\n")[1] == b"Host: [::1]"
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("url", "fields"),
     [
@@ -822,6 +834,7 @@ def test_a_proxy_that_cannot_be_reached_is_named_as_the_proxy(
     assert PROXY_PASSWORD not in said
 
 
+@pytest.mark.unit
 def test_a_proxy_of_a_kind_not_spoken_fails_each_call_in_words() -> None:
     environ = {"HTTPS_PROXY": f"socks5://u:{PROXY_PASSWORD}@127.0.0.1:1080"}
     client = UpstreamHttp("https://rpc.example/", {}, "t", 10, environ=environ)
@@ -835,6 +848,7 @@ def test_a_proxy_of_a_kind_not_spoken_fails_each_call_in_words() -> None:
 ENV = {"HTTPS_PROXY": "http://proxy:3128", "HTTP_PROXY": "http://plain-proxy:3128"}
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("url", "setting", "environ", "chosen"),
     [
@@ -870,6 +884,7 @@ def test_the_proxy_is_the_upstreams_own_else_the_environments_unless_no_proxy_na
     assert proxy_url(url, setting, environ) == chosen
 
 
+@pytest.mark.unit
 def test_a_proxy_url_with_credentials_is_shown_and_refused_without_them() -> None:
     assert mask_url(f"http://gw:{PROXY_PASSWORD}@proxy.corp:3128") == "http://***@proxy.corp:3128"
     config = f"""

@@ -9,6 +9,8 @@ import pytest
 from rpcgate.rpc.errors import ErrorClass, classify
 from rpcgate.upstream.client import Reply, interpret, interpret_batch, parse_retry_after
 
+pytestmark = pytest.mark.unit
+
 
 def _body(payload: object) -> bytes:
     return json.dumps(payload).encode()

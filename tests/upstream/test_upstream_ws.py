@@ -72,6 +72,7 @@ def notification(subscription: str, result: Any) -> dict[str, Any]:
 BACKOFF = Backoff(initial_s=0.5, max_s=30.0, stable_s=60.0)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("attempt", "rand", "at_least", "delay"),
     [
@@ -91,6 +92,7 @@ def test_backoff_doubles_from_half_a_second_to_thirty_jittered(
     assert BACKOFF.delay(attempt, rand, at_least) == pytest.approx(delay)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("attempt", "connected_s", "after"),
     [
@@ -147,6 +149,7 @@ SUBSCRIBE_REPLIES = [
 ]
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(("answer", "outcome"), SUBSCRIBE_REPLIES)
 def test_subscribe_reply_gives_the_subscription_or_the_failure(
     answer: dict[str, Any], outcome: str | UpstreamFailure
@@ -154,6 +157,7 @@ def test_subscribe_reply_gives_the_subscription_or_the_failure(
     assert subscribe_reply(answer, 1) == outcome
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("failure", "error_class", "counts"),
     [
@@ -213,11 +217,13 @@ NOTIFICATIONS = [
 ]
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(("message", "parsed"), NOTIFICATIONS)
 def test_notification_gives_a_head_or_a_pending_hash(message: Any, parsed: Any) -> None:
     assert parse_notification(message, KINDS) == parsed
 
 
+@pytest.mark.unit
 def test_merger_lets_each_hash_through_once_whatever_its_case() -> None:
     merger = PendingMerger()
     other = "0x" + "ab" * 32
@@ -225,6 +231,7 @@ def test_merger_lets_each_hash_through_once_whatever_its_case() -> None:
     assert [merger.is_new(h) for h in offered] == [True, True, False, False, False]
 
 
+@pytest.mark.unit
 def test_merger_memory_is_bounded_and_forgets_the_least_recently_seen() -> None:
     merger = PendingMerger(capacity=3)
     hashes = [f"0x{i:064x}" for i in range(5)]
@@ -655,6 +662,7 @@ async def test_stop_closes_everything_even_during_an_outage() -> None:
     assert not socket.state.connected
 
 
+@pytest.mark.unit
 def test_a_socket_needs_a_ws_url() -> None:
     with pytest.raises(ValueError, match="no ws_url"):
         UpstreamSocket(upstream("node0", ""), UpstreamHealth(), on_head=Heard().on_head)

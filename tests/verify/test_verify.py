@@ -670,6 +670,7 @@ def test_bloom_filter_semantics(answers: Answers, address: Any, topics: Any, may
     assert bloom_may_contain(bloom, address, topics) is may
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("bloom", ["0x", "0xzz", "0x" + "00" * 255, None])
 def test_a_malformed_bloom_rules_nothing_out(bloom: Any) -> None:
     assert bloom_may_contain(bloom, ABSENT_ADDRESS, [STORE_TOPIC])
@@ -742,6 +743,7 @@ def test_logs_matching_numbers_logs_by_their_place_in_the_block(answers: Answers
 # --- the trie -----------------------------------------------------------------------------
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("count", [0, 1, 2, 3, 16, 17, 127, 128, 129, 300])
 def test_ordered_trie_root_is_py_tries_root(count: int) -> None:
     sizes = random.Random(count)
@@ -754,6 +756,7 @@ def test_ordered_trie_root_is_py_tries_root(count: int) -> None:
         assert ordered_trie_root(items).hex().startswith("56e81f17")
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     "item",
     [
@@ -782,6 +785,7 @@ def test_the_rlp_encoding_is_pyrlps(item: Any) -> None:
 # --- nothing raises -----------------------------------------------------------------------
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("check", "argument"),
     [
@@ -827,6 +831,7 @@ def test_malformed_answers_are_reasons_not_errors(
     assert isinstance(check(argument), str)
 
 
+@pytest.mark.unit
 def test_malformed_receipts_list_no_logs() -> None:
     receipts: Any = [{"logs": [None, {"topics": "x"}]}, {"transactionIndex": 5}, None, {"logs": 5}]
     assert logs_matching(receipts, {}) == []
