@@ -19,8 +19,9 @@ from typing import Any
 import structlog
 from tenacity import AsyncRetrying, retry_if_result, stop_after_attempt
 
-from rpcgate.chain.broadcast import own_transaction, transaction_hash
+from rpcgate.chain.broadcast import own_transaction
 from rpcgate.chain.head_tracker import HeadTracker
+from rpcgate.chain.outcome import Outcome
 from rpcgate.chain.verifier import Unverifiable, Verifier
 from rpcgate.config.settings import FailoverConfig
 from rpcgate.consensus.drills import Drills
@@ -35,7 +36,7 @@ from rpcgate.consensus.routing import (
     why_unfit,
 )
 from rpcgate.consensus.standing import ms, standing
-from rpcgate.rpc.context import CallContext
+from rpcgate.rpc.context import CLIENT_BATCH, CallContext
 from rpcgate.rpc.errors import ErrorClass, UpstreamFailure
 from rpcgate.rpc.jsonrpc import (
     ALL_UPSTREAMS_FAILED,
@@ -46,10 +47,11 @@ from rpcgate.rpc.jsonrpc import (
 )
 from rpcgate.rpc.masking import MASKER
 from rpcgate.rpc.methods import Kind, method_info
+from rpcgate.rpc.raw_transactions import transaction_hash
 from rpcgate.rpc.trace import CallTrace
 from rpcgate.storage.cache_policy import answer_block
 from rpcgate.upstream.attempt import Attempt, Check, Tried, attempt, cut_short
-from rpcgate.upstream.client import CLIENT_BATCH, Reply, Upstream
+from rpcgate.upstream.client import Reply, Upstream
 
 log = structlog.get_logger("rpcgate.failover")
 
@@ -63,22 +65,6 @@ _MAY_NOT_REPEAT = frozenset({ErrorClass.TRANSIENT, ErrorClass.RATE_LIMITED})
 _NULL_MISSING = UpstreamFailure(rpc_message="block not found (null)")
 _SECOND_ROUND_BACKOFF_S = 0.05
 _DETAIL_CHARS = 200  # of an upstream's error text, kept in a failed call's `data.attempts`
-
-
-@dataclass(slots=True)
-class Outcome:
-    result: Any = None
-    error: dict[str, Any] | None = None
-    upstream: str = "gateway"
-    attempts: int = 0
-    cache: str = "bypass"  # hit | miss | bypass
-    result_json: bytes | None = None  # a cached result, already encoded
-    block: int | None = None  # the block the answer is about, where there is one
-    attempt_log: tuple[Attempt, ...] = ()  # the upstream attempts, in order
-    # Set once the metrics counted `attempt_log`: callers coalesced onto one upstream call
-    # share this Outcome, and its attempts happened once.
-    attempts_counted: bool = False
-    trace: CallTrace | None = None  # what routing did, when the caller asked
 
 
 @dataclass

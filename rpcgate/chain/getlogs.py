@@ -19,10 +19,12 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from rpcgate.chain.failover import Attempt, Failover, Outcome
+from rpcgate.chain.failover import Failover
+from rpcgate.chain.outcome import Outcome
 from rpcgate.rpc.context import CallContext
 from rpcgate.rpc.errors import RETRY_ELSEWHERE, ErrorClass, suggested_block_range
 from rpcgate.rpc.jsonrpc import ALL_UPSTREAMS_FAILED, DEADLINE_EXCEEDED, Call, quantity, rpc_error
+from rpcgate.upstream.attempt import Attempt
 
 # Parts in flight at once, per call: enough to hide one part's latency behind the others',
 # few enough that a wide range does not crowd a provider's per-second budget.

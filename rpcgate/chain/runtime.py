@@ -23,11 +23,12 @@ from rpcgate.chain.broadcast import (
     PendingTransactions,
     broadcast_targets,
 )
-from rpcgate.chain.failover import Failover, Outcome
+from rpcgate.chain.failover import Failover
 from rpcgate.chain.feeds import HeadFeed, PendingFeed
 from rpcgate.chain.filters import FILTER_METHODS, Filters, FilterStore
 from rpcgate.chain.getlogs import refused_as_too_large, split_get_logs
 from rpcgate.chain.head_tracker import HeadTracker
+from rpcgate.chain.outcome import Outcome
 from rpcgate.chain.verifier import (
     Level,
     Verifier,

@@ -26,10 +26,10 @@ from typing import Any, Literal
 
 import structlog
 
+from rpcgate.rpc.context import CLIENT_BATCH, ClientBatch
 from rpcgate.rpc.errors import ErrorClass, UpstreamFailure, classify
 from rpcgate.rpc.methods import METHODS, Cache, Check, method_info
 from rpcgate.storage.cache_policy import ChainView
-from rpcgate.upstream.client import CLIENT_BATCH, ClientBatch
 from rpcgate.verify import (
     EMPTY_TRIE_ROOT,
     bloom_may_contain,

@@ -17,10 +17,10 @@ from typing import Any
 import structlog
 from orjson import Fragment
 
-from rpcgate.chain.failover import Outcome
+from rpcgate.chain.outcome import Outcome
 from rpcgate.chain.runtime import ChainRuntime
-from rpcgate.ops.metrics import GatewayMetrics
-from rpcgate.rpc.context import CallContext
+from rpcgate.ops.call_metrics import CallRecorder
+from rpcgate.rpc.context import CLIENT_BATCH, CallContext, ClientBatch
 from rpcgate.rpc.jsonrpc import (
     INTERNAL_ERROR,
     Call,
@@ -31,7 +31,6 @@ from rpcgate.rpc.jsonrpc import (
     rpc_error,
 )
 from rpcgate.rpc.masking import MASKER
-from rpcgate.upstream.client import CLIENT_BATCH, ClientBatch
 
 log = structlog.get_logger("rpcgate.server")
 
@@ -61,7 +60,7 @@ class Answer:
 
 
 async def answer_item(
-    chain: ChainRuntime, item: Call | Invalid, context: CallContext, metrics: GatewayMetrics
+    chain: ChainRuntime, item: Call | Invalid, context: CallContext, metrics: CallRecorder
 ) -> Answer:
     started, trace = context.started, context.trace
     if isinstance(item, Invalid):
@@ -104,7 +103,7 @@ async def answer_item(
 
 
 async def answer_request(
-    chain: ChainRuntime, parsed: Request, context: CallContext, metrics: GatewayMetrics
+    chain: ChainRuntime, parsed: Request, context: CallContext, metrics: CallRecorder
 ) -> tuple[bytes | None, dict[str, str]]:
     """The body to send (None: only notifications) and the diagnostics headers."""
     if len(parsed.items) == 1:

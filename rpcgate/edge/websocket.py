@@ -34,7 +34,7 @@ from rpcgate.config.settings import WebSocketConfig
 from rpcgate.edge.answers import answer_item
 from rpcgate.edge.clients import Caller
 from rpcgate.edge.rate_limits import LIMIT_EXCEEDED, Bucket, Rate, take
-from rpcgate.rpc.context import CallContext
+from rpcgate.rpc.context import CLIENT_BATCH, CallContext, ClientBatch
 from rpcgate.rpc.jsonrpc import (
     INVALID_PARAMS,
     Call,
@@ -47,7 +47,6 @@ from rpcgate.rpc.jsonrpc import (
     response_object,
     rpc_error,
 )
-from rpcgate.upstream.client import CLIENT_BATCH, ClientBatch
 
 if TYPE_CHECKING:
     from rpcgate.chain.runtime import ChainRuntime

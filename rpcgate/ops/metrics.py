@@ -2,12 +2,9 @@
 
 Two kinds of numbers, kept apart so that the call path stays cheap:
 
-- **Per call.** The server hands each answered call to `GatewayMetrics` (its chain, method,
-  `Outcome` and seconds). Recording one is a dict get and two increments of plain numbers:
-  no lock (the event loop is the only writer, and a scrape runs on it too) and no label
-  lookup (each (chain, method, outcome) series is resolved once). prometheus_client's own
-  `Counter.inc` and `Histogram.observe` take a lock per increment, so they are not used.
-  The upstream attempts a call made ride on its `Outcome` (`failover` notes them).
+- **Per call**, recorded on the call path by `call_metrics.CallRecorder` (which
+  `GatewayMetrics` is): plain counts, no lock, no prometheus_client on the path
+  (its `Counter.inc` and `Histogram.observe` take a lock per increment).
 - **State.** Upstream heads, lag, states and breakers, the consensus, the cache counters,
   memory and Redis: the gateway holds them as plain data (what `/status.json` reads), and
   `state_families` reads them when Prometheus scrapes, so the call path updates nothing.
@@ -15,15 +12,12 @@ Two kinds of numbers, kept apart so that the call path stays cheap:
 Each gateway has its own registry, never the process-wide default one, so two gateways in
 one process do not collide. No label carries a secret (upstreams are labelled by their
 configured name, passed through the masker; a URL is never a label) and no label grows
-without bound: a method outside `methods.METHODS` (and a request that is not a valid call)
-is `other`, an attempt's class is an `ErrorClass` or `none`, an outcome one of `OUTCOMES`.
+without bound (see `call_metrics`).
 """
 
 from __future__ import annotations
 
-import collections
 import time
-from bisect import bisect_left
 from collections.abc import Iterable, Iterator
 from typing import Any, Protocol
 
@@ -38,66 +32,20 @@ from prometheus_client.registry import CollectorRegistry
 from prometheus_client.utils import floatToGoString
 
 from rpcgate import __version__
-from rpcgate.chain.failover import Outcome
 from rpcgate.chain.runtime import ChainRuntime
 from rpcgate.consensus.heads import State
 from rpcgate.consensus.standing import lag_blocks, standing
+from rpcgate.ops.call_metrics import (
+    LATENCY_BUCKETS_S,
+    CallRecorder,
+    Latencies,
+)
 from rpcgate.rpc.masking import MASKER
-from rpcgate.rpc.methods import METHODS
 from rpcgate.storage.response_cache import ResponseCache, resident_bytes
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
-# The outcome of a client call: the closed set of the `outcome` label.
-LOCAL = "local"  # answered from what the gateway holds: a cache hit, the consensus head
-UPSTREAM = "upstream"  # a result an upstream gave (or another caller's, coalesced)
-ERROR = "error"  # a JSON-RPC error answer, whoever gave it
-OUTCOMES = (LOCAL, UPSTREAM, ERROR)
-OTHER_METHOD = "other"  # a method outside the method table; a request that is not a call
-NO_ERROR = "none"  # the error class of an attempt the upstream answered
-
-# Seconds, from a cache hit (tens of microseconds) to the default deadline (30 s).
-LATENCY_BUCKETS_S = (
-    0.0001,
-    0.00025,
-    0.0005,
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-    10.0,
-    30.0,
-)
 _BUCKET_LABELS = (*(floatToGoString(b) for b in LATENCY_BUCKETS_S), "+Inf")
-
-
-class _Latencies:
-    """One histogram series: counts per bucket (not cumulative; a scrape adds them up)."""
-
-    __slots__ = ("counts", "total_s")
-
-    def __init__(self) -> None:
-        self.counts = [0] * len(_BUCKET_LABELS)
-        self.total_s = 0.0
-
-    def observe(self, seconds: float) -> None:
-        self.counts[bisect_left(LATENCY_BUCKETS_S, seconds)] += 1
-        self.total_s += seconds
-
-    def cumulative(self) -> list[tuple[str, float]]:
-        running, buckets = 0, []
-        for label, count in zip(_BUCKET_LABELS, self.counts, strict=True):
-            running += count
-            buckets.append((label, float(running)))
-        return buckets
 
 
 class Admitting(Protocol):
@@ -118,61 +66,15 @@ class Served(Protocol):
     def websocket_counts(self) -> dict[str, int]: ...
 
 
-def call_outcome(outcome: Outcome) -> str:
-    if outcome.error is not None:
-        return ERROR
-    return LOCAL if outcome.attempts == 0 else UPSTREAM
-
-
-class GatewayMetrics:
-    """One gateway's metrics: per-call counts recorded by the server, state read at scrape."""
+class GatewayMetrics(CallRecorder):
+    """One gateway's metrics: per-call counts recorded on the call path (`call_metrics`),
+    state read at scrape."""
 
     def __init__(self, gateway: Served) -> None:
+        super().__init__()
         self._gateway = gateway
-        # (chain, method as sent, outcome) -> series; a method outside the table is looked
-        # up folded each time instead of being remembered, so this dict stays bounded too.
-        self._calls: dict[tuple[str, str, str], _Latencies] = {}
-        self._attempts: dict[tuple[str, str, str], _Latencies] = {}
-        self.in_flight: collections.Counter[str] = collections.Counter()  # chain -> calls
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
-
-    # -- the call path --
-
-    def call_answered_locally(self, chain: str, method: str, seconds: float) -> None:
-        """The cache-hit path: one dict get and two increments."""
-        series = self._calls.get((chain, method, LOCAL))
-        if series is None:
-            series = self._series(chain, method, LOCAL)
-        series.counts[bisect_left(LATENCY_BUCKETS_S, seconds)] += 1
-        series.total_s += seconds
-
-    def call_answered(
-        self, chain: str, method: str | None, outcome: Outcome, seconds: float
-    ) -> None:
-        """A call answered (`method` None: a request object that was not a valid call), and
-        the upstream attempts it made."""
-        label = call_outcome(outcome)
-        series = self._calls.get((chain, method or OTHER_METHOD, label))
-        if series is None:
-            series = self._series(chain, method or OTHER_METHOD, label)
-        series.observe(seconds)
-        if outcome.attempt_log and not outcome.attempts_counted:
-            outcome.attempts_counted = True  # coalesced callers share this Outcome
-            for attempt in outcome.attempt_log:
-                key = (chain, attempt.upstream, attempt.error_class or NO_ERROR)
-                found = self._attempts.get(key)
-                if found is None:
-                    found = self._attempts[key] = _Latencies()
-                found.observe(attempt.latency_s)
-
-    def _series(self, chain: str, method: str, outcome: str) -> _Latencies:
-        folded = method if method in METHODS else OTHER_METHOD
-        key = (chain, folded, outcome)
-        series = self._calls.get(key)
-        if series is None:
-            series = self._calls[key] = _Latencies()
-        return series
 
     # -- the scrape --
 
@@ -202,7 +104,7 @@ class GatewayMetrics:
         for (chain, method, outcome), series in sorted(self._calls.items()):
             labels = [MASKER.mask(chain), method, outcome]
             requests.add_metric(labels, sum(series.counts))
-            durations.add_metric(labels, series.cumulative(), series.total_s)
+            durations.add_metric(labels, _cumulative(series), series.total_s)
         attempts = CounterMetricFamily(
             "rpcgate_upstream_attempts_total",
             "Attempts of client calls on upstreams, by the class of their failure "
@@ -217,7 +119,7 @@ class GatewayMetrics:
         for (chain, upstream, error_class), series in sorted(self._attempts.items()):
             labels = [MASKER.mask(chain), MASKER.mask(upstream), str(error_class)]
             attempts.add_metric(labels, sum(series.counts))
-            attempt_durations.add_metric(labels, series.cumulative(), series.total_s)
+            attempt_durations.add_metric(labels, _cumulative(series), series.total_s)
         in_flight = GaugeMetricFamily(
             "rpcgate_requests_in_flight",
             "JSON-RPC calls waiting for an answer (from an upstream, Redis or a held head)",
@@ -264,6 +166,14 @@ class GatewayMetrics:
             value=counts["websocket_subscriptions"],
         )
         yield from (refused, denied, shared, connections, subscriptions)
+
+
+def _cumulative(series: Latencies) -> list[tuple[str, float]]:
+    running, buckets = 0, []
+    for label, count in zip(_BUCKET_LABELS, series.counts, strict=True):
+        running += count
+        buckets.append((label, float(running)))
+    return buckets
 
 
 def _counter(name: str, documentation: str, labels: list[str]) -> CounterMetricFamily:

@@ -9,7 +9,8 @@ from __future__ import annotations
 import dataclasses
 import time
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,3 +60,18 @@ class CallContext:
 # The call being served where a call is made on its behalf (the verifier's anchors): so
 # that it shares that call's deadline without a context threaded through the verifier.
 CURRENT_CALL: ContextVar[CallContext | None] = ContextVar("rpcgate_call", default=None)
+
+
+@dataclass(slots=True)
+class ClientBatch:
+    """The calls of one client batch, answered together."""
+
+    # What its calls, made at one moment, may work out once for all (failover: the
+    # upstreams that may serve a block, with their scores).
+    shared: dict[Any, Any] = field(default_factory=dict)
+
+
+# Set (by answers.py) while the items of one client batch are answered. Tasks copy the
+# context they are made in, so every attempt and hedge of those items sees it, and nothing
+# else does: single calls and head polls go out alone, without waiting a loop turn.
+CLIENT_BATCH: ContextVar[ClientBatch | None] = ContextVar("rpcgate_client_batch", default=None)

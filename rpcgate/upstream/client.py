@@ -15,17 +15,14 @@ import asyncio
 import contextvars
 import email.utils
 import itertools
-import socket
-import ssl
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
-
-import aiohttp
 
 from rpcgate.config.settings import DEFAULT_MAX_BATCH, UpstreamConfig
 from rpcgate.consensus.health import UpstreamHealth
+from rpcgate.rpc.context import CLIENT_BATCH
 from rpcgate.rpc.errors import UpstreamFailure
 from rpcgate.rpc.jsonrpc import dumps, loads
 from rpcgate.rpc.masking import MASKER, mask_url
@@ -34,28 +31,10 @@ from rpcgate.upstream.http_client import (
     ProtocolError,
     TooLarge,
     UpstreamHttp,
-    connect_error_words,
 )
 
 USER_AGENT = "rpcgate/0.1"
 _BODY_PREFIX = 200  # bytes of a non-JSON body kept for classification and logs
-
-
-@dataclass(slots=True)
-class ClientBatch:
-    """The calls of one client batch, answered together."""
-
-    # What its calls, made at one moment, may work out once for all (failover: the
-    # upstreams that may serve a block, with their scores).
-    shared: dict[Any, Any] = field(default_factory=dict)
-
-
-# Set (by answers.py) while the items of one client batch are answered. Tasks copy the
-# context they are made in, so every attempt and hedge of those items sees it, and nothing
-# else does: single calls and head polls go out alone, without waiting a loop turn.
-CLIENT_BATCH: contextvars.ContextVar[ClientBatch | None] = contextvars.ContextVar(
-    "rpcgate_client_batch", default=None
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -430,20 +409,3 @@ def _cancel_when_abandoned(task: asyncio.Task[None], group: list[_Queued]) -> No
 
     for queued in group:
         queued.reply.add_done_callback(one_less)
-
-
-def connect_failure(exc: aiohttp.ClientConnectorError) -> str:
-    """What went wrong before any HTTP (aiohttp's view of it: the upstream WebSockets)."""
-    error: BaseException | None = exc.os_error
-    if isinstance(exc, aiohttp.ClientConnectorDNSError):
-        error = socket.gaierror()
-    elif isinstance(exc, aiohttp.ClientConnectorCertificateError):
-        certificate_error = exc.certificate_error
-        error = (
-            certificate_error
-            if isinstance(certificate_error, ssl.SSLCertVerificationError)
-            else ssl.SSLError()
-        )
-    elif isinstance(exc, aiohttp.ClientConnectorSSLError | aiohttp.ClientSSLError):
-        error = ssl.SSLError()
-    return connect_error_words(error, MASKER.mask(exc.host), exc.port)

@@ -19,6 +19,8 @@ import asyncio
 import contextlib
 import random
 import re
+import socket
+import ssl
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -35,7 +37,8 @@ from rpcgate.rpc.background import Background
 from rpcgate.rpc.errors import Classification, UpstreamFailure, classify
 from rpcgate.rpc.jsonrpc import dumps, loads
 from rpcgate.rpc.masking import MASKER, mask_url
-from rpcgate.upstream.client import USER_AGENT, answer_problem, connect_failure, parse_retry_after
+from rpcgate.upstream.client import USER_AGENT, answer_problem, parse_retry_after
+from rpcgate.upstream.http_client import connect_error_words
 
 log = structlog.get_logger("rpcgate.upstream_ws")
 
@@ -401,3 +404,20 @@ class UpstreamSocket:
                 retrying="with backoff, logged again when it is back",
             )
         self._outage_failures += 1
+
+
+def connect_failure(exc: aiohttp.ClientConnectorError) -> str:
+    """What went wrong before any HTTP (aiohttp's view of it: the upstream WebSockets)."""
+    error: BaseException | None = exc.os_error
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        error = socket.gaierror()
+    elif isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        certificate_error = exc.certificate_error
+        error = (
+            certificate_error
+            if isinstance(certificate_error, ssl.SSLCertVerificationError)
+            else ssl.SSLError()
+        )
+    elif isinstance(exc, aiohttp.ClientConnectorSSLError | aiohttp.ClientSSLError):
+        error = ssl.SSLError()
+    return connect_error_words(error, MASKER.mask(exc.host), exc.port)

@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 
-from rpcgate.chain.failover import Attempt, Outcome
 from rpcgate.chain.getlogs import (
     BlockRange,
     log_range,
@@ -16,7 +15,9 @@ from rpcgate.chain.getlogs import (
     refused_as_too_large,
     suggested_range,
 )
+from rpcgate.chain.outcome import Outcome
 from rpcgate.rpc.errors import ErrorClass
+from rpcgate.upstream.attempt import Attempt
 from tests.conftest import GatewayFactory, ProxiedClusterFactory, RunningGateway
 from tests.harness.anvil import DEV_ADDRESSES, DEV_KEYS, AnvilCluster, sign_transaction
 from tests.harness.contract import INIT_CODE, create_address

@@ -20,7 +20,7 @@ import rlp
 from eth_account import Account
 from eth_account.typed_transactions.base import TRUSTED_SETUP
 
-from rpcgate.chain.broadcast import transaction_hash
+from rpcgate.rpc.raw_transactions import transaction_hash
 from tests.conftest import GatewayFactory, RunningGateway
 from tests.harness.anvil import DEV_ADDRESSES, DEV_KEYS, AnvilNode
 

@@ -18,7 +18,7 @@ from prometheus_client.samples import Sample
 from rpcgate import __version__
 from rpcgate.consensus.heads import State
 from rpcgate.edge.http_server import Gateway
-from rpcgate.ops.metrics import OTHER_METHOD
+from rpcgate.ops.call_metrics import OTHER_METHOD
 from rpcgate.rpc.methods import METHODS
 from tests.conftest import GatewayFactory, ProxiedClusterFactory, RunningGateway, gateway_config
 from tests.harness.anvil import DEV_ADDRESSES

@@ -1,0 +1,114 @@
+"""Per-call numbers, recorded on the call path: dependency-free and cheap.
+
+The server hands each answered call to the recorder (its chain, method, `Outcome` and
+seconds). Recording one is a dict get and two increments of plain numbers: no lock (the
+event loop is the only writer, and a scrape runs on it too) and no label lookup (each
+(chain, method, outcome) series is resolved once). The upstream attempts a call made ride on
+its `Outcome`. `metrics` turns these numbers into Prometheus' exposition at scrape time; no
+label grows without bound (a method outside `methods.METHODS` is `other`, an attempt's class
+an `ErrorClass` or `none`, an outcome one of `OUTCOMES`).
+"""
+
+from __future__ import annotations
+
+import collections
+from bisect import bisect_left
+
+from rpcgate.chain.outcome import Outcome
+from rpcgate.rpc.methods import METHODS
+
+# The outcome of a client call: the closed set of the `outcome` label.
+LOCAL = "local"  # answered from what the gateway holds: a cache hit, the consensus head
+UPSTREAM = "upstream"  # a result an upstream gave (or another caller's, coalesced)
+ERROR = "error"  # a JSON-RPC error answer, whoever gave it
+OUTCOMES = (LOCAL, UPSTREAM, ERROR)
+OTHER_METHOD = "other"  # a method outside the method table; a request that is not a call
+NO_ERROR = "none"  # the error class of an attempt the upstream answered
+
+# Seconds, from a cache hit (tens of microseconds) to the default deadline (30 s).
+LATENCY_BUCKETS_S = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+)
+
+
+class Latencies:
+    """One histogram series: counts per bucket (not cumulative; a scrape adds them up), the
+    last bucket for what is beyond every bound."""
+
+    __slots__ = ("counts", "total_s")
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(LATENCY_BUCKETS_S) + 1)
+        self.total_s = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect_left(LATENCY_BUCKETS_S, seconds)] += 1
+        self.total_s += seconds
+
+
+def call_outcome(outcome: Outcome) -> str:
+    if outcome.error is not None:
+        return ERROR
+    return LOCAL if outcome.attempts == 0 else UPSTREAM
+
+
+class CallRecorder:
+    """Per-call counts of one gateway, recorded by the edge as calls are answered."""
+
+    def __init__(self) -> None:
+        # (chain, method as sent, outcome) -> series; a method outside the table is looked
+        # up folded each time instead of being remembered, so this dict stays bounded too.
+        self._calls: dict[tuple[str, str, str], Latencies] = {}
+        self._attempts: dict[tuple[str, str, str], Latencies] = {}
+        self.in_flight: collections.Counter[str] = collections.Counter()  # chain -> calls
+
+    def call_answered_locally(self, chain: str, method: str, seconds: float) -> None:
+        """The cache-hit path: one dict get and two increments."""
+        series = self._calls.get((chain, method, LOCAL))
+        if series is None:
+            series = self._series(chain, method, LOCAL)
+        series.counts[bisect_left(LATENCY_BUCKETS_S, seconds)] += 1
+        series.total_s += seconds
+
+    def call_answered(
+        self, chain: str, method: str | None, outcome: Outcome, seconds: float
+    ) -> None:
+        """A call answered (`method` None: a request object that was not a valid call), and
+        the upstream attempts it made."""
+        label = call_outcome(outcome)
+        series = self._calls.get((chain, method or OTHER_METHOD, label))
+        if series is None:
+            series = self._series(chain, method or OTHER_METHOD, label)
+        series.observe(seconds)
+        if outcome.attempt_log and not outcome.attempts_counted:
+            outcome.attempts_counted = True  # coalesced callers share this Outcome
+            for attempt in outcome.attempt_log:
+                key = (chain, attempt.upstream, attempt.error_class or NO_ERROR)
+                found = self._attempts.get(key)
+                if found is None:
+                    found = self._attempts[key] = Latencies()
+                found.observe(attempt.latency_s)
+
+    def _series(self, chain: str, method: str, outcome: str) -> Latencies:
+        folded = method if method in METHODS else OTHER_METHOD
+        key = (chain, folded, outcome)
+        series = self._calls.get(key)
+        if series is None:
+            series = self._calls[key] = Latencies()
+        return series
