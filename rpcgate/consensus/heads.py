@@ -252,9 +252,7 @@ class Consensus:
     genesis: str | None = None
 
 
-def _majority_hash(
-    voters: Sequence[UpstreamView], number: int, total: float
-) -> tuple[str | None, float, float]:
+def _majority_hash(voters: Sequence[UpstreamView], number: int) -> tuple[str | None, float, float]:
     """The hash with the most weight at a height, its weight, and the weight not known."""
     weights: dict[str, float] = {}
     unknown = 0.0
@@ -278,7 +276,7 @@ def canonical_hash(views: Iterable[UpstreamView], number: int) -> str | None:
     """The hash a weighted majority of voters has at a height, if there is one."""
     voters = [v for v in views if v.votes]
     total = sum(v.weight for v in voters)
-    block_hash, weight, _ = _majority_hash(voters, number, total)
+    block_hash, weight, _ = _majority_hash(voters, number)
     return block_hash if weight > total / 2 else None
 
 
@@ -318,7 +316,7 @@ def compute_consensus(views: Sequence[UpstreamView], previous: Consensus) -> Con
     needs: list[tuple[str, int]] = []
     winner: Block | None = None
     for number in heights:
-        block_hash, weight, unknown = _majority_hash(voters, number, total)
+        block_hash, weight, unknown = _majority_hash(voters, number)
         if block_hash is not None and weight > total / 2:
             winner = _block_at(voters, number, block_hash)
             break
@@ -399,7 +397,7 @@ def _never_backwards(
 ) -> Block:
     if previous is None or winner.number >= previous.number:
         return winner
-    majority_hash, weight, _ = _majority_hash(voters, previous.number, total)
+    majority_hash, weight, _ = _majority_hash(voters, previous.number)
     if majority_hash is not None and majority_hash != previous.hash and weight > total / 2:
         return winner  # a real reorg: the majority has replaced the previous head block
     if any(v.hash_at(previous.number) == previous.hash for v in voters):

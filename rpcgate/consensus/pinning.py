@@ -71,9 +71,10 @@ def _pin_log_filter(criteria: dict[str, Any], tags: Tags) -> PinnedCall:
     pinned = dict(criteria)
     from_block, _, _ = _resolve(criteria.get("fromBlock", "latest"), tags)
     to_block, to_number, tag = _resolve(criteria.get("toBlock", "latest"), tags)
-    if "fromBlock" in criteria or from_block != "latest":
+    # A bound left out is "latest": written in once pinned, left out while nothing is.
+    if from_block != "latest":
         pinned["fromBlock"] = from_block
-    if "toBlock" in criteria or to_block != "latest":
+    if to_block != "latest":
         pinned["toBlock"] = to_block
     return PinnedCall(pinned, to_number, tag)
 

@@ -7,6 +7,7 @@ from collections.abc import Callable
 import pytest
 
 from rpcgate.consensus.heads import (
+    HASH_HISTORY,
     HEIGHT_WINDOW,
     UNEVEN_MEMORY_POLLS,
     Block,
@@ -16,6 +17,7 @@ from rpcgate.consensus.heads import (
     UpstreamView,
     agreed_height,
     agreement_lookups,
+    canonical_hash,
     canonical_hashes,
     compute_consensus,
     observe_height,
@@ -337,8 +339,10 @@ def test_an_uneven_upstream_votes_the_lowest_height_of_its_last_polls_only() -> 
 def test_an_upstream_forgets_it_was_uneven_after_enough_polls() -> None:
     lb = view("lb", 20)
     record_uneven(lb, 19)
-    for _ in range(UNEVEN_MEMORY_POLLS):
+    for _ in range(UNEVEN_MEMORY_POLLS - 1):
         observe_height(lb, 20)
+    assert lb.uneven  # not one poll early
+    observe_height(lb, 20)
     assert not lb.uneven and lb.consistent_height == 20
 
 
@@ -367,7 +371,8 @@ def test_a_node_that_went_back_forgets_every_hash_above_where_it_is() -> None:
     assert v.head is not None and v.head.number == 20
     assert v.hash_at(21) is None and v.hash_at(22) is None
     assert v.hash_at(19) == h("a", 19)  # below it, still its chain
-    assert v.consistent_height == 20
+    assert v.hash_at(15) == h("a", 15)
+    assert v.consistent_height == 20 and v.seen == [20]
 
 
 def test_a_node_that_went_back_to_another_block_forgets_everything() -> None:
@@ -445,3 +450,332 @@ def test_the_head_stays_where_a_majority_holds_it_while_its_holders_split_above_
     record_head(views[1], Block(101, h("y", 101), h("a", 100)))
     second = compute_consensus(views, first)
     assert second.head == first.head
+
+
+# --- each rule's edge, as found by mutation testing (scripts/mutation, docs/mutation.md) --
+
+
+def test_safe_and_finalized_need_more_than_half_of_the_weight() -> None:
+    views = [view("a", 100, safe=90), view("b", 100, safe=80)]
+    assert compute_consensus(views, Consensus()).safe == Tagged(80, h("a", 80))
+
+
+def test_the_safe_hash_is_the_one_most_of_the_weight_reports_there() -> None:
+    views = [view("odd", 100), view("b", 100, safe=80), view("c", 100, safe=80)]
+    views[0].safe = Tagged(80, h("z", 80))  # listed first, and the larger string
+    assert compute_consensus(views, Consensus()).safe == Tagged(80, h("a", 80))
+
+
+def test_a_tag_above_a_head_that_went_back_is_capped_at_the_head() -> None:
+    v = view("a", 22, history=10, safe=21)
+    first = compute_consensus([v], Consensus())
+    rewind(v, Block(20, h("a", 20), h("a", 19)))  # its safe block is not polled again yet
+    second = compute_consensus([v], first)
+    assert second.safe == Tagged(20, "")  # nobody reported a safe block at 20: hash unknown
+
+
+def test_safe_and_finalized_do_not_go_back_while_the_head_is_at_or_above_them() -> None:
+    views = [view("a", 100, safe=100), view("b", 100, safe=100)]
+    for v in views:
+        v.finalized = Tagged(100, h("a", 100))
+    first = compute_consensus(views, Consensus())
+    for v in views:
+        v.safe = v.finalized = Tagged(90, h("a", 90))
+    again = compute_consensus(views, first)
+    assert (again.safe, again.finalized) == (first.safe, first.finalized)
+
+
+def test_a_safe_block_replaced_at_its_height_is_followed() -> None:
+    views = [view("a", 100, safe=90), view("b", 100, safe=90)]
+    first = compute_consensus(views, Consensus())
+    for v in views:
+        v.safe = Tagged(90, h("r", 90))
+    assert compute_consensus(views, first).safe == Tagged(90, h("r", 90))
+
+
+def test_a_majority_that_replaced_the_head_block_moves_the_head_back_past_a_minority() -> None:
+    """Three of five replaced block 100 (from 99) and then split above it; one still holds
+    the old 100 and one lags at 90. The walk down from the heads finds agreement only at
+    90. A majority has another block at 100: a real reorg, so the head goes back, though
+    one voter still holds the old block."""
+    split = []
+    for name in ("x", "y", "z"):
+        v = view(name, 100, "r", history=20, fork_from=99)
+        record_head(v, Block(101, h(name, 101), h("r", 100)))
+        split.append(v)
+    views = [*split, view("d", 101, history=20), view("c", 90, history=20)]
+    previous = Consensus(Block(100, h("a", 100), h("a", 99)))
+    head = compute_consensus(views, previous).head
+    assert head is not None and head.number == 90
+
+
+def test_a_head_below_every_voter_names_its_parent() -> None:
+    a, b = view("a", 100), view("b", 100)
+    record_head(a, Block(100, h("f", 100), h("a", 99)))
+    record_head(a, Block(101, h("f", 101), h("f", 100)))
+    record_hash(a, 97, h("a", 97))  # a look-up of a's: it knows 97, not 98
+    # The walk goes below the heads (100 and 101 are disputed) to the highest shared block,
+    # whose parent is taken from a voter that knows it.
+    assert compute_consensus([a, b], Consensus()).head == Block(99, h("a", 99), h("a", 98))
+
+
+def test_the_walk_below_the_heads_goes_block_by_block() -> None:
+    views = [view("a", 101, "f", fork_from=99), view("b", 100)]
+    head = compute_consensus(views, Consensus()).head
+    assert head is not None and head.number == 98  # 99 and up are disputed
+
+
+def test_a_head_whose_parent_nobody_fetched_has_an_empty_parent() -> None:
+    a, b = view("a", 100), view("b", 100, history=0)
+    record_head(a, Block(100, h("f", 100), h("a", 99)))
+    assert compute_consensus([a, b], Consensus()).head == Block(99, h("a", 99), "")
+
+
+def test_two_upstreams_that_share_only_the_genesis_block_agree_on_it() -> None:
+    views = [view("a", 5, "x", history=5, fork_from=1), view("b", 5, history=5)]
+    assert compute_consensus(views, Consensus()).head == Block(0, h("a", 0), "")
+
+
+def _decided_once() -> tuple[UpstreamView, Consensus]:
+    v = view("a", 10, safe=8)
+    v.finalized = Tagged(6, h("a", 6))
+    v.genesis = "0xgenesis"
+    first = compute_consensus([v], Consensus())
+    assert first.safe and first.finalized and first.genesis
+    return v, first
+
+
+def test_with_nobody_voting_the_last_decision_stands_whole() -> None:
+    v, first = _decided_once()
+    v.poll_failures = 3
+    kept = compute_consensus([v], first)
+    assert kept == Consensus(first.head, first.safe, first.finalized, (), (), first.genesis)
+
+
+def test_with_no_block_agreed_the_last_decision_stands_and_the_hashes_it_needs_are_asked() -> None:
+    _, first = _decided_once()
+    # Different chains wherever both are known (heights 98 to 100), unknown below.
+    views = [view("a", 100, "x", history=1, fork_from=0), view("b", 100, history=1)]
+    kept = compute_consensus(views, first)
+    assert (kept.head, kept.safe, kept.finalized, kept.voters, kept.genesis) == (
+        first.head,
+        first.safe,
+        first.finalized,
+        (),
+        first.genesis,
+    )
+    assert kept.needs[:2] == (("a", 97), ("b", 97))
+
+
+def test_an_undecided_height_asks_the_voters_whose_hash_there_is_unknown() -> None:
+    a, c = view("a", 100), view("c", 100, "f", fork_from=100)
+    b = view("b", 105, history=1)
+    record_uneven(b, 100)  # it votes 100, where its hash is unknown: it could tip 100
+    consensus = compute_consensus([a, b, c], Consensus())
+    assert consensus.head == Block(99, h("a", 99), h("a", 98))
+    assert consensus.needs == (("b", 100), ("b", 99))
+
+
+def test_a_height_where_the_unknown_could_make_only_half_is_not_undecided() -> None:
+    a, c, d = view("a", 110, history=12), view("c", 100), view("d", 100)
+    b = view("b", 112, history=0)
+    record_uneven(b, 110)
+    consensus = compute_consensus([a, b, c, d], Consensus())
+    assert consensus.head == c.head
+    assert consensus.needs == (("b", 100),)  # only whether b is ahead on the same chain
+
+
+def test_a_height_only_half_could_tip_where_no_hash_is_known_is_not_undecided() -> None:
+    a, b = view("a", 112, history=0), view("b", 112, history=0)
+    record_uneven(a, 110)
+    record_uneven(b, 110)  # both vote 110, where neither hash is known
+    c, d, e = view("c", 100), view("d", 100), view("e", 100)
+    consensus = compute_consensus([a, b, c, d, e], Consensus())
+    assert consensus.head == c.head
+    assert consensus.needs == (("a", 100), ("b", 100))
+
+
+def test_the_canonical_hash_needs_more_than_half_of_the_voters() -> None:
+    lagging_first = [view("low", 90), view("a", 100), view("b", 100)]
+    assert canonical_hash(lagging_first, 100) == h("a", 100)
+    tied = [view("a", 100), view("x", 100, "x", fork_from=100)]
+    assert canonical_hash(tied, 100) is None
+
+
+def test_below_a_kept_head_the_canonical_chain_is_what_the_majority_has() -> None:
+    a, b = view("a", 100, history=10, weight=3), view("b", 100, history=1)
+    c, d = view("c", 98, history=10), view("d", 98, history=10)
+    first = compute_consensus([a, b, c, d], Consensus())
+    assert first.head is not None and first.head.number == 100
+    a.poll_failures = 1  # b alone holds 100 now, and never fetched block 95
+    kept = compute_consensus([a, b, c, d], first)
+    assert kept.head == first.head
+    assert canonical_hashes([a, b, c, d], kept)[95] == h("a", 95)
+
+
+def test_agreement_stops_below_a_known_difference_even_where_a_stale_hash_agrees() -> None:
+    v = view("c", 100)
+    v.hashes[99] = h("x", 99)
+    canonical = {n: h("a", n) for n in (98, 99, 100)}
+    assert agreed_height(v, canonical) == 98
+
+
+def test_an_upstream_keeps_the_hashes_of_its_last_blocks_only() -> None:
+    v = view("a", 300, history=300)
+    assert sorted(v.hashes) == list(range(300 - HASH_HISTORY + 1, 301))
+
+
+def test_a_new_block_at_the_same_height_is_a_reorganisation_and_the_same_one_is_not() -> None:
+    v = view("a", 10)
+    assert record_head(v, Block(10, h("a", 10), h("a", 9))) is False  # polled again
+    assert v.hash_at(8) == h("a", 8)
+    assert record_head(v, Block(10, h("b", 10), h("a", 9))) is True
+    assert v.hash_at(8) is None
+
+
+def test_a_shared_head_at_or_below_ours_changes_nothing() -> None:
+    views = [view("a", 12, history=10), view("b", 12, history=10)]
+    consensus = compute_consensus(views, Consensus())
+    assert raised_to_shared(consensus, views, None) is consensus
+    assert raised_to_shared(consensus, views, consensus.head) is consensus
+    lower = Block(11, h("a", 11), h("a", 10))
+    assert raised_to_shared(consensus, views, lower) is consensus
+
+
+def test_a_shared_head_is_voted_by_those_that_hold_it() -> None:
+    views = [view("a", 12, history=10), view("b", 11, history=10)]
+    consensus = compute_consensus(views, Consensus())
+    assert consensus.voters == ("a", "b")
+    theirs = views[0].head
+    assert raised_to_shared(consensus, views, theirs).voters == ("a",)
+
+
+def test_an_upstream_whose_genesis_is_not_known_yet_is_not_on_another_chain() -> None:
+    views = [view("a", 10), view("b", 10)]
+    views[0].genesis = "0xgenesis-a"
+    consensus = compute_consensus(views, Consensus())
+    assert consensus.genesis == "0xgenesis-a"
+    canonical = canonical_hashes(views, consensus)
+    assert upstream_state(views[1], consensus, canonical, 1, 3)[0] is State.OK
+
+
+LONG = "canonical-chain-"  # labels long enough for the 10-character hash prefixes
+
+
+@pytest.mark.parametrize(
+    ("setup", "reason"),
+    [
+        (lambda v: setattr(v, "chain_id_ok", None), "chain id not verified yet"),
+        (lambda v: setattr(v, "head", None), "no head yet"),
+        (lambda v: setattr(v, "syncing", True), "eth_syncing reports it is syncing"),
+        (
+            lambda v: record_head(v, Block(12, h(LONG, 12), h(LONG, 11))),
+            "2 blocks ahead of the consensus head",
+        ),
+        (
+            lambda v: record_uneven(v, 8),
+            "2 blocks behind the consensus head (replicas behind it are at 8 to 10)",
+        ),
+        (
+            lambda v: setattr(v, "genesis", "0x" + "b" * 64),
+            "genesis 0xbbbbbbbb…, the consensus chain's is 0xaaaaaaaa…",
+        ),
+        (
+            lambda v: v.hashes.update({10: h("forked-chain-", 10)}),
+            "its block 10 is 0xforked-c…, the consensus has 0xcanonica…",
+        ),
+    ],
+)
+def test_each_state_says_why_in_words(setup: Callable[[UpstreamView], object], reason: str) -> None:
+    views = [view("a", 10, LONG), view("b", 10, LONG), view("c", 10, LONG)]
+    for v in views:
+        v.genesis = "0x" + "a" * 64
+    consensus = compute_consensus(views, Consensus())
+    setup(views[2])
+    assert upstream_state(views[2], consensus, canonical_hashes(views, consensus), 1, 3)[1] == (
+        reason
+    )
+
+
+def test_no_consensus_yet_is_said_so() -> None:
+    assert upstream_state(view("a", 10), Consensus(), {}, 1, 3)[:2] == (
+        State.OK,
+        "no consensus yet",
+    )
+
+
+@pytest.mark.parametrize(
+    "shown",
+    [
+        {"number": 5, "hash": "0x01", "parentHash": "0x00"},
+        {"number": "0x5", "hash": None, "parentHash": "0x00"},
+        {"number": "0x5", "hash": "0x01", "parentHash": None},
+    ],
+)
+def test_a_block_with_a_field_of_the_wrong_type_is_no_block(shown: dict[str, object]) -> None:
+    assert Block.from_json(shown) is None
+
+
+@pytest.mark.parametrize(("head", "probe"), [(20, 9), (21, 10)])
+def test_the_search_for_a_fork_s_ancestor_starts_halfway_down_to_genesis(
+    head: int, probe: int
+) -> None:
+    """Below a head of 20 (or 21), the fork of c is known to start at or below 19 (20), and
+    nothing below is known to agree: the first probe halves the way down to block 0."""
+    chains = {"a": chain_hash("a", None), "b": chain_hash("a", None), "c": chain_hash("f", 5)}
+    views = [polled(name, [head], chains[name]) for name in chains]
+    consensus = compute_consensus(views, Consensus())
+    canonical = canonical_hashes(views, consensus)
+    assert agreement_lookups(views, consensus, canonical) == [("c", probe), ("a", probe)]
+
+
+def test_a_fork_probe_the_canonical_chain_already_knows_asks_only_the_fork() -> None:
+    chains = {"a": chain_hash("a", None), "b": chain_hash("a", None), "c": chain_hash("f", 295)}
+    views = [
+        polled("a", list(range(45, 301)), chains["a"]),
+        polled("b", list(range(45, 301)), chains["b"]),
+        polled("c", [300], chains["c"]),
+    ]
+    consensus = compute_consensus(views, Consensus())
+    canonical = canonical_hashes(views, consensus)
+    assert agreement_lookups(views, consensus, canonical) == [("c", 235)]
+
+
+def test_a_lagging_upstream_is_compared_where_it_is_by_a_holder_of_the_head() -> None:
+    """c stopped at 40 on a fork; which block 40 is canonical is asked of a holder of the
+    head (not of a voter listed first, nor of those that do not vote), and c itself is not
+    asked for a block it told us. k's fork, whose ancestor is known, needs nothing."""
+    chains = {"a": chain_hash("a", None), "b": chain_hash("a", None), "c": chain_hash("f", 38)}
+    c, k = polled("c", [40], chains["c"]), polled("k", [49, 50], chain_hash("k", 50))
+    down, new = polled("down", [44], chains["c"]), polled("new", [45], chains["c"])
+    down.poll_failures, new.chain_id_ok = 1, None
+    a, b = polled("a", [50], chains["a"]), polled("b", [50], chains["b"])
+    a.weight = b.weight = 2  # k's block 50 does not move the head
+    views = [down, k, c, a, b, new]
+    consensus = compute_consensus(views, Consensus())
+    canonical = canonical_hashes(views, consensus)
+    assert agreement_lookups(views, consensus, canonical) == [("a", 40)]
+    again = [a, b, c, k]  # those that agree listed first: c is still looked at
+    assert agreement_lookups(again, consensus, canonical) == [("a", 40)]
+
+
+def test_with_nobody_voting_no_agreement_is_looked_up() -> None:
+    v, first = _decided_once()
+    v.poll_failures = 3
+    kept = compute_consensus([v], first)
+    assert agreement_lookups([v], kept, canonical_hashes([v], kept)) == []
+
+
+@pytest.mark.parametrize("differs", [300, 372])
+def test_a_fork_found_deeper_than_the_search_is_not_searched_even_with_an_old_agreement(
+    differs: int,
+) -> None:
+    """500 is the head, so the search goes down to 372. c agreed at 100 long ago and is
+    known to differ at `differs`, at or below 372: its ancestor is not looked for."""
+    chains = {"a": chain_hash("a", None), "b": chain_hash("a", None), "c": chain_hash("f", 101)}
+    views = [polled(name, [500], chains[name]) for name in chains]
+    record_hash(views[2], 100, h("a", 100))
+    record_hash(views[2], differs, chains["c"](differs))
+    consensus = compute_consensus(views, Consensus())
+    canonical = {**canonical_hashes(views, consensus), 100: h("a", 100), differs: h("a", differs)}
+    assert agreement_lookups(views, consensus, canonical) == []

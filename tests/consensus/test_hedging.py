@@ -51,6 +51,13 @@ def test_hedges_never_exceed_the_budget(ratio: float) -> None:
 
 
 @pytest.mark.unit
+def test_a_hedge_is_given_for_a_whole_token_and_every_refusal_is_counted() -> None:
+    budget = HedgeBudget(0.0, tokens=1.0)
+    assert [budget.spend() for _ in range(3)] == [True, False, False]
+    assert (budget.sent, budget.refused, budget.tokens) == (1, 2, 0.0)
+
+
+@pytest.mark.unit
 def test_score_prefers_fast_healthy_idle_heavy_upstreams() -> None:
     base = score(0.1, 0.0, 0, 1.0).value
     assert score(0.2, 0.0, 0, 1.0).value > base  # slower

@@ -59,6 +59,13 @@ CASES = [
         5,
     ),
     ("eth_getLogs", [{"blockHash": "0xab"}], [{"blockHash": "0xab"}], None),
+    (
+        "eth_getLogs",
+        [{"toBlock": "0x5"}, "extra"],
+        [{"fromBlock": "0x64", "toBlock": "0x5"}, "extra"],
+        5,
+    ),
+    ("eth_getBalance", [ADDR, "0X10"], [ADDR, "0X10"], 16),  # the prefix in capitals
     ("eth_newFilter", [{"fromBlock": "latest"}], [{"fromBlock": "latest"}], None),
     ("eth_getTransactionReceipt", ["0xab"], ["0xab"], None),
     ("eth_sendRawTransaction", ["0x02"], ["0x02"], None),
@@ -109,3 +116,10 @@ def test_the_callers_params_are_not_modified() -> None:
     params = [{"fromBlock": "latest"}]
     pin_call("eth_getLogs", params, TAGS)
     assert params == [{"fromBlock": "latest"}]
+
+
+def test_a_filter_is_passed_on_as_given_while_there_is_no_head_to_pin_it_to() -> None:
+    nothing = Tags(latest=None, safe=None, finalized=None)
+    for criteria in ({"address": ADDR}, {"fromBlock": "latest", "toBlock": "latest"}):
+        pinned = pin_call("eth_getLogs", [criteria], nothing)
+        assert (pinned.params, pinned.block) == ([criteria], None)

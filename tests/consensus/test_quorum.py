@@ -15,6 +15,7 @@ from rpcgate.consensus.quorum import (
     hear,
 )
 from rpcgate.rpc.errors import ErrorClass
+from rpcgate.rpc.jsonrpc import rpc_error
 from tests.chain.test_failover import REVERTER, REVERTING_CODE
 from tests.conftest import GatewayFactory, ProxiedClusterFactory, RunningGateway, gateway_config
 from tests.harness.anvil import DEV_ADDRESSES, AnvilCluster, JsonRpcError, sign_transaction
@@ -84,6 +85,58 @@ def test_agree_needs_the_same_answer_or_the_same_verdict(
         assert [a["upstream"] for a in error["data"]["answers"]] == [s.upstream for s in said]
     if code == 3:
         assert error == said[0].error  # verbatim, message and data included
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("said", "result"),
+    [
+        ([], None),  # nobody said anything
+        ([ok("a", "not a number"), ok("b", None)], None),
+        ([ok("a", "0x9"), ok("b", "0x10")], "0x10"),  # by value, not by spelling
+        ([ok("a", "0x01"), ok("b", "0x1")], "0x01"),  # a tie: the first said
+    ],
+)
+def test_max_compares_quantities(said: list[Said], result: object) -> None:
+    assert decide_max(said) == (result, None)
+
+
+@pytest.mark.unit
+def test_an_error_object_s_data_agrees_whatever_its_key_order() -> None:
+    one = Said("a", error={**REVERT, "data": {"x": 1, "y": 2}}, error_class=ErrorClass.REVERT)
+    two = Said("b", error={**REVERT, "data": {"y": 2, "x": 1}}, error_class=ErrorClass.REVERT)
+    assert decide_agree([one, two], 2, "error") == (None, one.error)
+
+
+@pytest.mark.unit
+def test_verdicts_of_another_class_with_the_same_data_disagree() -> None:
+    refused = {"code": -32000, "message": "nonce too low", "data": REVERT["data"]}
+    txpool = Said("b", error=refused, error_class=ErrorClass.TXPOOL)
+    revert = Said("a", error=REVERT, error_class=ErrorClass.REVERT)
+    _, error = decide_agree([revert, txpool], 2, "error")
+    assert error is not None and error["code"] == UPSTREAMS_DISAGREE
+
+
+@pytest.mark.unit
+def test_a_dispute_and_a_shortfall_say_who_said_what() -> None:
+    said = [ok("a", "0x1"), reverted("b")]
+    _, error = decide_agree(said, 2, "error")
+    assert error == rpc_error(
+        UPSTREAMS_DISAGREE,
+        "quorum: the upstreams disagree (2 different answers from 2)",
+        {
+            "answers": [
+                {"upstream": "a", "result": "0x1"},
+                {"upstream": "b", "error": said[1].error},
+            ]
+        },
+    )
+    _, error = decide_agree(said[:1], 2, "error")
+    assert error == rpc_error(
+        TOO_FEW_ANSWERS,
+        "quorum: 1 of the 2 upstreams needed answered",
+        {"answers": [{"upstream": "a", "result": "0x1"}], "failed": []},
+    )
 
 
 @pytest.mark.unit

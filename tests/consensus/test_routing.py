@@ -4,8 +4,23 @@ from __future__ import annotations
 
 import pytest
 
-from rpcgate.consensus.health import UpstreamHealth, record_failure, record_success
-from rpcgate.consensus.routing import Candidate, attempt_order, next_candidate
+from rpcgate.consensus.heads import State
+from rpcgate.consensus.health import (
+    UpstreamHealth,
+    record_failure,
+    record_latency,
+    record_socket_failure,
+    record_success,
+)
+from rpcgate.consensus.routing import (
+    NEAR_EQUAL_RATIO,
+    NEAR_EQUAL_SLACK_S,
+    Candidate,
+    attempt_order,
+    block_fit,
+    next_candidate,
+    why_unfit,
+)
 from rpcgate.rpc.errors import Classification, ErrorClass
 
 pytestmark = pytest.mark.unit
@@ -115,3 +130,134 @@ def test_latency_average_follows_recent_calls() -> None:
     for _ in range(20):
         record_success(health, 0.1)
     assert health.latency_ewma_s is not None and health.latency_ewma_s < 0.15
+
+
+def test_the_near_equal_best_are_rotated_and_the_slower_follow_fastest_first() -> None:
+    limit = 0.1 * NEAR_EQUAL_RATIO + NEAR_EQUAL_SLACK_S
+    fast, near = (Candidate(n, n, True, score=s) for n, s in (("a", 0.1), ("b", 0.15)))
+    edge = Candidate("c", "c", True, score=limit)  # exactly at the limit: still near
+    slow, slower = Candidate("e", "e", True, score=0.3), Candidate("d", "d", True, score=0.5)
+    order = attempt_order([fast, near, edge, slower, slow], rotation=1)
+    assert names(order) == ["b", "c", "a", "e", "d"]
+
+
+def test_upstreams_the_polls_call_down_come_after_those_cooling_down() -> None:
+    down = Candidate("down", "x", True, last_resort=True)
+    assert names(attempt_order([down, A, D_COOLING], 0)) == ["a", "d", "down"]
+
+
+def test_a_single_upstream_gets_a_second_try() -> None:
+    candidate = next_candidate([A], ["a"], {"aws"})
+    assert candidate is not None and candidate.name == "a"
+
+
+V = State.OK
+
+
+@pytest.mark.parametrize(
+    ("state", "verified", "head", "agreed", "block", "consistent", "fit"),
+    [
+        (V, True, 100, 100, None, 100, True),  # about the head: any in good standing
+        (V, False, 100, 100, None, 100, False),  # chain id not verified
+        (State.WRONG_CHAIN, True, 100, 100, None, 100, False),
+        (State.SYNCING, True, 100, 100, None, 100, False),
+        (State.STARTING, True, 100, 100, None, 100, False),
+        (V, True, 100, 100, 100, 100, True),
+        (V, True, 99, 99, 100, 99, False),  # not there yet
+        (V, True, None, None, 100, None, False),
+        (V, True, 100, 99, 100, 100, False),  # not known to agree that high
+        (V, True, 100, None, 50, 100, False),
+        (State.FORKED, True, 100, 60, 60, 100, True),  # below its fork
+        (State.DOWN, True, 100, 100, 90, 100, None),  # the polls say down: a last resort
+        (V, True, 100, 100, 100, 98, None),  # a replica behind it is lower: asked last
+        (V, True, 100, 100, 98, 98, True),
+    ],
+)
+def test_block_fit(
+    state: State,
+    verified: bool,
+    head: int | None,
+    agreed: int | None,
+    block: int | None,
+    consistent: int | None,
+    fit: bool | None,
+) -> None:
+    assert block_fit(state, verified, head, agreed, block, consistent) is fit
+
+
+@pytest.mark.parametrize(
+    ("state", "verified", "head", "agreed", "block", "why"),
+    [
+        (V, False, 100, 100, 100, "chain id not verified yet"),
+        (State.STARTING, True, 100, 100, 100, "chain id not verified yet"),
+        (State.SYNCING, True, 100, 100, 100, "state syncing"),
+        (State.WRONG_CHAIN, True, 100, 100, 100, "state wrong-chain"),
+        (V, True, None, None, 100, "block 100 not available (its head is None)"),
+        (V, True, 99, 99, 100, "block 100 not available (its head is 99)"),
+        (
+            V,
+            True,
+            100,
+            99,
+            100,
+            "not known to share the canonical chain at block 100 (agreed up to 99)",
+        ),
+    ],
+)
+def test_why_an_upstream_may_not_serve_a_block(
+    state: State, verified: bool, head: int | None, agreed: int | None, block: int, why: str
+) -> None:
+    assert why_unfit(state, verified, head, agreed, block) == why
+
+
+def test_failures_are_counted_and_the_last_one_named() -> None:
+    health = UpstreamHealth()
+    record_failure(health, _failure(ErrorClass.TRANSIENT), now=0.0)
+    record_failure(health, Classification(ErrorClass.RATE_LIMITED, True, 5.0, "HTTP 429"), 0.0)
+    assert (health.failures, health.consecutive_failures) == (2, 2)
+    assert (health.last_error, health.last_error_class) == ("HTTP 429", ErrorClass.RATE_LIMITED)
+    assert health.cooldown_reason == "rate_limited: HTTP 429"
+    record_success(health, 0.1)
+    record_success(health, 0.1)
+    assert health.successes == 2 and health.error_rate == 0.5
+    assert (health.cooldown_until, health.cooldown_reason) == (0.0, "")
+
+
+def test_answers_that_failed_verification_are_counted_apart() -> None:
+    health = UpstreamHealth()
+    for _ in range(2):
+        record_failure(health, _failure(ErrorClass.INTEGRITY, 10.0), now=0.0)
+    record_failure(health, _failure(ErrorClass.TRANSIENT), now=0.0)
+    assert (health.failures, health.integrity_failures) == (3, 2)
+
+
+def test_latency_average_and_spread_give_the_p95() -> None:
+    health = UpstreamHealth()
+    record_latency(health, 1.0)
+    record_latency(health, 2.0)
+    assert health.latency_ewma_s == pytest.approx(1.2)  # 1.0 + 0.2 * (2.0 - 1.0)
+    assert health.latency_dev_s == pytest.approx(0.2)  # 0.2 * |2.0 - 1.0|
+    assert health.latency_p95_s == pytest.approx(1.2 + 2.5 * 0.2)
+    record_latency(health, 1.2)  # right on the average: the spread decays
+    assert health.latency_dev_s == pytest.approx(0.2 + 0.2 * (0.0 - 0.2))
+
+
+def test_a_sender_over_its_rate_limit_never_rests_the_upstream() -> None:
+    health = UpstreamHealth()
+    sender = Classification(ErrorClass.RATE_LIMITED, False, None, "sender is over rate limit")
+    for _ in range(5):
+        record_failure(health, sender, now=0.0)
+    assert health.is_available(0.0)
+
+
+def test_a_socket_that_failed_is_counted_and_only_a_verdict_on_the_account_rests_it() -> None:
+    health = UpstreamHealth()
+    dropped = Classification(ErrorClass.TRANSIENT, True, None, "reset")
+    for _ in range(5):
+        record_socket_failure(health, dropped, now=0.0)
+    assert (health.failures, health.consecutive_failures) == (5, 0)
+    assert (health.last_error, health.last_error_class) == ("reset", ErrorClass.TRANSIENT)
+    assert health.is_available(0.0)  # the HTTP path says for itself how it is
+    limited = Classification(ErrorClass.RATE_LIMITED, True, 5.0, "HTTP 429")
+    record_socket_failure(health, limited, now=0.0)
+    assert health.failures == 6 and not health.is_available(4.9)

@@ -50,3 +50,32 @@ def test_lag_counts_from_the_height_every_replica_has_shown(
     if consistent is not None:
         view.head = Block(consistent, "0x" + "ab" * 32, "0x" + "cd" * 32)
     assert lag_blocks(view, head) == lag
+
+
+def test_the_standing_reads_every_part_of_the_health() -> None:
+    health = UpstreamHealth(successes=3, failures=1, in_flight=4)
+    health.latency_ewma_s, health.latency_dev_s = 0.1, 0.02
+    seen = standing(health, weight=3.0, now=0.0)
+    assert (seen.p95_s, seen.error_rate, seen.in_flight, seen.weight) == (
+        pytest.approx(0.15),
+        0.25,
+        4,
+        3.0,
+    )
+
+
+def test_a_rest_of_under_a_second_still_names_its_reason() -> None:
+    health = UpstreamHealth(cooldown_until=10.5, cooldown_reason="HTTP 429")
+    assert standing(health, weight=1.0, now=10.0).cooldown_reason == "HTTP 429"
+
+
+@pytest.mark.parametrize(
+    ("seconds", "digits", "shown"),
+    [(0.0123456, 1, 12.3), (0.0123456, 3, 12.346), (1 / 3, 0, 333.0), (None, 1, None)],
+)
+def test_milliseconds_are_rounded_to_the_digits_asked(
+    seconds: float | None, digits: int, shown: float | None
+) -> None:
+    assert ms(seconds, digits) == shown
+    if digits == 1:
+        assert ms(seconds) == shown

@@ -8,6 +8,7 @@ import dataclasses
 import io
 import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -129,6 +130,12 @@ def test_a_drill_ends_early_by_its_id_or_its_target(by: str) -> None:
 
 
 @pytest.mark.unit
+@pytest.mark.parametrize("seconds", [1, 86400])
+def test_the_registry_takes_one_second_to_a_day(seconds: float) -> None:
+    assert Drills().start(A, seconds, now=0.0).seconds == seconds
+
+
+@pytest.mark.unit
 @pytest.mark.parametrize("seconds", [0, 0.5, 86400.5, -1])
 def test_the_registry_refuses_durations_out_of_bounds(seconds: float) -> None:
     with pytest.raises(ValueError, match="seconds must be 1 to 86400"):
@@ -183,6 +190,57 @@ def test_each_drill_start_and_end_is_logged_once(log_lines: io.StringIO) -> None
     assert (ended[early.id]["why"], ended[early.id]["target"]) == ("ended early", "upstream a")
     assert ended[replaced.id]["why"] == "replaced"
     assert ended[replaced.id]["target"] == "upstream a on main"
+
+
+@pytest.mark.unit
+def test_a_drill_is_shown_with_its_target_its_times_and_who_started_it() -> None:
+    drills = Drills()
+    drill = drills.start(A, 30, now=100.0, by="ops", reason="game day", wall=86400.0)
+    before = time.time()
+    shown = drill.as_dict(110.12345)
+    after = time.time()
+    ends = shown.pop("ends")
+    assert shown == {
+        "id": drill.id,
+        "upstream": "a",
+        "chain": None,
+        "target": "upstream a",
+        "seconds": 30,
+        "seconds_left": 19.877,
+        "started": "1970-01-02T00:00:00Z",
+        "by": "ops",
+        "reason": "game day",
+    }
+    left = {time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t + 19.87655)) for t in (before, after)}
+    assert ends in left  # to the second, in UTC
+    assert re.fullmatch(r"[0-9a-f]{8}", drill.id)
+    plain = drills.start(AWS, 10, now=100.0)
+    assert (plain.by, plain.reason) == ("", "")
+    assert abs(plain.started_wall - time.time()) < 60  # the wall clock when not given
+
+
+@pytest.mark.unit
+def test_active_drills_come_in_the_order_they_end() -> None:
+    drills = Drills()
+    longer = drills.start(A, 60, now=0.0)
+    shorter = drills.start(AWS, 10, now=5.0)
+    assert drills.active(6.0) == [shorter, longer]
+
+
+@pytest.mark.unit
+def test_a_drill_at_its_end_keeps_nothing_out() -> None:
+    drills = Drills()
+    drills.start(A, 10, now=0.0)
+    assert drills.drill_for("a", "aws", 10.0) is None
+
+
+@pytest.mark.unit
+def test_a_drill_ended_early_logs_how_long_it_ran(log_lines: io.StringIO) -> None:
+    drills = Drills()
+    drill = drills.start(A, 30, now=100.0)
+    drills.end(110.12345, drill_id=drill.id)
+    (ended,) = events(log_lines, "drill_ended")
+    assert (ended["seconds"], ended["ran_s"]) == (30, 10.123)
 
 
 # --- what the admin endpoint accepts (pure) ---------------------------------------------

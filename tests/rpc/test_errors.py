@@ -8,6 +8,8 @@ provider's code or status, the row leaves it out rather than inventing one.
 from __future__ import annotations
 
 import ast
+import dataclasses
+import time
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -724,6 +726,41 @@ def test_infura_402_cools_down_until_next_utc_midnight(now: datetime, expected_s
         assert verdict.cooldown_s == pytest.approx(expected_s)
 
 
+def test_the_next_utc_midnight_is_the_same_whatever_the_machine_s_time_zone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TZ", "Asia/Tokyo")  # UTC+9: local midnight is not UTC midnight
+    time.tzset()
+    try:
+        for now in (NOW, NOW.astimezone(timezone(timedelta(hours=2))), NOW.replace(tzinfo=None)):
+            verdict = classify(F(http_status=402), now_utc=now)
+            assert verdict.cooldown_s == pytest.approx(2.5 * 3600), now
+        now = datetime.now(UTC)  # and the clock's own time, as a call without `now_utc`
+        midnight = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+        cooldown = classify(F(http_status=402)).cooldown_s
+        assert cooldown == pytest.approx((midnight - now).total_seconds(), abs=5)
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
+
+def test_the_wait_until_midnight_counts_the_fraction_of_a_second_too() -> None:
+    now = datetime(2026, 3, 14, 23, 59, 59, 250000, tzinfo=UTC)
+    assert classify(F(http_status=402), now_utc=now).cooldown_s == 0.75
+
+
+def test_a_retry_after_beats_the_quota_default_and_zero_means_no_rest() -> None:
+    monthly = F(http_status=403, rpc_message="Monthly capacity limit exceeded.")
+    assert classify(dataclasses.replace(monthly, retry_after_s=120.0)).cooldown_s == 120.0
+    assert classify(F(http_status=429, retry_after_s=0.0)).cooldown_s == 0.0
+
+
+@pytest.mark.parametrize("seconds", [0, 0.5])
+def test_infura_backoff_seconds_below_one_are_honoured(seconds: float) -> None:
+    failure = F(http_status=429, rpc_data={"rate": {"backoff_seconds": seconds}})
+    assert classify(failure).cooldown_s == seconds
+
+
 def test_alchemy_monthly_cap_cools_down_for_an_hour() -> None:
     failure = F(http_status=403, rpc_code=-32600, rpc_message="Monthly capacity limit exceeded.")
     assert classify(failure).cooldown_s == 3600.0
@@ -750,6 +787,38 @@ def test_reason_names_the_deciding_signal() -> None:
         "message: header not found"
     )
     assert classify(F(rpc_code=-32601)).reason == "code -32601"
+
+
+@pytest.mark.parametrize(
+    ("failure", "reason"),
+    [
+        (F(http_status=413), "HTTP 413"),
+        (F(http_status=402), "HTTP 402"),
+        (F(http_status=401), "HTTP 401"),
+        (F(http_status=403, rpc_message="Monthly capacity limit exceeded."), None),
+        (F(http_status=401, rpc_code=-32601), "HTTP 401, code -32601"),
+        (F(http_status=500), "HTTP 500"),
+        (F(), "no error detail"),
+        (F(rpc_code=-38011, rpc_message="nonce too low"), "code -38011"),
+        (F(rpc_message="sender is over rate limit"), "sender is over rate limit"),
+        (F(http_status=200, rpc_code=429), "HTTP 429"),  # the body's HTTP-like code
+        (F(rpc_code=429), "HTTP 429"),  # over WebSocket
+        (F(http_status=300, rpc_code=429), "code 429"),  # not a 2xx: the status stands
+        (F(http_status=503, rpc_code=402), "code 402"),
+    ],
+)
+def test_each_reason_in_words(failure: UpstreamFailure, reason: str | None) -> None:
+    expected = reason or "HTTP 403, message: monthly capacity limit"
+    assert classify(failure, now_utc=NOW).reason == expected
+
+
+def test_the_sender_rate_limit_is_known_by_its_code_or_its_words() -> None:
+    for failure in (
+        F(rpc_code=-32017, rpc_message="slow down"),
+        F(rpc_message="sender is over rate limit"),
+    ):
+        verdict = classify(failure)
+        assert (verdict.error_class, verdict.retry_elsewhere) == (C.RATE_LIMITED, False)
 
 
 # --- suggested block range -------------------------------------------------------------
@@ -779,6 +848,7 @@ def test_reason_names_the_deciding_signal() -> None:
             "ranges over 10000 blocks are not supported on freetier", None, id="drpc-no-suggestion"
         ),
         pytest.param("Try with this block range [0x20, 0x10].", None, id="reversed-range"),
+        pytest.param("Try with this block range [0x20, 0x20].", (0x20, 0x20), id="one-block"),
         pytest.param("execution reverted: [0x1, 0x2]", None, id="brackets-without-block-range"),
     ],
 )

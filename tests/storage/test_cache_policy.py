@@ -14,7 +14,9 @@ from rpcgate.storage.cache_policy import (
     ChainView,
     Entry,
     Lifetime,
+    answer_block,
     cache_key,
+    chain_key,
     entry_for,
     is_fresh,
     plan_call,
@@ -93,6 +95,82 @@ def test_keys_are_namespaced_per_chain_and_redis_keys_are_short() -> None:
     long_params = [{"to": ADDR, "data": "0x" + "ab" * 5000}, "0x64"]
     key = redis_key("rpcgate:v1:", cache_key(1, "eth_call", long_params))
     assert key.startswith("rpcgate:v1:1:eth_call:") and len(key) < 80
+
+
+@pytest.mark.parametrize(
+    ("method", "params", "key"),
+    [
+        ("eth_getBalance", ["0XABcd", "0x0010"], '1:["eth_getBalance",["0xabcd","0x10"]]'),
+        (
+            "eth_call",
+            [{"to": "0XAB", "value": "0x01"}, "0x0010"],
+            '1:["eth_call",[{"to":"0xab","value":"0x1"},"0x10"]]',
+        ),
+        ("web3_sha3", ["0xAB", "hello", "ABC"], '1:["web3_sha3",["0xab","hello","ABC"]]'),
+        ("eth_chainId", None, '1:["eth_chainId",[]]'),
+        ("eth_getBalance", ["0xAB"], '1:["eth_getBalance",["0xab"]]'),  # no block given
+    ],
+)
+def test_the_canonical_form_of_a_key(method: str, params: Any, key: str) -> None:
+    assert cache_key(1, method, params) == key
+
+
+def test_plans_carry_the_key_of_the_call_as_pinned() -> None:
+    assert planned("eth_chainId", []).key == '1:["eth_chainId",[]]'
+    receipt_key = '1:["eth_getTransactionReceipt",["0xab"]]'
+    assert planned("eth_getTransactionReceipt", ["0xAB"]).key == receipt_key
+    assert planned("eth_getBalance", [ADDR, "latest"]).key == (
+        f'1:["eth_getBalance",["{ADDR}","0x64"]]'
+    )
+
+
+def test_redis_keys_are_the_chain_the_method_and_a_40_digit_digest() -> None:
+    one = redis_key("p:", cache_key(1, "eth_getBalance", [ADDR, "0x1"]))
+    other = redis_key("p:", cache_key(1, "eth_getBalance", [ADDR, "0x2"]))
+    assert one.startswith("p:1:eth_getBalance:") and one != other
+    assert len(one.rpartition(":")[2]) == 40
+
+
+def test_the_chain_key_is_the_chain_id_and_16_digits_of_its_genesis() -> None:
+    assert chain_key(5, None) == "5"
+    assert chain_key(5, "0x" + "AB" * 32) == "5-abababababababab"
+
+
+def test_an_answer_without_its_block_hash_is_in_no_known_block() -> None:
+    assert answer_block({"blockNumber": "0x5", "hash": "0xtx"}) is None  # a transaction
+    assert answer_block({"blockNumber": "0x5"}) is None
+    assert answer_block({"number": "0x5", "hash": "0xb5"}) == (5, "0xb5")  # a block
+
+
+def test_the_finalized_block_itself_is_final() -> None:
+    assert VIEW.is_final(36) and not VIEW.is_final(37)
+
+
+def test_an_answer_that_only_has_a_number_field_is_not_taken_for_a_block() -> None:
+    stored = entry_for(planned("eth_getBalance", [ADDR, "0x50"]), {"number": "0x50"}, VIEW, 100)
+    assert stored is not None
+
+
+def test_a_block_of_another_height_than_asked_is_not_kept() -> None:
+    plan = planned("eth_getBlockByNumber", ["0x50", False])
+    other = {"number": "0x51", "hash": "0xhash80", "parentHash": "0xhash79"}  # hash of 0x50
+    assert entry_for(plan, other, VIEW, 100) is None
+    unreadable = {"number": "zz", "hash": "0xhash80", "parentHash": "0xhash79"}
+    assert entry_for(plan, unreadable, VIEW, 100) is None
+
+
+def test_each_kind_of_entry_keeps_the_answer_and_what_it_is_checked_against() -> None:
+    final, recent = receipt(20, "0xa"), receipt(90, "0xhash90")
+    cases = [
+        (planned("eth_chainId", []), "0x1", Entry("0x1")),
+        (planned("eth_gasPrice", []), "0x3", Entry("0x3", head_hash="0xhead100")),
+        (planned("eth_getBalance", [ADDR, "latest"]), "0x5", Entry("0x5", 100, "0xhead100")),
+        (planned("eth_getTransactionReceipt", ["0xt"]), final, Entry(final, 20)),
+        (planned("eth_getTransactionReceipt", ["0xt"]), recent, Entry(recent, 90, "0xhash90")),
+    ]
+    for plan, result, entry in cases:
+        stored = entry_for(plan, result, VIEW, TRUSTED)
+        assert stored is not None and stored[0] == entry, plan
 
 
 def test_static_answers_are_kept() -> None:
@@ -206,6 +284,8 @@ def test_receipts_are_long_lived_only_once_their_block_is_final() -> None:
 def test_entries_survive_the_trip_through_bytes() -> None:
     entry = Entry({"a": [1, "0x2"]}, 7, "0xh", None)
     assert Entry.from_bytes(entry.to_bytes()) == entry
+    about_the_head = Entry("0x3", head_hash="0xhead100")
+    assert Entry.from_bytes(about_the_head.to_bytes()) == about_the_head
 
 
 def test_memory_lru_stays_within_its_byte_budget_and_evicts_the_oldest() -> None:
