@@ -12,6 +12,8 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.harness.tools import serve_posts
+
 NOTIFICATION_METHODS = {"update", "notify_hello", "notify_sum", "foobar_notification"}
 CHAIN_ID = 31337
 # Just enough for the gateway's head tracker to verify the chain id and see a head: a
@@ -64,14 +66,7 @@ class SpecServer:
         return web.json_response(payload)
 
     async def start(self) -> SpecServer:
-        app = web.Application()
-        app.router.add_post("/", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = self._runner.addresses[0][:2]
-        self.url = f"http://{host}:{port}"
+        self._runner, self.url = await serve_posts(self._handle)
         return self
 
     async def stop(self) -> None:

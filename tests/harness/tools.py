@@ -5,8 +5,11 @@ from __future__ import annotations
 import os
 import platform
 import socket
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
+
+from aiohttp import web
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ANVIL_VERSION = "1.7.1"
@@ -105,3 +108,18 @@ def status_json(url: str, timeout: float = 10.0) -> dict[str, Any]:
     with urllib.request.urlopen(url + "/status.json", timeout=timeout) as resp:
         status: dict[str, Any] = json.loads(resp.read())
     return status
+
+
+async def serve_posts(
+    handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+) -> tuple[web.AppRunner, str]:
+    """A small aiohttp server on a free loopback port answering `POST /` with `handler` (a
+    test's upstream that records or spoils what it is sent): its runner (`cleanup()` stops
+    it) and its URL."""
+    app = web.Application()
+    app.router.add_post("/", handler)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    host, port = runner.addresses[0][:2]
+    return runner, f"http://{host}:{port}"

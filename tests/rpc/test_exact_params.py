@@ -17,6 +17,7 @@ from tests.conftest import GatewayFactory, RunningGateway
 from tests.harness.anvil import DEV_ADDRESSES
 from tests.harness.fixtures import AnvilClusterFactory
 from tests.harness.loop import BackgroundLoop
+from tests.harness.tools import serve_posts
 
 # Numbers as a client writes them, each of which orjson alone would not send on as written.
 NUMBERS = [
@@ -57,14 +58,7 @@ class CapturingUpstream:
 
     async def start(self) -> CapturingUpstream:
         self._session = aiohttp.ClientSession()
-        app = web.Application()
-        app.router.add_post("/", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = self._runner.addresses[0][:2]
-        self.url = f"http://{host}:{port}"
+        self._runner, self.url = await serve_posts(self._handle)
         return self
 
     async def stop(self) -> None:

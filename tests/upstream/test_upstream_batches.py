@@ -18,6 +18,7 @@ from tests.conftest import GatewayFactory, ProxiedClusterFactory, RunningGateway
 from tests.harness.anvil import AnvilCluster
 from tests.harness.faultproxy import Fault, FaultProxy
 from tests.harness.loop import BackgroundLoop
+from tests.harness.tools import serve_posts
 
 ITEMS = 50
 # Distinct accounts with distinct balances: each answer says which call it belongs to.
@@ -212,14 +213,7 @@ class BatchSpoiler:
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> BatchSpoiler:
-        app = web.Application()
-        app.router.add_post("/", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = self._runner.addresses[0][:2]
-        self.url = f"http://{host}:{port}"
+        self._runner, self.url = await serve_posts(self._handle)
         return self
 
     async def stop(self) -> None:
