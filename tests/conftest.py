@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import signal
 import subprocess
 from collections.abc import Callable, Iterator, Sequence
@@ -17,6 +18,7 @@ from aiohttp import web
 from rpcgate.config.settings import Config, parse_config
 from rpcgate.edge.connections import runner_for
 from rpcgate.edge.http_server import GATEWAY, Gateway, build_app
+from rpcgate.rpc.logs import configure_logging
 from tests.harness.anvil import AnvilCluster, JsonRpcError
 from tests.harness.faultproxy import FaultProxy
 from tests.harness.fixtures import *  # noqa: F403 - the harness fixtures, shared
@@ -277,3 +279,14 @@ def replica_process(tmp_path: Path) -> Iterator[Callable[..., str]]:
             process.wait(10)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+@pytest.fixture
+def log_lines() -> Iterator[io.StringIO]:
+    """The JSON log lines written while the test runs (info and above)."""
+    captured = io.StringIO()
+    configure_logging("info", stream=captured, cache=False)
+    try:
+        yield captured
+    finally:
+        configure_logging("info", cache=False)

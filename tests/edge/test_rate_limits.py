@@ -8,7 +8,6 @@ import io
 import json
 import signal
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import aiohttp
@@ -16,7 +15,6 @@ import pytest
 from multidict import CIMultiDict
 
 from rpcgate.edge.rate_limits import Bucket, Rate, retry_after_header, take
-from rpcgate.rpc.logs import configure_logging
 from tests.conftest import GatewayFactory, ProxiedClusterFactory, RunningGateway, ServeProcess
 from tests.harness.faultproxy import Fault
 from tests.harness.fixtures import AnvilClusterFactory
@@ -301,16 +299,6 @@ def test_calls_in_flight_per_client_are_capped(
     assert "limits.max_concurrent_per_client" in refused["error"]["message"]
     proxies[0].heal()
     assert gateway.rpc("eth_chainId").status == 200  # released when they were answered
-
-
-@pytest.fixture
-def log_lines() -> Iterator[io.StringIO]:
-    captured = io.StringIO()
-    configure_logging("info", stream=captured, cache=False)
-    try:
-        yield captured
-    finally:
-        configure_logging("info", cache=False)
 
 
 def test_redis_down_falls_back_to_counting_in_process(

@@ -8,26 +8,12 @@ import asyncio
 import io
 import json
 import time
-from collections.abc import Iterator
-
-import pytest
 
 from rpcgate.config.settings import parse_config
 from rpcgate.edge.gateway import Gateway
-from rpcgate.rpc.logs import configure_logging
 from rpcgate.storage import redis_client
 from rpcgate.storage.redis_client import RedisLink
 from tests.harness.redis_server import RedisServer
-
-
-@pytest.fixture
-def log_lines() -> Iterator[io.StringIO]:
-    captured = io.StringIO()
-    configure_logging("info", stream=captured, cache=False)
-    try:
-        yield captured
-    finally:
-        configure_logging("info", cache=False)
 
 
 def _events(captured: io.StringIO) -> list[str]:

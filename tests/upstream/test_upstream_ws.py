@@ -11,7 +11,7 @@ import io
 import json
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -22,7 +22,6 @@ from rpcgate.config.settings import UpstreamConfig
 from rpcgate.consensus.heads import Block
 from rpcgate.consensus.health import UpstreamHealth, record_failure
 from rpcgate.rpc.errors import ErrorClass, UpstreamFailure, classify
-from rpcgate.rpc.logs import configure_logging
 from rpcgate.rpc.masking import MASKER
 from rpcgate.upstream.websocket import (
     Backoff,
@@ -365,16 +364,6 @@ async def proxy(node: AnvilNode) -> Any:
     started = await WsProxy(f"ws://127.0.0.1:{node.port}").start()
     yield started
     await started.stop()
-
-
-@pytest.fixture
-def log_lines() -> Iterator[io.StringIO]:
-    captured = io.StringIO()
-    configure_logging("info", stream=captured, cache=False)
-    try:
-        yield captured
-    finally:
-        configure_logging("info", cache=False)
 
 
 def events(captured: io.StringIO, name: str) -> list[dict[str, Any]]:
