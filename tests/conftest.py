@@ -17,7 +17,7 @@ from aiohttp import web
 
 from rpcgate.config.settings import Config, parse_config
 from rpcgate.edge.connections import runner_for
-from rpcgate.edge.http_server import GATEWAY, Gateway, build_app
+from rpcgate.edge.http_server import GATEWAY, INGRESS, Gateway, Ingress, build_app
 from rpcgate.rpc.logs import configure_logging
 from tests.harness.anvil import AnvilCluster, JsonRpcError
 from tests.harness.faultproxy import FaultProxy
@@ -48,6 +48,7 @@ class RunningGateway:
     config: Config
     runner: web.AppRunner
     loop: BackgroundLoop
+    ingress: Ingress  # keys, rate limits, CORS and the open WebSockets in front of it
 
     def post(
         self, body: bytes | Any, path: str = "/", headers: dict[str, str] | None = None
@@ -130,7 +131,7 @@ async def _start(config: Config, loop: BackgroundLoop) -> RunningGateway:
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     host, port = runner.addresses[0][:2]
-    return RunningGateway(f"http://{host}:{port}", app[GATEWAY], config, runner, loop)
+    return RunningGateway(f"http://{host}:{port}", app[GATEWAY], config, runner, loop, app[INGRESS])
 
 
 @pytest.fixture

@@ -1,19 +1,17 @@
 """The running gateway, without HTTP: its chains (addressable by name and id), the cache,
-the state replicas share through Redis, admission (client keys and rate limits), CORS and
-metrics. The server (HTTP) and, later, other ingresses hand calls to it.
+the state replicas share through Redis, outage drills and metrics. Who may call it (keys,
+rate limits, CORS) is the ingress's concern (`ingress.py`); the HTTP server and, later,
+other fronts hand calls to it.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 from rpcgate.chain.filters import FilterStore
 from rpcgate.chain.runtime import ChainRuntime
 from rpcgate.config.settings import ChainConfig, Config
 from rpcgate.consensus.drills import Drills
-from rpcgate.edge.admission import Admission
-from rpcgate.edge.cors import CorsPolicy
 from rpcgate.ops.metrics import GatewayMetrics
 from rpcgate.rpc.masking import MASKER
 from rpcgate.storage.redis_client import RedisLink
@@ -46,15 +44,6 @@ class Gateway:
         self._by_path: dict[str, ChainRuntime] = {}
         self.set_chains([self.runtime_for(chain, config) for chain in config.chains])
         self.metrics = GatewayMetrics(self)
-        self.cors = CorsPolicy(config.cors)
-        self.websockets: set[Any] = set()  # open WebSocket connections (ws.Connection)
-        self.admission = Admission(config, self.redis)
-
-    def websocket_counts(self) -> dict[str, int]:
-        return {
-            "websocket_connections": len(self.websockets),
-            "websocket_subscriptions": sum(len(c.subscriptions) for c in self.websockets),
-        }
 
     def runtime_for(self, chain: ChainConfig, config: Config) -> ChainRuntime:
         return ChainRuntime(

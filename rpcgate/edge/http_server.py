@@ -30,6 +30,7 @@ from rpcgate.edge.answers import (
 from rpcgate.edge.clients import UNAUTHORIZED, Caller, Refusal
 from rpcgate.edge.connections import BodyRefused, body_too_large, read_body
 from rpcgate.edge.gateway import Gateway
+from rpcgate.edge.ingress import Ingress
 from rpcgate.edge.rate_limits import LIMIT_EXCEEDED, Verdict, retry_after_header
 from rpcgate.edge.responses import JsonAnswer
 from rpcgate.edge.websocket import close_websockets, is_websocket, serve_websocket
@@ -54,6 +55,7 @@ from rpcgate.rpc.trace import HEADER_TRACE, wants_trace
 log = structlog.get_logger("rpcgate.server")
 
 GATEWAY = web.AppKey("gateway", Gateway)
+INGRESS = web.AppKey("ingress", Ingress)  # keys, rate limits, CORS, sockets
 
 
 def _json_response(
@@ -63,7 +65,7 @@ def _json_response(
     headers: dict[str, str] | None = None,
 ) -> web.Response:
     """Off the hot path: with CORS headers for a browser (it may read errors and status)."""
-    cors = request.app[GATEWAY].cors.headers(request.headers.get("Origin"))
+    cors = request.app[INGRESS].cors.headers(request.headers.get("Origin"))
     return web.Response(
         body=dumps(payload),
         status=status,
@@ -119,7 +121,7 @@ def _answer_in_hand(
         headers[HEADER_BLOCK] = str(local.block)
     origin = request.headers.get("Origin")
     if origin is not None:
-        headers.update(request.app[GATEWAY].cors.headers(origin))
+        headers.update(request.app[INGRESS].cors.headers(origin))
     return JsonAnswer(payload, headers)
 
 
@@ -156,7 +158,7 @@ def _chain_and_caller(
         )
     if not identify:
         return chain, _UNIDENTIFIED
-    caller = gateway.admission.caller(
+    caller = request.app[INGRESS].admission.caller(
         path_key=request.match_info.get("key"),
         headers=request.headers,
         query=request.rel_url.query,
@@ -172,7 +174,8 @@ def _chain_and_caller(
 async def handle_rpc(request: web.Request) -> web.StreamResponse:
     started = perf_counter()
     gateway = request.app[GATEWAY]
-    admission = gateway.admission
+    ingress = request.app[INGRESS]
+    admission = ingress.admission
     found = _chain_and_caller(request, admission.identifies)
     if isinstance(found, web.Response):
         return found
@@ -223,7 +226,7 @@ async def handle_rpc(request: web.Request) -> web.StreamResponse:
             admission.leave(caller, cost)
     origin = request.headers.get("Origin")
     if origin is not None:  # only browsers send it; others are spared the headers
-        headers.update(gateway.cors.headers(origin))
+        headers.update(ingress.cors.headers(origin))
     if payload is None:  # only notifications: nothing to answer
         return web.Response(status=204, headers=headers)
     return JsonAnswer(payload, headers)
@@ -237,7 +240,7 @@ async def handle_get(request: web.Request) -> web.StreamResponse:
     if isinstance(found, web.Response):
         return found
     chain, caller = found
-    return await serve_websocket(request, request.app[GATEWAY], chain, caller)
+    return await serve_websocket(request, request.app[INGRESS], chain, caller)
 
 
 async def handle_not_post(request: web.Request) -> web.StreamResponse:
@@ -273,7 +276,7 @@ async def handle_root_get(request: web.Request) -> web.StreamResponse:
 
 async def handle_status(request: web.Request) -> web.StreamResponse:
     gateway = request.app[GATEWAY]
-    clients = {**gateway.admission.status, **gateway.websocket_counts()}
+    clients = request.app[INGRESS].status()
     status = gateway_status(gateway.chains, gateway.cache, gateway.drills, clients)
     return _json_response(request, status)
 
@@ -306,7 +309,7 @@ async def handle_ready(request: web.Request) -> web.StreamResponse:
 
 async def handle_preflight(request: web.Request) -> web.StreamResponse:
     """Browser dApps call the RPC URL directly, so the gateway answers CORS preflights."""
-    headers = request.app[GATEWAY].cors.headers(request.headers.get("Origin"))
+    headers = request.app[INGRESS].cors.headers(request.headers.get("Origin"))
     return web.Response(status=204, headers=headers)
 
 
@@ -336,7 +339,9 @@ def build_app(config: Config) -> web.Application:
     # JSON-RPC error); aiohttp's own limit still bounds the admin endpoint's bodies.
     app = web.Application(client_max_size=config.limits.max_body_bytes + 1)
     gateway = Gateway(config)
+    ingress = Ingress(gateway)
     app[GATEWAY] = gateway
+    app[INGRESS] = ingress
 
     async def lifecycle(app: web.Application) -> Any:
         await gateway.start()
@@ -344,7 +349,7 @@ def build_app(config: Config) -> web.Application:
         await gateway.close()
 
     async def going_away(app: web.Application) -> None:
-        await close_websockets(gateway)  # else each would hold the drain for its timeout
+        await close_websockets(ingress)  # else each would hold the drain for its timeout
 
     app.cleanup_ctx.append(lifecycle)
     app.on_shutdown.append(going_away)  # the listener is closed, calls in flight not over
@@ -387,11 +392,13 @@ async def handle_elsewhere(request: web.Request) -> web.StreamResponse:
     raise web.HTTPNotFound()
 
 
-def build_ops_app(gateway: Gateway) -> web.Application:
+def build_ops_app(ingress: Ingress) -> web.Application:
     """The operations listener's app (`ops.listen`): metrics, status, admin and the probes,
-    over the gateway the RPC app runs (which starts and closes it)."""
+    over the gateway (and its ingress) the RPC app runs (which starts and closes it)."""
+    gateway = ingress.gateway
     app = web.Application(client_max_size=gateway.config.limits.max_body_bytes + 1)
     app[GATEWAY] = gateway
+    app[INGRESS] = ingress
     app.router.add_get("/healthz", handle_health)
     app.router.add_get("/readyz", handle_ready)
     _add_operator_routes(app, gateway)

@@ -50,7 +50,7 @@ from rpcgate.rpc.jsonrpc import (
 
 if TYPE_CHECKING:
     from rpcgate.chain.runtime import ChainRuntime
-    from rpcgate.edge.gateway import Gateway
+    from rpcgate.edge.ingress import Ingress
 
 log = structlog.get_logger("rpcgate.ws")
 
@@ -68,7 +68,7 @@ class Connection:
     def __init__(
         self,
         ws: web.WebSocketResponse,
-        gateway: Gateway,
+        ingress: Ingress,
         chain: ChainRuntime,
         caller: Caller,
         settings: WebSocketConfig,
@@ -76,7 +76,8 @@ class Connection:
     ) -> None:
         self.ws = ws
         self.transport = transport
-        self.gateway = gateway
+        self.ingress = ingress
+        self.gateway = ingress.gateway
         self.chain = chain
         self.caller = caller
         self.settings = settings
@@ -215,7 +216,7 @@ class Connection:
             else parse_request(body, limits.max_batch_items, max_depth=limits.max_json_depth)
         )
         cost = len(parsed.items)
-        admission = self.gateway.admission
+        admission = self.ingress.admission
         verdict = await admission.admit(self.caller, cost)
         if not verdict.allowed:
             data = (
@@ -317,33 +318,33 @@ class Connection:
         return subscription, None
 
 
-async def close_websockets(gateway: Gateway) -> None:
+async def close_websockets(ingress: Ingress) -> None:
     """Shutdown (the listener is closed): every client is told the server goes away (1001),
     each given a second at most (and no more than `shutdown.timeout_s`) to answer, so that
     their handlers end and the drain waits only for HTTP calls in flight."""
-    wait_s = min(_CLOSE_WAIT_S, gateway.config.shutdown.timeout_s)
-    connections = list(gateway.websockets)
+    wait_s = min(_CLOSE_WAIT_S, ingress.gateway.config.shutdown.timeout_s)
+    connections = list(ingress.websockets)
     if connections:
         log.info("ws_going_away", connections=len(connections))
     await asyncio.gather(*(c.going_away(wait_s) for c in connections), return_exceptions=True)
 
 
 async def serve_websocket(
-    request: web.Request, gateway: Gateway, chain: ChainRuntime, caller: Caller
+    request: web.Request, ingress: Ingress, chain: ChainRuntime, caller: Caller
 ) -> web.WebSocketResponse:
-    settings = gateway.config.websocket
+    settings = ingress.gateway.config.websocket
     ws = web.WebSocketResponse(
         heartbeat=settings.heartbeat_s,
         max_msg_size=settings.max_message_bytes,
         compress=False,  # per-message deflate costs CPU and memory per connection
     )
     await ws.prepare(request)
-    connection = Connection(ws, gateway, chain, caller, settings, request.transport)
-    gateway.websockets.add(connection)
+    connection = Connection(ws, ingress, chain, caller, settings, request.transport)
+    ingress.websockets.add(connection)
     try:
         await connection.serve()
     finally:
-        gateway.websockets.discard(connection)
+        ingress.websockets.discard(connection)
         if not ws.closed:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(_CLOSE_WAIT_S):

@@ -48,11 +48,11 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 _BUCKET_LABELS = (*(floatToGoString(b) for b in LATENCY_BUCKETS_S), "+Inf")
 
 
-class Admitting(Protocol):
-    """What the metrics read of the edge's admission: its plain `status` (`refusals` by
-    reason, and where rate limits are counted: `rate_limits_counted_in`)."""
+class ClientSide(Protocol):
+    """What the metrics read of the edge in front of a gateway (`edge.ingress`): its plain
+    `status()`: `refusals` by reason, where rate limits are counted
+    (`rate_limits_counted_in`), `websocket_connections` and `websocket_subscriptions`."""
 
-    @property
     def status(self) -> dict[str, Any]: ...
 
 
@@ -61,9 +61,6 @@ class Served(Protocol):
 
     chains: list[ChainRuntime]
     cache: ResponseCache
-    admission: Admitting
-
-    def websocket_counts(self) -> dict[str, int]: ...
 
 
 class GatewayMetrics(CallRecorder):
@@ -73,6 +70,9 @@ class GatewayMetrics(CallRecorder):
     def __init__(self, gateway: Served) -> None:
         super().__init__()
         self._gateway = gateway
+        # Set by the edge in front (edge.ingress); a gateway with none (no HTTP) has no
+        # client refusals or sockets to report.
+        self.clients: ClientSide | None = None
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
 
@@ -138,8 +138,8 @@ class GatewayMetrics(CallRecorder):
             "batch_over_burst, no_key, unknown_key, chain_not_allowed)",
             ["reason"],
         )
-        admission = gateway.admission.status
-        for reason, count in sorted(admission["refusals"].items()):
+        clients = self.clients.status() if self.clients is not None else _NO_CLIENTS
+        for reason, count in sorted(clients["refusals"].items()):
             refused.add_metric([reason], count)
         denied = _counter(
             "rpcgate_method_denials_total",
@@ -152,20 +152,27 @@ class GatewayMetrics(CallRecorder):
         shared = GaugeMetricFamily(
             "rpcgate_rate_limits_shared",
             "1 while rate limits are counted in Redis (every replica together), 0 in process",
-            value=1.0 if admission["rate_limits_counted_in"] == "redis" else 0.0,
+            value=1.0 if clients["rate_limits_counted_in"] == "redis" else 0.0,
         )
-        counts = gateway.websocket_counts()
         connections = GaugeMetricFamily(
             "rpcgate_websocket_connections",
             "Client WebSocket connections open",
-            value=counts["websocket_connections"],
+            value=clients["websocket_connections"],
         )
         subscriptions = GaugeMetricFamily(
             "rpcgate_websocket_subscriptions",
             "Subscriptions held by client WebSocket connections",
-            value=counts["websocket_subscriptions"],
+            value=clients["websocket_subscriptions"],
         )
         yield from (refused, denied, shared, connections, subscriptions)
+
+
+_NO_CLIENTS: dict[str, Any] = {
+    "refusals": {},
+    "rate_limits_counted_in": "process",
+    "websocket_connections": 0,
+    "websocket_subscriptions": 0,
+}
 
 
 def _cumulative(series: Latencies) -> list[tuple[str, float]]:

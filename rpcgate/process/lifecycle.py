@@ -28,7 +28,7 @@ from aiohttp import web
 
 from rpcgate.config.settings import Config, ConfigError, load_config, split_host_port
 from rpcgate.edge.connections import runner_for
-from rpcgate.edge.http_server import GATEWAY, Gateway, build_app, build_ops_app
+from rpcgate.edge.http_server import GATEWAY, INGRESS, Gateway, build_app, build_ops_app
 from rpcgate.process.reload import reconfigure
 
 log = structlog.get_logger("rpcgate")
@@ -106,7 +106,7 @@ async def serve(config: Config, config_path: str | None, *, worker: bool = False
     ops_runner = None
     if ops_sock is not None:
         ops_runner = runner_for(
-            build_ops_app(gateway), config, access_log=None, handle_signals=False
+            build_ops_app(app[INGRESS]), config, access_log=None, handle_signals=False
         )
         await ops_runner.setup()
         await web.SockSite(ops_runner, ops_sock).start()

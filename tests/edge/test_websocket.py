@@ -353,7 +353,7 @@ def test_unsubscribe_and_close_release_what_the_connection_held(
     assert socket.notes[heads] == []
     socket.close()
     socket.wait(lambda: feed.subscriber_count == 0 or None, "the subscriptions released")
-    socket.wait(lambda: not gateway.gateway.websockets or None, "the connection released")
+    socket.wait(lambda: not gateway.ingress.websockets or None, "the connection released")
 
 
 def test_a_head_feed_runs_while_it_has_subscribers_and_again_for_the_next(
@@ -541,10 +541,10 @@ def test_a_client_that_answers_no_ping_is_dropped_and_keys_guard_sockets(
         ).encode()
     )
     assert raw.recv(12).startswith(b"HTTP/1.1 101")
-    runtime = gateway.gateway
-    keyed.wait(lambda: len(runtime.websockets) == 2, "both connections")
+    ingress = gateway.ingress
+    keyed.wait(lambda: len(ingress.websockets) == 2, "both connections")
     started = time.monotonic()
-    keyed.wait(lambda: len(runtime.websockets) == 1, "the silent client dropped", timeout=5)
+    keyed.wait(lambda: len(ingress.websockets) == 1, "the silent client dropped", timeout=5)
     assert time.monotonic() - started < 3  # a ping, then its pong's wait: about 1 s
     assert keyed.call("eth_chainId")["result"] == hex(CHAIN_ID)  # the other one answers pongs
     raw.close()

@@ -243,6 +243,6 @@ def test_a_denied_method_is_refused_over_websocket_as_over_http(
     assert [a["error"] for a in sorted(batch, key=lambda a: a["id"])] == [
         a["error"] for a in singles
     ]
-    assert gateway.gateway.websocket_counts()["websocket_subscriptions"] == 0
+    assert gateway.ingress.websocket_counts()["websocket_subscriptions"] == 0
     status = gateway.gateway.chains[0].denied
     assert status["eth_subscribe"] == 3 and status["eth_unsubscribe"] == 3  # ws twice, http

@@ -11,6 +11,7 @@ import time
 
 from rpcgate.config.settings import parse_config
 from rpcgate.edge.gateway import Gateway
+from rpcgate.edge.ingress import Ingress
 from rpcgate.storage import redis_client
 from rpcgate.storage.redis_client import RedisLink
 from tests.harness.redis_server import RedisServer
@@ -67,7 +68,7 @@ chains:
     assert gateway.cache.redis is not None and gateway.cache.redis.link is link
     assert gateway.shared_state is not None and gateway.shared_state.link is link
     assert gateway.shared_heads is not None and gateway.shared_heads.link is link
-    assert gateway.admission.limiter._link is link
+    assert Ingress(gateway).admission.limiter._link is link
     for runtime in gateway.chains:
         assert runtime.pending_transactions._shared is gateway.shared_state
         assert runtime.tracker._shared is gateway.shared_heads
