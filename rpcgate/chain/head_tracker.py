@@ -358,6 +358,10 @@ class HeadTracker:
         return True
 
     async def _poll_finality(self, upstream: Upstream, view: UpstreamView) -> None:
+        depth = self.chain.finality_depth
+        if depth is not None:  # a chain without the tags: final at a depth below its head
+            await self._final_at_depth(upstream, view, depth)
+            return
         safe, finalized = await asyncio.gather(
             upstream.call("eth_getBlockByNumber", ["safe", False], self.timeout_s),
             upstream.call("eth_getBlockByNumber", ["finalized", False], self.timeout_s),
@@ -368,6 +372,25 @@ class HeadTracker:
             if block is not None:
                 setattr(view, attr, Tagged(block.number, block.hash))
                 record_hash(view, block.number, block.hash)
+
+    async def _final_at_depth(self, upstream: Upstream, view: UpstreamView, depth: int) -> None:
+        """Safe and final: the upstream's block `depth` below its head (its own hash, so
+        that the consensus weighs it as it weighs the tags)."""
+        head = view.head
+        if head is None or head.number < depth:
+            return
+        number = head.number - depth
+        block_hash = head.hash if depth == 0 else view.hash_at(number)
+        if block_hash is None:
+            reply = await upstream.call(
+                "eth_getBlockByNumber", [hex(number), False], self.timeout_s
+            )
+            block = Block.from_json(reply.result)
+            if block is None or block.number != number:
+                return
+            block_hash = block.hash
+            record_hash(view, number, block_hash)
+        view.safe = view.finalized = Tagged(number, block_hash)
 
     async def _decide(self, round_: int) -> None:
         views = list(self.views.values())

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +43,7 @@ from rpcgate.consensus.drills import Drills
 from rpcgate.consensus.pinning import PinnedCall, Tags, pin_call
 from rpcgate.consensus.quorum import decide_agree, decide_max, hear
 from rpcgate.rpc import logs
+from rpcgate.rpc.background import Background
 from rpcgate.rpc.context import CURRENT_CALL, CallContext
 from rpcgate.rpc.errors import UpstreamFailure
 from rpcgate.rpc.jsonrpc import (
@@ -147,6 +149,12 @@ class ChainRuntime:
         )
         self.hedges = self._failover.hedges  # counted for status and metrics
         self._head_feed: HeadFeed | None = None  # made at the first subscription
+        # Tracking (on_demand: started by the first call, stopped after idle_after_s).
+        self._tracking = False
+        self._starting: asyncio.Task[None] | None = None
+        self._last_used = time.monotonic()
+        self._in_flight = 0
+        self._idle = Background(f"idle-{config.name}", self._watch_idle)
         # Upstream WebSockets (ws_url): a new head there is a hint to poll now (the polls
         # stay the check), and their pending transactions feed newPendingTransactions.
         self.sockets = {
@@ -183,14 +191,80 @@ class ChainRuntime:
             )
         return self._head_feed
 
+    # -- tracking: from the start, or (on_demand) while the chain is used ------------------
+
     async def start(self) -> None:
+        if self.config.on_demand:
+            return  # its first call starts the tracking (`activate`)
+        await self._start_tracking()
+
+    async def _start_tracking(self) -> None:
         for upstream in self.upstreams.values():
             await upstream.start()
         await self.tracker.start()
         for socket in self.sockets.values():
             await socket.start()
+        self._tracking = True
+
+    @property
+    def active(self) -> bool:
+        """Whether the chain's heads are tracked (an on-demand chain: since its first call,
+        until it has been idle for `idle_after_s`)."""
+        return self._tracking or not self.config.on_demand
+
+    def wake(self) -> asyncio.Task[None] | None:
+        """Marks the chain used now and, if it is not tracked, starts its tracking (the
+        task doing it; None when it is tracked already)."""
+        self._last_used = time.monotonic()
+        if self._tracking:
+            return None
+        if self._starting is None or self._starting.done():
+            self._starting = asyncio.create_task(
+                self._activate(), name=f"activate-{self.config.name}"
+            )
+        return self._starting
+
+    async def _activate(self) -> None:
+        log.info("chain_active", chain=self.config.name, upstreams=len(self.upstreams))
+        await self._start_tracking()
+        self._idle.start()
+
+    async def _until_active(self, context: CallContext) -> None:
+        """A call to a chain not yet tracked waits (a bounded time) for its first head."""
+        starting = self.wake()
+        if starting is not None:
+            wait_s = context.within(self.config.activation_timeout_s)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait_s):
+                    await asyncio.shield(starting)
+
+    async def _watch_idle(self) -> None:
+        idle_s = self.config.idle_after_s
+        while True:
+            await asyncio.sleep(min(idle_s / 4, 30.0))
+            in_use = self._in_flight > 0 or (
+                self._head_feed is not None and self._head_feed.subscriber_count > 0
+            )
+            if in_use:
+                self._last_used = time.monotonic()
+            elif time.monotonic() - self._last_used >= idle_s:
+                log.info("chain_idle", chain=self.config.name, idle_s=idle_s)
+                await self._stop_tracking()
+                return
+
+    async def _stop_tracking(self) -> None:
+        self._tracking = False
+        for socket in self.sockets.values():
+            await socket.stop()
+        await self.tracker.stop()
+        for upstream in self.upstreams.values():
+            await upstream.close()  # its connections too: nothing of the chain stays open
 
     async def close(self) -> None:
+        await self._idle.stop()
+        if self._starting is not None:
+            self._starting.cancel()
+            await asyncio.gather(self._starting, return_exceptions=True)
         for socket in self.sockets.values():
             await socket.stop()
         if self._head_feed is not None:
@@ -213,9 +287,13 @@ class ChainRuntime:
                 else CallContext.arriving(self._failover_config.deadline_s)
             )
         token = CURRENT_CALL.set(context)
+        self._in_flight += 1
         try:
+            if self.config.on_demand:
+                await self._until_active(context)
             return await self._execute(call, context)
         finally:
+            self._in_flight -= 1
             CURRENT_CALL.reset(token)
 
     async def _execute(self, call: Call, context: CallContext) -> Outcome:
@@ -264,6 +342,8 @@ class ChainRuntime:
         in-process cache), without an await; None when it needs Redis or an upstream."""
         if self.policy.check(call.method) is not None:
             return None  # execute answers with the denial
+        if not self.active:
+            return None  # an on-demand chain not yet (or no longer) tracked: its heads are old
         behind_shared = self.tracker.behind_shared  # then what is about the head waits
         head = self.tracker.consensus.head
         if call.method == "eth_blockNumber" and head is not None and not behind_shared:

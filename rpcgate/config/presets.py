@@ -11,51 +11,10 @@ none and its note says so (a user who knows it writes `ws_url`).
 from __future__ import annotations
 
 import string
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
-# Network slugs, per chain id, for providers whose host or path names the network.
-_INFURA_NETWORKS = {
-    1: "mainnet",
-    11155111: "sepolia",
-    17000: "holesky",
-    137: "polygon-mainnet",
-    10: "optimism-mainnet",
-    42161: "arbitrum-mainnet",
-    8453: "base-mainnet",
-}
-_ALCHEMY_NETWORKS = {
-    1: "eth-mainnet",
-    11155111: "eth-sepolia",
-    17000: "eth-holesky",
-    137: "polygon-mainnet",
-    10: "opt-mainnet",
-    42161: "arb-mainnet",
-    8453: "base-mainnet",
-}
-_ANKR_NETWORKS = {
-    1: "eth",
-    11155111: "eth_sepolia",
-    137: "polygon",
-    10: "optimism",
-    42161: "arbitrum",
-    8453: "base",
-}
-_DRPC_NETWORKS = {
-    1: "ethereum",
-    11155111: "sepolia",
-    137: "polygon",
-    10: "optimism",
-    42161: "arbitrum",
-    8453: "base",
-}
-_CHAINSTACK_NETWORKS = {1: "ethereum-mainnet", 11155111: "ethereum-sepolia"}
-_PUBLICNODE_NETWORKS = {
-    1: "ethereum-rpc",
-    11155111: "ethereum-sepolia-rpc",
-    137: "polygon-bor-rpc",
-    8453: "base-rpc",
-}
+from rpcgate.config.chains import BY_ID, CHAINS, Public, networks_of, public_endpoint
 
 
 @dataclass(frozen=True)
@@ -64,17 +23,21 @@ class Preset:
     kind: Literal["centralized", "decentralized"]
     domain: str  # failure domain tag
     url: str  # template: {key}, {network}, {endpoint}, {node_id}, {region}
-    keyless_url: str | None = None  # used when no key is given (public endpoint)
     ws_url: str | None = None  # WebSocket template of the same node; None: none known
-    keyless_ws_url: str | None = None  # the public endpoint's WebSocket; None: none known
-    networks: dict[int, str] = field(default_factory=dict)  # chain id -> {network}
     # Largest batch the provider documents for this endpoint (the lowest plan it serves);
     # None: undocumented (the upstream's default applies).
     max_batch: int | None = None
     note: str = ""
 
-    def placeholders(self, keyless: bool) -> set[str]:
-        return _placeholders(self.keyless_url if keyless and self.keyless_url else self.url)
+    @property
+    def networks(self) -> dict[int, str]:
+        """Chain id -> {network}: what this provider calls each chain (the chain table)."""
+        return networks_of(self.name)
+
+    @property
+    def keyless(self) -> bool:
+        """Whether the provider runs a public (keyless) endpoint of some chain."""
+        return any(public_endpoint(self.name, chain.chain_id) for chain in CHAINS)
 
 
 def _placeholders(template: str) -> set[str]:
@@ -90,7 +53,6 @@ PRESETS: dict[str, Preset] = {
             "aws",
             "https://{network}.infura.io/v3/{key}",
             ws_url="wss://{network}.infura.io/ws/v3/{key}",
-            networks=_INFURA_NETWORKS,
             note="key in the path; hosted on AWS (hit by the us-east-1 outage of 2025-10-20)",
         ),
         Preset(
@@ -99,7 +61,6 @@ PRESETS: dict[str, Preset] = {
             "aws",
             "https://{network}.g.alchemy.com/v2/{key}",
             ws_url="wss://{network}.g.alchemy.com/v2/{key}",
-            networks=_ALCHEMY_NETWORKS,
             max_batch=1000,
             note="key in the path; AWS-related incident on 2025-10-20",
         ),
@@ -117,7 +78,6 @@ PRESETS: dict[str, Preset] = {
             "chainstack",
             "https://{network}.core.chainstack.com/{key}",
             ws_url="wss://{network}.core.chainstack.com/{key}",
-            networks=_CHAINSTACK_NETWORKS,
             note="Global Node; a regional node's URLs go in `url` and `ws_url`",
         ),
         Preset(
@@ -125,7 +85,6 @@ PRESETS: dict[str, Preset] = {
             "centralized",
             "ankr",
             "https://rpc.ankr.com/{network}/{key}",
-            networks=_ANKR_NETWORKS,
             max_batch=100,  # per plan: Freemium 100, Premium 1,000 (a key is Freemium at least)
             note="the keyless endpoint now answers 'Unauthorized': a key is required; "
             "no ws_url: its WebSocket (Freemium and Premium only) has no documented format",
@@ -135,10 +94,7 @@ PRESETS: dict[str, Preset] = {
             "decentralized",
             "drpc",
             "https://lb.drpc.live/{network}/{key}",
-            keyless_url="https://eth.drpc.org",
             ws_url="wss://lb.drpc.org/ogws?network={network}&dkey={key}",
-            keyless_ws_url="wss://eth.drpc.org",
-            networks=_DRPC_NETWORKS,
             max_batch=3,
             note="free tier: batches of at most 3, 2 s timeout; keyed WebSocket on lb.drpc.org",
         ),
@@ -146,18 +102,15 @@ PRESETS: dict[str, Preset] = {
             "pokt",
             "decentralized",
             "pokt",
-            "https://eth.api.pocket.network",
-            keyless_url="https://eth.api.pocket.network",
-            ws_url="wss://eth.api.pocket.network",
-            keyless_ws_url="wss://eth.api.pocket.network",
+            "https://{network}.api.pocket.network",
+            ws_url="wss://{network}.api.pocket.network",
             note="PATH gateway: JSON-RPC errors behind HTTP 4xx/5xx statuses",
         ),
         Preset(
             "lava",
             "decentralized",
             "lava",
-            "https://g.w.lavanet.xyz:443/gateway/eth1/rpc-http/{key}",
-            keyless_url="https://eth1.lava.build",
+            "https://g.w.lavanet.xyz:443/gateway/{network}/rpc-http/{key}",
             note="no ws_url: the gateway's WebSocket format is known only from old docs, the "
             "public endpoint's not at all",
         ),
@@ -166,17 +119,13 @@ PRESETS: dict[str, Preset] = {
             "centralized",
             "allnodes",
             "https://{network}.publicnode.com",
-            keyless_url="https://{network}.publicnode.com",
             ws_url="wss://{network}.publicnode.com",
-            keyless_ws_url="wss://{network}.publicnode.com",
-            networks=_PUBLICNODE_NETWORKS,
         ),
         Preset(
             "onerpc",
             "centralized",
             "automata",
-            "https://1rpc.io/{key}/eth",
-            keyless_url="https://public.1rpc.io/eth",
+            "https://1rpc.io/{key}/{network}",
             note="Automata 1RPC relay; no ws_url: no WebSocket endpoint documented",
         ),
         Preset(
@@ -184,7 +133,6 @@ PRESETS: dict[str, Preset] = {
             "centralized",
             "merkle",
             "https://eth.merkle.io",
-            keyless_url="https://eth.merkle.io",
             note="no ws_url: no WebSocket endpoint documented",
         ),
         Preset(
@@ -208,22 +156,42 @@ class PresetError(ValueError):
 
 
 def preset_url(preset: Preset, chain_id: int, values: dict[str, str]) -> str:
-    """The URL a preset gives for a chain, from the upstream's key/endpoint/node_id/region."""
-    keyless = not values.get("key")
-    if keyless and preset.keyless_url is None:
-        raise PresetError(f"preset {preset.name!r} needs a `key`")
-    template = preset.keyless_url if keyless and preset.keyless_url else preset.url
-    return _fill(preset, template, chain_id, values)
+    """The URL a preset gives for a chain, from the upstream's key/endpoint/node_id/region;
+    with no key, the provider's public endpoint of that chain (the chain table's)."""
+    public = _public(preset, chain_id, values)
+    if public is not None:
+        return public.url
+    return _fill(preset, preset.url, chain_id, values)
 
 
 def preset_ws_url(preset: Preset, chain_id: int, values: dict[str, str]) -> str | None:
     """The WebSocket URL of the node `preset_url` gives, from the same values; None where the
     provider has no WebSocket we know of (for that endpoint: keyed or public)."""
-    keyless = not values.get("key")
-    template = preset.keyless_ws_url if keyless else preset.ws_url
-    if template is None:
+    public = _public(preset, chain_id, values)
+    if public is not None:
+        return public.ws_url
+    if preset.ws_url is None:
         return None
-    return _fill(preset, template, chain_id, values)
+    return _fill(preset, preset.ws_url, chain_id, values)
+
+
+def _public(preset: Preset, chain_id: int, values: dict[str, str]) -> Public | None:
+    """The public endpoint an entry without a key means, for a provider whose URL takes one
+    (None for a keyed entry, or a provider whose URL takes no key: its URL is the one)."""
+    if values.get("key") or "key" not in _placeholders(preset.url):
+        return None
+    public = public_endpoint(preset.name, chain_id)
+    if public is not None:
+        return public
+    if not preset.keyless:
+        raise PresetError(f"preset {preset.name!r} needs a `key`")
+    served = ", ".join(
+        f"{c.name} ({c.chain_id})" for c in CHAINS if public_endpoint(preset.name, c.chain_id)
+    )
+    raise PresetError(
+        f"preset {preset.name!r} has no public endpoint for chain id {chain_id} "
+        f"(it has one for {served}); give a `key` or a `url`"
+    )
 
 
 def _fill(preset: Preset, template: str, chain_id: int, values: dict[str, str]) -> str:
@@ -232,7 +200,7 @@ def _fill(preset: Preset, template: str, chain_id: int, values: dict[str, str]) 
     fields = dict(values)
     if "network" in placeholders:
         if chain_id not in preset.networks:
-            known = ", ".join(str(c) for c in sorted(preset.networks))
+            known = ", ".join(f"{BY_ID[c].name} ({c})" for c in sorted(preset.networks))
             raise PresetError(
                 f"preset {preset.name!r} has no network for chain id {chain_id} "
                 f"(known: {known}); give a `url` instead"

@@ -22,6 +22,8 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from rpcgate.config.chain_defaults import complete_chains
+from rpcgate.config.chains import find_chain
 from rpcgate.config.presets import PRESETS, PresetError, preset_url, preset_ws_url
 from rpcgate.config.typed import load_dataclass, reference, setting, substitute_env
 
@@ -127,7 +129,48 @@ class ChainConfig:
         "EIP-155 chain id; the chain is also served at /{chain_id}.", required=True, default=0
     )
     upstreams: tuple[UpstreamConfig, ...] = setting(
-        "The upstreams serving this chain.", required=True, default=()
+        "The upstreams serving this chain; a chain of the chain table (docs/chains.md) named "
+        "without them is served by its keyless public endpoints.",
+        required=True,
+        default=(),
+    )
+    aliases: tuple[str, ...] = setting(
+        "More names the chain is served at (/{alias}); a chain of the chain table gets its "
+        "row's (a name another chain has is dropped).",
+        default=(),
+    )
+    block_time_s: float = setting(
+        "Typical seconds between two blocks: the defaults of head_poll_interval, "
+        "max_lag_blocks and hold_ahead_s follow it (a chain of the chain table has its own).",
+        default=12.0,
+    )
+    on_demand: bool = setting(
+        "Poll this chain's upstreams only while it is used: its first call starts head "
+        "tracking (and waits up to `activation_timeout_s` for a consensus head), and "
+        "`idle_after_s` without calls stops it. The zero-config default serves every chain "
+        "of the table this way; false polls from the start (readiness waits for it).",
+        default=False,
+    )
+    idle_after_s: float = setting(
+        "With `on_demand`, seconds without a call after which the chain's polling stops.",
+        default=600.0,
+    )
+    activation_timeout_s: float = setting(
+        "With `on_demand`, the longest a first call waits for the chain's consensus head.",
+        default=5.0,
+    )
+    finality_depth: int | None = setting(
+        "For a chain whose nodes do not answer the `safe` and `finalized` tags: a block this "
+        "many below the consensus head is taken as safe and final (pinning, the finalized "
+        "cache). null: the tags are asked.",
+        default=None,
+    )
+    header_format: Literal["ethereum", "avalanche", "none"] = setting(
+        "How the chain's block hash is computed from its header fields, for `verify`: "
+        "`ethereum`, `avalanche` (coreth's extra fields) or `none` (headers are not "
+        "recomputed; transactions and receipts still are where their types are known). A "
+        "chain of the chain table has its row's.",
+        default="ethereum",
     )
     head_poll_interval: float = setting(
         "Seconds between two head polls of each upstream (one eth_blockNumber each when idle).",
@@ -740,15 +783,24 @@ def _resolve(config: Config, problems: list[str]) -> Config:
                 f"{path}.name: {chain.name!r} is already chains[{seen_names[chain.name]}]"
             )
         seen_names.setdefault(chain.name, i)
-        if chain.chain_id is None or chain.chain_id < 1:
+        # A chain named neither in the table nor with a chain id: `complete_chains` said so.
+        unnamed = chain.chain_id == 0 and find_chain(chain.name) is None
+        if not unnamed and (chain.chain_id is None or chain.chain_id < 1):
             problems.append(f"{path}.chain_id: must be a positive integer")
         elif chain.chain_id in seen_ids:
             problems.append(
                 f"{path}.chain_id: {chain.chain_id} is already chains[{seen_ids[chain.chain_id]}]"
             )
         seen_ids.setdefault(chain.chain_id, i)
-        if not chain.upstreams:
+        if not chain.upstreams and not unnamed:
             problems.append(f"{path}.upstreams: at least one upstream is needed")
+        if chain.block_time_s <= 0:
+            problems.append(f"{path}.block_time_s: must be more than 0")
+        if chain.idle_after_s <= 0 or chain.activation_timeout_s <= 0:
+            key = "idle_after_s" if chain.idle_after_s <= 0 else "activation_timeout_s"
+            problems.append(f"{path}.{key}: must be more than 0")
+        if chain.finality_depth is not None and chain.finality_depth < 0:
+            problems.append(f"{path}.finality_depth: must be 0 or more")
         if chain.head_poll_interval <= 0:
             problems.append(f"{path}.head_poll_interval: must be more than 0")
         if chain.max_lag_blocks < 0:
@@ -790,7 +842,27 @@ def _resolve(config: Config, problems: list[str]) -> Config:
                 )
             seen_up.setdefault(up.name, j)
         chains.append(dataclasses.replace(chain, upstreams=tuple(upstreams)))
-    return dataclasses.replace(config, chains=tuple(chains))
+    return dataclasses.replace(config, chains=_aliases_apart(chains, problems))
+
+
+def _aliases_apart(chains: list[ChainConfig], problems: list[str]) -> tuple[ChainConfig, ...]:
+    """Each chain keeps the aliases no other chain is named or aliased (a name wins over an
+    alias, an earlier chain's alias over a later one's); a malformed alias is a problem."""
+    taken = {c.name for c in chains} | {str(c.chain_id) for c in chains}
+    kept = []
+    for i, chain in enumerate(chains):
+        aliases = []
+        for alias in chain.aliases:
+            if not _CHAIN_NAME.match(alias) or alias.isdigit():
+                problems.append(
+                    f"chains[{i}].aliases: must be letters, digits, - or _ and not all "
+                    f"digits, not {alias!r}"
+                )
+            elif alias not in taken:
+                aliases.append(alias)
+                taken.add(alias)
+        kept.append(dataclasses.replace(chain, aliases=tuple(aliases)))
+    return tuple(kept)
 
 
 def yaml_problem(exc: yaml.YAMLError) -> str:
@@ -813,6 +885,7 @@ def parse_config(
         raise ConfigError([f"{source}: not valid YAML: {yaml_problem(exc)}"]) from None
     problems: list[str] = []
     raw = substitute_env(raw, os.environ if env is None else env, "", problems)
+    raw = complete_chains(raw, problems)  # a chain named in the table is a whole chain
     config = _resolve(load_dataclass(Config, raw, "", problems), problems)
     if problems:
         # One problem per key path: a value that failed to load also fails later checks.

@@ -62,6 +62,9 @@ class Gateway:
         """Serve these chains from now on (a reload swaps them in one step)."""
         by_path = {}
         for runtime in chains:
+            for alias in runtime.config.aliases:
+                by_path[alias] = runtime
+        for runtime in chains:  # a name or chain id wins over another chain's alias
             by_path[runtime.config.name] = runtime
             by_path[str(runtime.config.chain_id)] = runtime
         self.chains, self._by_path = chains, by_path

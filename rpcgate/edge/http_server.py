@@ -266,6 +266,8 @@ async def handle_root_get(request: web.Request) -> web.StreamResponse:
                 {
                     "name": c.config.name,
                     "chain_id": c.config.chain_id,
+                    "aliases": list(c.config.aliases),
+                    "active": c.active,
                     "upstreams": [u.name for u in c.upstreams.values()],
                 }
                 for c in gateway.chains
@@ -294,6 +296,8 @@ async def handle_ready(request: web.Request) -> web.StreamResponse:
         return _json_response(request, {"status": "draining"}, status=503)
     not_ready = {}
     for runtime in gateway.chains:
+        if not runtime.active:
+            continue  # an on-demand chain not in use: its first call starts it
         tracker = runtime.tracker
         in_sync = [v.name for v in tracker.views.values() if v.state is State.OK]
         if tracker.consensus.head is None or not in_sync:

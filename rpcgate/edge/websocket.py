@@ -271,6 +271,7 @@ class Connection:
             return None, rpc_error(
                 INVALID_PARAMS, "eth_subscribe takes a kind: newHeads, logs, newPendingTransactions"
             )
+        self.chain.wake()  # an on-demand chain is tracked while it has subscribers
         if len(self.subscriptions) >= self.settings.max_subscriptions:
             return None, rpc_error(
                 LIMIT_EXCEEDED,

@@ -101,6 +101,9 @@ def chain_status(runtime: ChainRuntime, drills: Drills | None = None) -> dict[st
     return {
         "name": runtime.config.name,
         "chain_id": runtime.config.chain_id,
+        "aliases": list(runtime.config.aliases),
+        # false: an on-demand chain not in use (its first call starts its polling)
+        "active": runtime.active,
         "consensus": {
             "head": _block(consensus.head),
             "safe": _block(consensus.safe),

@@ -372,7 +372,7 @@ SINGLE_PROBLEMS = [
         id="no-upstreams",
     ),
     pytest.param(
-        "chains:\n  - {name: ethereum, chain_id: 1}\n",
+        "chains:\n  - {name: devnet, chain_id: 31337}\n",
         "chains[0].upstreams: at least one upstream is needed",
         id="upstreams-omitted",
     ),

@@ -190,7 +190,7 @@ def test_every_preset_without_a_websocket_says_why_in_its_note() -> None:
     lacking = [
         name
         for name, preset in PRESETS.items()
-        if preset.ws_url is None or (preset.keyless_url and preset.keyless_ws_url is None)
+        if preset.ws_url is None or (preset.keyless and resolve({"preset": name}).ws_url == "")
     ]
     assert lacking == ["ankr", "lava", "onerpc", "merkle"]
     assert [name for name in lacking if "no ws_url" not in PRESETS[name].note] == []
@@ -279,7 +279,7 @@ def test_every_preset_has_a_row_here() -> None:
 def test_preset_gives_its_upstream_kind_and_failure_domain(
     preset: str, expected: tuple[str, str]
 ) -> None:
-    takes_key = "key" in PRESETS[preset].placeholders(keyless=False)
+    takes_key = "{key}" in PRESETS[preset].url
     entry = {k: v for k, v in FULL_ENTRY.items() if takes_key or k != "key"}
     upstream = resolve({"preset": preset, **entry})
     assert (upstream.kind, upstream.domain) == expected
@@ -351,36 +351,46 @@ PRESET_PROBLEMS = [
         {"preset": "chainstack", "key": CHAINSTACK_KEY},
         137,
         "chains[0].upstreams[0]: preset 'chainstack' has no network for chain id 137 "
-        "(known: 1, 11155111); give a `url` instead",
+        "(known: ethereum (1), sepolia (11155111)); give a `url` instead",
         id="chainstack-polygon",
     ),
     pytest.param(
         {"preset": "infura", "key": INFURA_KEY},
-        56,
-        "chains[0].upstreams[0]: preset 'infura' has no network for chain id 56 "
-        "(known: 1, 10, 137, 8453, 17000, 42161, 11155111); give a `url` instead",
-        id="infura-bnb-chain",
+        100,  # Infura documents no Gnosis endpoint
+        "chains[0].upstreams[0]: preset 'infura' has no network for chain id 100 (known: "
+        "ethereum (1), optimism (10), bsc (56), polygon (137), zksync (324), base (8453), "
+        "arbitrum (42161), avalanche (43114), linea (59144), base-sepolia (84532), "
+        "arbitrum-sepolia (421614), scroll (534352), sepolia (11155111)); give a `url` instead",
+        id="infura-gnosis",
     ),
     pytest.param(
         {"preset": "drpc"},
-        137,
-        "chains[0].upstreams[0]: preset 'drpc' keyless serves Ethereum mainnet (chain id 1) "
-        "only, not chain id 137; give a `url` instead",
-        id="drpc-keyless-polygon",
+        250,  # a chain the table does not have
+        "chains[0].upstreams[0]: preset 'drpc' has no public endpoint for chain id 250 (it "
+        "has one for ethereum (1), base (8453), optimism (10), arbitrum (42161), polygon "
+        "(137), bsc (56), avalanche (43114), gnosis (100), linea (59144), scroll (534352), "
+        "zksync (324), base-sepolia (84532), arbitrum-sepolia (421614)); give a `key` or a `url`",
+        id="drpc-keyless-unknown-chain",
     ),
     pytest.param(
-        {"preset": "lava", "key": LAVA_KEY},  # the gateway path names eth1
-        137,
-        "chains[0].upstreams[0]: preset 'lava' serves Ethereum mainnet (chain id 1) "
-        "only, not chain id 137; give a `url` instead",
-        id="lava-keyed-polygon",
+        {"preset": "lava", "key": LAVA_KEY},  # no gateway spec id documented for Base
+        8453,
+        "chains[0].upstreams[0]: preset 'lava' has no network for chain id 8453 (known: "
+        "ethereum (1), optimism (10), polygon (137), arbitrum (42161)); give a `url` instead",
+        id="lava-keyed-base",
     ),
     pytest.param(
         {"preset": "pokt", "key": "app-key"},
-        11155111,
-        "chains[0].upstreams[0]: preset 'pokt' serves Ethereum mainnet (chain id 1) "
-        "only, not chain id 11155111; give a `url` instead",
-        id="pokt-sepolia",
+        8453,
+        "chains[0].upstreams[0]: preset 'pokt' takes no `key` (its endpoint is public)",
+        id="pokt-key-would-be-dropped",
+    ),
+    pytest.param(
+        {"preset": "merkle"},
+        8453,
+        "chains[0].upstreams[0]: preset 'merkle' keyless serves Ethereum mainnet (chain id 1) "
+        "only, not chain id 8453; give a `url` instead",
+        id="merkle-base",
     ),
     pytest.param(
         {"preset": "merkle", "key": "a-key-with-no-place"},
@@ -459,3 +469,157 @@ def test_default_uses_no_endpoint_providers_md_excludes(
         if excluded in upstream.url
     ]
     assert used == []
+
+
+# --- other chains: each preset's documented URL, per chain of the table -------------------------
+
+# Written out by hand from the providers' documentation (the chain table cites each page), so
+# that a slug changed in the table by mistake fails here.
+URLS_ON_OTHER_CHAINS = [
+    # Base (8453)
+    (
+        {"preset": "infura", "key": INFURA_KEY},
+        8453,
+        f"https://base-mainnet.infura.io/v3/{INFURA_KEY}",
+    ),
+    (
+        {"preset": "alchemy", "key": ALCHEMY_KEY},
+        8453,
+        f"https://base-mainnet.g.alchemy.com/v2/{ALCHEMY_KEY}",
+    ),
+    ({"preset": "ankr", "key": ANKR_TOKEN}, 8453, f"https://rpc.ankr.com/base/{ANKR_TOKEN}"),
+    ({"preset": "drpc", "key": DRPC_KEY}, 8453, f"https://lb.drpc.live/base/{DRPC_KEY}"),
+    ({"preset": "drpc"}, 8453, "https://base.drpc.org"),
+    ({"preset": "pokt"}, 8453, "https://base.api.pocket.network"),
+    ({"preset": "lava"}, 8453, "https://base.lava.build"),
+    ({"preset": "publicnode"}, 8453, "https://base-rpc.publicnode.com"),
+    ({"preset": "onerpc"}, 8453, "https://public.1rpc.io/base"),
+    ({"preset": "onerpc", "key": "my-1rpc-key"}, 8453, "https://1rpc.io/my-1rpc-key/base"),
+    # OP Mainnet (10)
+    (
+        {"preset": "infura", "key": INFURA_KEY},
+        10,
+        f"https://optimism-mainnet.infura.io/v3/{INFURA_KEY}",
+    ),
+    (
+        {"preset": "alchemy", "key": ALCHEMY_KEY},
+        10,
+        f"https://opt-mainnet.g.alchemy.com/v2/{ALCHEMY_KEY}",
+    ),
+    ({"preset": "pokt"}, 10, "https://op.api.pocket.network"),
+    # Arbitrum One (42161)
+    (
+        {"preset": "infura", "key": INFURA_KEY},
+        42161,
+        f"https://arbitrum-mainnet.infura.io/v3/{INFURA_KEY}",
+    ),
+    (
+        {"preset": "alchemy", "key": ALCHEMY_KEY},
+        42161,
+        f"https://arb-mainnet.g.alchemy.com/v2/{ALCHEMY_KEY}",
+    ),
+    (
+        {"preset": "lava", "key": LAVA_KEY},
+        42161,
+        f"https://g.w.lavanet.xyz:443/gateway/arb1/rpc-http/{LAVA_KEY}",
+    ),
+    ({"preset": "pokt"}, 42161, "https://arb-one.api.pocket.network"),
+    # Polygon PoS (137), BNB Smart Chain (56), Avalanche C-Chain (43114), Gnosis (100)
+    (
+        {"preset": "alchemy", "key": ALCHEMY_KEY},
+        137,
+        f"https://polygon-mainnet.g.alchemy.com/v2/{ALCHEMY_KEY}",
+    ),
+    ({"preset": "publicnode"}, 137, "https://polygon-bor-rpc.publicnode.com"),
+    ({"preset": "ankr", "key": ANKR_TOKEN}, 56, f"https://rpc.ankr.com/bsc/{ANKR_TOKEN}"),
+    (
+        {"preset": "alchemy", "key": ALCHEMY_KEY},
+        56,
+        f"https://bnb-mainnet.g.alchemy.com/v2/{ALCHEMY_KEY}",
+    ),
+    (
+        {"preset": "infura", "key": INFURA_KEY},
+        43114,
+        f"https://avalanche-mainnet.infura.io/v3/{INFURA_KEY}",
+    ),
+    ({"preset": "onerpc"}, 43114, "https://public.1rpc.io/avax/c"),
+    ({"preset": "drpc", "key": DRPC_KEY}, 100, f"https://lb.drpc.live/gnosis/{DRPC_KEY}"),
+    # Linea (59144), Scroll (534352), zkSync Era (324)
+    (
+        {"preset": "infura", "key": INFURA_KEY},
+        59144,
+        f"https://linea-mainnet.infura.io/v3/{INFURA_KEY}",
+    ),
+    (
+        {"preset": "alchemy", "key": ALCHEMY_KEY},
+        534352,
+        f"https://scroll-mainnet.g.alchemy.com/v2/{ALCHEMY_KEY}",
+    ),
+    ({"preset": "ankr", "key": ANKR_TOKEN}, 324, f"https://rpc.ankr.com/zksync_era/{ANKR_TOKEN}"),
+    # the testnets
+    (
+        {"preset": "infura", "key": INFURA_KEY},
+        11155111,
+        f"https://sepolia.infura.io/v3/{INFURA_KEY}",
+    ),
+    (
+        {"preset": "alchemy", "key": ALCHEMY_KEY},
+        84532,
+        f"https://base-sepolia.g.alchemy.com/v2/{ALCHEMY_KEY}",
+    ),
+    (
+        {"preset": "alchemy", "key": ALCHEMY_KEY},
+        421614,
+        f"https://arb-sepolia.g.alchemy.com/v2/{ALCHEMY_KEY}",
+    ),
+    ({"preset": "pokt"}, 421614, "https://arb-sepolia-testnet.api.pocket.network"),
+]
+
+
+@pytest.mark.parametrize(
+    ("entry", "chain_id", "url"),
+    [
+        pytest.param(
+            *row, id=f"{row[0]['preset']}-{row[1]}-{'keyed' if 'key' in row[0] else 'keyless'}"
+        )
+        for row in URLS_ON_OTHER_CHAINS
+    ],
+)
+def test_a_preset_renders_its_documented_url_for_each_chain(
+    entry: dict[str, Any], chain_id: int, url: str
+) -> None:
+    assert resolve(entry, chain_id).url == url
+
+
+def test_every_provider_slug_and_public_endpoint_of_the_table_gives_a_url_of_that_provider() -> (
+    None
+):
+    """Each (preset, chain) the chain table names resolves, keyed where the provider takes a
+    key and keyless where it runs a public endpoint, to a URL on a host of that provider."""
+    from rpcgate.config.chains import CHAINS
+
+    hosts = {
+        "infura": "infura.io",
+        "alchemy": "alchemy.com",
+        "chainstack": "chainstack.com",
+        "ankr": "ankr.com",
+        "drpc": "drpc.",
+        "pokt": "pocket.network",
+        "lava": "lava",
+        "publicnode": "publicnode.com",
+        "onerpc": "1rpc.io",
+        "merkle": "merkle.io",
+    }
+    seen = 0
+    for chain in CHAINS:
+        for preset in chain.networks:
+            entry = {"preset": preset, **({"key": "k3y"} if "{key}" in PRESETS[preset].url else {})}
+            assert hosts[preset] in (urlsplit(resolve(entry, chain.chain_id).url).hostname or "")
+            seen += 1
+        for public in chain.public:
+            if public.preset is not None:
+                upstream = resolve({"preset": public.preset}, chain.chain_id)
+                assert upstream.url == public.url
+                assert hosts[public.preset] in (urlsplit(upstream.url).hostname or "")
+                seen += 1
+    assert seen > 100
