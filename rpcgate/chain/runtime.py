@@ -130,6 +130,7 @@ class ChainRuntime:
             lambda method, params: self._internal(Call(method, params, 0, False)),
             config.verify_logs_max_blocks,
             config.name,
+            config.header_format,
         )
         self._failover = Failover(self.upstreams, self.tracker, failover, drills, self.verifier)
         self._levels: dict[tuple[str, bool], Level] = {}  # per method, and anchored or not

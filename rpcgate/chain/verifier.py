@@ -35,6 +35,7 @@ from rpcgate.verify import (
     bloom_may_contain,
     code_matches,
     header_mismatch,
+    is_encodable,
     logs_matching,
     receipts_root_mismatch,
     transaction_hash_mismatch,
@@ -114,12 +115,16 @@ class Verifier:
         fetch: Fetch,
         logs_max_blocks: int,
         chain: str = "",
+        header_format: str = "ethereum",
     ) -> None:
         self.chain = chain
         self.mode = mode
-        # False once two upstreams served the same header that does not hash as Ethereum's
-        # does (a chain of another shape): headers are then not recomputed (logged once).
-        self.headers_recomputed = True
+        # How this chain's headers hash (the chain table's `headers`); `none`: not checked.
+        self.header_layout = header_format
+        # False for a chain whose headers are not recomputed (header_format: none), or once
+        # two upstreams served the same header that does not hash as the layout says (a
+        # chain of another shape): headers are then not recomputed (logged once).
+        self.headers_recomputed = header_format != "none"
         # False once no upstream serves eth_getBlockReceipts (receipts are then unchecked).
         self.block_receipts = True
         self._unhashable: dict[str, tuple[str, tuple[Any, ...]]] = {}
@@ -183,7 +188,7 @@ class Verifier:
     def _block_problem(self, block: Any, upstream: str = "") -> str | None:
         if not isinstance(block, dict):
             return "a block answer that is not an object"
-        problem = header_mismatch(block) if self.headers_recomputed else None
+        problem = header_mismatch(block, self.header_layout) if self.headers_recomputed else None
         if problem is not None and self._shaped_otherwise(block, upstream):
             self.headers_recomputed = False
             log.error(
@@ -192,8 +197,9 @@ class Verifier:
                 block=block.get("hash"),
                 why=problem,
                 advice="two upstreams serve this same header and it does not hash as "
-                "Ethereum's: headers are no longer recomputed on this chain; if its blocks "
-                "are shaped otherwise, set chains[].verify: off",
+                f"the {self.header_layout!r} layout says: headers are no longer recomputed on "
+                "this chain; if its blocks are shaped otherwise, set chains[].header_format: "
+                "none (or the layout it uses)",
             )
             problem = None
         if problem is None:
@@ -480,18 +486,11 @@ def _unsupported(error: Mapping[str, Any]) -> bool:
 
 def _known_types(items: Any) -> bool:
     """Whether every transaction (or receipt) is of a type rpcgate/verify encodes (legacy,
-    0x1 to 0x4): an L2's own types (OP's deposits, 0x7e) leave the trie unchecked."""
+    0x1 to 0x4, OP stack deposits): another L2's own types (Arbitrum's 0x64-0x6a, zkSync's
+    0x71, Scroll's L1 messages) leave the trie unchecked."""
     if not isinstance(items, list):
         return True
-    for item in items:
-        if not isinstance(item, dict):
-            continue
-        try:
-            if int(str(item.get("type") or "0x0"), 16) > 4:
-                return False
-        except ValueError:
-            return True  # the check itself says what is wrong
-    return True
+    return all(is_encodable(item) for item in items if isinstance(item, dict))
 
 
 def _anchored_block(block: Any) -> bool:

@@ -4,6 +4,9 @@ tries' roots recomputed (`transactions`, `receipts`, `tries`), accounts and stor
 Merkle proof (`proofs`), logs through the bloom filter and the receipts (`blooms`). No I/O:
 `rpcgate/chain/verifier.py` fetches what they are checked against.
 
+Besides Ethereum's, they know the OP stack's deposit transactions and receipts (0x7e) and
+Avalanche's header layout (`header_mismatch(block, layout="avalanche")`).
+
 Every check takes JSON-RPC answers as decoded JSON and never raises on a bad answer: a check
 that fails says what differs, in words. (The encoders, `transaction_encoding` and
 `receipt_encoding`, raise `BadField`, a ValueError, for a field they cannot encode.)
@@ -11,11 +14,14 @@ that fails says what differs, in words. (The encoders, `transaction_encoding` an
 
 from rpcgate.verify._hex import BadField
 from rpcgate.verify.blooms import bloom_may_contain, logs_matching
-from rpcgate.verify.headers import header_hash, header_mismatch
+from rpcgate.verify.headers import HEADER_LAYOUTS, header_hash, header_mismatch
 from rpcgate.verify.proofs import AccountState, code_matches, verify_account, verify_storage
 from rpcgate.verify.receipts import receipt_encoding, receipts_root_mismatch
 from rpcgate.verify.transactions import (
+    DEPOSIT_TRANSACTION_TYPE,
+    ENCODED_TRANSACTION_TYPES,
     UnknownTransactionType,
+    is_encodable,
     transaction_encoding,
     transaction_hash_mismatch,
     transactions_root_mismatch,
@@ -23,7 +29,10 @@ from rpcgate.verify.transactions import (
 from rpcgate.verify.tries import EMPTY_TRIE_ROOT, ordered_trie_root
 
 __all__ = [
+    "DEPOSIT_TRANSACTION_TYPE",
     "EMPTY_TRIE_ROOT",
+    "ENCODED_TRANSACTION_TYPES",
+    "HEADER_LAYOUTS",
     "AccountState",
     "BadField",
     "UnknownTransactionType",
@@ -31,6 +40,7 @@ __all__ = [
     "code_matches",
     "header_hash",
     "header_mismatch",
+    "is_encodable",
     "logs_matching",
     "ordered_trie_root",
     "receipt_encoding",

@@ -4,6 +4,10 @@ A receipt's consensus encoding is rlp([status or post-state root, cumulativeGasU
 logsBloom, logs]), each log rlp([address, topics, data]); a typed transaction's receipt is
 prefixed by its type byte. The trie covers only these fields: a receipt's gasUsed,
 effectiveGasPrice, transactionHash or contractAddress are not in it.
+
+An OP stack deposit's receipt (0x7e) adds its depositNonce and depositReceiptVersion since
+Canyon; from Regolith to Canyon the answer carries a depositNonce that the trie leaves out
+(op-geth's Receipts.EncodeIndex: only a receipt with a version has the two fields).
 """
 
 from __future__ import annotations
@@ -13,7 +17,12 @@ from typing import Any
 
 from rpcgate.verify import _rlp
 from rpcgate.verify._hex import BadField, data, hex_bytes, quantity, same_quantity, short
-from rpcgate.verify.transactions import TYPED_FIELDS, UnknownTransactionType, transaction_type
+from rpcgate.verify.transactions import (
+    DEPOSIT_TRANSACTION_TYPE,
+    ENCODED_TRANSACTION_TYPES,
+    UnknownTransactionType,
+    transaction_type,
+)
 from rpcgate.verify.tries import ordered_trie_root
 
 
@@ -21,10 +30,10 @@ def receipt_encoding(receipt: Mapping[str, Any]) -> bytes:
     """The receipt's consensus encoding, as stored in its block's receipts trie.
 
     Raises BadField (a ValueError) for a missing or malformed field, and its subclass
-    UnknownTransactionType for a type outside legacy and 0x1 to 0x4.
+    UnknownTransactionType for a type outside ENCODED_TRANSACTION_TYPES.
     """
     kind = transaction_type(receipt)
-    if kind != 0 and kind not in TYPED_FIELDS:
+    if kind not in ENCODED_TRANSACTION_TYPES:
         raise UnknownTransactionType(f"receipt type {hex(kind)} is not known")
     outcome: int | bytes
     if receipt.get("status") is not None:  # since Byzantium
@@ -36,14 +45,17 @@ def receipt_encoding(receipt: Mapping[str, Any]) -> bytes:
     logs = receipt.get("logs")
     if not isinstance(logs, list):
         raise BadField("field logs missing or not a list")
-    encoded = _rlp.encode(
-        [
-            outcome,
-            quantity(receipt, "cumulativeGasUsed"),
-            data(receipt, "logsBloom"),
-            [_log_fields(entry) for entry in logs],
-        ]
-    )
+    fields: list[Any] = [
+        outcome,
+        quantity(receipt, "cumulativeGasUsed"),
+        data(receipt, "logsBloom"),
+        [_log_fields(entry) for entry in logs],
+    ]
+    if kind == DEPOSIT_TRANSACTION_TYPE and receipt.get("depositReceiptVersion") is not None:
+        # Canyon: a version implies a nonce (op-geth); one without is not a receipt a node
+        # makes, and clients would encode it differently.
+        fields += [quantity(receipt, "depositNonce"), quantity(receipt, "depositReceiptVersion")]
+    encoded = _rlp.encode(fields)
     return encoded if kind == 0 else bytes([kind]) + encoded
 
 

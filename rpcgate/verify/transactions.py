@@ -4,6 +4,10 @@ transactionsRoot.
 A legacy transaction is rlp([nonce, gasPrice, gas, to, value, input, v, r, s]); a typed one
 (EIP-2718) is its type byte followed by the RLP list of its type's fields. The encoding is
 what the hash and the trie are over, so a field changed anywhere in an answer shows.
+
+Besides Ethereum's types, the OP stack's deposit (0x7e, https://specs.optimism.io/protocol/
+deposits.html, op-geth's core/types/deposit_tx.go): an L1 message with no signature, so its
+v, r and s (answered as 0) are in neither its hash nor the trie.
 """
 
 from __future__ import annotations
@@ -30,8 +34,11 @@ Encoded = int | bytes | list[Any]
 FieldEncoder = Callable[[Mapping[str, Any], str], Encoded]
 
 
+DEPOSIT_TRANSACTION_TYPE = 0x7E  # OP stack (op-geth DepositTxType)
+
+
 class UnknownTransactionType(BadField):
-    """A transaction type this module cannot encode (for instance an L2's deposit, 0x7e)."""
+    """A transaction type this module cannot encode (an L2's own, such as Arbitrum's)."""
 
 
 def _input(tx: Mapping[str, Any], _name: str) -> bytes:
@@ -55,6 +62,25 @@ def _access_list(tx: Mapping[str, Any], name: str) -> list[Any]:
         keys = [hex_bytes(key, f"a storage key in {name}") for key in entry["storageKeys"]]
         encoded.append([data(entry, "address"), keys])
     return encoded
+
+
+def _mint(tx: Mapping[str, Any], name: str) -> int:
+    # A deposit that mints nothing may leave `mint` out; the encoding has 0 (empty) then.
+    return 0 if tx.get(name) is None else quantity(tx, name)
+
+
+def _flag(tx: Mapping[str, Any], name: str) -> int:
+    """A boolean field (a deposit's isSystemTx): 1 or 0 (empty), as RLP encodes a bool.
+    op-geth answers a JSON bool, anvil "0x1" or nothing when false."""
+    value = tx.get(name)
+    if value is None or value is False:
+        return 0
+    if value is True:
+        return 1
+    flag = hex_int(value, f"field {name}")
+    if flag not in (0, 1):
+        raise BadField(f"field {name} is neither true nor false")
+    return flag
 
 
 def _hashes(tx: Mapping[str, Any], name: str) -> list[Any]:
@@ -132,7 +158,20 @@ TYPED_FIELDS: dict[int, tuple[tuple[str, FieldEncoder], ...]] = {
         *_SIGNATURE,
     ),
     0x04: (*_DYNAMIC_FEE_HEAD, ("authorizationList", _authorizations), *_SIGNATURE),  # EIP-7702
+    DEPOSIT_TRANSACTION_TYPE: (  # OP stack deposit: no nonce, no fee, no signature
+        ("sourceHash", data),
+        ("from", data),
+        ("to", _TO),  # empty: a contract creation
+        ("mint", _mint),
+        ("value", _Q),
+        ("gas", _Q),
+        ("isSystemTx", _flag),
+        ("input", _input),
+    ),
 }
+# The types `transaction_encoding` and `receipt_encoding` encode; any other raises
+# UnknownTransactionType (a caller may leave such a block unchecked rather than fail it).
+ENCODED_TRANSACTION_TYPES: frozenset[int] = frozenset({0, *TYPED_FIELDS})
 
 
 def transaction_type(tx: Mapping[str, Any]) -> int:
@@ -140,16 +179,39 @@ def transaction_type(tx: Mapping[str, Any]) -> int:
     return 0 if tx.get("type") is None else hex_int(tx.get("type"), "field type")
 
 
+def is_encodable(item: Any) -> bool:
+    """Whether `transaction_encoding` (or `receipt_encoding`, for a receipt) knows how this
+    transaction or receipt is encoded: its type is one of ENCODED_TRANSACTION_TYPES, and a
+    0x7e transaction is an OP stack deposit (it has a sourceHash), not Scroll's L1 message.
+    (A 0x7e receipt encodes the same on both chains.) A malformed item is encodable: the
+    check itself says what is wrong with it."""
+    if not isinstance(item, Mapping):
+        return True
+    try:
+        kind = transaction_type(item)
+    except BadField:
+        return True
+    if kind not in ENCODED_TRANSACTION_TYPES:
+        return False
+    is_receipt = item.get("cumulativeGasUsed") is not None
+    return kind != DEPOSIT_TRANSACTION_TYPE or is_receipt or item.get("sourceHash") is not None
+
+
 def transaction_encoding(tx: Mapping[str, Any]) -> bytes:
     """The transaction's consensus encoding, as hashed and stored in the block's trie.
 
     Raises BadField (a ValueError) for a missing or malformed field, and its subclass
-    UnknownTransactionType for a type outside legacy and 0x1 to 0x4.
+    UnknownTransactionType for a type outside ENCODED_TRANSACTION_TYPES (legacy, 0x1 to
+    0x4, the OP stack's deposit 0x7e) and for a 0x7e that is not a deposit.
     """
     kind = transaction_type(tx)
     fields = _LEGACY if kind == 0 else TYPED_FIELDS.get(kind)
     if fields is None:
         raise UnknownTransactionType(f"transaction type {hex(kind)} is not known")
+    if kind == DEPOSIT_TRANSACTION_TYPE and tx.get("sourceHash") is None:
+        # Scroll's L1 message is 0x7e too (queueIndex, sender, no sourceHash): another
+        # encoding, so not a deposit to fail but a type this module does not encode.
+        raise UnknownTransactionType("transaction type 0x7e without sourceHash: not a deposit")
     encoded = _rlp.encode([encode(tx, name) for name, encode in fields])
     return encoded if kind == 0 else bytes([kind]) + encoded
 

@@ -205,7 +205,9 @@ def test_verify_defaults_to_integrity_and_refuses_other_words() -> None:
     ("items", "known"),
     [
         ([{"type": "0x0"}, {"type": "0x2"}, {"type": "0x4"}], True),
-        ([{"type": "0x2"}, {"type": "0x7e"}], False),  # OP's deposit: its trie is not checked
+        ([{"type": "0x2"}, {"type": "0x7e", "sourceHash": "0x" + "11" * 32}], True),  # OP deposit
+        ([{"type": "0x2"}, {"type": "0x7e"}], False),  # Scroll's L1 message: not encoded
+        ([{"type": "0x2"}, {"type": "0x6a"}], False),  # Arbitrum's internal transaction
         (["0x" + "ab" * 32], True),  # hashes only: nothing to encode
         ([{}], True),  # no type: legacy
         (None, True),

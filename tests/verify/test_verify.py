@@ -327,7 +327,7 @@ def test_a_changed_transaction_given_its_new_hash_fails_the_root(
         pytest.param(
             lambda txs: txs[1].update(blockHash="0x" + "11" * 32), "blockHash", id="other-block"
         ),
-        pytest.param(lambda txs: txs[2].update(type="0x7e"), "not known", id="unknown-type"),
+        pytest.param(lambda txs: txs[2].update(type="0x64"), "not known", id="unknown-type"),
         pytest.param(lambda txs: txs[0].pop("r"), "field r", id="field-missing"),
         pytest.param(lambda txs: txs.__setitem__(3, "0x" + "33" * 32), "mix", id="one-a-hash"),
         pytest.param(lambda txs: txs.__setitem__(3, 7), "not an object", id="not-an-object"),
@@ -342,12 +342,22 @@ def test_a_changed_transaction_list_is_a_mismatch(
     assert problem is not None and words in problem
 
 
-def test_an_unknown_transaction_type_cannot_be_encoded(answers: Answers) -> None:
+@pytest.mark.parametrize(
+    ("kind", "words"),
+    [
+        pytest.param("0x64", "transaction type 0x64 is not known", id="arbitrum-deposit"),
+        pytest.param("0x7e", "transaction type 0x7e without sourceHash: not a deposit", id="0x7e"),
+    ],
+)
+def test_an_unknown_transaction_type_cannot_be_encoded(
+    answers: Answers, kind: str, words: str
+) -> None:
+    # 0x7e is an OP stack deposit only with its sourceHash (tests/verify/test_op_deposits.py).
     _, _, tx = answers.transaction("eip1559")
-    tx["type"] = "0x7e"
+    tx["type"] = kind
     with pytest.raises(UnknownTransactionType):
         transaction_encoding(tx)
-    assert transaction_hash_mismatch(tx) == "transaction: transaction type 0x7e is not known"
+    assert transaction_hash_mismatch(tx) == f"transaction: {words}"
 
 
 # --- receipts ---------------------------------------------------------------------------
