@@ -202,7 +202,20 @@ def test_config_validate_reads_the_file_rpcgate_config_names(tmp_path: Path) -> 
 
     default = _validate(env={"RPCGATE_CONFIG": ""})
     assert default.returncode == 0
-    assert default.stdout.startswith("the embedded default: ok (1 chain(s)")
+    from rpcgate.config.chains import CHAINS
+
+    assert default.stdout.startswith(f"the embedded default: ok ({len(CHAINS)} chain(s)")
 
     help_text = _validate("--help", env={}).stdout
     assert "$RPCGATE_CONFIG" in help_text
+
+
+def test_config_validate_names_the_known_chains_for_a_name_it_does_not_know(
+    tmp_path: Path,
+) -> None:
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("chains:\n  - name: arbitrun\n")
+    refused = _validate(str(typo), env={})
+    assert refused.returncode == 1
+    assert "chains[0].name: unknown chain 'arbitrun' (did you mean 'arbitrum'?)" in refused.stderr
+    assert "known chains: ethereum, base, optimism, arbitrum" in refused.stderr
