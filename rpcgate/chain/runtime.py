@@ -156,6 +156,7 @@ class ChainRuntime:
         self._last_used = time.monotonic()
         self._in_flight = 0
         self._idle = Background(f"idle-{config.name}", self._watch_idle)
+        self._switching = asyncio.Lock()  # starting and stopping the tracking, one at a time
         # Upstream WebSockets (ws_url): a new head there is a hint to poll now (the polls
         # stay the check), and their pending transactions feed newPendingTransactions.
         self.sockets = {
@@ -226,9 +227,12 @@ class ChainRuntime:
         return self._starting
 
     async def _activate(self) -> None:
-        log.info("chain_active", chain=self.config.name, upstreams=len(self.upstreams))
-        await self._start_tracking()
-        self._idle.start()
+        async with self._switching:  # not while an idle stop is under way
+            if self._tracking:
+                return
+            log.info("chain_active", chain=self.config.name, upstreams=len(self.upstreams))
+            await self._start_tracking()
+            self._idle.start()
 
     async def _until_active(self, context: CallContext) -> None:
         """A call to a chain not yet tracked waits (a bounded time) for its first head."""
@@ -248,10 +252,14 @@ class ChainRuntime:
             )
             if in_use:
                 self._last_used = time.monotonic()
-            elif time.monotonic() - self._last_used >= idle_s:
-                log.info("chain_idle", chain=self.config.name, idle_s=idle_s)
-                await self._stop_tracking()
-                return
+                continue
+            if time.monotonic() - self._last_used < idle_s:
+                continue
+            async with self._switching:
+                if self._in_flight == 0 and time.monotonic() - self._last_used >= idle_s:
+                    log.info("chain_idle", chain=self.config.name, idle_s=idle_s)
+                    await self._stop_tracking()
+                    return
 
     async def _stop_tracking(self) -> None:
         self._tracking = False

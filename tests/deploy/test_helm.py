@@ -227,6 +227,16 @@ def test_default_config_is_rpcgates_own_default_listening_on_all_interfaces(
         listen="0.0.0.0:8545",
         limits=behind_ingress,
         ops=OpsConfig(listen="0.0.0.0:9545"),
+        chains=config.chains,
+    )
+    # Ethereum over the public endpoints the zero-config default gives it, polled from the
+    # start (readiness means it is served), not every chain of the table on demand.
+    (chain,) = config.chains
+    ethereum = own.chains[0]
+    assert (chain.name, chain.chain_id, chain.on_demand) == ("ethereum", 1, False)
+    assert [u.url for u in chain.upstreams] == [u.url for u in ethereum.upstreams]
+    assert dataclasses.replace(chain, upstreams=(), on_demand=True) == dataclasses.replace(
+        ethereum, upstreams=()
     )
 
 
