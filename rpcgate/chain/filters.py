@@ -252,6 +252,11 @@ return redis.call('DEL', KEYS[1])
 """
 
 
+# Every filter key and the filters' indexes share a hash tag: the scripts that store and evict
+# filters touch them together, which a Redis Cluster allows within one hash slot only.
+_SLOT = "filters"
+
+
 class FilterStore:
     """Filters by id: in process, or in Redis (shared by replicas) when configured. A filter
     is kept as its JSON (what goes to Redis), so that the bytes counted against
@@ -279,7 +284,9 @@ class FilterStore:
     async def get(self, chain_id: int, filter_id: str) -> Filter | None:
         shared = self._shared
         if shared is not None:
-            raw = await shared.quick(shared.client.get(shared.key(chain_id, "filter", filter_id)))
+            raw = await shared.quick(
+                shared.client.get(shared.key(chain_id, "filter", filter_id, slot=_SLOT))
+            )
             if isinstance(raw, bytes):
                 return Filter.from_json(raw)
         key = f"{chain_id}:{filter_id}"
@@ -297,7 +304,10 @@ class FilterStore:
         self._put_local(f"{chain_id}:{filter_id}", raw)
         shared, store = self._shared, self._store
         if shared is not None and store is not None:
-            keys = [shared.key(chain_id, "filter", filter_id), *self._index_keys(shared)]
+            keys = [
+                shared.key(chain_id, "filter", filter_id, slot=_SLOT),
+                *self._index_keys(shared),
+            ]
             settings = self.settings
             args: list[bytes | int] = [
                 raw,
@@ -311,7 +321,10 @@ class FilterStore:
         existed = self._drop_local(f"{chain_id}:{filter_id}")
         shared, forget = self._shared, self._forget
         if shared is not None and forget is not None:
-            keys = [shared.key(chain_id, "filter", filter_id), *self._index_keys(shared)]
+            keys = [
+                shared.key(chain_id, "filter", filter_id, slot=_SLOT),
+                *self._index_keys(shared),
+            ]
             existed = bool(await shared.quick(forget(keys=keys))) or existed
         return existed
 
@@ -340,7 +353,9 @@ class FilterStore:
 
     @staticmethod
     def _index_keys(shared: SharedState) -> list[str]:
-        return [f"{shared.prefix}filters:{part}" for part in ("polled", "bytes", "total")]
+        return [
+            shared.link.key("filters", part, slot=_SLOT) for part in ("polled", "bytes", "total")
+        ]
 
 
 class Filters:

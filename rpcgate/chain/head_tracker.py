@@ -422,8 +422,14 @@ class HeadTracker:
             and (head.number > offered[0] or consensus.genesis != offered[1])
         ):
             # Before anyone is served it.
-            await self._shared.offer(self.chain.chain_id, head, consensus.genesis)
-            self._offered = (head.number, consensus.genesis)
+            if await self._shared.offer(self.chain.chain_id, head, consensus.genesis):
+                self._offered = (head.number, consensus.genesis)
+            elif previous.head is not None and self._shared.holding():
+                # Redis is unreachable (a failover): the head stays where the replicas
+                # last agreed for a few seconds (`cache.shared_head_hold_s`), rather than
+                # run ahead of a replica that cannot hear of it; then each goes on alone.
+                self._decided_round = round_
+                return
         weighed = floor is not None and (
             self._polls > self._floor_heard_in_round
             or (head is not None and head.number >= floor.number)

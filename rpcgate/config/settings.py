@@ -25,6 +25,7 @@ import yaml
 from rpcgate.config.chain_defaults import complete_chains
 from rpcgate.config.chains import find_chain
 from rpcgate.config.presets import PRESETS, PresetError, preset_url, preset_ws_url
+from rpcgate.config.redis_url import RedisUrlError, parse_redis_url
 from rpcgate.config.typed import load_dataclass, reference, setting, substitute_env
 
 # Calls per upstream batch for an upstream whose provider documents no limit: geth accepts
@@ -216,11 +217,21 @@ class ChainConfig:
 @dataclass(frozen=True)
 class CacheConfig:
     redis_url: str | None = setting(
-        "redis://host:6379/0 shares the cache across replicas; null keeps it in-process only.",
+        "The Redis replicas share (the cache, rate limits, filters, accepted transactions, "
+        "the served head): redis://host:6379/0 (rediss:// for TLS); "
+        "redis+sentinel://host:26379,host:26379/SERVICE_NAME[/DB] for a primary Sentinel "
+        "watches; redis+cluster://host:6379,host:6379 for a Redis Cluster "
+        "(rediss+sentinel://, rediss+cluster:// for TLS). null keeps everything in process.",
         default=None,
     )
     memory_bytes: int = setting(
         "Budget of the in-process cache; least recently used go first.", default=64 * 1024 * 1024
+    )
+    shared_head_hold_s: float = setting(
+        "While Redis is unreachable (a Sentinel failover), how long the head each replica "
+        "serves stays where the replicas last agreed, so that none runs ahead of another; "
+        "after that each replica goes on alone until Redis is back. 0: go on alone at once.",
+        default=5.0,
     )
     redis_prefix: str = setting(
         "Prefix of every Redis key (then the chain id).", default="rpcgate:v1:"
@@ -677,12 +688,13 @@ def _resolve(config: Config, problems: list[str]) -> Config:
         split_host_port(config.listen)
     except ValueError as exc:
         problems.append(f"listen: {exc}")
-    if config.cache.redis_url is not None and urlsplit(config.cache.redis_url).scheme not in (
-        "redis",
-        "rediss",
-        "unix",
-    ):
-        problems.append("cache.redis_url: must start with redis://, rediss:// or unix://")
+    if config.cache.redis_url is not None:
+        try:
+            parse_redis_url(config.cache.redis_url)
+        except RedisUrlError as exc:
+            problems.append(f"cache.redis_url: {exc}")
+    if config.cache.shared_head_hold_s < 0:
+        problems.append("cache.shared_head_hold_s: must be 0 or more")
     if config.cache.memory_bytes < 0:
         problems.append("cache.memory_bytes: must be 0 or more")
     for key in (

@@ -38,7 +38,9 @@ class Gateway:
         self.shared_state = SharedState(self.redis) if self.redis is not None else None
         self.filter_store = FilterStore(self.shared_state, config.filters)
         # With Redis, replicas share the highest head served (see shared_head.py).
-        self.shared_heads = SharedHeads(self.redis) if self.redis is not None else None
+        self.shared_heads = (
+            SharedHeads(self.redis, cache.shared_head_hold_s) if self.redis is not None else None
+        )
         self._retiring: set[asyncio.Task[None]] = set()  # chains replaced by a reload
         self.chains: list[ChainRuntime] = []
         self._by_path: dict[str, ChainRuntime] = {}

@@ -3,7 +3,8 @@
 Everything replicas share goes through it: the cache's Redis tier (`response_cache`), the
 served head and its publish/subscribe (`shared_head`), filters and accepted transactions
 (`shared_state`), and the rate limits (`edge.rate_limits`). One connection pool, one place
-where a Redis URL becomes a client (Sentinel and Cluster are added here).
+where a Redis URL becomes a client: one server, a primary watched by Sentinel, or a Cluster
+(`config.redis_url` says which).
 
 The outage policy: Redis never breaks a call. Every operation is bounded by
 `cache.redis_timeout_s`. A failure marks Redis down, with one `redis_down` log line naming
@@ -25,8 +26,12 @@ from typing import Any, TypeVar
 import redis.asyncio as aioredis
 import structlog
 from redis.asyncio.client import PubSub
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.sentinel import Sentinel
 from redis.commands.core import AsyncScript
 from redis.exceptions import OutOfMemoryError, RedisError
+
+from rpcgate.config.redis_url import RedisTarget, parse_redis_url
 
 log = structlog.get_logger("rpcgate.redis")
 
@@ -42,18 +47,51 @@ class RedisLink:
     def __init__(self, url: str, prefix: str, timeout_s: float) -> None:
         self.prefix = prefix
         self.timeout_s = timeout_s
-        # No socket timeout: every operation is bounded by `run`'s own, and the served
-        # head's subscription blocks on its read by design.
-        self.client = aioredis.Redis.from_url(
-            url,
-            socket_timeout=None,
-            socket_connect_timeout=timeout_s,
-            retry_on_timeout=False,
-            health_check_interval=0,
-        )
+        self.target = parse_redis_url(url)
+        self.kind = self.target.kind  # single | sentinel | cluster
+        self._sentinel: Sentinel | None = None
+        self.client = self._connect(self.target)
         self.up = True
+        self._down_since: float | None = None  # loop time of the first failure of an outage
         self._retry_at = 0.0
         self._writes_paused_until = 0.0
+
+    def _connect(self, target: RedisTarget) -> Any:  # Redis | RedisCluster
+        """The client for what the URL names. No socket timeout: every operation is bounded
+        by `run`'s own, and the served head's subscription blocks on its read by design."""
+        common: dict[str, Any] = {
+            "socket_timeout": None,
+            "socket_connect_timeout": self.timeout_s,
+            "health_check_interval": 0,
+        }
+        if target.kind == "single":
+            return aioredis.Redis.from_url(target.url, retry_on_timeout=False, **common)
+        auth: dict[str, Any] = {
+            "username": target.username,
+            "password": target.password,
+            "ssl": target.tls,
+        }
+        if target.kind == "sentinel":
+            # The sentinels are asked (briefly) which node is the primary, on every new
+            # connection: after a failover the next connection goes to the new one.
+            self._sentinel = Sentinel(
+                list(target.hosts),
+                sentinel_kwargs={
+                    "socket_timeout": self.timeout_s,
+                    "socket_connect_timeout": self.timeout_s,
+                },
+                **common,
+                **auth,
+            )
+            return self._sentinel.master_for(target.service, db=target.db, retry_on_timeout=False)
+        # A cluster: keys are spread over its primaries by hash slot; what one script or
+        # operation touches together shares a hash tag (`key(..., slot=...)`).
+        return RedisCluster(
+            startup_nodes=[ClusterNode(host, port) for host, port in target.hosts],
+            cluster_error_retry_attempts=2,
+            **common,
+            **auth,
+        )
 
     async def run(
         self,
@@ -85,14 +123,23 @@ class RedisLink:
 
     def failed(self, what: str, exc: BaseException) -> None:
         """An operation failed (here, or one run outside `run`: a subscription's read)."""
-        self._retry_at = asyncio.get_running_loop().time() + RETRY_S
+        now = asyncio.get_running_loop().time()
+        self._retry_at = now + RETRY_S
         if self.up:
             self.up = False
+            self._down_since = now
             log.warning("redis_down", operation=what, error=f"{type(exc).__name__}: {exc}")
+
+    def outage_s(self) -> float | None:
+        """How long Redis has been unreachable; None while it is up."""
+        if self.up or self._down_since is None:
+            return None
+        return asyncio.get_running_loop().time() - self._down_since
 
     def succeeded(self) -> None:
         if not self.up:
             self.up = True
+            self._down_since = None
             log.info("redis_up")
 
     def _pause_writes(self, reason: str) -> None:
@@ -103,13 +150,23 @@ class RedisLink:
 
     def script(self, text: str) -> AsyncScript:
         """A Lua script, run with EVALSHA (loaded again if Redis forgot it)."""
-        return self.client.register_script(text)
+        script: AsyncScript = self.client.register_script(text)
+        return script
 
     def pubsub(self) -> PubSub:
-        return self.client.pubsub(ignore_subscribe_messages=True)
+        """A subscription (on a cluster: through one node, which hears every node's
+        publications)."""
+        pubsub: PubSub = self.client.pubsub(ignore_subscribe_messages=True)
+        return pubsub
 
-    def key(self, *parts: Any) -> str:
-        return self.prefix + ":".join(str(part) for part in parts)
+    def key(self, *parts: Any, slot: str | None = None) -> str:
+        """A key under the prefix. `slot`: a hash tag, so that keys a script touches
+        together live in one hash slot of a cluster (harmless elsewhere)."""
+        tag = "{" + slot + "}:" if slot else ""
+        return self.prefix + tag + ":".join(str(part) for part in parts)
 
     async def close(self) -> None:
         await self.client.aclose()
+        if self._sentinel is not None:
+            for sentinel in self._sentinel.sentinels:
+                await sentinel.aclose()

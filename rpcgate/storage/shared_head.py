@@ -68,8 +68,12 @@ Listener = Callable[[Block, str | None], None]
 class SharedHeads:
     """One subscription, over the gateway's one Redis client, for every chain."""
 
-    def __init__(self, link: RedisLink) -> None:
+    def __init__(self, link: RedisLink, hold_s: float = 0.0) -> None:
         self.link = link
+        # Redis unreachable: how long a replica holds its served head where the replicas
+        # last agreed (rather than serve a head no other replica may know) before it goes
+        # on alone; a Sentinel failover takes a few seconds.
+        self.hold_s = hold_s
         self.prefix = link.prefix
         self._offer = link.script(_OFFER)
         self._listeners: dict[str, Listener] = {}  # channel -> tracker callback
@@ -96,12 +100,19 @@ class SharedHeads:
     async def close(self) -> None:
         await self._following.stop()
 
-    async def offer(self, chain_id: int, block: Block, genesis: str | None = None) -> None:
+    async def offer(self, chain_id: int, block: Block, genesis: str | None = None) -> bool:
         """Stores and announces `block` if it is higher than the shared head (or the shared
-        head is of another life of the chain id)."""
+        head is of another life of the chain id); whether Redis was reached."""
         key = self.key(chain_id)
         args = [*encode(block, genesis).split(":"), key]
-        await self.link.run("offer served head", lambda: self._offer(keys=[key], args=args))
+        done = await self.link.run("offer served head", lambda: self._offer(keys=[key], args=args))
+        return done is not None
+
+    def holding(self) -> bool:
+        """Whether a head Redis could not be told of is held back now: Redis has been
+        unreachable for less than `hold_s`."""
+        outage_s = self.link.outage_s()
+        return outage_s is not None and outage_s < self.hold_s
 
     async def _follow(self) -> None:
         while True:

@@ -17,8 +17,8 @@ class SharedState:
         self.timeout_s = link.timeout_s
         self.client = link.client
 
-    def key(self, chain_id: int, kind: str, name: str) -> str:
-        return self.link.key(chain_id, kind, name)
+    def key(self, chain_id: int, kind: str, name: str, slot: str | None = None) -> str:
+        return self.link.key(chain_id, kind, name, slot=slot)
 
     async def quick(self, operation: Awaitable[Any]) -> Any:
         """The operation's result, or None when Redis is down, slow or refuses it."""

@@ -501,11 +501,11 @@ def test_filters_in_redis_are_bounded_for_all_replicas_together(
 
     asyncio.run(run())
     client = redis_server.client()
-    stored = client.keys(f"rpcgate:t:{CHAIN_ID}:filter:*")
-    assert sorted(stored) == [f"rpcgate:t:{CHAIN_ID}:filter:f3".encode()]
+    stored = client.keys(f"rpcgate:t:{{filters}}:{CHAIN_ID}:filter:*")
+    assert sorted(stored) == [f"rpcgate:t:{{filters}}:{CHAIN_ID}:filter:f3".encode()]
     # What Redis counts is what the filters take there, and goes with them.
-    assert int(client.get("rpcgate:t:filters:total") or 0) == client.strlen(stored[0])
-    assert client.zcard("rpcgate:t:filters:polled") == 1
+    assert int(client.get("rpcgate:t:{filters}:filters:total") or 0) == client.strlen(stored[0])
+    assert client.zcard("rpcgate:t:{filters}:filters:polled") == 1
 
 
 def test_a_gateway_refuses_huge_criteria_and_forgets_the_least_recently_polled_filter(

@@ -438,7 +438,8 @@ SINGLE_PROBLEMS = [
     ),
     pytest.param(
         "cache:\n  redis_url: http://cache:6379/0\n" + chain_with("url: https://eth.merkle.io"),
-        "cache.redis_url: must start with redis://, rediss:// or unix://",
+        "cache.redis_url: must start with redis://, rediss://, unix://, redis+sentinel://, "
+        "rediss+sentinel://, redis+cluster://, rediss+cluster://",
         id="redis-url-http",
     ),
     pytest.param(
@@ -556,7 +557,8 @@ def test_every_problem_in_a_file_is_reported_at_once() -> None:
     expected = [
         "listen: must be HOST:PORT, not 'localhost'",
         f"tracing: unknown key (known: {ROOT_KEYS})",
-        "cache.redis_url: must start with redis://, rediss:// or unix://",
+        "cache.redis_url: must start with redis://, rediss://, unix://, redis+sentinel://, "
+        "rediss+sentinel://, redis+cluster://, rediss+cluster://",
         "failover.deadline_s: must be at least failover.attempt_timeout_s",
         "failover.max_attempts: must be an integer, not '3'",
         "chains[0].upstreams[2].url: not a URL (expected http:// or https://)",

@@ -2,6 +2,10 @@
 checked, blooms and logs, all against the answers of a real node (anvil, its default
 hardfork, with every transaction type it takes; tests/harness/verify_chain.py).
 
+The node's answers are recorded (tests/fixtures/verify/, tests/verify/recorded_chain.py),
+so these are unit tests; tests/verify/test_recorded_chain.py checks that anvil still gives
+those answers.
+
 Each check must accept what the node answered and refuse the same answer with any one thing
 changed, saying what, without raising.
 """
@@ -11,8 +15,8 @@ from __future__ import annotations
 import copy
 import os
 import random
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -40,17 +44,27 @@ from rpcgate.verify import (
 )
 from rpcgate.verify._rlp import encode as rlp_encode
 from rpcgate.verify.headers import BASE_FIELDS, FORK_FIELDS
-from tests.harness.anvil import DEV_ADDRESSES, AnvilNode, json_rpc
+from tests.harness.anvil import DEV_ADDRESSES
 from tests.harness.contract import LOG_TOPIC, RUNTIME_CODE
-from tests.harness.verify_chain import (
-    STORE_TOPIC,
-    STORED,
-    VerifyChain,
-    build_small_chain,
-    build_verify_chain,
+from tests.harness.verify_chain import STORE_TOPIC, STORED
+from tests.verify.recorded_chain import (
+    ABSENT_ADDRESS,
+    BLOCKS,
+    CHAIN_FILE,
+    FIXTURES,
+    HARDFORKS,
+    LOG_BLOCKS,
+    LOG_FILTERS,
+    SMALL_CHAIN_BLOCKS,
+    UNSET_SLOTS,
+    ChainNames,
+    Recording,
+    small_chain_file,
+    word,
 )
 
-BLOCKS = ("genesis", "transfers", "deploys", "calls", "blob", "set-code", "empty", "many")
+pytestmark = pytest.mark.unit
+
 # What each kind of transaction of the chain is, by its type byte.
 TRANSACTION_TYPES = {
     "legacy": "0x0",
@@ -66,21 +80,26 @@ TRANSACTION_TYPES = {
     "eip4844": "0x3",
     "eip7702": "0x4",
 }
-UNSET_SLOTS = (0, 4, 2**200)
-ABSENT_ADDRESS = "0x" + keccak(b"rpcgate.tests.verify.test_verify absent account")[:20].hex()
 NOT_AN_OBJECT: Any = None
 
 
 @dataclass
 class Answers:
-    """The node's answers about the chain, fetched once; tests tamper with deep copies."""
+    """The node's answers about the chain, as recorded; tests tamper with deep copies."""
 
-    chain: VerifyChain
-    blocks: dict[str, dict[str, Any]] = field(default_factory=dict)  # full transactions
-    receipts: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    recording: Recording
+
+    def __post_init__(self) -> None:
+        self.chain: ChainNames = self.recording.chain
+        self.blocks: dict[str, dict[str, Any]] = {  # full transactions
+            name: self.rpc("eth_getBlockByNumber", self.tag(name), True) for name in BLOCKS
+        }
+        self.receipts: dict[str, list[dict[str, Any]]] = {
+            name: self.rpc("eth_getBlockReceipts", self.tag(name)) for name in BLOCKS
+        }
 
     def rpc(self, method: str, *params: Any) -> Any:
-        return json_rpc(self.chain.url, method, list(params))
+        return self.recording.rpc(method, *params)
 
     def block(self, name: str) -> dict[str, Any]:
         return copy.deepcopy(self.blocks[name])
@@ -110,20 +129,8 @@ class Answers:
 
 
 @pytest.fixture(scope="module")
-def answers() -> Iterator[Answers]:
-    with AnvilNode() as node:
-        chain = build_verify_chain(node)
-        fetched = Answers(chain)
-        for name in BLOCKS:
-            tag = fetched.tag(name)
-            fetched.blocks[name] = fetched.rpc("eth_getBlockByNumber", tag, True)
-            fetched.receipts[name] = fetched.rpc("eth_getBlockReceipts", tag)
-        yield fetched
-
-
-def word(number: int) -> str:
-    """A 32-byte value as hex: a storage slot, a topic."""
-    return f"0x{number:064x}"
+def answers() -> Answers:
+    return Answers(Recording.load(FIXTURES / CHAIN_FILE))
 
 
 def _changed_hex(value: str) -> str:
@@ -182,21 +189,20 @@ def test_a_malformed_header_is_a_mismatch_not_an_error(
     assert problem is not None and words in problem
 
 
-@pytest.mark.parametrize("hardfork", ["berlin", "london", "shanghai", "cancun", "prague"])
+@pytest.mark.parametrize("hardfork", HARDFORKS)
 def test_blocks_of_older_hardforks_recompute(hardfork: str) -> None:
     # anvil's genesis before Shanghai answers (and hashes) blob gas fields, which no header
     # of those forks has: only its later blocks are real headers of the fork.
-    numbers = (1,) if hardfork in ("berlin", "london") else (0, 1)
-    with AnvilNode(extra_args=["--hardfork", hardfork]) as node:
-        build_small_chain(node)
-        for number in numbers:
-            block = node.block(number, full_transactions=True)
-            assert header_mismatch(block) is None, (hardfork, number)
-            assert transactions_root_mismatch(block) is None, (hardfork, number)
-            receipts = node.rpc("eth_getBlockReceipts", [hex(number)])
-            assert receipts_root_mismatch(receipts, block) is None, (hardfork, number)
-        if hardfork == "berlin":
-            assert "baseFeePerGas" not in block
+    recording = Recording.load(FIXTURES / small_chain_file(hardfork))
+    numbers = SMALL_CHAIN_BLOCKS[1:] if hardfork in ("berlin", "london") else SMALL_CHAIN_BLOCKS
+    for number in numbers:
+        block = recording.rpc("eth_getBlockByNumber", hex(number), True)
+        assert header_mismatch(block) is None, (hardfork, number)
+        assert transactions_root_mismatch(block) is None, (hardfork, number)
+        receipts = recording.rpc("eth_getBlockReceipts", hex(number))
+        assert receipts_root_mismatch(receipts, block) is None, (hardfork, number)
+    if hardfork == "berlin":
+        assert "baseFeePerGas" not in block
 
 
 # --- transactions -----------------------------------------------------------------------
@@ -208,7 +214,7 @@ def test_each_transaction_type_rehashes_to_its_hash(answers: Answers, kind: str)
     assert tx["type"] == TRANSACTION_TYPES[kind]
     assert "0x" + keccak(transaction_encoding(tx)).hex() == tx["hash"]
     assert transaction_hash_mismatch(tx) is None
-    # The same transaction as eth_getTransactionByHash answers it (no blob sidecar there).
+    # The same transaction as eth_getTransactionByHash answers it.
     alone = answers.rpc("eth_getTransactionByHash", tx["hash"])
     assert transaction_hash_mismatch(alone) is None
 
@@ -449,16 +455,7 @@ def test_receipts_of_one_block_fail_against_another_blocks_header(answers: Answe
 
 
 def _account_cases(answers: Answers) -> dict[str, tuple[str, str]]:
-    chain = answers.chain
-    return {  # name: (address, block)
-        "eoa": (DEV_ADDRESSES[0], "calls"),
-        "absent": (ABSENT_ADDRESS, "calls"),
-        "store-contract": (chain.store, "calls"),
-        "logger-contract": (chain.logger, "calls"),
-        "delegated-eoa": (chain.authority, "set-code"),
-        # Not at genesis: anvil's genesis block says the empty stateRoot, funded accounts and all.
-        "receiver-of-transfers": (DEV_ADDRESSES[1], "transfers"),
-    }
+    return answers.chain.account_cases()  # name: (address, block)
 
 
 @pytest.mark.parametrize(
@@ -680,47 +677,17 @@ def test_bloom_filter_semantics(answers: Answers, address: Any, topics: Any, may
     assert bloom_may_contain(bloom, address, topics) is may
 
 
-@pytest.mark.unit
 @pytest.mark.parametrize("bloom", ["0x", "0xzz", "0x" + "00" * 255, None])
 def test_a_malformed_bloom_rules_nothing_out(bloom: Any) -> None:
     assert bloom_may_contain(bloom, ABSENT_ADDRESS, [STORE_TOPIC])
 
 
-LOG_FILTERS: list[Any] = [
-    pytest.param({}, id="everything"),
-    pytest.param({"address": "store"}, id="address"),
-    pytest.param({"address": ["store", "logger"]}, id="addresses"),
-    pytest.param({"address": ["STORE-UPPERCASE"]}, id="address-uppercase"),
-    pytest.param({"address": ABSENT_ADDRESS}, id="absent-address"),
-    pytest.param({"topics": [STORE_TOPIC]}, id="topic0"),
-    pytest.param({"topics": [[STORE_TOPIC, LOG_TOPIC]]}, id="topic0-alternatives"),
-    pytest.param({"topics": [None, word(3)]}, id="wildcard-then-slot"),
-    pytest.param({"topics": [None, None, [word(5), word(7)]]}, id="value-alternatives"),
-    pytest.param({"topics": [[]]}, id="empty-alternatives"),
-    pytest.param({"topics": [LOG_TOPIC, None]}, id="more-positions-than-topics"),
-    pytest.param({"address": "logger", "topics": [STORE_TOPIC]}, id="address-and-other-topic"),
-    pytest.param(
-        {"address": "authority", "topics": ["0x" + LOG_TOPIC[2:].upper()]}, id="delegated-account"
-    ),
-]
-
-
-@pytest.mark.parametrize("criteria", LOG_FILTERS)
-@pytest.mark.parametrize("name", ["calls", "set-code", "many"])
+@pytest.mark.parametrize("filter_name", LOG_FILTERS)
+@pytest.mark.parametrize("name", LOG_BLOCKS)
 def test_logs_matching_is_what_the_node_lists(
-    answers: Answers, name: str, criteria: dict[str, Any]
+    answers: Answers, name: str, filter_name: str
 ) -> None:
-    named = {
-        "store": answers.chain.store,
-        "store-uppercase": "0x" + answers.chain.store[2:].upper(),
-        "logger": answers.chain.logger,
-        "authority": answers.chain.authority,
-    }
-    address = criteria.get("address")
-    if isinstance(address, str):
-        criteria = {**criteria, "address": named.get(address.lower(), address)}
-    elif isinstance(address, list):
-        criteria = {**criteria, "address": [named.get(a.lower(), a) for a in address]}
+    criteria = answers.chain.resolve(LOG_FILTERS[filter_name])  # the filters are named there
     on_node = answers.rpc("eth_getLogs", {**criteria, "blockHash": answers.blocks[name]["hash"]})
     # anvil lists a log with fewer topics than the filter's positions when the extra
     # positions are wildcards; geth never does (the next test).
@@ -753,7 +720,6 @@ def test_logs_matching_numbers_logs_by_their_place_in_the_block(answers: Answers
 # --- the trie -----------------------------------------------------------------------------
 
 
-@pytest.mark.unit
 @pytest.mark.parametrize("count", [0, 1, 2, 3, 16, 17, 127, 128, 129, 300])
 def test_ordered_trie_root_is_py_tries_root(count: int) -> None:
     sizes = random.Random(count)
@@ -766,7 +732,6 @@ def test_ordered_trie_root_is_py_tries_root(count: int) -> None:
         assert ordered_trie_root(items).hex().startswith("56e81f17")
 
 
-@pytest.mark.unit
 @pytest.mark.parametrize(
     "item",
     [
@@ -795,7 +760,6 @@ def test_the_rlp_encoding_is_pyrlps(item: Any) -> None:
 # --- nothing raises -----------------------------------------------------------------------
 
 
-@pytest.mark.unit
 @pytest.mark.parametrize(
     ("check", "argument"),
     [
@@ -841,7 +805,6 @@ def test_malformed_answers_are_reasons_not_errors(
     assert isinstance(check(argument), str)
 
 
-@pytest.mark.unit
 def test_malformed_receipts_list_no_logs() -> None:
     receipts: Any = [{"logs": [None, {"topics": "x"}]}, {"transactionIndex": 5}, None, {"logs": 5}]
     assert logs_matching(receipts, {}) == []
