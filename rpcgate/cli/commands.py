@@ -128,7 +128,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # 50-item batch about a quarter of its time (bench/suite.py scenario c: 395 -> 510
     # batches/s; pass-through +9 %). Cycles wait a little longer instead.
     gc.set_threshold(50_000, 50, 100)
-    return asyncio.run(serve(config, path, worker=args.as_worker is not None))
+    return asyncio.run(serve(config, path, worker=args.as_worker))
 
 
 def cmd_check(args: argparse.Namespace) -> int:

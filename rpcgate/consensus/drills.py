@@ -99,6 +99,7 @@ class Drills:
         by: str = "",
         reason: str = "",
         wall: float | None = None,
+        drill_id: str | None = None,
     ) -> Drill:
         """Drains `target` for `seconds` from `now`, replacing a drill on the same target."""
         if not MIN_SECONDS <= seconds <= MAX_SECONDS:
@@ -108,7 +109,7 @@ class Drills:
         if previous is not None:
             self._ended(previous, now, "replaced")
         drill = Drill(
-            id=secrets.token_hex(4),
+            id=drill_id or secrets.token_hex(4),  # another worker's id for the same drill
             target=target,
             seconds=seconds,
             started_at=now,

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from time import perf_counter
 from typing import Any
 
+import orjson
 import structlog
 from aiohttp import HttpVersion11, web
 
@@ -33,9 +34,11 @@ from rpcgate.edge.gateway import Gateway
 from rpcgate.edge.ingress import Ingress
 from rpcgate.edge.rate_limits import LIMIT_EXCEEDED, Verdict, retry_after_header
 from rpcgate.edge.responses import JsonAnswer
+from rpcgate.edge.siblings import FORWARDED, SiblingFanout, Siblings
 from rpcgate.edge.websocket import close_websockets, is_websocket, serve_websocket
 from rpcgate.ops.admin import add_admin_routes
 from rpcgate.ops.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from rpcgate.ops.metrics import merged_exposition
 from rpcgate.ops.status import gateway_status, handle_status_page
 from rpcgate.rpc.context import CallContext
 from rpcgate.rpc.jsonrpc import (
@@ -55,6 +58,7 @@ from rpcgate.rpc.trace import HEADER_TRACE, wants_trace
 log = structlog.get_logger("rpcgate.server")
 
 GATEWAY = web.AppKey("gateway", Gateway)
+SIBLINGS = web.AppKey("siblings", Siblings)  # the other workers (`serve --workers N`)
 INGRESS = web.AppKey("ingress", Ingress)  # keys, rate limits, CORS, sockets
 
 
@@ -248,9 +252,23 @@ async def handle_not_post(request: web.Request) -> web.StreamResponse:
 
 
 async def handle_metrics(request: web.Request) -> web.StreamResponse:
-    """Prometheus scrapes this (text exposition format)."""
+    """Prometheus scrapes this (text exposition format); under `--workers N`, every
+    worker's series, labelled `worker`."""
     body = request.app[GATEWAY].metrics.exposition()
+    siblings = _siblings_of(request)
+    if siblings is not None:
+        replies = await siblings.ask("GET", "/metrics")
+        texts = [(siblings.own, body), *((r.worker, r.body) for r in replies if r.status == 200)]
+        body = merged_exposition(texts)
     return web.Response(body=body, headers={"Content-Type": METRICS_CONTENT_TYPE})
+
+
+def _siblings_of(request: web.Request) -> Siblings | None:
+    """The other workers to ask, unless this request is itself one a sibling passed on."""
+    siblings = request.app.get(SIBLINGS)
+    if siblings is None or FORWARDED in request.headers:
+        return None
+    return siblings
 
 
 async def handle_root_get(request: web.Request) -> web.StreamResponse:
@@ -280,6 +298,16 @@ async def handle_status(request: web.Request) -> web.StreamResponse:
     gateway = request.app[GATEWAY]
     clients = request.app[INGRESS].status()
     status = gateway_status(gateway.chains, gateway.cache, gateway.drills, clients)
+    siblings = _siblings_of(request)
+    if siblings is not None:  # the whole process: every worker, this one's view on top
+        replies = await siblings.ask("GET", "/status.json")
+        others = [(r.worker, orjson.loads(r.body)) for r in replies if r.status == 200]
+        status = {
+            **status,
+            "worker": siblings.own,
+            "workers": [{"worker": siblings.own, **status}]
+            + [{"worker": k, **other} for k, other in others],
+        }
     return _json_response(request, status)
 
 
@@ -338,7 +366,7 @@ async def expect_continue(request: web.Request) -> web.StreamResponse | None:
     return None
 
 
-def build_app(config: Config) -> web.Application:
+def build_app(config: Config, siblings: Siblings | None = None) -> web.Application:
     # The RPC routes enforce the body limit themselves (connections.read_body, with a
     # JSON-RPC error); aiohttp's own limit still bounds the admin endpoint's bodies.
     app = web.Application(client_max_size=config.limits.max_body_bytes + 1)
@@ -346,6 +374,8 @@ def build_app(config: Config) -> web.Application:
     ingress = Ingress(gateway)
     app[GATEWAY] = gateway
     app[INGRESS] = ingress
+    if siblings is not None:
+        app[SIBLINGS] = siblings
 
     async def lifecycle(app: web.Application) -> Any:
         await gateway.start()
@@ -387,7 +417,9 @@ def _add_operator_routes(app: web.Application, gateway: Gateway) -> None:
     app.router.add_get("/status.json", handle_status)
     app.router.add_get("/metrics", handle_metrics)
     app.router.add_get("/status", handle_status_page)
-    add_admin_routes(app, gateway)  # every /admin/... path
+    siblings = app.get(SIBLINGS)
+    fanout = SiblingFanout(siblings) if siblings is not None else None
+    add_admin_routes(app, gateway, fanout)  # every /admin/... path
 
 
 async def handle_elsewhere(request: web.Request) -> web.StreamResponse:
@@ -396,13 +428,27 @@ async def handle_elsewhere(request: web.Request) -> web.StreamResponse:
     raise web.HTTPNotFound()
 
 
-def build_ops_app(ingress: Ingress) -> web.Application:
+def build_sibling_app(app: web.Application) -> web.Application:
+    """What a worker serves its siblings on its Unix socket: its own metrics, status and
+    admin endpoint (a forwarded drill), over the gateway the RPC app runs."""
+    sibling = web.Application(client_max_size=app[GATEWAY].config.limits.max_body_bytes + 1)
+    sibling[GATEWAY], sibling[INGRESS] = app[GATEWAY], app[INGRESS]
+    sibling.router.add_get("/status.json", handle_status)
+    sibling.router.add_get("/metrics", handle_metrics)
+    # Requests here come from a sibling (marked so): applied, never passed on again.
+    add_admin_routes(sibling, app[GATEWAY], SiblingFanout(app[SIBLINGS]))
+    return sibling
+
+
+def build_ops_app(ingress: Ingress, siblings: Siblings | None = None) -> web.Application:
     """The operations listener's app (`ops.listen`): metrics, status, admin and the probes,
     over the gateway (and its ingress) the RPC app runs (which starts and closes it)."""
     gateway = ingress.gateway
     app = web.Application(client_max_size=gateway.config.limits.max_body_bytes + 1)
     app[GATEWAY] = gateway
     app[INGRESS] = ingress
+    if siblings is not None:
+        app[SIBLINGS] = siblings
     app.router.add_get("/healthz", handle_health)
     app.router.add_get("/readyz", handle_ready)
     _add_operator_routes(app, gateway)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import math
+import re
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -46,6 +47,7 @@ ROUTE = "/admin/{path:.*}"
 _TEXT_MAX_CHARS = 200  # of `by` and `reason`
 _DRILL_KEYS = ("by", "chain", DOMAIN, "reason", "seconds", UPSTREAM)
 _END_KEYS = ("chain", DOMAIN, "id", UPSTREAM)
+_DRILL_ID = re.compile(r"[0-9a-f]{8}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +65,16 @@ class DrillRequest:
     seconds: float
     by: str
     reason: str
+    drill_id: str | None = None  # given by the worker that passed the drill on
+
+
+class Fanout(Protocol):
+    """The other processes a drill also goes to (`serve --workers N`: the sibling workers,
+    edge/siblings.py): each is sent the same request once, with the drill's id."""
+
+    def forwarded(self, request: web.Request) -> bool: ...
+
+    async def send(self, request: web.Request, body: bytes | None) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,11 +141,14 @@ def _unknown_keys(payload: dict[str, Any], allowed: tuple[str, ...]) -> Problem 
     return None
 
 
-def parse_drill(payload: Any, chains: list[ServedChain]) -> DrillRequest | Problem:
-    """A POST body: what to drain, for how long, by whom and why."""
+def parse_drill(
+    payload: Any, chains: list[ServedChain], *, forwarded: bool = False
+) -> DrillRequest | Problem:
+    """A POST body: what to drain, for how long, by whom and why (and, passed on by another
+    worker, the drill's id there)."""
     if not isinstance(payload, dict):
         return Problem("the body must be a JSON object")
-    problem = _unknown_keys(payload, _DRILL_KEYS)
+    problem = _unknown_keys(payload, (*_DRILL_KEYS, "id") if forwarded else _DRILL_KEYS)
     if problem is not None:
         return problem
     target = _target(payload, chains, check_known=True)
@@ -156,7 +171,10 @@ def parse_drill(payload: Any, chains: list[ServedChain]) -> DrillRequest | Probl
         if not isinstance(value, str) or len(value) > _TEXT_MAX_CHARS:
             return Problem(f"`{key}` must be a string of at most {_TEXT_MAX_CHARS} characters")
         texts[key] = value
-    return DrillRequest(target, float(seconds), texts["by"], texts["reason"])
+    drill_id = payload.get("id")
+    if drill_id is not None and not (isinstance(drill_id, str) and _DRILL_ID.fullmatch(drill_id)):
+        return Problem("`id` must be 8 hexadecimal digits")
+    return DrillRequest(target, float(seconds), texts["by"], texts["reason"], drill_id)
 
 
 def parse_end(payload: Any, chains: list[ServedChain]) -> EndRequest | Problem:
@@ -227,8 +245,9 @@ def _refused(problem: Problem) -> web.Response:
 class AdminEndpoint:
     """The /admin/ routes of one gateway."""
 
-    def __init__(self, gateway: Administered) -> None:
+    def __init__(self, gateway: Administered, fanout: Fanout | None = None) -> None:
         self._gateway = gateway
+        self._fanout = fanout
         self._masked: str | None = None
         self._token()  # masked from the start, not from the first request
 
@@ -274,7 +293,13 @@ class AdminEndpoint:
     async def _start(self, request: web.Request) -> web.Response:
         payload = await _read_json(request)
         chains = served_chains(self._gateway)
-        asked = parse_drill(payload, chains) if not isinstance(payload, Problem) else payload
+        fanout = self._fanout
+        forwarded = fanout is not None and fanout.forwarded(request)
+        asked = (
+            parse_drill(payload, chains, forwarded=forwarded)
+            if not isinstance(payload, Problem)
+            else payload
+        )
         if isinstance(asked, Problem):
             return _refused(asked)
         now = time.monotonic()
@@ -284,6 +309,7 @@ class AdminEndpoint:
             now,
             by=asked.by or str(request.remote),
             reason=asked.reason,
+            drill_id=asked.drill_id,
         )
         # The end is logged on time even when nothing reads the drills then.
         asyncio.get_running_loop().call_later(asked.seconds + 0.01, self._expire)
@@ -301,6 +327,9 @@ class AdminEndpoint:
                 "every upstream of " + ", ".join(emptied) + " is drained: they serve on as last "
                 "resorts, so the drill shows nothing"
             )
+        if fanout is not None and not forwarded:  # every worker drains it, by the same id
+            passed_on = {**payload, "id": drill.id, "by": drill.by}
+            body["workers"] = 1 + await fanout.send(request, orjson.dumps(passed_on))
         return _json(body, 201)
 
     async def _end(self, request: web.Request) -> web.Response:
@@ -315,6 +344,10 @@ class AdminEndpoint:
             return _refused(asked)
         now = time.monotonic()
         drill = self._gateway.drills.end(now, drill_id=asked.drill_id, target=asked.target)
+        fanout = self._fanout
+        if fanout is not None and not fanout.forwarded(request):
+            ended_by = {"id": drill.id} if drill is not None else payload
+            await fanout.send(request, orjson.dumps(ended_by))
         if drill is None:
             named = f"id {asked.drill_id}" if asked.target is None else asked.target.describe()
             return _json({"error": f"no drill is running for {named}"}, 404)
@@ -335,7 +368,9 @@ async def _read_json(request: web.Request) -> Any:
         return Problem("the body is not JSON")
 
 
-def add_admin_routes(app: web.Application, gateway: Administered) -> None:
+def add_admin_routes(
+    app: web.Application, gateway: Administered, fanout: Fanout | None = None
+) -> None:
     """Every path under /admin/ goes to one handler, so that with the endpoint off each of
     them (whatever the method) answers exactly as an absent path does."""
-    app.router.add_route("*", ROUTE, AdminEndpoint(gateway).handle)
+    app.router.add_route("*", ROUTE, AdminEndpoint(gateway, fanout).handle)

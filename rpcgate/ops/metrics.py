@@ -28,6 +28,7 @@ from prometheus_client.core import (
     HistogramMetricFamily,
     Metric,
 )
+from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import CollectorRegistry
 from prometheus_client.utils import floatToGoString
 
@@ -342,3 +343,33 @@ def _cache_families(cache: ResponseCache) -> Iterator[Metric]:
     if rss is not None:
         resident.add_metric([], rss)
     yield from (memory, budget, entries, redis_up, resident)
+
+
+def merged_exposition(by_worker: list[tuple[int, bytes]]) -> bytes:
+    """The expositions of a process's workers as one: every series of every worker, with a
+    `worker` label, each family once (so `sum without (worker)` gives the process's
+    totals). Pure: text in, text out."""
+    families: dict[str, Metric] = {}
+    for worker, text in sorted(by_worker):
+        for family in text_string_to_metric_families(text.decode()):
+            merged = families.get(family.name)
+            if merged is None:
+                merged = families[family.name] = Metric(
+                    family.name, family.documentation, family.type, family.unit
+                )
+            for sample in family.samples:
+                labels = {"worker": str(worker), **sample.labels}
+                merged.add_sample(sample.name, labels, sample.value, sample.timestamp)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Fixed(list(families.values())))
+    return generate_latest(registry)
+
+
+class _Fixed:
+    """A collector of families already made (what `merged_exposition` writes out)."""
+
+    def __init__(self, families: list[Metric]) -> None:
+        self._families = families
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._families

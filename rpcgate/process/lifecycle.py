@@ -28,7 +28,15 @@ from aiohttp import web
 
 from rpcgate.config.settings import Config, ConfigError, load_config, split_host_port
 from rpcgate.edge.connections import runner_for
-from rpcgate.edge.http_server import GATEWAY, INGRESS, Gateway, build_app, build_ops_app
+from rpcgate.edge.http_server import (
+    GATEWAY,
+    INGRESS,
+    Gateway,
+    build_app,
+    build_ops_app,
+    build_sibling_app,
+)
+from rpcgate.edge.siblings import Siblings
 from rpcgate.process.reload import reconfigure
 
 log = structlog.get_logger("rpcgate")
@@ -79,20 +87,22 @@ def open_listener(host: str, port: int, *, reuse_port: bool = False) -> socket.s
     return None
 
 
-async def serve(config: Config, config_path: str | None, *, worker: bool = False) -> int:
-    """Serve until a stop signal. `worker`: one of a supervisor's processes (see above)."""
+async def serve(config: Config, config_path: str | None, *, worker: int | None = None) -> int:
+    """Serve until a stop signal. `worker`: this process's number among a supervisor's
+    workers (see above); None: a process alone."""
+    siblings = Siblings.from_env(worker)
     host, port = config.listen_host_port()
-    sock = open_listener(host, port, reuse_port=worker)
+    sock = open_listener(host, port, reuse_port=worker is not None)
     if sock is None:
         return EXIT_CANNOT_SERVE
     ops_sock = None
     if config.ops.listen is not None:
         ops_host, ops_port = split_host_port(config.ops.listen)
-        ops_sock = open_listener(ops_host, ops_port, reuse_port=worker)
+        ops_sock = open_listener(ops_host, ops_port, reuse_port=worker is not None)
         if ops_sock is None:
             sock.close()
             return EXIT_CANNOT_SERVE
-    app = build_app(config)
+    app = build_app(config, siblings)
     gateway = app[GATEWAY]
     runner = runner_for(
         app,
@@ -106,11 +116,18 @@ async def serve(config: Config, config_path: str | None, *, worker: bool = False
     ops_runner = None
     if ops_sock is not None:
         ops_runner = runner_for(
-            build_ops_app(app[INGRESS]), config, access_log=None, handle_signals=False
+            build_ops_app(app[INGRESS], siblings), config, access_log=None, handle_signals=False
         )
         await ops_runner.setup()
         await web.SockSite(ops_runner, ops_sock).start()
         log.info("listening_ops", listen=_where(ops_sock), paths="/metrics /status /admin")
+    sibling_runner = None
+    if siblings is not None:  # the other workers ask this one over a Unix socket
+        sibling_runner = web.AppRunner(
+            build_sibling_app(app), access_log=None, handle_signals=False
+        )
+        await sibling_runner.setup()
+        await web.UnixSite(sibling_runner, siblings.socket(siblings.own)).start()
     log.info("listening", listen=f"{host}:{port}", pid=os.getpid())
 
     loop = asyncio.get_running_loop()
@@ -139,7 +156,7 @@ async def serve(config: Config, config_path: str | None, *, worker: bool = False
     loop.add_signal_handler(signal.SIGTERM, on_stop(True))
     loop.add_signal_handler(signal.SIGINT, on_stop(False))
     loop.add_signal_handler(signal.SIGHUP, on_reload)
-    if worker:
+    if worker is not None:
         _watch_supervisor(loop, on_supervisor_gone)
     try:
         wait_for_grace = await stopping
@@ -153,11 +170,13 @@ async def serve(config: Config, config_path: str | None, *, worker: bool = False
         await runner.cleanup()
         if ops_runner is not None:  # metrics and status stay readable while draining
             await ops_runner.cleanup()
+        if sibling_runner is not None:
+            await sibling_runner.cleanup()
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             with contextlib.suppress(ValueError, RuntimeError):
                 loop.remove_signal_handler(sig)
-        if worker:
+        if worker is not None:
             with contextlib.suppress(ValueError, RuntimeError, OSError):
                 loop.remove_reader(sys.stdin.fileno())
     log.info("stopped")

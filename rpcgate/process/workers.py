@@ -19,9 +19,11 @@ SIGKILL, the workers see it close and stop.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -31,6 +33,7 @@ from types import FrameType
 import structlog
 
 from rpcgate.config.settings import Config, split_host_port
+from rpcgate.edge.siblings import COUNT_ENV, DIR_ENV
 from rpcgate.process.lifecycle import EXIT_CANNOT_SERVE, EXIT_OK, open_listener
 
 log = structlog.get_logger("rpcgate")
@@ -225,4 +228,11 @@ def supervise(config: Config, config_path: str | None, count: int) -> int:
     def command(number: int) -> list[str]:
         return worker_command(number, config_path, config.listen)
 
-    return Supervisor(command, count).run()
+    # A private directory (0700) for the workers' Unix sockets: through them the worker a
+    # request reaches asks the others (metrics, status, drills: edge/siblings.py).
+    directory = tempfile.mkdtemp(prefix="rpcgate-workers-")
+    os.environ[DIR_ENV], os.environ[COUNT_ENV] = directory, str(count)
+    try:
+        return Supervisor(command, count).run()
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)

@@ -10,6 +10,8 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -343,3 +345,81 @@ def test_a_stop_is_clean_when_each_worker_drained_or_died_of_the_stop_signal() -
         "SIGKILL",
         "SIGTERM",
     ]
+
+
+ADMIN_TOKEN = "workers-admin-token-0123456789"
+
+
+def _metric_total(url: str, family: str) -> tuple[float, set[str]]:
+    """The sum of a family's samples in /metrics, and the workers they are labelled with."""
+    with urllib.request.urlopen(url + "/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    total, workers = 0.0, set()
+    for line in text.splitlines():
+        if line.startswith(family + "{"):
+            labels, value = line[len(family) + 1 :].rsplit("} ", 1)
+            total += float(value)
+            workers |= {
+                part.split('"')[1] for part in labels.split(",") if part.startswith("worker=")
+            }
+    return total, workers
+
+
+def _admin(url: str, method: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
+    request = urllib.request.Request(
+        url + "/admin/drills",
+        data=json.dumps(body).encode() if body is not None else None,
+        method=method,
+        headers={"Authorization": f"Bearer {ADMIN_TOKEN}", "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_two_workers_report_as_one_process_and_a_drill_reaches_both(
+    proxied_cluster: ProxiedClusterFactory,
+    redis_server: RedisServer,
+    gateway: Callable[..., Gateway],
+) -> None:
+    """Whichever worker a scrape reaches, /metrics has both workers' series (labelled
+    `worker`): the requests counted add up to the calls made. A drill started through one
+    worker drains the upstream in both, known by one id; /status.json shows both workers."""
+    _, proxies = proxied_cluster(2, chain_id=CHAIN_ID, mined=2)
+    config = _config(
+        proxies,
+        free_port(),
+        cache={"redis_url": redis_server.url},
+        admin={"token": ADMIN_TOKEN},
+    )
+    running = gateway(config, "--workers", "2")
+    pids = _wait_all_listening(running, 2)
+    calls = 40
+    for i in range(calls):  # a new connection each: the kernel spreads them over both
+        answer = _call(running.url, "eth_getBalance", [DEV_ADDRESSES[i % 2], hex(i % 3)])
+        assert "result" in answer, answer
+    for _ in range(6):  # each scrape may reach either worker: every one sees the whole
+        total, workers = _metric_total(running.url, "rpcgate_requests_total")
+        assert total == calls and workers == {"0", "1"}, (total, workers)
+    # Both workers did serve some of the calls (else the test shows nothing).
+    status, body = _get(running.url + "/status.json")
+    assert status == 200 and {w["worker"] for w in body["workers"]} == {0, 1}
+
+    status, started = _admin(running.url, "POST", {"upstream": "node0", "seconds": 30})
+    assert status == 201 and started["workers"] == 2, started
+    for _ in range(8):  # whichever worker answers, it runs the drill, by the same id
+        status, listed = _admin(running.url, "GET")
+        assert [d["id"] for d in listed["drills"]] == [started["id"]], listed
+    proxies[0].reset_counts()
+    for i in range(10):  # and routes around node0 in both: node1 answers every call
+        reply = _call(running.url, "eth_getBalance", [DEV_ADDRESSES[i % 2], hex(i % 3)])
+        assert "result" in reply
+    assert "eth_getBalance" not in proxies[0].methods
+    status, ended = _admin(running.url, "DELETE", {"id": started["id"]})
+    assert status == 200, ended
+    for _ in range(6):
+        status, listed = _admin(running.url, "GET")
+        assert listed["drills"] == [], listed
+    assert len(set(pids.values())) == 2
