@@ -16,6 +16,7 @@ from rpcgate.ops.metrics import GatewayMetrics
 from rpcgate.rpc.masking import MASKER
 from rpcgate.storage.redis_client import RedisLink
 from rpcgate.storage.response_cache import ResponseCache
+from rpcgate.storage.shared_events import SharedEvents
 from rpcgate.storage.shared_head import SharedHeads
 from rpcgate.storage.shared_state import SharedState
 
@@ -36,6 +37,8 @@ class Gateway:
         self.drills = Drills()  # outage drills (admin.py): drained upstreams go last
         # Filters live in the gateway; with Redis, every replica serves every filter.
         self.shared_state = SharedState(self.redis) if self.redis is not None else None
+        # With Redis, what an operator does through one replica reaches all (drills).
+        self.shared_events = SharedEvents(self.redis) if self.redis is not None else None
         self.filter_store = FilterStore(self.shared_state, config.filters)
         # With Redis, replicas share the highest head served (see shared_head.py).
         self.shared_heads = (
@@ -86,6 +89,8 @@ class Gateway:
     async def _start_chains(self) -> None:
         if self.shared_heads is not None:  # the head other replicas serve, before the first poll
             await self.shared_heads.start()
+        if self.shared_events is not None:
+            await self.shared_events.start()
         await asyncio.gather(*(runtime.start() for runtime in self.chains))
 
     def retire(self, runtimes: list[ChainRuntime], after_s: float) -> None:
@@ -112,6 +117,8 @@ class Gateway:
             await runtime.close()
         if self.shared_heads is not None:
             await self.shared_heads.close()
+        if self.shared_events is not None:
+            await self.shared_events.close()
         await self.cache.close()
         if self.redis is not None:
             await self.redis.close()

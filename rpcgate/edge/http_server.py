@@ -7,6 +7,7 @@ attempts.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from time import perf_counter
 from typing import Any
@@ -36,7 +37,7 @@ from rpcgate.edge.rate_limits import LIMIT_EXCEEDED, Verdict, retry_after_header
 from rpcgate.edge.responses import JsonAnswer
 from rpcgate.edge.siblings import FORWARDED, SiblingFanout, Siblings
 from rpcgate.edge.websocket import close_websockets, is_websocket, serve_websocket
-from rpcgate.ops.admin import add_admin_routes
+from rpcgate.ops.admin import EventsFanout, Fanout, add_admin_routes, apply_event
 from rpcgate.ops.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from rpcgate.ops.metrics import merged_exposition
 from rpcgate.ops.status import gateway_status, handle_status_page
@@ -376,6 +377,8 @@ def build_app(config: Config, siblings: Siblings | None = None) -> web.Applicati
     app[INGRESS] = ingress
     if siblings is not None:
         app[SIBLINGS] = siblings
+    if gateway.shared_events is not None:  # a drill another replica started, applied here
+        gateway.shared_events.listen(functools.partial(apply_event, gateway))
 
     async def lifecycle(app: web.Application) -> Any:
         await gateway.start()
@@ -417,9 +420,16 @@ def _add_operator_routes(app: web.Application, gateway: Gateway) -> None:
     app.router.add_get("/status.json", handle_status)
     app.router.add_get("/metrics", handle_metrics)
     app.router.add_get("/status", handle_status_page)
-    siblings = app.get(SIBLINGS)
-    fanout = SiblingFanout(siblings) if siblings is not None else None
-    add_admin_routes(app, gateway, fanout)  # every /admin/... path
+    add_admin_routes(app, gateway, _fanout(app))  # every /admin/... path
+
+
+def _fanout(app: web.Application) -> Fanout | None:
+    """Where a drill started here goes too: with Redis, every process of every replica
+    (a shared event); else, under `--workers N`, the sibling workers."""
+    gateway, siblings = app[GATEWAY], app.get(SIBLINGS)
+    if gateway.shared_events is not None:
+        return EventsFanout(gateway.shared_events)
+    return SiblingFanout(siblings) if siblings is not None else None
 
 
 async def handle_elsewhere(request: web.Request) -> web.StreamResponse:

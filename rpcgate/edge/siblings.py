@@ -96,7 +96,7 @@ class SiblingFanout:
     def forwarded(self, request: web.Request) -> bool:
         return FORWARDED in request.headers
 
-    async def send(self, request: web.Request, body: bytes | None) -> int:
+    async def send(self, request: web.Request, body: bytes | None, until: float) -> int:
         headers = {"Content-Type": "application/json"}
         if "Authorization" in request.headers:
             headers["Authorization"] = request.headers["Authorization"]

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
+import structlog
 from aiohttp import web
 
 from rpcgate.consensus.drills import (
@@ -38,10 +39,13 @@ from rpcgate.consensus.drills import (
     Target,
 )
 from rpcgate.rpc.masking import MASKER
+from rpcgate.storage.shared_events import SharedEvents
 
 if TYPE_CHECKING:
     from rpcgate.chain.runtime import ChainRuntime
     from rpcgate.config.settings import Config
+
+log = structlog.get_logger("rpcgate.admin")
 
 ROUTE = "/admin/{path:.*}"
 _TEXT_MAX_CHARS = 200  # of `by` and `reason`
@@ -74,7 +78,48 @@ class Fanout(Protocol):
 
     def forwarded(self, request: web.Request) -> bool: ...
 
-    async def send(self, request: web.Request, body: bytes | None) -> int: ...
+    async def send(self, request: web.Request, body: bytes | None, until: float) -> int: ...
+
+
+class EventsFanout:
+    """With Redis, a drill goes to every process of every replica (workers included) as a
+    shared event (storage/shared_events.py), kept until it ends for replicas started later."""
+
+    def __init__(self, events: SharedEvents) -> None:
+        self.events = events
+
+    def forwarded(self, request: web.Request) -> bool:
+        return False  # events are applied by `apply_event`, never sent over HTTP
+
+    async def send(self, request: web.Request, body: bytes | None, until: float) -> int:
+        payload = orjson.loads(body) if body else {}
+        drill_id = str(payload.get("id", ""))
+        event = {"method": request.method, "body": payload}
+        heard = await self.events.announce("drill", drill_id, event, until)
+        return max(0, heard - 1)  # the others: this process heard its own too
+
+
+def apply_event(gateway: Administered, kind: str, payload: dict[str, Any]) -> None:
+    """A drill another process started or ended (a shared event): the same here, by its id,
+    for what is left of it."""
+    body = payload.get("body")
+    if kind != "drill" or not isinstance(body, dict):
+        return
+    now, chains = time.monotonic(), served_chains(gateway)
+    if payload.get("method") == "DELETE":
+        ended = parse_end(body, chains)
+        if not isinstance(ended, Problem):
+            gateway.drills.end(now, drill_id=ended.drill_id, target=ended.target)
+        return
+    asked = parse_drill(body, chains, forwarded=True)
+    if isinstance(asked, Problem):
+        log.warning("shared_drill_refused", why=asked.message)
+        return
+    left_s = float(payload.get("until") or 0) - time.time()
+    seconds = min(asked.seconds, max(MIN_SECONDS, left_s))
+    gateway.drills.start(
+        asked.target, seconds, now, by=asked.by, reason=asked.reason, drill_id=asked.drill_id
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -329,7 +374,8 @@ class AdminEndpoint:
             )
         if fanout is not None and not forwarded:  # every worker drains it, by the same id
             passed_on = {**payload, "id": drill.id, "by": drill.by}
-            body["workers"] = 1 + await fanout.send(request, orjson.dumps(passed_on))
+            until = drill.started_wall + drill.seconds
+            body["workers"] = 1 + await fanout.send(request, orjson.dumps(passed_on), until)
         return _json(body, 201)
 
     async def _end(self, request: web.Request) -> web.Response:
@@ -347,7 +393,7 @@ class AdminEndpoint:
         fanout = self._fanout
         if fanout is not None and not fanout.forwarded(request):
             ended_by = {"id": drill.id} if drill is not None else payload
-            await fanout.send(request, orjson.dumps(ended_by))
+            await fanout.send(request, orjson.dumps(ended_by), 0.0)
         if drill is None:
             named = f"id {asked.drill_id}" if asked.target is None else asked.target.describe()
             return _json({"error": f"no drill is running for {named}"}, 404)

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,7 +22,7 @@ import yaml
 
 from tests.harness.anvil import AnvilCluster
 from tests.harness.fixtures import AnvilClusterFactory
-from tests.harness.redis_server import ClusterSet, SentinelSet
+from tests.harness.redis_server import ClusterSet, RedisServer, SentinelSet
 from tests.harness.tools import free_port, rpcgate_command, wait_for_http
 
 CHAIN_ID = 31337
@@ -234,3 +235,51 @@ def test_two_gateways_on_a_cluster_share_cache_rate_limits_and_filters(
     # Every key rpcgate wrote lives on the cluster, spread over its primaries.
     spread = [len(node.client().keys("rpcgate:*")) for node in cluster_set.nodes]
     assert sum(spread) >= 4 and sum(1 for n in spread if n) >= 2, spread
+
+
+ADMIN_TOKEN = "replicas-admin-token-0123456789"
+
+
+def _drills(url: str, method: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
+    request = urllib.request.Request(
+        url + "/admin/drills",
+        data=json.dumps(body).encode() if body is not None else None,
+        method=method,
+        headers={"Authorization": f"Bearer {ADMIN_TOKEN}", "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as reply:
+            return reply.status, json.loads(reply.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def _drill_ids(url: str) -> list[str]:
+    status, listed = _drills(url, "GET")
+    assert status == 200, listed
+    return [d["id"] for d in listed["drills"]]
+
+
+def test_a_drill_started_through_one_replica_applies_to_every_replica(
+    anvil_cluster: AnvilClusterFactory, redis_server: RedisServer, gateway_process: Start
+) -> None:
+    """Through Redis: started on one, the drill runs on the other by the same id; a replica
+    started later finds it; ended through any, it ends everywhere."""
+    cluster = anvil_cluster(2, chain_id=CHAIN_ID)
+    cluster.mine_all(2)
+    admin = {"admin": {"token": ADMIN_TOKEN}}
+    first, second = (gateway_process(cluster.urls, redis_server.url, **admin) for _ in range(2))
+    status, started = _drills(first, "POST", {"upstream": "node0", "seconds": 60, "by": "ops"})
+    assert status == 201 and started["workers"] == 2, started
+    deadline = time.monotonic() + 5
+    while _drill_ids(second) != [started["id"]] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _drill_ids(second) == [started["id"]]
+    later = gateway_process(cluster.urls, redis_server.url, **admin)
+    assert _drill_ids(later) == [started["id"]]  # kept in Redis until it ends
+    status, ended = _drills(second, "DELETE", {"id": started["id"]})
+    assert status == 200, ended
+    deadline = time.monotonic() + 5
+    while any(_drill_ids(url) for url in (first, later)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert [_drill_ids(url) for url in (first, second, later)] == [[], [], []]
