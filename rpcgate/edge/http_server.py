@@ -298,7 +298,8 @@ async def handle_root_get(request: web.Request) -> web.StreamResponse:
 async def handle_status(request: web.Request) -> web.StreamResponse:
     gateway = request.app[GATEWAY]
     clients = request.app[INGRESS].status()
-    status = gateway_status(gateway.chains, gateway.cache, gateway.drills, clients)
+    history = gateway.metrics.history  # each upstream's last 15 minutes (the charts)
+    status = gateway_status(gateway.chains, gateway.cache, gateway.drills, clients, history=history)
     siblings = _siblings_of(request)
     if siblings is not None:  # the whole process: every worker, this one's view on top
         replies = await siblings.ask("GET", "/status.json")

@@ -4,17 +4,21 @@ The server hands each answered call to the recorder (its chain, method, `Outcome
 seconds). Recording one is a dict get and two increments of plain numbers: no lock (the
 event loop is the only writer, and a scrape runs on it too) and no label lookup (each
 (chain, method, outcome) series is resolved once). The upstream attempts a call made ride on
-its `Outcome`. `metrics` turns these numbers into Prometheus' exposition at scrape time; no
-label grows without bound (a method outside `methods.METHODS` is `other`, an attempt's class
-an `ErrorClass` or `none`, an outcome one of `OUTCOMES`).
+its `Outcome`; each also lands in its upstream's fifteen-minute ring (`history`: a dict get,
+an index and a few increments), which the status page draws. `metrics` turns these numbers
+into Prometheus' exposition at scrape time; no label grows without bound (a method outside
+`methods.METHODS` is `other`, an attempt's class an `ErrorClass` or `none`, an outcome one
+of `OUTCOMES`).
 """
 
 from __future__ import annotations
 
 import collections
+import time
 from bisect import bisect_left
 
 from rpcgate.chain.outcome import Outcome
+from rpcgate.ops.history import Histories
 from rpcgate.rpc.methods import METHODS
 
 # The outcome of a client call: the closed set of the `outcome` label.
@@ -77,6 +81,7 @@ class CallRecorder:
         self._calls: dict[tuple[str, str, str], Latencies] = {}
         self._attempts: dict[tuple[str, str, str], Latencies] = {}
         self.in_flight: collections.Counter[str] = collections.Counter()  # chain -> calls
+        self.history = Histories()  # per upstream, the last 15 minutes (status page charts)
 
     def call_answered_locally(self, chain: str, method: str, seconds: float) -> None:
         """The cache-hit path: one dict get and two increments."""
@@ -98,12 +103,16 @@ class CallRecorder:
         series.observe(seconds)
         if outcome.attempt_log and not outcome.attempts_counted:
             outcome.attempts_counted = True  # coalesced callers share this Outcome
+            now = time.monotonic()
             for attempt in outcome.attempt_log:
                 key = (chain, attempt.upstream, attempt.error_class or NO_ERROR)
                 found = self._attempts.get(key)
                 if found is None:
                     found = self._attempts[key] = Latencies()
                 found.observe(attempt.latency_s)
+                self.history.of(chain, attempt.upstream).record_attempt(
+                    attempt.error_class, attempt.latency_s, now
+                )
 
     def _series(self, chain: str, method: str, outcome: str) -> Latencies:
         folded = method if method in METHODS else OTHER_METHOD

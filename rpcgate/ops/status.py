@@ -19,6 +19,7 @@ from rpcgate.chain.runtime import ChainRuntime
 from rpcgate.consensus.drills import Drill, Drills
 from rpcgate.consensus.heads import Block, Tagged
 from rpcgate.consensus.standing import Standing, lag_blocks, ms, standing
+from rpcgate.ops.history import Histories, figures
 from rpcgate.rpc.masking import MASKER
 from rpcgate.storage.response_cache import CacheCounters, ResponseCache, resident_bytes
 from rpcgate.upstream.websocket import UpstreamSocket
@@ -55,7 +56,11 @@ def _hit_rate(counters: CacheCounters) -> float | None:
     return None if lookups == 0 else round(counters.hits / lookups, 4)
 
 
-def chain_status(runtime: ChainRuntime, drills: Drills | None = None) -> dict[str, Any]:
+def chain_status(
+    runtime: ChainRuntime, drills: Drills | None = None, history: Histories | None = None
+) -> dict[str, Any]:
+    """`history`: the per-upstream rings the call path fills (`CallRecorder.history`); each
+    upstream's lag is sampled into it here, and its figures shown as `history`."""
     consensus = runtime.tracker.consensus
     head = consensus.head.number if consensus.head is not None else None
     now = time.monotonic()
@@ -68,6 +73,16 @@ def chain_status(runtime: ChainRuntime, drills: Drills | None = None) -> dict[st
             if drills is None
             else drills.drill_for(upstream.name, upstream.domain, now, runtime.config.name)
         )
+        drained_s = 0.0 if drill is None else round(drill.left_s(now), 3)
+        lag = lag_blocks(view, head)
+        # An on-demand chain not in use has nothing to chart (14 chains at zero config).
+        ring = (
+            None
+            if history is None or not runtime.active
+            else history.of(runtime.config.name, upstream.name)
+        )
+        if ring is not None:
+            ring.note_lag(lag, now)
         upstreams.append(
             {
                 "name": upstream.name,
@@ -81,7 +96,7 @@ def chain_status(runtime: ChainRuntime, drills: Drills | None = None) -> dict[st
                 "head": _block(view.head),
                 # What every replica behind its URL has shown (below `head` when uneven).
                 "consistent_height": view.consistent_height,
-                "lag": lag_blocks(view, head),
+                "lag": lag,
                 "fork_height": view.fork_height,
                 "agreed_height": view.agreed_height,
                 "chain_id": view.chain_id,
@@ -93,9 +108,11 @@ def chain_status(runtime: ChainRuntime, drills: Drills | None = None) -> dict[st
                 "integrity_failures": seen.integrity_failures,
                 "cooldown_s": round(seen.cooling_down_s, 3),
                 "cooldown_reason": seen.cooldown_reason,
-                "drained_s": 0.0 if drill is None else round(drill.left_s(now), 3),
+                "drained_s": drained_s,
+                "rotation": rotation(seen.cooling_down_s, drained_s),
                 "drill": _drill(drill),
                 "websocket": _socket(runtime.sockets.get(upstream.name)),
+                "history": None if ring is None else figures(ring, now).as_dict(),
             }
         )
     return {
@@ -126,6 +143,16 @@ def chain_status(runtime: ChainRuntime, drills: Drills | None = None) -> dict[st
         "denied_by_policy": dict(runtime.denied),  # calls refused, by the rule that did
         "upstreams": upstreams,
     }
+
+
+def rotation(cooling_down_s: float, drained_s: float) -> str:
+    """Whether routing may pick the upstream now, whatever its head says: `in`, or out of
+    rotation for a while, `drained` by an outage drill or `cooling_down` after failures."""
+    if drained_s > 0:
+        return "drained"
+    if cooling_down_s > 0:
+        return "cooling_down"
+    return "in"
 
 
 def _score(seen: Standing) -> dict[str, Any]:
@@ -186,15 +213,19 @@ def gateway_status(
     cache: ResponseCache,
     drills: Drills | None = None,
     clients: dict[str, Any] | None = None,
+    history: Histories | None = None,
 ) -> dict[str, Any]:
-    """`clients`: calls refused before reaching a chain, and where rate limits count."""
+    """`clients`: calls refused before reaching a chain, and where rate limits count;
+    `history`: the per-upstream rings of the last 15 minutes (`CallRecorder.history`)."""
     now = time.monotonic()
+    if history is not None:
+        history.keep_only({(c.config.name, name) for c in chains for name in c.upstreams})
     status = {
         "time": _iso(time.time()),
         "cache": cache_status(cache),
         "clients": clients or {},
         "drills": [] if drills is None else [d.as_dict(now) for d in drills.active(now)],
-        "chains": [chain_status(c, drills) for c in chains],
+        "chains": [chain_status(c, drills, history) for c in chains],
     }
     masked: dict[str, Any] = MASKER.mask_any(status)
     return masked

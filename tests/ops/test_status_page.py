@@ -4,8 +4,12 @@ over anvil nodes: it shows what status.json says and follows it without a reload
 from __future__ import annotations
 
 import importlib.resources
+import itertools
+import json
 import os
 import shutil
+import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -199,3 +203,139 @@ def test_status_page_follows_an_upstream_going_down_without_a_reload(
             "the banner gone once status.json answers again",
         )
         assert browser.evaluate("window.testMarker") == marker
+
+
+# How the page lays out at the browser's width: whether anything is cut off at the right,
+# and what each upstream's row and charts show.
+PAGE_LAYOUT = r"""(() => {
+  const width = window.innerWidth;
+  const cut = [];
+  const upstreams = {};
+  for (const wrap of document.querySelectorAll(".table-wrap")) {
+    if (wrap.scrollWidth > wrap.clientWidth + 1) {
+      cut.push(`table scrolls: ${wrap.scrollWidth} > ${wrap.clientWidth}`);
+    }
+  }
+  for (const row of document.querySelectorAll("tr[data-upstream], tr[data-charts-for]")) {
+    const name = row.dataset.upstream || row.dataset.chartsFor;
+    const wrap = row.closest(".table-wrap").getBoundingClientRect();
+    for (const cell of row.querySelectorAll(":scope > td")) {
+      const box = cell.getBoundingClientRect();
+      if (box.width < 1 || box.height < 1 || box.left < -0.5 || box.right > width + 0.5
+          || box.left < wrap.left - 0.5 || box.right > wrap.right + 0.5) {
+        cut.push(`${name} ${cell.dataset.field}: ${box.left}..${box.right} of ${width}`);
+      }
+    }
+    const shown = upstreams[name] = upstreams[name] || {};
+    if (row.dataset.upstream) {
+      shown.state = row.querySelector('[data-field="state"]').textContent.trim();
+      shown.cooldown = row.querySelector('[data-field="cooldown"]').textContent.trim();
+    } else {
+      shown.charts = {};
+      for (const svg of row.querySelectorAll("svg[data-chart]")) {
+        const box = svg.getBoundingClientRect();
+        shown.charts[svg.dataset.chart] = {
+          points: Number(svg.dataset.points),
+          drawn: svg.querySelector("path").getAttribute("d") || "",
+          width: box.width, height: box.height,
+        };
+      }
+    }
+  }
+  return {
+    width, scrollWidth: document.documentElement.scrollWidth, cut, upstreams,
+    refreshes: window.rpcgateStatusPage.refreshes,
+  };
+})()"""
+
+# Also kept at a stable path for a person to look at: /tmp/rpcgate-status-{width}.png
+SCREENSHOTS = Path(tempfile.gettempdir())
+
+
+def test_status_page_fits_900_and_1400_px_with_charts_and_a_cooling_upstream(
+    proxied_cluster: ProxiedClusterFactory,
+    start_gateway: GatewayFactory,
+    background_loop: BackgroundLoop,
+    tmp_path: Path,
+) -> None:
+    _, proxies, gateway = start_devnet(proxied_cluster, start_gateway)
+    addresses = (f"0x{n:040x}" for n in itertools.count(1))  # a new one: no cache hit
+    for _ in range(30):
+        gateway.result("eth_getBalance", [next(addresses), "latest"])
+    # node1's head polls stay fine, but it rejects the key on balance calls: its head is ok,
+    # and routing leaves it out for minutes (an AUTH cooldown).
+    proxies[1].set_fault(
+        Fault.RPC_ERROR, error_message="invalid project id", methods=["eth_getBalance"]
+    )
+
+    def node1_cooling() -> bool:
+        gateway.result("eth_getBalance", [next(addresses), "latest"])
+        status = gateway.loop.run(_get(gateway.url + "/status.json"))[2]
+        node1 = next(
+            u for u in json.loads(status)["chains"][0]["upstreams"] if u["name"] == "node1"
+        )
+        return node1["rotation"] == "cooling_down" and node1["state"] == "ok"
+
+    wait_until(node1_cooling, "node1 cooling down after rejecting the key, its head ok")
+    shots = []
+    # 1210: the narrowest width that shows a table; 900: one card per upstream.
+    for width in (1400, 1210, 900):
+        with Browser(background_loop, width=width, height=1000) as browser:
+            browser.navigate(gateway.url + "/status")
+
+            def laid_out() -> dict[str, Any] | None:
+                layout: dict[str, Any] = browser.evaluate(PAGE_LAYOUT)
+                upstreams = layout["upstreams"]
+                ready = (
+                    layout["refreshes"] >= 2
+                    and sorted(upstreams) == ["node0", "node1", "node2"]
+                    and upstreams["node1"]["state"] == "cooling down"
+                    and all(u["charts"]["lag"]["points"] > 0 for u in upstreams.values())
+                )
+                return layout if ready else None
+
+            layout = browser.wait_until(laid_out, what=f"the page laid out at {width} px")
+            assert layout["width"] == width
+            assert layout["scrollWidth"] <= width, layout  # no sideways scrolling
+            assert layout["cut"] == [], layout["cut"]  # every cell of every row in view
+            upstreams = layout["upstreams"]
+            # Cooling down is not "ok", though its head is, and the cooldown says why.
+            assert "invalid project id" in upstreams["node1"]["cooldown"], upstreams["node1"]
+            assert "s left" in upstreams["node1"]["cooldown"]
+            assert {upstreams[n]["state"] for n in ("node0", "node2")} == {"ok"}
+            for name, shown in upstreams.items():
+                assert set(shown["charts"]) == {"calls", "latency", "errors", "lag"}, name
+                for chart in shown["charts"].values():
+                    assert chart["width"] >= 100 and chart["height"] >= 20, (name, chart)
+            # 30 balance calls and more went somewhere: calls and latencies are drawn.
+            served = [u["charts"] for u in upstreams.values() if u["charts"]["calls"]["points"]]
+            assert served and all(c["latency"]["points"] and c["latency"]["drawn"] for c in served)
+            assert all(c["calls"]["drawn"].startswith("M") for c in served)
+            # node1's rejections are its errors.
+            assert upstreams["node1"]["charts"]["errors"]["points"] >= 1
+            assert upstreams["node1"]["charts"]["errors"]["drawn"]
+            assert upstreams["node0"]["charts"]["errors"]["points"] == 0
+            assert browser.errors == []
+            shot = browser.screenshot(tmp_path / f"rpcgate-status-{width}.png")
+            save_artifact(shot)
+            shutil.copy(shot, SCREENSHOTS / shot.name)
+            shots.append(SCREENSHOTS / shot.name)
+    assert [png_size(shot)[0] for shot in shots] == [1400, 1210, 900]
+
+
+def test_status_json_carries_each_upstreams_history(
+    proxied_cluster: ProxiedClusterFactory, start_gateway: GatewayFactory
+) -> None:
+    _, _, gateway = start_devnet(proxied_cluster, start_gateway)
+    gateway.result("eth_getBalance", ["0x" + "11" * 20, "latest"])
+    status = json.loads(gateway.loop.run(_get(gateway.url + "/status.json"))[2])
+    histories = [u["history"] for u in status["chains"][0]["upstreams"]]
+    assert all(h is not None and len(h["calls"]) == 90 for h in histories), histories
+    assert sum(sum(h["calls"]) for h in histories) == 1
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
