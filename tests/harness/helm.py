@@ -14,6 +14,9 @@ from tests.harness.tools import REPO_ROOT
 
 CHART_DIR = REPO_ROOT / "helm" / "rpcgate"
 ALL_ON_VALUES = CHART_DIR / "ci" / "all-on-values.yaml"
+# The in-chart Redis with Sentinel; one gateway and no Redis at all.
+SENTINEL_VALUES = CHART_DIR / "ci" / "sentinel-values.yaml"
+SINGLE_VALUES = CHART_DIR / "ci" / "single-values.yaml"
 HELM_VERSION = "3.17.1"
 HELM_BIN_ENV = "HELM_BIN"
 # The Kubernetes version the chart is rendered for and its manifests are validated against.
@@ -80,6 +83,12 @@ def render(
     if result.returncode != 0:
         raise AssertionError(f"helm template failed:\n{result.stderr}")
     return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+def pod_spec(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The pod a Deployment or StatefulSet makes, or a bare Pod's own spec."""
+    spec: dict[str, Any] = manifest["spec"]
+    return spec if manifest["kind"] == "Pod" else spec["template"]["spec"]
 
 
 def find(manifests: list[dict[str, Any]], kind: str, suffix: str = "") -> dict[str, Any]:

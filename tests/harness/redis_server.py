@@ -173,7 +173,7 @@ class SentinelSet:
                 host_port = client.sentinel_get_master_addr_by_name(self.SERVICE)
             except redis.RedisError:
                 continue
-            if host_port:
+            if isinstance(host_port, tuple):
                 return int(host_port[1])
         return None
 
