@@ -19,6 +19,7 @@ now counts alone).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -39,6 +40,7 @@ T = TypeVar("T")
 
 RETRY_S = 1.0  # after a failure, how long operations skip Redis before one tries again
 WRITE_PAUSE_S = 10.0  # Redis full (OOM): how long writes wait
+RESUBSCRIBE_S = 1.0  # a subscription lost is made again after this
 
 
 class RedisLink:
@@ -152,6 +154,29 @@ class RedisLink:
         """A Lua script, run with EVALSHA (loaded again if Redis forgot it)."""
         script: AsyncScript = self.client.register_script(text)
         return script
+
+    async def follow(
+        self,
+        what: str,
+        channels: Callable[[], list[str]],
+        deliver: Callable[[dict[str, Any]], None],
+    ) -> None:
+        """Hands every message published on the `channels()` to `deliver`, for ever:
+        subscribed again (to the channels then) a second after Redis fails or drops the
+        subscription (a failover)."""
+        while True:
+            pubsub = self.pubsub()
+            try:
+                await self.run("subscribe to " + what, pubsub.subscribe(*channels()))
+                if self.up:  # subscribed (a failure, or Redis known down, marks it down)
+                    async for message in pubsub.listen():
+                        deliver(message)
+            except (RedisError, OSError) as exc:
+                self.failed(what + " subscription", exc)
+            finally:
+                with contextlib.suppress(RedisError, OSError):
+                    await pubsub.aclose()
+            await asyncio.sleep(RESUBSCRIBE_S)
 
     def pubsub(self) -> PubSub:
         """A subscription (on a cluster: through one node, which hears every node's

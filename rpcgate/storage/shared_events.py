@@ -10,20 +10,15 @@ are not shared and each replica has only its own (the one outage policy of `redi
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import secrets
 import time
 from collections.abc import Callable
 from typing import Any
 
 import orjson
-from redis.exceptions import RedisError
 
 from rpcgate.rpc.background import Background
 from rpcgate.storage.redis_client import RedisLink
-
-_RECONNECT_S = 1.0
 
 Listener = Callable[[str, dict[str, Any]], None]  # (kind, payload)
 
@@ -72,21 +67,12 @@ class SharedEvents:
         return heard or 0
 
     async def _follow(self) -> None:
-        while True:
-            pubsub = self.link.pubsub()
-            try:
-                await self.link.run("subscribe to events", pubsub.subscribe(self.channel))
-                if self.link.up:
-                    async for message in pubsub.listen():
-                        data = message.get("data")
-                        if isinstance(data, bytes | str):
-                            self._deliver(data, time.time())
-            except (RedisError, OSError) as exc:
-                self.link.failed("events subscription", exc)
-            finally:
-                with contextlib.suppress(RedisError, OSError):
-                    await pubsub.aclose()
-            await asyncio.sleep(_RECONNECT_S)
+        await self.link.follow("events", lambda: [self.channel], self._heard)
+
+    def _heard(self, message: dict[str, Any]) -> None:
+        data = message.get("data")
+        if isinstance(data, bytes | str):
+            self._deliver(data, time.time())
 
     def _deliver(self, raw: bytes | str, now: float, own_too: bool = False) -> None:
         try:

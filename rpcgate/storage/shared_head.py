@@ -17,17 +17,12 @@ subscription is made again every second.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import Callable
-
-from redis.exceptions import RedisError
+from typing import Any
 
 from rpcgate.consensus.heads import Block
 from rpcgate.rpc.background import Background
 from rpcgate.storage.redis_client import RedisLink
-
-_RECONNECT_S = 1.0
 
 # KEYS[1]: the chain's key; ARGV: number, hash, parent hash, genesis hash, channel. Sets and
 # publishes a head higher than the one stored, or any head of another life of the chain id
@@ -115,21 +110,9 @@ class SharedHeads:
         return outage_s is not None and outage_s < self.hold_s
 
     async def _follow(self) -> None:
-        while True:
-            pubsub = self.link.pubsub()
-            try:
-                await self.link.run("subscribe to served heads", pubsub.subscribe(*self._listeners))
-                if self.link.up:  # subscribed (a failure, or Redis known down, marks it down)
-                    async for message in pubsub.listen():
-                        self._deliver(message)
-            except (RedisError, OSError) as exc:
-                self.link.failed("served heads subscription", exc)
-            finally:
-                with contextlib.suppress(RedisError, OSError):
-                    await pubsub.aclose()
-            await asyncio.sleep(_RECONNECT_S)
+        await self.link.follow("served heads", lambda: list(self._listeners), self._deliver)
 
-    def _deliver(self, message: dict[str, object]) -> None:
+    def _deliver(self, message: dict[str, Any]) -> None:
         channel, data = message.get("channel"), message.get("data")
         if isinstance(channel, bytes):
             channel = channel.decode()

@@ -33,7 +33,7 @@ from tests.conftest import ProxiedClusterFactory
 from tests.harness.anvil import DEV_ADDRESSES
 from tests.harness.faultproxy import Fault
 from tests.harness.redis_server import RedisServer
-from tests.harness.tools import free_port, wait_for_http
+from tests.harness.tools import admin_drills, free_port, wait_for_http
 from tests.process.test_lifecycle import CHAIN_ID, _call, _config, _get
 
 pytestmark = pytest.mark.skipif(
@@ -366,17 +366,7 @@ def _metric_total(url: str, family: str) -> tuple[float, set[str]]:
 
 
 def _admin(url: str, method: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
-    request = urllib.request.Request(
-        url + "/admin/drills",
-        data=json.dumps(body).encode() if body is not None else None,
-        method=method,
-        headers={"Authorization": f"Bearer {ADMIN_TOKEN}", "Content-Type": "application/json"},
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=10) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
+    return admin_drills(url, ADMIN_TOKEN, method, body)
 
 
 def test_two_workers_report_as_one_process_and_a_drill_reaches_both(

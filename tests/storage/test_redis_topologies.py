@@ -23,7 +23,7 @@ import yaml
 from tests.harness.anvil import AnvilCluster
 from tests.harness.fixtures import AnvilClusterFactory
 from tests.harness.redis_server import ClusterSet, RedisServer, SentinelSet
-from tests.harness.tools import free_port, rpcgate_command, wait_for_http
+from tests.harness.tools import admin_drills, free_port, rpcgate_command, wait_for_http
 
 CHAIN_ID = 31337
 CLIENT_KEY = "topology-test-key-0123456789"
@@ -241,17 +241,7 @@ ADMIN_TOKEN = "replicas-admin-token-0123456789"
 
 
 def _drills(url: str, method: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
-    request = urllib.request.Request(
-        url + "/admin/drills",
-        data=json.dumps(body).encode() if body is not None else None,
-        method=method,
-        headers={"Authorization": f"Bearer {ADMIN_TOKEN}", "Content-Type": "application/json"},
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=10) as reply:
-            return reply.status, json.loads(reply.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
+    return admin_drills(url, ADMIN_TOKEN, method, body)
 
 
 def _drill_ids(url: str) -> list[str]:
