@@ -134,13 +134,20 @@ async def _start(config: Config, loop: BackgroundLoop) -> RunningGateway:
     return RunningGateway(f"http://{host}:{port}", app[GATEWAY], config, runner, loop, app[INGRESS])
 
 
+class ConfigFactory(Protocol):
+    def __call__(self, config: Config | dict[str, Any]) -> RunningGateway: ...
+
+
 @pytest.fixture
-def start_gateway(background_loop: BackgroundLoop) -> Iterator[GatewayFactory]:
-    """Starts gateways in the background loop; all are stopped after the test."""
+def start_config(background_loop: BackgroundLoop) -> Iterator[ConfigFactory]:
+    """Starts gateways in the background loop from a config, or a config as written (the
+    YAML's structure, listening on a free port unless it says); all stopped after the test."""
     running: list[RunningGateway] = []
 
-    def start(upstream_urls: Sequence[str], **overrides: Any) -> RunningGateway:
-        config = gateway_config(upstream_urls, **overrides)
+    def start(config: Config | dict[str, Any]) -> RunningGateway:
+        if isinstance(config, dict):
+            raw = {"listen": "127.0.0.1:0", **config}
+            config = parse_config(yaml.safe_dump(raw), env={})
         gateway = background_loop.run(_start(config, background_loop))
         running.append(gateway)
         return gateway
@@ -148,6 +155,16 @@ def start_gateway(background_loop: BackgroundLoop) -> Iterator[GatewayFactory]:
     yield start
     for gateway in running:
         background_loop.run(gateway.runner.cleanup())
+
+
+@pytest.fixture
+def start_gateway(start_config: ConfigFactory) -> Iterator[GatewayFactory]:
+    """Starts gateways over the given upstream URLs (`gateway_config`), stopped after."""
+
+    def start(upstream_urls: Sequence[str], **overrides: Any) -> RunningGateway:
+        return start_config(gateway_config(upstream_urls, **overrides))
+
+    yield start
 
 
 class ProxiedClusterFactory(Protocol):

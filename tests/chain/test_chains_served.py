@@ -10,22 +10,18 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import aiohttp
-import pytest
-import yaml
 from aiohttp import web
 
 from rpcgate.config.chains import BY_NAME, CHAINS
-from rpcgate.config.settings import Config, load_config, parse_config
+from rpcgate.config.settings import load_config
 from rpcgate.edge.http_server import build_app
 from rpcgate.rpc.jsonrpc import NO_UPSTREAM
-from tests.conftest import RunningGateway, _start
+from tests.conftest import ConfigFactory, RunningGateway
 from tests.harness.anvil import AnvilCluster
 from tests.harness.fixtures import AnvilClusterFactory, FaultProxyFactory
-from tests.harness.loop import BackgroundLoop
 
 # --- zero config, offline ------------------------------------------------------------------------
 
@@ -83,23 +79,8 @@ async def test_zero_config_lists_every_chain_and_polls_only_the_one_called() -> 
 # --- a chain by name over real nodes --------------------------------------------------------------
 
 
-@pytest.fixture
-def start_config(background_loop: BackgroundLoop) -> Iterator[Any]:
-    running: list[RunningGateway] = []
-
-    def start(raw: dict[str, Any]) -> RunningGateway:
-        config: Config = parse_config(yaml.safe_dump({"listen": "127.0.0.1:0", **raw}), env={})
-        gateway = background_loop.run(_start(config, background_loop))
-        running.append(gateway)
-        return gateway
-
-    yield start
-    for gateway in running:
-        background_loop.run(gateway.runner.cleanup())
-
-
 def test_a_chain_by_name_over_three_nodes_serves_at_its_name_alias_and_id_with_its_defaults(
-    anvil_cluster: AnvilClusterFactory, start_config: Any
+    anvil_cluster: AnvilClusterFactory, start_config: ConfigFactory
 ) -> None:
     cluster = anvil_cluster(3, chain_id=8453)
     cluster.mine_all(3)
@@ -123,7 +104,7 @@ def test_a_chain_by_name_over_three_nodes_serves_at_its_name_alias_and_id_with_i
 
 
 def test_an_on_demand_chain_is_polled_from_its_first_call_until_it_is_idle(
-    anvil_cluster: AnvilClusterFactory, fault_proxy: FaultProxyFactory, start_config: Any
+    anvil_cluster: AnvilClusterFactory, fault_proxy: FaultProxyFactory, start_config: ConfigFactory
 ) -> None:
     cluster = anvil_cluster(2, chain_id=31337)
     cluster.mine_all(2)
@@ -163,7 +144,9 @@ def test_an_on_demand_chain_is_polled_from_its_first_call_until_it_is_idle(
     assert gateway.result("eth_blockNumber") == "0x3"  # a call starts it again, fresh head
 
 
-def test_readiness_does_not_wait_for_an_on_demand_chain_nobody_uses(start_config: Any) -> None:
+def test_readiness_does_not_wait_for_an_on_demand_chain_nobody_uses(
+    start_config: ConfigFactory,
+) -> None:
     gateway = start_config(
         {
             "chains": [
@@ -189,7 +172,7 @@ async def _get(url: str) -> int:
 
 
 def test_a_chain_without_the_tags_takes_a_block_at_its_depth_as_final(
-    anvil_cluster: AnvilClusterFactory, start_config: Any
+    anvil_cluster: AnvilClusterFactory, start_config: ConfigFactory
 ) -> None:
     cluster = anvil_cluster(2, chain_id=31337)
     cluster.mine_all(10)
@@ -243,7 +226,7 @@ class Miner(threading.Thread):
 
 
 def test_arbitrum_blocks_every_250_ms_behind_its_defaults_for_a_minute(
-    anvil_cluster: AnvilClusterFactory, start_config: Any
+    anvil_cluster: AnvilClusterFactory, start_config: ConfigFactory
 ) -> None:
     cluster = anvil_cluster(3, chain_id=42161)
     cluster.mine_all(1)

@@ -9,17 +9,14 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-import yaml
 from eth_hash.auto import keccak
 from eth_utils import to_checksum_address
 
-from rpcgate.config.settings import parse_config
 from tests.chain.test_verified_answers import _integrity_failures
-from tests.conftest import RunningGateway, _start
+from tests.conftest import ConfigFactory, RunningGateway
 from tests.harness.anvil import AnvilCluster, sign_transaction
 from tests.harness.faultproxy import Fault, FaultProxy
 from tests.harness.fixtures import AnvilClusterFactory, FaultProxyFactory
-from tests.harness.loop import BackgroundLoop
 from tests.verify.test_op_deposits import raw_deposit
 
 OP_MAINNET = 10
@@ -68,30 +65,24 @@ def op_chain(
 
 
 @pytest.fixture
-def start_op_gateway(background_loop: BackgroundLoop) -> Any:
-    running: list[RunningGateway] = []
-
+def start_op_gateway(start_config: ConfigFactory) -> Any:
     def start(urls: list[str]) -> RunningGateway:
-        raw = {
-            "listen": "127.0.0.1:0",
-            "failover": {"attempt_timeout_s": 2.0, "deadline_s": 15.0, "max_attempts": 5},
-            "chains": [
-                {
-                    "name": "optimism",
-                    "verify": "integrity",
-                    "upstreams": [{"name": f"node{i}", "url": u} for i, u in enumerate(urls)],
-                }
-            ],
-        }
-        config = parse_config(yaml.safe_dump(raw), env={})
-        gateway = background_loop.run(_start(config, background_loop))
-        running.append(gateway)
+        gateway = start_config(
+            {
+                "failover": {"attempt_timeout_s": 2.0, "deadline_s": 15.0, "max_attempts": 5},
+                "chains": [
+                    {
+                        "name": "optimism",
+                        "verify": "integrity",
+                        "upstreams": [{"name": f"node{i}", "url": u} for i, u in enumerate(urls)],
+                    }
+                ],
+            }
+        )
         gateway.sync()
         return gateway
 
-    yield start
-    for gateway in running:
-        background_loop.run(gateway.runner.cleanup())
+    return start
 
 
 def _calls(hashes: list[str], blocks: tuple[int, ...]) -> list[tuple[str, list[Any]]]:
