@@ -419,12 +419,23 @@ class HeadTracker:
         if (
             self._shared is not None
             and head is not None
+            and previous.head is not None
+            and head != previous.head
+            and self._shared.stance(heard_higher=floor is not None) == "settle"
+        ):
+            # Redis is back: the head stays where it is until the other replicas have found
+            # it too (or one of them offers a head), so that all hear the next one offered.
+            self._decided_round = round_
+            return
+        if (
+            self._shared is not None
+            and head is not None
             and (head.number > offered[0] or consensus.genesis != offered[1])
         ):
             # Before anyone is served it.
             if await self._shared.offer(self.chain.chain_id, head, consensus.genesis):
                 self._offered = (head.number, consensus.genesis)
-            elif previous.head is not None and self._shared.holding():
+            elif previous.head is not None and self._shared.stance(False) == "hold":
                 # Redis is unreachable (a failover): the head stays where the replicas
                 # last agreed for a few seconds (`cache.shared_head_hold_s`), rather than
                 # run ahead of a replica that cannot hear of it; then each goes on alone.

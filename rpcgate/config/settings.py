@@ -230,7 +230,8 @@ class CacheConfig:
     shared_head_hold_s: float = setting(
         "While Redis is unreachable (a Sentinel failover), how long the head each replica "
         "serves stays where the replicas last agreed, so that none runs ahead of another; "
-        "after that each replica goes on alone until Redis is back. 0: go on alone at once.",
+        "after that each replica goes on alone until Redis is back; back, it holds up to 3 s "
+        "more while the other replicas find it too. 0: go on alone at once.",
         default=5.0,
     )
     redis_prefix: str = setting(

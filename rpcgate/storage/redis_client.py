@@ -55,6 +55,7 @@ class RedisLink:
         self.client = self._connect(self.target)
         self.up = True
         self._down_since: float | None = None  # loop time of the first failure of an outage
+        self._up_since: float | None = None  # loop time the last outage ended
         self._retry_at = 0.0
         self._writes_paused_until = 0.0
 
@@ -138,10 +139,17 @@ class RedisLink:
             return None
         return asyncio.get_running_loop().time() - self._down_since
 
+    def recovered_s(self) -> float | None:
+        """How long ago the last outage ended; None while Redis is down or never was."""
+        if not self.up or self._up_since is None:
+            return None
+        return asyncio.get_running_loop().time() - self._up_since
+
     def succeeded(self) -> None:
         if not self.up:
             self.up = True
             self._down_since = None
+            self._up_since = asyncio.get_running_loop().time()
             log.info("redis_up")
 
     def _pause_writes(self, reason: str) -> None:

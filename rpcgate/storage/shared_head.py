@@ -11,8 +11,14 @@ floor), and its own head otherwise (the block is gone: a reorg). Without Redis, 
 guarantee holds within one replica only.
 
 Redis never breaks serving (the one outage policy of `redis_client`): every operation has
-the cache's short timeout; while Redis is down the replica goes on alone, and the
-subscription is made again every second.
+the cache's short timeout, and the subscription is made again every second. When Redis
+becomes unreachable (a Sentinel failover takes a few seconds) the replicas hold their served
+head where they last agreed for `cache.shared_head_hold_s`, then each goes on alone. When it
+comes back the replicas do not find it at the same moment (each tries again a second after
+its last failure): one that found it holds a little longer (`SETTLE_S`) without offering,
+long enough for the others to find it and subscribe, so that the first head offered after
+the outage is heard by all and none of them serves ahead of a replica still on the old
+head. A head offered meanwhile by another replica ends the wait (`stance`).
 """
 
 from __future__ import annotations
@@ -22,7 +28,12 @@ from typing import Any
 
 from rpcgate.consensus.heads import Block
 from rpcgate.rpc.background import Background
-from rpcgate.storage.redis_client import RedisLink
+from rpcgate.storage.redis_client import RESUBSCRIBE_S, RETRY_S, RedisLink
+
+# After an outage: how long a replica that found Redis again waits for the others (each
+# finds it within RETRY_S of the first, and has subscribed again within RESUBSCRIBE_S of
+# that), with a second's margin.
+SETTLE_S = RETRY_S + RESUBSCRIBE_S + 1.0
 
 # KEYS[1]: the chain's key; ARGV: number, hash, parent hash, genesis hash, channel. Sets and
 # publishes a head higher than the one stored, or any head of another life of the chain id
@@ -41,6 +52,21 @@ redis.call('SET', KEYS[1], value, 'EX', 86400)
 redis.call('PUBLISH', ARGV[5], value)
 return 1
 """
+
+
+def stance(
+    outage_s: float | None, recovered_s: float | None, hold_s: float, heard_higher: bool
+) -> str:
+    """Whether a replica's served head follows its consensus through Redis ("shared"),
+    stays where it is ("hold": Redis unreachable for less than `hold_s`; "settle": Redis
+    found again less than `SETTLE_S` ago, and no other replica has offered a higher head
+    since), or follows its consensus without Redis ("alone": the hold is over).
+    `outage_s`: how long Redis has been unreachable (None: it is up); `recovered_s`: how
+    long ago it was found again (None: no outage yet)."""
+    if outage_s is not None:
+        return "hold" if outage_s < hold_s else "alone"
+    settling = recovered_s is not None and recovered_s < min(SETTLE_S, hold_s)
+    return "settle" if settling and not heard_higher else "shared"
 
 
 def encode(block: Block, genesis: str | None = None) -> str:
@@ -103,11 +129,9 @@ class SharedHeads:
         done = await self.link.run("offer served head", lambda: self._offer(keys=[key], args=args))
         return done is not None
 
-    def holding(self) -> bool:
-        """Whether a head Redis could not be told of is held back now: Redis has been
-        unreachable for less than `hold_s`."""
-        outage_s = self.link.outage_s()
-        return outage_s is not None and outage_s < self.hold_s
+    def stance(self, heard_higher: bool) -> str:
+        """What the served head does now (see `stance`)."""
+        return stance(self.link.outage_s(), self.link.recovered_s(), self.hold_s, heard_higher)
 
     async def _follow(self) -> None:
         await self.link.follow("served heads", lambda: list(self._listeners), self._deliver)
