@@ -896,6 +896,12 @@ def parse_config(
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError([f"{source}: not valid YAML: {yaml_problem(exc)}"]) from None
+    return config_from_data(raw, env)
+
+
+def config_from_data(raw: typing.Any, env: typing.Mapping[str, str] | None = None) -> Config:
+    """A configuration given as data (the YAML's structure: mappings, lists, scalars) made
+    a resolved Config, or ConfigError with every problem."""
     problems: list[str] = []
     raw = substitute_env(raw, os.environ if env is None else env, "", problems)
     raw = complete_chains(raw, problems)  # a chain named in the table is a whole chain

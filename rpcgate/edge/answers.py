@@ -26,7 +26,10 @@ from rpcgate.rpc.jsonrpc import (
     Call,
     Invalid,
     Request,
+    dumps,
     encode_response,
+    parse_request,
+    parse_single,
     response_object,
     rpc_error,
 )
@@ -120,6 +123,65 @@ async def answer_request(
             CLIENT_BATCH.reset(in_batch)
     payload = encode_response([a.body for a in answers if a.body is not None], parsed.is_batch)
     return payload, diagnostics(answers, parsed.is_batch)
+
+
+def answer_in_hand(
+    chain: ChainRuntime, call: Call, read_cache: bool = True
+) -> tuple[bytes, dict[str, str]] | None:
+    """The hot path: one call the gateway answers from what it holds (a cache hit, the
+    consensus head), with the result bytes as they were encoded when stored; None when the
+    call needs the full path (`answer_request`)."""
+    try:
+        local = chain.answer_locally(call, read_cache)
+    except Exception:  # a bug: the call takes the full path, whose errors are answered
+        log.exception("answer_locally_failed", method=call.method)
+        return None
+    if local is None or local.result_json is None:
+        return None
+    payload = b'{"jsonrpc":"2.0","id":%s,"result":%s}' % (dumps(call.id), local.result_json)
+    headers = {
+        HEADER_UPSTREAM: local.upstream,
+        HEADER_ATTEMPTS: "0",
+        HEADER_CACHE: local.cache,
+        HEADER_VERIFIED: chain.verified_level(call, local),
+    }
+    if local.block is not None:
+        headers[HEADER_BLOCK] = str(local.block)
+    return payload, headers
+
+
+async def answer_body(
+    chain: ChainRuntime,
+    body: bytes,
+    *,
+    budget_s: float,
+    max_batch_items: int,
+    max_depth: int,
+    metrics: CallRecorder,
+    read_cache: bool = True,
+) -> bytes | None:
+    """A request body answered with no transport around it (an embedded gateway): framed
+    as the HTTP server frames it, then the hot path or the full one. None: only
+    notifications were sent."""
+    started = perf_counter()
+    single = parse_single(body, max_depth=max_depth)
+    if single is not None and not single.is_notification:
+        in_hand = answer_in_hand(chain, single, read_cache)
+        if in_hand is not None:
+            metrics.call_answered_locally(
+                chain.config.name, single.method, perf_counter() - started
+            )
+            return in_hand[0]
+    parsed = (
+        Request([single], is_batch=False)
+        if single is not None
+        else parse_request(body, max_batch_items, max_depth=max_depth)
+    )
+    context = CallContext.arriving(
+        budget_s, started=started, read_cache=read_cache, asked_locally=single is not None
+    )
+    payload, _ = await answer_request(chain, parsed, context, metrics)
+    return payload
 
 
 def diagnostics(answers: list[Answer], is_batch: bool) -> dict[str, str]:

@@ -22,11 +22,9 @@ from rpcgate.config.settings import Config
 from rpcgate.consensus.heads import State
 from rpcgate.edge.answers import (
     HEADER_ATTEMPTS,
-    HEADER_BLOCK,
-    HEADER_CACHE,
     HEADER_CACHE_CONTROL,
     HEADER_UPSTREAM,
-    HEADER_VERIFIED,
+    answer_in_hand,
     answer_request,
 )
 from rpcgate.edge.clients import UNAUTHORIZED, Caller, Refusal
@@ -106,24 +104,11 @@ def _skips_cache(headers: Mapping[str, str]) -> bool:
 def _answer_in_hand(
     request: web.Request, chain: ChainRuntime, call: Call, read_cache: bool
 ) -> web.StreamResponse | None:
-    """The hot path: one call the gateway answers from what it holds (a cache hit, the
-    consensus head), with the result bytes as they were encoded when stored."""
-    try:
-        local = chain.answer_locally(call, read_cache)
-    except Exception:  # a bug: the call takes the full path, whose errors are answered
-        log.exception("answer_locally_failed", method=call.method)
+    """The hot path (`answers.answer_in_hand`), as an HTTP answer."""
+    in_hand = answer_in_hand(chain, call, read_cache)
+    if in_hand is None:
         return None
-    if local is None or local.result_json is None:
-        return None
-    payload = b'{"jsonrpc":"2.0","id":%s,"result":%s}' % (dumps(call.id), local.result_json)
-    headers = {
-        HEADER_UPSTREAM: local.upstream,
-        HEADER_ATTEMPTS: "0",
-        HEADER_CACHE: local.cache,
-        HEADER_VERIFIED: chain.verified_level(call, local),
-    }
-    if local.block is not None:
-        headers[HEADER_BLOCK] = str(local.block)
+    payload, headers = in_hand
     origin = request.headers.get("Origin")
     if origin is not None:
         headers.update(request.app[INGRESS].cors.headers(origin))

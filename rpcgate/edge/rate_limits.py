@@ -20,13 +20,13 @@ import structlog
 
 from rpcgate.config.settings import LimitsConfig
 from rpcgate.edge.clients import Caller
+from rpcgate.rpc import jsonrpc
 from rpcgate.storage.redis_client import RedisLink
 
 log = structlog.get_logger("rpcgate.limits")
 
-# The JSON-RPC error of a refused call (HTTP 429): -32005, "limit exceeded" in EIP-1474, the
-# code clients already know from providers' rate limits.
-LIMIT_EXCEEDED = -32005
+# The JSON-RPC error of a refused call (HTTP 429): rpc.jsonrpc.LIMIT_EXCEEDED, -32005.
+LIMIT_EXCEEDED = jsonrpc.LIMIT_EXCEEDED
 _MAX_LOCAL_BUCKETS = 100_000  # beyond this, buckets already full again are forgotten
 
 

@@ -4,11 +4,8 @@ A connection is a loop reading messages and a sender writing from a bounded queu
 message is admitted (the connection's message rate, then the client's rate limit and calls
 in flight, as over HTTP), parsed, and answered by a task of its own, so answers go out as
 they are ready, each with its id. Calls take the HTTP path (`answers`): pinning, cache,
-failover. `eth_subscribe` and `eth_unsubscribe` are the connection's own; subscriptions
-are fed by the chain's `HeadFeed` (heads and logs from the consensus) and `PendingFeed`.
-
-Every call passes the chain's method policy, the connection's own `eth_subscribe` and
-`eth_unsubscribe` too, with the error a denied call gets over HTTP.
+failover. `eth_subscribe` and `eth_unsubscribe` are the connection's own
+(`subscriptions.py`), under the chain's method policy as every call is.
 
 A client that does not read fills its send queue (`websocket.send_queue` messages, or
 `websocket.send_queue_bytes` bytes) and is then disconnected with 1008 and the reason, so it
@@ -21,27 +18,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import secrets
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import structlog
 from aiohttp import WSMsgType, web
 
-from rpcgate.chain.feeds import HeadFeed, Subscriber, parse_log_filter
 from rpcgate.config.settings import WebSocketConfig
-from rpcgate.edge.answers import answer_item
 from rpcgate.edge.clients import Caller
 from rpcgate.edge.rate_limits import LIMIT_EXCEEDED, Bucket, Rate, take
-from rpcgate.rpc.context import CLIENT_BATCH, CallContext, ClientBatch
+from rpcgate.edge.subscriptions import Subscriptions, answer_on_connection
 from rpcgate.rpc.jsonrpc import (
-    INVALID_PARAMS,
-    Call,
-    Invalid,
     Request,
     dumps,
-    encode_response,
     parse_request,
     parse_single,
     response_object,
@@ -54,7 +43,6 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("rpcgate.ws")
 
-SUBSCRIPTION_METHODS = frozenset({"eth_subscribe", "eth_unsubscribe"})
 CLOSE_NOT_READING = 1008  # policy violation: the reason says which
 CLOSE_GOING_AWAY = 1001  # the server shuts down
 _CLOSE_WAIT_S = 1.0  # a close frame to a client that does not read is not waited for longer
@@ -83,7 +71,7 @@ class Connection:
         self.settings = settings
         self.queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=settings.send_queue)
         self.queued_bytes = 0  # of the messages in `queue`
-        self.subscriptions: dict[str, tuple[Subscriber, Callable[[], None]]] = {}
+        self.subscriptions = Subscriptions(chain, self.send, settings.max_subscriptions)
         self.tasks: set[asyncio.Task[None]] = set()
         self._bucket: Bucket | None = None
         self._rate = Rate(settings.messages_per_s, max(1, int(settings.messages_per_s * 2)))
@@ -115,15 +103,6 @@ class Connection:
             )
             return
         self.queued_bytes += len(exact)
-
-    def notify(self, subscription: str) -> Callable[[Any], None]:
-        prefix = b'{"jsonrpc":"2.0","method":"eth_subscription","params":{"subscription":"'
-        head = prefix + subscription.encode() + b'","result":'
-
-        def deliver(result: Any) -> None:
-            self.send(head + dumps(result) + b"}}")
-
-        return deliver
 
     async def _sender(self) -> None:
         while True:
@@ -181,9 +160,7 @@ class Connection:
 
     async def release(self) -> None:
         """Everything the connection held: subscriptions, calls in flight, queued messages."""
-        for _, unsubscribe in self.subscriptions.values():
-            unsubscribe()
-        self.subscriptions.clear()
+        self.subscriptions.release()
         for task in list(self.tasks):
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
@@ -227,96 +204,18 @@ class Connection:
             error = rpc_error(LIMIT_EXCEEDED, verdict.message, data)
             self.send(dumps(response_object(None, error=error)))
             return
-        context = CallContext.arriving(self.gateway.config.failover.deadline_s)
-        # A batch's items travel as upstream batches.
-        in_batch = CLIENT_BATCH.set(ClientBatch() if parsed.is_batch else None)
         try:
-            bodies = await asyncio.gather(*(self._answer_item(i, context) for i in parsed.items))
+            payload = await answer_on_connection(
+                self.chain,
+                parsed,
+                self.subscriptions,
+                self.gateway.config.failover.deadline_s,
+                self.gateway.metrics,
+            )
         finally:
-            CLIENT_BATCH.reset(in_batch)
             admission.leave(self.caller, cost)
-        payload = encode_response([b for b in bodies if b is not None], parsed.is_batch)
         if payload is not None:
             self.send(payload)
-
-    async def _answer_item(
-        self, item: Call | Invalid, context: CallContext
-    ) -> dict[str, Any] | None:
-        if isinstance(item, Call) and item.method in SUBSCRIPTION_METHODS:
-            error: dict[str, Any] | None
-            denial = self.chain.policy.check(item.method)
-            if denial is not None:  # as over HTTP (execute): the chain does not serve it
-                self.chain.denied[denial.pattern] += 1
-                result, error = None, denial.error()
-            else:
-                result, error = self._subscription_call(item)
-            if item.is_notification:
-                return None
-            return response_object(item.id, result=result, error=error)
-        answer = await answer_item(self.chain, item, context, self.gateway.metrics)
-        return answer.body
-
-    # -- subscriptions ---------------------------------------------------------------------
-
-    def _subscription_call(self, call: Call) -> tuple[Any, dict[str, Any] | None]:
-        params = call.params if isinstance(call.params, list) else []
-        if call.method == "eth_unsubscribe":
-            if len(params) != 1 or not isinstance(params[0], str):
-                return None, rpc_error(INVALID_PARAMS, "eth_unsubscribe takes one subscription id")
-            held = self.subscriptions.pop(params[0], None)
-            if held is not None:
-                held[1]()
-            return held is not None, None
-        if not params or not isinstance(params[0], str):
-            return None, rpc_error(
-                INVALID_PARAMS, "eth_subscribe takes a kind: newHeads, logs, newPendingTransactions"
-            )
-        self.chain.wake()  # an on-demand chain is tracked while it has subscribers
-        if len(self.subscriptions) >= self.settings.max_subscriptions:
-            return None, rpc_error(
-                LIMIT_EXCEEDED,
-                f"too many subscriptions on this connection: {self.settings.max_subscriptions} "
-                "(websocket.max_subscriptions)",
-            )
-        kind = params[0]
-        subscription = "0x" + secrets.token_hex(16)
-        deliver = self.notify(subscription)
-        if kind == "newHeads":
-            if len(params) > 1:
-                return None, rpc_error(INVALID_PARAMS, "newHeads takes no filter")
-            return self._follow(subscription, self.chain_feed(), Subscriber(deliver, "newHeads"))
-        if kind == "logs":
-            wanted = parse_log_filter(params[1] if len(params) > 1 else None)
-            if isinstance(wanted, str):
-                return None, rpc_error(INVALID_PARAMS, f"invalid logs filter: {wanted}")
-            return self._follow(
-                subscription, self.chain_feed(), Subscriber(deliver, "logs", wanted)
-            )
-        if kind == "newPendingTransactions":
-            pending = self.chain.pending_feed
-            if pending is None or not pending.available:
-                return None, rpc_error(
-                    -32000,
-                    "newPendingTransactions needs an upstream whose WebSocket offers it "
-                    f"(upstreams[].ws_url); none does on chain {self.chain.config.name!r}",
-                )
-            unsubscribe = pending.subscribe(deliver)
-            self.subscriptions[subscription] = (Subscriber(deliver, kind), unsubscribe)
-            return subscription, None
-        return None, rpc_error(
-            INVALID_PARAMS,
-            f"unknown subscription kind {kind!r}: newHeads, logs or newPendingTransactions",
-        )
-
-    def chain_feed(self) -> HeadFeed:
-        return self.chain.head_feed()
-
-    def _follow(
-        self, subscription: str, feed: HeadFeed, subscriber: Subscriber
-    ) -> tuple[Any, dict[str, Any] | None]:
-        feed.subscribe(subscriber)
-        self.subscriptions[subscription] = (subscriber, lambda: feed.unsubscribe(subscriber))
-        return subscription, None
 
 
 async def close_websockets(ingress: Ingress) -> None:

@@ -20,6 +20,9 @@ INVALID_REQUEST = -32600
 METHOD_NOT_FOUND = -32601
 INVALID_PARAMS = -32602
 INTERNAL_ERROR = -32603
+# A refused call (a rate limit, too many subscriptions): "limit exceeded" in EIP-1474, the
+# code clients already know from providers' rate limits.
+LIMIT_EXCEEDED = -32005
 
 # rpcgate's own codes, in the implementation-defined server range, chosen apart from the
 # codes proxyd and eRPC use (-32010..-32024), which collide with each other.

@@ -27,9 +27,15 @@ DEBUG = False
 
 
 def configure_logging(
-    level: str = "info", stream: TextIO | None = None, *, cache: bool = True
+    level: str = "info",
+    stream: TextIO | None = None,
+    *,
+    cache: bool = True,
+    stdlib: bool = True,
 ) -> None:
-    """`cache=False` keeps loggers re-reading the configuration (tests reconfigure it)."""
+    """`cache=False` keeps loggers re-reading the configuration (tests reconfigure it);
+    `stdlib=False` leaves the standard library's root logger alone (rpcgate inside another
+    program, whose logging is its own)."""
     global DEBUG
     DEBUG = level.lower() == "debug"
     structlog.configure(
@@ -47,6 +53,8 @@ def configure_logging(
         logger_factory=structlog.PrintLoggerFactory(stream or sys.stderr),
         cache_logger_on_first_use=cache,
     )
+    if not stdlib:
+        return
     # Standard-library loggers (aiohttp's) go through the masker too.
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(_MaskingFormatter("%(asctime)s %(levelname)s %(name)s %(message)s"))

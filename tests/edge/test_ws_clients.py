@@ -6,7 +6,6 @@ plain calls answer as they do over HTTP."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,103 +15,51 @@ from web3 import HTTPProvider, Web3
 from web3.types import TxParams
 
 from tests.conftest import GatewayFactory, ProxiedClusterFactory, RunningGateway
-from tests.harness.anvil import DEV_ADDRESSES, AnvilCluster, sign_transaction
-from tests.harness.contract import INIT_CODE, LOG_TOPIC, RETURN_DATA, create_address
+from tests.harness.anvil import DEV_ADDRESSES
+from tests.harness.contract import RETURN_DATA
 from tests.harness.ethers import EthersSubscriber
-from tests.harness.faultproxy import Fault, FaultProxy
+from tests.harness.logging_chain import (
+    CHAIN_ID,
+    CONTRACT,
+    LOGS_FILTER,
+    LoggingChain,
+    assert_once_in_order,
+    logging_chain,
+    settle,
+    web3_head,
+    web3_log,
+)
 from tests.harness.web3_socket import Web3Socket
 
-CHAIN_ID = 31337
-CONTRACT = create_address(DEV_ADDRESSES[0], 0)
-LOGS_FILTER = {"address": CONTRACT, "topics": [LOG_TOPIC]}
 FUNDED = Web3.to_checksum_address(DEV_ADDRESSES[1])
 BLOCK_PACE_SECONDS = 0.15  # between blocks: the gateway polls heads every 0.1 s
-QUIET_SECONDS = 0.5  # after the last expected event: nothing more may come
 ROLLBACK_SEEN_SECONDS = 0.6  # several head polls see the rolled-back chain
 
 
 @dataclass
-class LoggingChain:
-    """Three anvil nodes in lock-step behind fault proxies, with the test contract deployed
-    (each call to it logs its calldata), and a gateway over the proxies."""
+class GatewayChain(LoggingChain):
+    """The logging chain, and a gateway over its proxies."""
 
-    cluster: AnvilCluster
-    proxies: list[FaultProxy]
-    gateway: RunningGateway
-    nonce: int = 1  # the deployer's next nonce: the deployment used 0
+    gateway: RunningGateway | None = None
+
+    @property
+    def url(self) -> str:
+        assert self.gateway is not None
+        return self.gateway.url
 
     def ws_url(self, path: str) -> str:
-        return self.gateway.url.replace("http://", "ws://", 1) + path
-
-    def mine_with_logs(self, blocks: int = 1, *, fork: bool = False) -> None:
-        """Mines `blocks` blocks on every node, each with one call to the contract (one
-        log). `fork` gives them timestamps the canonical chain does not use (new hashes)."""
-        for _ in range(blocks):
-            self.cluster.broadcast_raw_transaction(
-                sign_transaction(
-                    chain_id=CHAIN_ID,
-                    nonce=self.nonce,
-                    to=CONTRACT,
-                    data=(self.nonce + (1000 if fork else 0)).to_bytes(4, "big"),
-                    gas=100_000,
-                )
-            )
-            self.nonce += 1
-            if fork:
-                for index in range(len(self.cluster)):
-                    self.cluster.fork(index)
-            else:
-                self.cluster.mine_all()
-
-    def snapshot(self) -> tuple[list[str], int]:
-        return self.cluster.snapshot_all(), self.nonce
-
-    def revert(self, snapshot: tuple[list[str], int]) -> None:
-        """Every node goes back to the snapshot (and so does the deployer's nonce)."""
-        snapshot_ids, self.nonce = snapshot
-        self.cluster.revert_all(snapshot_ids)
-
-    def cut_the_upstream_in_use(self) -> str:
-        """Refuses connections to the upstream in use: the one that took the most requests
-        since the last cut (the gateway spreads calls; the first on a tie). Returns its name."""
-        healthy = [p for p in self.proxies if p.fault is Fault.HEALTHY]
-        in_use = max(healthy, key=lambda p: p.request_count)
-        in_use.set_fault(Fault.REFUSE)
-        for proxy in self.proxies:
-            proxy.reset_counts()
-        return f"node{self.proxies.index(in_use)}"
-
-    def node_heads(self, first: int, last: int) -> list[tuple[int, str]]:
-        node = self.cluster[0]  # a node, not a proxy: never cut off
-        return [(n, node.block_hash(n)) for n in range(first, last + 1)]
-
-    def node_logs(self, first: int) -> list[tuple[int, str, int, str]]:
-        logs = self.cluster[0].rpc(
-            "eth_getLogs", [{"fromBlock": hex(first), "toBlock": "latest", **LOGS_FILTER}]
-        )
-        return [
-            (
-                int(e["blockNumber"], 16),
-                e["blockHash"],
-                int(e["logIndex"], 16),
-                e["transactionHash"],
-            )
-            for e in logs
-        ]
+        return self.url.replace("http://", "ws://", 1) + path
 
 
 @pytest.fixture
-def chain(proxied_cluster: ProxiedClusterFactory, start_gateway: GatewayFactory) -> LoggingChain:
+def chain(proxied_cluster: ProxiedClusterFactory, start_gateway: GatewayFactory) -> GatewayChain:
     cluster, proxies = proxied_cluster(3, chain_id=CHAIN_ID, mined=1)
-    cluster.broadcast_raw_transaction(
-        sign_transaction(chain_id=CHAIN_ID, nonce=0, data=INIT_CODE, gas=200_000)
-    )
-    cluster.mine_all()
+    logged = logging_chain(cluster, proxies)
     gateway = start_gateway([p.url for p in proxies], head_poll_interval=0.1)
-    return LoggingChain(cluster, proxies, gateway)
+    return GatewayChain(logged.cluster, logged.proxies, logged.nonce, gateway)
 
 
-def _mine_through_cut_offs(chain: LoggingChain, blocks: int) -> list[str]:
+def _mine_through_cut_offs(chain: GatewayChain, blocks: int) -> list[str]:
     """Mines `blocks` blocks with a log each: a third with every upstream up, a third with
     the one in use cut off, a third with two of three cut off. Returns who was cut."""
     cut = []
@@ -122,33 +69,6 @@ def _mine_through_cut_offs(chain: LoggingChain, blocks: int) -> list[str]:
         chain.mine_with_logs()
         time.sleep(BLOCK_PACE_SECONDS)
     return cut
-
-
-def _assert_once_in_order(what: str, expected: Sequence[Any], got: Sequence[Any]) -> None:
-    if list(got) == list(expected):
-        return
-    missing = [item for item in expected if item not in got]
-    repeated = sorted({item for item in got if list(got).count(item) > 1})
-    foreign = [item for item in got if item not in expected]
-    raise AssertionError(
-        f"{what}: expected the node's {len(expected)}, each once, in order; got {len(got)}: "
-        f"missing {missing}, repeated {repeated}, not on the node's chain {foreign}, "
-        f"order {'wrong' if not (missing or repeated or foreign) else 'see above'}\n"
-        f"expected {list(expected)}\ngot      {list(got)}"
-    )
-
-
-def _web3_head(header: Any) -> tuple[int, str]:
-    return header["number"], header["hash"].to_0x_hex()
-
-
-def _web3_log(entry: Any) -> tuple[int, str, int, str]:
-    return (
-        entry["blockNumber"],
-        entry["blockHash"].to_0x_hex(),
-        entry["logIndex"],
-        entry["transactionHash"].to_0x_hex(),
-    )
 
 
 def _ethers_log(entry: dict[str, Any]) -> tuple[int, str, int, str]:
@@ -165,20 +85,11 @@ def _frame_log(entry: dict[str, Any]) -> tuple[int, str, int, str]:
     )
 
 
-def _settle(arrived: Callable[[], bool], timeout: float = 20) -> None:
-    """Waits until `arrived()` (or `timeout`: the comparison that follows says what is
-    missing), then a little more: a repeat or a stray would come now."""
-    deadline = time.monotonic() + timeout
-    while not arrived() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    time.sleep(QUIET_SECONDS)
-
-
 # -- subscriptions -------------------------------------------------------------------------
 
 
 def test_web3_new_heads_are_the_nodes_blocks_once_in_order_through_cut_offs(
-    chain: LoggingChain,
+    chain: GatewayChain,
 ) -> None:
     with Web3Socket(chain.ws_url("/devnet")) as client:
         heads = client.subscribe("newHeads")
@@ -186,15 +97,15 @@ def test_web3_new_heads_are_the_nodes_blocks_once_in_order_through_cut_offs(
         cut = _mine_through_cut_offs(chain, 20)
         expected = chain.node_heads(start + 1, start + 20)
         received = client.notes[heads]
-        _settle(lambda: len(received) >= len(expected))
-        _assert_once_in_order(
-            f"newHeads (cut off: {cut})", expected, [_web3_head(h) for h in received]
+        settle(lambda: len(received) >= len(expected))
+        assert_once_in_order(
+            f"newHeads (cut off: {cut})", expected, [web3_head(h) for h in received]
         )
         # Header objects as a node sends them: no block body.
         assert all("parentHash" in h and "transactions" not in h for h in received), received[0]
 
 
-def test_ethers_blocks_and_logs_once_in_order_through_cut_offs(chain: LoggingChain) -> None:
+def test_ethers_blocks_and_logs_once_in_order_through_cut_offs(chain: GatewayChain) -> None:
     start = chain.cluster[0].block_number()
     with EthersSubscriber(
         chain.ws_url(f"/{CHAIN_ID}"), chain_id=CHAIN_ID, blocks=True, logs=LOGS_FILTER
@@ -204,9 +115,9 @@ def test_ethers_blocks_and_logs_once_in_order_through_cut_offs(chain: LoggingCha
         heads = chain.node_heads(start + 1, start + 15)
         logs = chain.node_logs(start + 1)
         assert len(logs) == 15, f"the node has {len(logs)} logs, expected one per block"
-        _settle(lambda: len(ethers.of_kind("block")) >= 15 and len(ethers.of_kind("log")) >= 15)
+        settle(lambda: len(ethers.of_kind("block")) >= 15 and len(ethers.of_kind("log")) >= 15)
         assert ethers.of_kind("error") == [], ethers.describe()
-        _assert_once_in_order(
+        assert_once_in_order(
             f"ethers block events (cut off: {cut})",
             [n for n, _ in heads],
             [b["number"] for b in ethers.of_kind("block")],
@@ -215,16 +126,16 @@ def test_ethers_blocks_and_logs_once_in_order_through_cut_offs(chain: LoggingCha
         header_frames = [
             f["result"] for f in ethers.of_kind("frame") if "parentHash" in f["result"]
         ]
-        _assert_once_in_order(
+        assert_once_in_order(
             f"newHeads frames (cut off: {cut})",
             heads,
             [(int(h["number"], 16), h["hash"]) for h in header_frames],
         )
         got_logs = [_ethers_log(e) for e in ethers.of_kind("log")]
-        _assert_once_in_order(f"ethers log events (cut off: {cut})", logs, got_logs)
+        assert_once_in_order(f"ethers log events (cut off: {cut})", logs, got_logs)
         # ethers keeps a removed log from its log listener: what came over its socket tells.
         log_frames = [f["result"] for f in ethers.of_kind("frame") if "logIndex" in f["result"]]
-        _assert_once_in_order(
+        assert_once_in_order(
             f"logs frames (cut off: {cut})", logs, [_frame_log(e) for e in log_frames]
         )
         assert not any(e["removed"] for e in log_frames), "a log came as removed without a reorg"
@@ -237,7 +148,7 @@ def test_ethers_blocks_and_logs_once_in_order_through_cut_offs(chain: LoggingCha
     ids=["new-branch-at-once", "rollback-seen-before-the-new-branch"],
 )
 def test_a_reorg_sends_the_dropped_logs_removed_then_the_new_chains_logs_and_heads(
-    chain: LoggingChain, rollback_seen: bool
+    chain: GatewayChain, rollback_seen: bool
 ) -> None:
     """All nodes go back two blocks and mine three others. With `rollback_seen` the gateway
     polls the rolled-back head (the fork point, a block already sent) a few times before
@@ -274,7 +185,7 @@ def test_a_reorg_sends_the_dropped_logs_removed_then_the_new_chains_logs_and_hea
 
         # web3.py: 3 logs, the 2 of the dropped blocks again with removed: true, 3 new ones.
         received_logs = client.notes[logs]
-        _settle(lambda: len(received_logs) >= 8 and len(client.notes[heads]) >= 6)
+        settle(lambda: len(received_logs) >= 8 and len(client.notes[heads]) >= 6)
         before, removed, after = received_logs[:3], received_logs[3:5], received_logs[5:]
         flags = [e["removed"] for e in received_logs]
         assert flags == [False] * 3 + [True] * 2 + [False] * 3, (
@@ -283,19 +194,19 @@ def test_a_reorg_sends_the_dropped_logs_removed_then_the_new_chains_logs_and_hea
             f"{fork_point + 1}..{fork_point + 3}; "
             f"got {[(e['blockNumber'], e['removed']) for e in received_logs]}"
         )
-        _assert_once_in_order("logs before the reorg", old_logs, [_web3_log(e) for e in before])
-        got_removed = sorted(_web3_log(e) for e in removed)
+        assert_once_in_order("logs before the reorg", old_logs, [web3_log(e) for e in before])
+        got_removed = sorted(web3_log(e) for e in removed)
         assert got_removed == old_logs[1:], (
             f"removed logs: expected the dropped blocks' {old_logs[1:]}, got {got_removed}"
         )
-        _assert_once_in_order("logs after the reorg", new_logs, [_web3_log(e) for e in after])
+        assert_once_in_order("logs after the reorg", new_logs, [web3_log(e) for e in after])
 
         # newHeads: the old heads, then the new canonical ones from the fork point up.
         received_heads = client.notes[heads]
-        _assert_once_in_order(
+        assert_once_in_order(
             "newHeads through the reorg",
             old_heads + new_heads,
-            [_web3_head(h) for h in received_heads],
+            [web3_head(h) for h in received_heads],
         )
         first_new_parent = received_heads[3]["parentHash"].to_0x_hex()
         assert first_new_parent == old_heads[0][1], (
@@ -306,16 +217,16 @@ def test_a_reorg_sends_the_dropped_logs_removed_then_the_new_chains_logs_and_hea
         # ethers: its socket got the removed logs too; its log listener gets each log of
         # either chain once and never a removed one as if it were new. (ethers 6.17 does
         # not call `log.removedEvent()` listeners: its tag for them never matches.)
-        _settle(lambda: len(ethers.of_kind("log")) >= 6 and len(ethers.of_kind("block")) >= 6)
+        settle(lambda: len(ethers.of_kind("log")) >= 6 and len(ethers.of_kind("block")) >= 6)
         got_logs = [_ethers_log(e) for e in ethers.of_kind("log")]
-        _assert_once_in_order("ethers log events", old_logs + new_logs, got_logs)
+        assert_once_in_order("ethers log events", old_logs + new_logs, got_logs)
         removed_frames = sorted(
             _frame_log(f["result"]) for f in ethers.of_kind("frame") if f["result"].get("removed")
         )
         assert removed_frames == old_logs[1:], (
             f"removed logs on ethers' socket: expected {old_logs[1:]}, got {removed_frames}"
         )
-        _assert_once_in_order(
+        assert_once_in_order(
             "ethers block events",
             [n for n, _ in old_heads + new_heads],
             [b["number"] for b in ethers.of_kind("block")],
@@ -326,9 +237,9 @@ def test_a_reorg_sends_the_dropped_logs_removed_then_the_new_chains_logs_and_hea
 
 
 def test_web3_calls_and_batches_over_a_websocket_answer_as_over_http(
-    chain: LoggingChain,
+    chain: GatewayChain,
 ) -> None:
-    over_http = Web3(HTTPProvider(chain.gateway.url))
+    over_http = Web3(HTTPProvider(chain.url))
     with Web3Socket(chain.ws_url("/")) as client:
         assert client.call(lambda w3: w3.eth.chain_id) == over_http.eth.chain_id == CHAIN_ID
         block_number = client.call(lambda w3: w3.eth.block_number)
