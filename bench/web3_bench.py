@@ -9,8 +9,10 @@ the providers taking turns; the table holds the median time per call over the ro
   - finalized read: eth_getBalance at block 5 with the head 80 blocks on (rpcgate answers
     from its cache after the first; the direct provider asks the node each time).
 Providers: web3.py's AsyncHTTPProvider and HTTPProvider to the node; AsyncRpcgateProvider,
-RpcgateProvider and PersistentRpcgateProvider over the same node. The "added" column is
-the embedded provider's time minus the direct one's, on the same path.
+RpcgateProvider and PersistentRpcgateProvider over the same node; and the two async ones'
+`make_request` called directly, without web3.py's middleware and formatting around it
+(what the provider itself costs). The "added" column is the embedded provider's time minus
+the direct one's, on the same path.
 """
 
 from __future__ import annotations
@@ -88,6 +90,16 @@ async def measure(url: str, args: argparse.Namespace) -> dict[tuple[str, str], l
                         return await w3.eth.get_balance(account, block)
 
                     times.setdefault((path, name), []).append(await timed_async(call, args.calls))
+                for name, provider in (
+                    ("AsyncHTTPProvider.make_request, no web3 (direct)", async_direct.provider),
+                    ("AsyncRpcgateProvider.make_request, no web3", async_embedded_provider),
+                ):
+                    params = [account, block if block == "pending" else hex(block)]
+
+                    async def raw(provider: Any = provider, params: Any = params) -> Any:
+                        return await provider.make_request("eth_getBalance", params)
+
+                    times.setdefault((path, name), []).append(await timed_async(raw, args.calls))
                 for name, sw3 in (
                     ("HTTPProvider (direct)", sync_direct),
                     ("RpcgateProvider", sync_embedded),
@@ -107,7 +119,11 @@ async def measure(url: str, args: argparse.Namespace) -> dict[tuple[str, str], l
 
 
 def table(times: dict[tuple[str, str], list[float]]) -> str:
-    direct = {"Async": "AsyncHTTPProvider (direct)", "Persistent": "AsyncHTTPProvider (direct)"}
+    direct = {
+        "AsyncRpcgateProvider.make_request": "AsyncHTTPProvider.make_request, no web3 (direct)",
+        "Async": "AsyncHTTPProvider (direct)",
+        "Persistent": "AsyncHTTPProvider (direct)",
+    }
     lines = [
         "| path | provider | median per call | added to the direct provider |",
         "|---|---|---|---|",
@@ -135,8 +151,16 @@ def main() -> None:
         times = asyncio.run(measure(cluster.urls[0], args))
     finally:
         cluster.stop()
-    print(f"{args.calls} calls x {args.rounds} rounds, one anvil node on loopback")
-    print(table(times))
+    text = (
+        f"# web3.py providers ({time.strftime('%Y-%m-%d')}, `bench/web3_bench.py "
+        f"--calls {args.calls} --rounds {args.rounds}`, one anvil node on loopback)\n\n"
+        + table(times)
+        + "\n"
+    )
+    print(text)
+    out = REPO / "bench" / "results" / "web3.md"
+    out.write_text(text)
+    print(f"written: {out}")
 
 
 if __name__ == "__main__":

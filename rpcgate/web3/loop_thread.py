@@ -50,12 +50,13 @@ class LoopThread:
             for task in rest:
                 task.cancel()
             await asyncio.gather(*rest, return_exceptions=True)
+            loop = asyncio.get_running_loop()
+            await loop.shutdown_asyncgens()
             # Its threads (name look-ups run there) are joined, not left to end later.
-            await asyncio.get_running_loop().shutdown_default_executor()
+            await loop.shutdown_default_executor()
 
         asyncio.run_coroutine_threadsafe(cancel_rest(), self.loop).result(10)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(10)
         if not self._thread.is_alive():
-            self.loop.run_until_complete(self.loop.shutdown_asyncgens())
-            self.loop.close()
+            self.loop.close()  # from any thread, a loop inside an async program's included

@@ -129,8 +129,54 @@ def test_async_web3_reads_sends_and_gets_receipts(devnet: Devnet) -> None:
                 assert asyncio.get_running_loop().time() < deadline
                 await asyncio.sleep(0.05)
             assert await w3.eth.get_balance(RECEIVER) == before + 7
+            logs = await w3.eth.get_logs({"fromBlock": 0, "toBlock": "latest"})
+            assert logs == []  # a plain transfer logs nothing; the contract's logs: below
+            deploy = sign_transaction(chain_id=CHAIN_ID, nonce=1, data=INIT_CODE)
+            call = sign_transaction(
+                chain_id=CHAIN_ID, nonce=2, to=create_address(DEV_ADDRESSES[0], 1), data=b"\x07"
+            )
+            for raw in (deploy, call):
+                tx_hash = await w3.eth.send_raw_transaction(raw)
+                await asyncio.to_thread(sent, cluster, raw, tx_hash.hex())
+                await w3.eth.wait_for_transaction_receipt(tx_hash, timeout=10, poll_latency=0.1)
+            logs = await w3.eth.get_logs({"fromBlock": 5, "toBlock": 6})
+            assert [(log["blockNumber"], log["data"]) for log in logs] == [(6, b"\x07")]
 
     asyncio.run(run())
+
+
+def test_async_web3_rides_out_two_of_three_upstreams_dying(devnet: Devnet) -> None:
+    _, proxies = devnet
+
+    async def run() -> tuple[int, list[BaseException]]:
+        failures: list[BaseException] = []
+        calls = 0
+        async with AsyncRpcgateProvider(config(proxies)) as provider:
+            w3 = AsyncWeb3(provider)
+
+            async def read() -> None:
+                nonlocal calls
+                while True:
+                    try:
+                        await w3.eth.get_balance(DEV_ADDRESSES[1], "pending")  # never cached
+                        calls += 1
+                    except Exception as exc:  # every failure is the finding
+                        failures.append(exc)
+
+            readers = [asyncio.create_task(read()) for _ in range(4)]
+            await asyncio.sleep(0.5)
+            await asyncio.to_thread(proxies[0].set_fault, Fault.REFUSE)
+            await asyncio.sleep(0.5)
+            await asyncio.to_thread(proxies[2].set_fault, Fault.HANG)
+            await asyncio.sleep(1.5)
+            for reader in readers:
+                reader.cancel()
+            await asyncio.gather(*readers, return_exceptions=True)
+        return calls, failures
+
+    calls, failures = asyncio.run(run())
+    assert failures == []
+    assert calls > 20
 
 
 def test_two_of_three_upstreams_dying_mid_run_fail_no_call(devnet: Devnet) -> None:
@@ -287,6 +333,17 @@ def test_closing_the_sync_provider_leaves_no_task_thread_or_socket(devnet: Devne
     assert connections_to(ports) == 0
     with pytest.raises(RuntimeError, match="closed"):
         w3.eth.get_balance(DEV_ADDRESSES[0], "pending")
+
+
+def test_the_sync_provider_is_closed_from_inside_an_async_program(devnet: Devnet) -> None:
+    _, proxies = devnet
+
+    async def run() -> None:
+        provider = RpcgateProvider(config(proxies))
+        assert await asyncio.to_thread(lambda: Web3(provider).eth.block_number) == 3
+        provider.close()  # on a thread whose own loop is running
+
+    asyncio.run(run())
 
 
 def test_closing_the_async_provider_leaves_no_task_or_socket(devnet: Devnet) -> None:
