@@ -228,6 +228,30 @@ def test_a_finalized_read_again_makes_no_upstream_call(devnet: Devnet) -> None:
         assert sum(p.methods.count("eth_getBalance") for p in proxies) == asked
 
 
+def test_async_a_finalized_read_again_makes_no_upstream_call_and_no_tampered_block_gets_through(
+    devnet: Devnet,
+) -> None:
+    cluster, proxies = devnet
+    cluster.mine_all(77)  # block 16 finalized
+    honest = {n: cluster[1].block(hex(n)) for n in range(60, 76)}
+    proxies[0].set_fault(Fault.TAMPER_BLOCK, field="gasUsed")
+
+    async def run() -> None:
+        async with AsyncRpcgateProvider(config(proxies, verify="integrity")) as provider:
+            w3 = AsyncWeb3(provider)
+            first = await w3.eth.get_balance(DEV_ADDRESSES[0], 5)
+            asked = sum(p.methods.count("eth_getBalance") for p in proxies)
+            for _ in range(5):
+                assert await w3.eth.get_balance(DEV_ADDRESSES[0], 5) == first
+            assert sum(p.methods.count("eth_getBalance") for p in proxies) == asked == 1
+            for number, block in honest.items():
+                served = await w3.eth.get_block(number)
+                assert served["gasUsed"] == int(block["gasUsed"], 16), number
+        assert proxies[0].tampered_answers > 0, "the tampering upstream was never asked"
+
+    asyncio.run(run())
+
+
 def test_the_cache_is_shared_with_gateway_servers_on_the_same_redis(
     devnet: Devnet, start_gateway: GatewayFactory, redis_server: RedisServer
 ) -> None:
