@@ -42,12 +42,11 @@ sys.path.insert(0, str(REPO / "bench"))
 
 import yaml  # noqa: E402
 from cache_bench import (  # noqa: E402
-    HOT_ACCOUNTS,
     cpu_seconds,
     dapp_mix,
     prepare_chain,
 )
-from suite import CORES, Servers, wrk  # noqa: E402
+from suite import CORES, Servers, path_bodies, wrk  # noqa: E402
 
 from tests.harness.anvil import AnvilCluster  # noqa: E402
 from tests.harness.faultproxy import Fault, FaultProxy  # noqa: E402
@@ -206,27 +205,7 @@ def part1(
     """Calls per core-second on each path, one gateway process, no Redis."""
     pinned = CORES >= 2
     node = cluster[0].url
-    hit = {
-        "jsonrpc": "2.0",
-        "id": 1,
-        "method": "eth_getBalance",
-        "params": [HOT_ACCOUNTS[0], "0x3"],
-    }
-    passthrough = {
-        "jsonrpc": "2.0",
-        "id": 1,
-        "method": "eth_getBalance",
-        "params": [HOT_ACCOUNTS[1], "pending"],
-    }
-    batch = [
-        {
-            "jsonrpc": "2.0",
-            "id": i,
-            "method": "eth_getBalance",
-            "params": [f"0x{0xB0B0 + i:040x}", "pending"],
-        }
-        for i in range(50)
-    ]
+    hit, passthrough, batch = path_bodies()
     figures: dict[str, list[float]] = {}
     url, process = gateway(servers, [node], pinned)
     wrk(url + "/", [hit], 1, 1, pinned)  # stored; the rest are hits

@@ -405,6 +405,33 @@ def cache_figures(url: str) -> dict[str, Any]:
         return json.loads(resp.read())["cache"]  # type: ignore[no-any-return]
 
 
+def path_bodies() -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
+    """Scenarios a-c's requests: a finalized eth_getBalance (a cache hit once stored), one
+    at `pending` (never cached), and a batch of 50 of those for 50 accounts."""
+    hit = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "eth_getBalance",
+        "params": [HOT_ACCOUNTS[0], "0x3"],
+    }
+    passthrough = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "eth_getBalance",
+        "params": [HOT_ACCOUNTS[1], "pending"],
+    }
+    batch = [
+        {
+            "jsonrpc": "2.0",
+            "id": i,
+            "method": "eth_getBalance",
+            "params": [f"0x{0xB0B0 + i:040x}", "pending"],
+        }
+        for i in range(50)
+    ]
+    return hit, passthrough, batch
+
+
 def run(args: argparse.Namespace, notes: list[str]) -> list[Row]:
     """The measured rows; what the table cannot hold goes into `notes`, a line each."""
     rows: list[Row] = []
@@ -420,27 +447,7 @@ def run(args: argparse.Namespace, notes: list[str]) -> list[Row]:
         contracts, receipts = prepare_chain(cluster)
         cluster.mine_all(70)  # the prepared blocks are far below the head: finalized
         node = cluster[0].url
-        hit = {
-            "jsonrpc": "2.0",
-            "id": 1,
-            "method": "eth_getBalance",
-            "params": [HOT_ACCOUNTS[0], "0x3"],
-        }
-        passthrough = {
-            "jsonrpc": "2.0",
-            "id": 1,
-            "method": "eth_getBalance",
-            "params": [HOT_ACCOUNTS[1], "pending"],
-        }
-        batch = [
-            {
-                "jsonrpc": "2.0",
-                "id": i,
-                "method": "eth_getBalance",
-                "params": [f"0x{0xB0B0 + i:040x}", "pending"],
-            }
-            for i in range(50)
-        ]
+        hit, passthrough, batch = path_bodies()
         for pinned in pinnings:
             print(f"== {'pinned' if pinned else 'unpinned'}", flush=True)
             gateway, gateway_process = servers.rpcgate([node], pinned)

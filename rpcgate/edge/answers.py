@@ -28,8 +28,8 @@ from rpcgate.rpc.jsonrpc import (
     Request,
     dumps,
     encode_response,
-    parse_request,
     parse_single,
+    request_of,
     response_object,
     rpc_error,
 )
@@ -172,11 +172,7 @@ async def answer_body(
                 chain.config.name, single.method, perf_counter() - started
             )
             return in_hand[0]
-    parsed = (
-        Request([single], is_batch=False)
-        if single is not None
-        else parse_request(body, max_batch_items, max_depth=max_depth)
-    )
+    parsed = request_of(body, single, max_batch_items, max_depth=max_depth)
     context = CallContext.arriving(
         budget_s, started=started, read_cache=read_cache, asked_locally=single is not None
     )

@@ -44,10 +44,9 @@ from rpcgate.rpc.jsonrpc import (
     INVALID_REQUEST,
     UNKNOWN_CHAIN,
     Call,
-    Request,
     dumps,
-    parse_request,
     parse_single,
+    request_of,
     response_object,
     rpc_error,
 )
@@ -191,11 +190,7 @@ async def handle_rpc(request: web.Request) -> web.StreamResponse:
                 chain.config.name, single.method, perf_counter() - started
             )
             return in_hand
-    parsed = (
-        Request([single], is_batch=False)
-        if single is not None
-        else parse_request(body, limits.max_batch_items, max_depth=limits.max_json_depth)
-    )
+    parsed = request_of(body, single, limits.max_batch_items, max_depth=limits.max_json_depth)
     cost = len(parsed.items)
     context = CallContext.arriving(
         gateway.config.failover.deadline_s,

@@ -29,10 +29,8 @@ from rpcgate.edge.clients import Caller
 from rpcgate.edge.rate_limits import LIMIT_EXCEEDED, Bucket, Rate, take
 from rpcgate.edge.subscriptions import Subscriptions, answer_on_connection
 from rpcgate.rpc.jsonrpc import (
-    Request,
     dumps,
-    parse_request,
-    parse_single,
+    parse_body,
     response_object,
     rpc_error,
 )
@@ -186,12 +184,7 @@ class Connection:
 
     async def _answer(self, body: bytes) -> None:
         limits = self.gateway.config.limits
-        single = parse_single(body, max_depth=limits.max_json_depth)
-        parsed = (
-            Request([single], is_batch=False)
-            if single is not None
-            else parse_request(body, limits.max_batch_items, max_depth=limits.max_json_depth)
-        )
+        parsed = parse_body(body, limits.max_batch_items, max_depth=limits.max_json_depth)
         cost = len(parsed.items)
         admission = self.ingress.admission
         verdict = await admission.admit(self.caller, cost)

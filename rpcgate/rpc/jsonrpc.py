@@ -285,6 +285,22 @@ def parse_request(
     return Request([_checked_item(parsed, max_depth)], False)
 
 
+def request_of(
+    body: bytes, single: Call | None, max_batch_items: int, *, max_depth: int
+) -> Request:
+    """The request `body` holds, given what `parse_single` made of it (the common case
+    parsed once)."""
+    if single is not None:
+        return Request([single], is_batch=False)
+    return parse_request(body, max_batch_items, max_depth=max_depth)
+
+
+def parse_body(body: bytes, max_batch_items: int, *, max_depth: int) -> Request:
+    """`parse_single`, then `parse_request` where the body is not one valid call."""
+    single = parse_single(body, max_depth=max_depth)
+    return request_of(body, single, max_batch_items, max_depth=max_depth)
+
+
 def response_object(
     request_id: Any, *, result: Any = None, error: dict[str, Any] | None = None
 ) -> dict[str, Any]:

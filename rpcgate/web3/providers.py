@@ -36,7 +36,7 @@ from web3.providers.persistent import PersistentConnectionProvider
 from web3.types import RPCEndpoint, RPCResponse
 
 from rpcgate.edge.subscriptions import Subscriptions, answer_on_connection
-from rpcgate.rpc.jsonrpc import Request, parse_request, parse_single
+from rpcgate.rpc.jsonrpc import parse_body
 from rpcgate.web3.embedded import ConfigSource, EmbeddedGateway
 from rpcgate.web3.loop_thread import LoopThread
 
@@ -259,12 +259,7 @@ class PersistentRpcgateProvider(PersistentConnectionProvider):
         if gateway is None or chain is None:
             return
         limits = gateway.config.limits
-        single = parse_single(body, max_depth=limits.max_json_depth)
-        parsed = (
-            Request([single], is_batch=False)
-            if single is not None
-            else parse_request(body, limits.max_batch_items, max_depth=limits.max_json_depth)
-        )
+        parsed = parse_body(body, limits.max_batch_items, max_depth=limits.max_json_depth)
         payload = await answer_on_connection(
             chain, parsed, subscriptions, gateway.config.failover.deadline_s, gateway.metrics
         )

@@ -30,6 +30,7 @@ from tests.harness.contract import INIT_CODE, LOG_TOPIC, RETURN_VALUE, create_ad
 from tests.harness.faultproxy import Fault, FaultProxy
 from tests.harness.redis_server import RedisServer
 from tests.harness.sockets import connections_to
+from tests.web3.configs import devnet_config
 
 CHAIN_ID = 31337
 RECEIVER = "0x000000000000000000000000000000000000bEEF"
@@ -53,20 +54,7 @@ def devnet(proxied_cluster: ProxiedClusterFactory) -> Devnet:
     return proxied_cluster(3, chain_id=CHAIN_ID, mined=3)
 
 
-def config(proxies: list[FaultProxy], **chain: Any) -> dict[str, Any]:
-    """The YAML's structure, as a program would write it."""
-    return {
-        "failover": {"attempt_timeout_s": 1.0, "deadline_s": 10.0},
-        "chains": [
-            {
-                "name": "devnet",
-                "chain_id": CHAIN_ID,
-                "head_poll_interval": 0.2,
-                "upstreams": [{"name": f"node{i}", "url": p.url} for i, p in enumerate(proxies)],
-                **chain,
-            }
-        ],
-    }
+config = devnet_config
 
 
 def sent(cluster: AnvilCluster, raw: str, tx_hash: str) -> None:

@@ -25,6 +25,7 @@ from tests.harness.logging_chain import (
     web3_log,
 )
 from tests.harness.sockets import connections_to
+from tests.web3.configs import devnet_config
 
 pytestmark = pytest.mark.filterwarnings("error")
 
@@ -39,19 +40,7 @@ def chain(proxied_cluster: ProxiedClusterFactory) -> LoggingChain:
 
 
 def config(chain: LoggingChain) -> dict[str, Any]:
-    return {
-        "failover": {"attempt_timeout_s": 1.0, "deadline_s": 10.0},
-        "chains": [
-            {
-                "name": "devnet",
-                "chain_id": CHAIN_ID,
-                "head_poll_interval": 0.1,
-                "upstreams": [
-                    {"name": f"node{i}", "url": p.url} for i, p in enumerate(chain.proxies)
-                ],
-            }
-        ],
-    }
+    return devnet_config(chain.proxies, head_poll_interval=0.1)
 
 
 class Received:
