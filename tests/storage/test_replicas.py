@@ -10,6 +10,8 @@ import urllib.request
 from collections.abc import Callable
 from typing import Any
 
+from rpcgate.storage.redis_client import RESUBSCRIBE_S
+from rpcgate.storage.shared_head import SETTLE_S
 from tests.conftest import GatewayFactory, ProxiedClusterFactory
 from tests.harness.loop import BackgroundLoop
 from tests.harness.redis_server import RedisServer
@@ -142,3 +144,50 @@ def test_a_head_is_in_redis_before_its_replica_serves_it(
         assert stored is not None and stored.decode().startswith(f"{served}:")  # never down
     finally:
         background_loop.run(link.stop())
+
+
+def test_back_from_a_redis_outage_a_replica_waits_for_the_others_before_moving_on(
+    proxied_cluster: ProxiedClusterFactory, start_gateway: GatewayFactory
+) -> None:
+    """Redis dies and comes back; blocks are mined meanwhile. The replica holds its head
+    through the outage, and once it finds Redis again it holds a little longer (the other
+    replicas find it up to a second apart): had it moved on at once, a replica still
+    holding would serve the old head beside it. A head another replica offers ends the
+    wait at once."""
+    cluster, proxies = proxied_cluster(3, chain_id=CHAIN_ID, mined=3)
+    redis = RedisServer().start()
+    urls = [p.url for p in proxies]
+    again: RedisServer | None = None
+    try:
+        first = start_gateway(urls, head_poll_interval=0.1, cache={"redis_url": redis.url})
+        link = first.gateway.redis
+        assert link is not None and int(first.result("eth_blockNumber"), 16) == 3
+        redis.kill()
+        cluster.mine_all(2)
+        time.sleep(0.5)
+        assert int(first.result("eth_blockNumber"), 16) == 3  # held: Redis unreachable
+        again = RedisServer(port=redis.port).start()
+        deadline = time.monotonic() + 5
+        while not link.up and time.monotonic() < deadline:
+            first.result("eth_chainId")  # an operation finds Redis again
+            time.sleep(0.05)
+        assert link.up
+        found_at = time.monotonic()
+        time.sleep(0.6)  # several polls and decisions
+        assert int(first.result("eth_blockNumber"), 16) == 3, "moved on before the others"
+
+        # Another replica, up with Redis all along, offers the head: the wait ends. (Started
+        # once the first has subscribed again, a second at most after it found Redis.)
+        time.sleep(max(0.0, found_at + RESUBSCRIBE_S + 0.2 - time.monotonic()))
+        second = start_gateway(urls, head_poll_interval=0.1, cache={"redis_url": again.url})
+        assert int(second.result("eth_blockNumber"), 16) == 5
+        offered_at = time.monotonic()
+        assert offered_at - found_at < SETTLE_S - 1.0, "the second replica came too late to tell"
+        while int(first.result("eth_blockNumber"), 16) != 5 and time.monotonic() < deadline + 5:
+            time.sleep(0.02)
+        assert int(first.result("eth_blockNumber"), 16) == 5
+        assert time.monotonic() - offered_at < 0.8, "it waited out the settling instead"
+    finally:
+        redis.stop()
+        if again is not None:
+            again.stop()
