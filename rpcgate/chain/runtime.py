@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -106,7 +107,8 @@ class ChainRuntime:
     ) -> None:
         self.config = config
         self.cache = cache
-        self.cache_counters = CacheCounters()
+        self.cache_counters = CacheCounters()  # clients' calls
+        self._own_counters = CacheCounters()  # the gateway's own (verification's fetches)
         self._coalescer: Coalescer[Outcome] = Coalescer()
         self._plans: dict[tuple[str, bytes] | None, Any] = {}
         self._plans_bytes = 0  # of the calls remembered in _plans
@@ -290,10 +292,11 @@ class ChainRuntime:
         it gets `failover.deadline_s` from now."""
         if context is None:
             serving = CURRENT_CALL.get()
-            context = (
+            context = dataclasses.replace(
                 serving.part()
                 if serving is not None
-                else CallContext.arriving(self._failover_config.deadline_s)
+                else CallContext.arriving(self._failover_config.deadline_s),
+                own=True,
             )
         token = CURRENT_CALL.set(context)
         self._in_flight += 1
@@ -330,7 +333,7 @@ class ChainRuntime:
             head, view, pinned_call, plan = self._prepare(call)
         block = pinned_call.block
         pinned = Call(call.method, pinned_call.params, call.id, call.is_notification)
-        counters = self.cache_counters
+        counters = self._own_counters if context.own else self.cache_counters
         if plan.key is None:
             counters.bypass += 1
             return await self._from_upstreams(pinned, block, head, context)
@@ -386,7 +389,7 @@ class ChainRuntime:
         head = consensus.head.number if consensus.head is not None else None
         finalized = consensus.finalized.number if consensus.finalized else None
         tags = Tags(head, consensus.safe.number if consensus.safe else None, finalized)
-        view = (head, tags, ChainView(consensus.head, finalized, canonical))
+        view = (head, tags, ChainView(consensus.head, finalized, canonical, consensus.genesis))
         self._view = (consensus, canonical, view)
         self._chain_key = chain_key(self.config.chain_id, consensus.genesis)
         return view

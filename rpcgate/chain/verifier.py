@@ -1,7 +1,12 @@
 """Checks an upstream's answer before it is served (`chains[].verify`): the I/O shell around
 the pure checks of `rpcgate/verify/`.
 
-A check is anchored on the block hash the upstreams agree on. What it needs besides the
+A check is anchored on the block hash the upstreams agree on: the head tracker's for recent
+blocks, and for older ones the hash EIP-2935's history contract holds, proven by a storage
+proof against the consensus head's `stateRoot` (in hops of 8,191 blocks further back:
+`verify/history.py`), kept for good once the block is final. On a chain without the
+contract (its account proven empty), an old block is checked for self-consistency only.
+What it needs besides the
 answer (a block's header for its roots, a block's receipts, an account's proof) is fetched
 through the chain's own path, so it is cached, routed and itself checked: a header is
 recomputed before its `receiptsRoot` or `stateRoot` is believed. Its fetches so reach the
@@ -31,10 +36,15 @@ from rpcgate.rpc.errors import ErrorClass, UpstreamFailure, classify
 from rpcgate.rpc.methods import METHODS, Cache, Check, method_info
 from rpcgate.storage.cache_policy import ChainView
 from rpcgate.verify import (
+    EMPTY_CODE_HASH,
     EMPTY_TRIE_ROOT,
+    HISTORY_ADDRESS,
     bloom_may_contain,
     code_matches,
+    hash_from_word,
     header_mismatch,
+    history_slot,
+    hops,
     is_encodable,
     logs_matching,
     receipts_root_mismatch,
@@ -63,6 +73,8 @@ PROVEN_STATE = ("eth_getBalance", "eth_getTransactionCount", "eth_getStorageAt")
 _BODY_FIELDS = ("transactions", "uncles", "withdrawals", "size", "totalDifficulty")
 _UNHASHABLE_KEPT = 256  # headers that failed, kept to compare with another upstream's
 _HEADERS_KEPT = 4096  # checked headers remembered by hash (about 2.5 MB)
+_ANCHORS_KEPT = 65_536  # proven hashes of final blocks, by number (about 10 MB)
+_NO_HISTORY_RECHECK_S = 300.0  # a chain found without the history contract: asked again after
 _RECEIPT_FIELDS = ("status", "root", "cumulativeGasUsed", "logsBloom", "gasUsed", "type")
 
 
@@ -134,6 +146,10 @@ class Verifier:
         self.logs_max_blocks = logs_max_blocks
         self.proves = mode == "proofs"  # state answered from eth_getProof (execute.py)
         self._headers: dict[str, dict[str, Any]] = {}  # checked headers by hash, oldest first
+        self._anchors: dict[int, str] = {}  # final blocks' proven hashes, oldest first
+        self._anchors_genesis: str | None = None  # the chain's life they belong to
+        self._no_history_until = 0.0  # loop time: the chain was found without the contract
+        self._said_no_history = False
 
     def logs_in_bound(self, params: Any) -> bool:
         """Whether a (pinned) eth_getLogs call is one `proofs` checks in full."""
@@ -152,9 +168,9 @@ class Verifier:
         if method in _BLOCKS:
             if args[:1] == ["pending"] or (isinstance(result, dict) and result.get("hash") is None):
                 return None  # a block being built: no hash of its own to hold it to
-            return self._block_problem(result, upstream)
+            return await self._block_problem(result, upstream)
         if method in _TRANSACTIONS:
-            return self._transaction_problem(result)
+            return await self._transaction_problem(result)
         if method == "eth_getBlockReceipts":
             return await self._block_receipts_problem(args, result)
         if method == "eth_getTransactionReceipt":
@@ -169,23 +185,98 @@ class Verifier:
 
     # -- blocks and transactions: recomputed from the answer alone --
 
-    def _not_canonical(self, number: Any, block_hash: Any, what: str) -> str | None:
+    async def _not_canonical(
+        self, number: Any, block_hash: Any, what: str, anchor: bool = True
+    ) -> str | None:
         """A block below the consensus head whose hash is not the one the upstreams agree
-        on (at the head itself a reorganisation may be under way)."""
+        on (at the head itself a reorganisation may be under way). Beyond the heights the
+        head tracker remembers, the hash is proven from the head (`anchor`), where the
+        chain keeps its history."""
         try:
             height = int(number, 16)
         except (TypeError, ValueError):
             return f"{what}: block number {str(number)[:20]!r} is not a hex number"
         view = self._view()
-        known = view.hash_at(height)
         head = view.head
-        if known is None or head is None or height >= head.number:
+        if head is None or height >= head.number:
+            return None
+        known = view.hash_at(height)
+        if known is None and anchor:
+            known = await self._anchored_hash(height, head.number, head.hash, view)
+        if known is None:
             return None
         if str(block_hash).lower() != known.lower():
             return f"{what}: block {height} is {str(block_hash)[:18]}…, the consensus has {known}"
         return None
 
-    def _block_problem(self, block: Any, upstream: str = "") -> str | None:
+    # -- old blocks: anchored to the head by the history contract (EIP-2935) --
+
+    async def _anchored_hash(
+        self, height: int, head: int, head_hash: str, view: ChainView
+    ) -> str | None:
+        """Block `height`'s hash as the history contract proves it from the head; None
+        where the chain has no history contract (or none yet at that height)."""
+        if view.genesis != self._anchors_genesis:  # another life of the chain id: a reset
+            self._anchors.clear()
+            self._anchors_genesis = view.genesis
+        known = self._anchors.get(height)
+        if known is not None:
+            return known
+        if asyncio.get_running_loop().time() < self._no_history_until:
+            return None
+        at, at_hash = head, head_hash
+        for step in hops(height, head):
+            step_hash = self._anchors.get(step)
+            if step_hash is None:
+                step_hash = await self._history_hash(step, at, at_hash)
+                if step_hash is None:
+                    return None
+                if view.is_final(step):  # a final block's hash is its hash for good
+                    if len(self._anchors) >= _ANCHORS_KEPT:
+                        self._anchors.pop(next(iter(self._anchors)))
+                    self._anchors[step] = step_hash
+            at, at_hash = step, step_hash
+        return at_hash
+
+    async def _history_hash(self, number: int, at: int, at_hash: str) -> str | None:
+        """Block `number`'s hash from the history contract's storage after block `at`
+        (whose hash is known), by a storage proof checked against `at`'s stateRoot."""
+        header = await self._header(at_hash)
+        state_root = _bytes(header.get("stateRoot"))
+        if state_root is None or str(header.get("hash")).lower() != at_hash.lower():
+            raise Unverifiable(f"the header of block {at} to prove history against")
+        slot = history_slot(number)
+        proof, error = await self._fetch(
+            "eth_getProof", [HISTORY_ADDRESS, [slot], {"blockHash": at_hash}]
+        )
+        if error is not None or not isinstance(proof, dict):
+            raise Unverifiable(f"history of block {number}: {error or 'no proof'}")
+        account = verify_account(proof, HISTORY_ADDRESS, state_root)
+        if isinstance(account, str):
+            raise Unverifiable(f"history contract at block {at}: {account}")
+        if account.code_hash == EMPTY_CODE_HASH:
+            # No history contract (proven absent): old blocks are checked for
+            # self-consistency only, and the chain is asked again later (a fork may add it).
+            loop_time = asyncio.get_running_loop().time()
+            self._no_history_until = loop_time + _NO_HISTORY_RECHECK_S
+            if not self._said_no_history:
+                self._said_no_history = True
+                log.info(
+                    "history_contract_absent",
+                    chain=self.chain,
+                    effect="blocks older than the head tracker's window are checked for "
+                    "self-consistency only",
+                )
+            return None
+        items = proof.get("storageProof") or []
+        if len(items) != 1 or not isinstance(items[0], dict):
+            raise Unverifiable(f"history of block {number}: not one storage proof")
+        value = verify_storage(items[0], account.storage_hash)
+        if isinstance(value, str):
+            raise Unverifiable(f"history of block {number}: {value}")
+        return hash_from_word(value)
+
+    async def _block_problem(self, block: Any, upstream: str = "") -> str | None:
         if not isinstance(block, dict):
             return "a block answer that is not an object"
         problem = header_mismatch(block, self.header_layout) if self.headers_recomputed else None
@@ -203,7 +294,7 @@ class Verifier:
             )
             problem = None
         if problem is None:
-            problem = self._not_canonical(block.get("number"), block.get("hash"), "block")
+            problem = await self._not_canonical(block.get("number"), block.get("hash"), "block")
         if problem is None and _known_types(block.get("transactions")):
             problem = transactions_root_mismatch(block)
         return problem
@@ -223,12 +314,14 @@ class Verifier:
             self._unhashable[key] = (upstream, fields)
         return False
 
-    def _transaction_problem(self, tx: Any) -> str | None:
+    async def _transaction_problem(self, tx: Any) -> str | None:
         if not isinstance(tx, dict):
             return "a transaction answer that is not an object"
         problem = transaction_hash_mismatch(tx) if _known_types([tx]) else None
         if problem is None and tx.get("blockHash") is not None:
-            problem = self._not_canonical(tx.get("blockNumber"), tx["blockHash"], "transaction")
+            problem = await self._not_canonical(
+                tx.get("blockNumber"), tx["blockHash"], "transaction"
+            )
         return problem
 
     # -- receipts: against the receiptsRoot of their block's (recomputed) header --
@@ -295,7 +388,7 @@ class Verifier:
         if not isinstance(first, dict):
             return "a receipt that is not an object"
         header = await self._header(first.get("blockHash"))
-        problem = self._not_canonical(header.get("number"), header.get("hash"), "receipts")
+        problem = await self._not_canonical(header.get("number"), header.get("hash"), "receipts")
         if problem is None and _known_types(receipts):
             problem = receipts_root_mismatch(receipts, header)
         return problem
@@ -304,7 +397,7 @@ class Verifier:
         if not isinstance(receipt, dict):
             return "a receipt that is not an object"
         number, block_hash = receipt.get("blockNumber"), receipt.get("blockHash")
-        problem = self._not_canonical(number, block_hash, "receipt")
+        problem = await self._not_canonical(number, block_hash, "receipt")
         if problem is not None:
             return problem
         # The block's header (which its receipts are checked against) is asked for at the
@@ -335,8 +428,10 @@ class Verifier:
         for log_entry in logs:
             if not isinstance(log_entry, dict):
                 return "a log that is not an object"
-            problem = self._not_canonical(
-                log_entry.get("blockNumber"), log_entry.get("blockHash"), "log"
+            # Against what the head tracker knows: a range of old blocks would cost a
+            # proof per block (`proofs` checks the logs themselves against receipts).
+            problem = await self._not_canonical(
+                log_entry.get("blockNumber"), log_entry.get("blockHash"), "log", anchor=False
             )
             if problem is not None:
                 return problem
@@ -398,7 +493,7 @@ class Verifier:
         if not _anchored_block(block):
             return None  # `pending`: nothing to check it against
         header = await self._header(block)
-        problem = self._not_canonical(header.get("number"), header.get("hash"), "proof")
+        problem = await self._not_canonical(header.get("number"), header.get("hash"), "proof")
         if problem is not None:
             return problem
         state_root = _bytes(header.get("stateRoot"))

@@ -20,6 +20,9 @@ class CallContext:
     read_cache: bool = True  # False: the client asked for a fresh answer (no-cache)
     asked_locally: bool = False  # the edge already tried what the gateway has in hand
     trace: bool = False  # X-Rpcgate-Trace: the answer carries what routing did
+    # A call the gateway makes for itself (the verifier's headers, receipts and proofs): its
+    # cache hits and misses are not counted as a client's.
+    own: bool = False
 
     @classmethod
     def arriving(

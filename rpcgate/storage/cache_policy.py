@@ -61,6 +61,7 @@ class ChainView:
     head: Block | None
     finalized: int | None
     canonical: Mapping[int, str]
+    genesis: str | None = None  # the life of the chain id these hashes belong to
 
     def hash_at(self, number: int) -> str | None:
         if self.head is not None and number == self.head.number:

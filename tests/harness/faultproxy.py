@@ -26,7 +26,14 @@ import aiohttp
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
-from tests.harness.tampering import BLOCK_FIELDS, at_block, quantity, state_block, tampered
+from tests.harness.tampering import (
+    BLOCK_FIELDS,
+    at_block,
+    fake_block,
+    quantity,
+    state_block,
+    tampered,
+)
 
 GARBAGE_BODY = b"\x00garbage<html>"
 UNAVAILABLE_BODY = "upstream unavailable"
@@ -68,6 +75,11 @@ class Fault(enum.Enum):
     flipped), keeping the block's `hash`. `field="transaction"` adds 1 wei to the first
     transaction's value in full blocks and in eth_getTransactionBy* answers, keeping the
     transaction's hash and the block's transactionsRoot."""
+    FAKE_BLOCK = "fake_block"
+    """Forward; eth_getBlockByNumber answers about a numbered block (tags are answered
+    honestly, so the proxy stays a voter) get header `field` changed and their `hash`
+    recomputed: a self-consistent fake (`tampering.fake_block`). eth_getBlockByHash of a
+    hash it made up answers its fake; other look-ups by hash are forwarded."""
     TAMPER_RECEIPT = "tamper_receipt"
     """Forward; flip `status` in eth_getTransactionReceipt and in every receipt of
     eth_getBlockReceipts."""
@@ -142,7 +154,9 @@ class FaultProxy:
         self._counts_lock = threading.Lock()
         self._request_count = 0
         self._tampered = 0
+        self._fakes: dict[str, dict[str, Any]] = {}  # FAKE_BLOCK's fakes by their hash
         self._methods: list[str] = []
+        self._calls: list[tuple[str, str]] = []  # (method, params as JSON), per item
         self._requests: list[str | list[str] | None] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: web.Server | None = None
@@ -183,6 +197,12 @@ class FaultProxy:
         with self._counts_lock:
             return list(self._methods)
 
+    def calls_of(self, method: str, params: Any) -> int:
+        """How many times this exact call (method and params) was received."""
+        wanted = (method, json.dumps(params, sort_keys=True))
+        with self._counts_lock:
+            return self._calls.count(wanted)
+
     @property
     def requests(self) -> list[str | list[str] | None]:
         """What each HTTP request carried, in order: a single call's method, a batch's list
@@ -207,6 +227,7 @@ class FaultProxy:
             self._request_count = 0
             self._tampered = 0
             self._methods.clear()
+            self._calls.clear()
             self._requests.clear()
 
     # -- control --
@@ -239,7 +260,7 @@ class FaultProxy:
         _require_option_fits(delay, "delay", fault, Fault.LATENCY)
         _require_option_fits(max_blocks, "max_blocks", fault, limit)
         _require_option_fits(failing_block, "failing_block", fault, limit)
-        _require_option_fits(field, "field", fault, Fault.TAMPER_BLOCK)
+        _require_option_fits(field, "field", fault, Fault.TAMPER_BLOCK, Fault.FAKE_BLOCK)
         _require_option_fits(stale_blocks, "stale_blocks", fault, Fault.STALE_STATE)
         if methods is not None and fault is Fault.REFUSE:
             raise ValueError("REFUSE closes the port to every call: it cannot pick methods")
@@ -425,9 +446,15 @@ class FaultProxy:
         shape: str | list[str] | None = methods if isinstance(payload, list) else None
         if isinstance(payload, dict) and methods:
             shape = methods[0]
+        calls = [
+            (item["method"], json.dumps(item.get("params"), sort_keys=True))
+            for item in items
+            if isinstance(item, dict) and isinstance(item.get("method"), str)
+        ]
         with self._counts_lock:
             self._request_count += 1
             self._methods.extend(methods)
+            self._calls.extend(calls)
             self._requests.append(shape)
         return methods
 
@@ -478,6 +505,8 @@ class FaultProxy:
                 )
             case Fault.NULL_LOOKUPS:
                 return await self._forward(request, body)
+            case Fault.FAKE_BLOCK:
+                return await self._fake_blocks(request, body, payload, settings)
             case Fault.GETH_LOG_RANGES:
                 blocks = _get_logs_blocks(payload)
                 if blocks is not None and blocks.start >= 0:
@@ -527,6 +556,54 @@ class FaultProxy:
         with self._counts_lock:
             self._tampered += changed
         return web.Response(status=200, body=json.dumps(answer).encode(), content_type=_JSON)
+
+    async def _fake_blocks(
+        self, request: web.BaseRequest, body: bytes, payload: Any, settings: FaultSettings
+    ) -> web.Response:
+        calls = payload if isinstance(payload, list) else [payload]
+        made_up = {
+            _id_of(c): self._fakes.get(str(c["params"][0]).lower())
+            for c in calls
+            if isinstance(c, dict)
+            and c.get("method") == "eth_getBlockByHash"
+            and isinstance(c.get("params"), list)
+            and c["params"]
+        }
+        if isinstance(payload, dict) and made_up.get(_id_of(payload)) is not None:
+            with self._counts_lock:
+                self._tampered += 1
+            answer = {"jsonrpc": "2.0", "id": payload.get("id"), "result": made_up[_id_of(payload)]}
+            return web.Response(status=200, body=json.dumps(answer).encode(), content_type=_JSON)
+        numbered = {
+            _id_of(c)
+            for c in calls
+            if isinstance(c, dict)
+            and c.get("method") == "eth_getBlockByNumber"
+            and isinstance(c.get("params"), list)
+            and c["params"]
+            and str(c["params"][0]).startswith("0x")
+        }
+        response = await self._forward(request, body)
+        answer = _parse_json(response.body) if isinstance(response.body, bytes) else None
+        if response.status != 200 or answer is None or not numbered:
+            return response
+        changed = 0
+        for item in answer if isinstance(answer, list) else [answer]:
+            if isinstance(item, dict) and _id_of(item) in numbered:
+                fake = fake_block(item.get("result"), settings.field)
+                if fake is not None:
+                    item["result"] = fake
+                    self._fakes[fake["hash"].lower()] = fake
+                    changed += 1
+        if not changed:
+            return response
+        with self._counts_lock:
+            self._tampered += changed
+        return web.Response(status=200, body=json.dumps(answer).encode(), content_type=_JSON)
+
+    def fake_of(self, number: int) -> dict[str, Any] | None:
+        """The fake this proxy served for block `number` (FAKE_BLOCK), if any."""
+        return next((b for b in self._fakes.values() if b.get("number") == hex(number)), None)
 
     async def _older_calls(self, calls: list[Any], blocks: int) -> list[Any]:
         """The calls, each state call about `blocks` blocks before the one it names (never

@@ -4,12 +4,16 @@ Each `tamper_*` function takes the method called and its (decoded) result and re
 result to send instead, or None when there was nothing of its kind to change. Nothing
 recomputes a hash: a block keeps its `hash`, a transaction its `hash`, a proof its nodes,
 which is what a buggy or dishonest upstream would serve and what verification must notice.
+The one exception is `fake_block`: a liar that hashes, whose fake is self-consistent and is
+caught only against a hash the consensus proves.
 """
 
 from __future__ import annotations
 
 import copy
 from typing import Any
+
+from rpcgate.verify import header_hash
 
 BLOCK_METHODS = ("eth_getBlockByNumber", "eth_getBlockByHash")
 TRANSACTION_METHODS = (
@@ -130,6 +134,21 @@ def tamper_block(method: str, result: Any, field: str) -> Any | None:
         return None
     changed = plus_one(value) if field in HEADER_QUANTITIES else flip_last_digit(value)
     return {**result, field: changed}
+
+
+def fake_block(result: Any, field: str) -> dict[str, Any] | None:
+    """A self-consistent fake of a block: header `field` changed (as `tamper_block`) and the
+    block's `hash` recomputed from the changed header (its transactions naming the new
+    hash), as a liar able to hash would serve it; None for what is not a block."""
+    changed = tamper_block("eth_getBlockByNumber", result, field)
+    if changed is None or field == TRANSACTION_FIELD:
+        return None
+    new_hash = "0x" + header_hash(changed).hex()
+    transactions = [
+        {**tx, "blockHash": new_hash} if isinstance(tx, dict) else tx
+        for tx in changed.get("transactions") or []
+    ]
+    return {**changed, "hash": new_hash, "transactions": transactions}
 
 
 def tamper_receipt(method: str, result: Any) -> Any | None:

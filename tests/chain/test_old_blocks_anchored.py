@@ -1,0 +1,127 @@
+"""Old blocks anchored to the consensus head by EIP-2935's history contract.
+
+Three anvil nodes in lock-step, 400 blocks high; the first sits behind a proxy that serves
+a self-consistent fake of every numbered block (a header field changed and the block's hash
+recomputed from it), and answers its fakes by their made-up hashes too. Blocks 300 and more
+below the head are beyond the heights the head tracker remembers (256), so the fake's own
+hash is all there is to check it by, unless the hash the consensus head's state holds for
+that height is proven. With `integrity` or `proofs` no fake reaches a client, by number or
+by hash; with `off` fakes get through (so the test can fail)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from typing import Any
+
+import aiohttp
+import pytest
+
+from rpcgate.consensus.heads import HASH_HISTORY
+from tests.conftest import GatewayFactory, ProxiedClusterFactory, RunningGateway
+from tests.harness.anvil import AnvilCluster
+from tests.harness.faultproxy import Fault, FaultProxy
+from tests.harness.loop import BackgroundLoop
+
+CHAIN_ID = 31337
+HEIGHT = 400
+OLD = range(20, HEIGHT - 300, 5)  # 300 and more below the head
+Devnet = tuple[AnvilCluster, list[FaultProxy]]
+
+
+@pytest.fixture
+def devnet(proxied_cluster: ProxiedClusterFactory) -> Devnet:
+    cluster, proxies = proxied_cluster(3, chain_id=CHAIN_ID, mined=HEIGHT)
+    proxies[0].set_fault(Fault.FAKE_BLOCK, field="gasUsed")
+    return cluster, proxies
+
+
+def _gateway(start_gateway: GatewayFactory, proxies: list[FaultProxy], verify: str) -> Any:
+    gateway = start_gateway(
+        [p.url for p in proxies],
+        chain={"verify": verify},
+        failover={"attempt_timeout_s": 2.0, "deadline_s": 15.0, "max_attempts": 5},
+    )
+    gateway.sync()
+    return gateway
+
+
+async def _ask_all(url: str, calls: list[tuple[str, list[Any]]]) -> list[dict[str, Any]]:
+    async with aiohttp.ClientSession() as session:
+
+        async def one(index: int, method: str, params: list[Any]) -> dict[str, Any]:
+            body = {"jsonrpc": "2.0", "id": index, "method": method, "params": params}
+            headers = {"Cache-Control": "no-cache"}
+            async with session.post(url + "/", json=body, headers=headers) as resp:
+                reply: dict[str, Any] = json.loads(await resp.read())
+                reply["verified"] = resp.headers.get("X-Rpcgate-Verified")
+                return reply
+
+        return await asyncio.gather(*(one(i, m, p) for i, (m, p) in enumerate(calls)))
+
+
+def _fakes_served(
+    loop: BackgroundLoop, gateway: RunningGateway, cluster: AnvilCluster
+) -> tuple[int, int, set[Any]]:
+    """Every old block by number, three rounds at once, shuffled: (answers equal to an
+    honest node's, fakes served, X-Rpcgate-Verified values seen)."""
+    honest = {n: cluster[1].block(hex(n))["hash"] for n in OLD}
+    same = fakes = 0
+    levels = set()
+    for round_ in range(3):
+        numbers = random.Random(round_).sample(list(OLD), len(OLD))
+        replies = loop.run(
+            _ask_all(gateway.url, [("eth_getBlockByNumber", [hex(n), False]) for n in numbers])
+        )
+        for number, reply in zip(numbers, replies, strict=True):
+            assert "error" not in reply, reply
+            levels.add(reply["verified"])
+            if reply["result"]["hash"] == honest[number]:
+                same += 1
+            else:
+                fakes += 1
+    return same, fakes, levels
+
+
+def test_the_heights_checked_are_beyond_what_the_head_tracker_remembers() -> None:
+    assert HEIGHT - max(OLD) > HASH_HISTORY
+
+
+@pytest.mark.parametrize("verify", ["integrity", "proofs"])
+def test_a_self_consistent_fake_old_block_never_reaches_a_client(
+    devnet: Devnet, start_gateway: GatewayFactory, background_loop: BackgroundLoop, verify: str
+) -> None:
+    cluster, proxies = devnet
+    gateway = _gateway(start_gateway, proxies, verify)
+    same, fakes, levels = _fakes_served(background_loop, gateway, cluster)
+    assert proxies[0].tampered_answers > 0, "the liar was never asked"
+    assert fakes == 0, f"{fakes} fake old blocks of {same + fakes} reached the client"
+    assert levels == {"integrity"}
+    status = gateway.loop.run(_status(gateway.url))
+    (liar,) = [u for u in status["chains"][0]["upstreams"] if u["name"] == "node0"]
+    assert liar["integrity_failures"] > 0
+
+    # By hash: the liar's made-up hash is no block of the chain. Honest nodes know no such
+    # block, and the liar's answer is caught; the client is told there is none.
+    fake = proxies[0].fake_of(min(OLD))
+    assert fake is not None
+    for _ in range(3):
+        (reply,) = background_loop.run(
+            _ask_all(gateway.url, [("eth_getBlockByHash", [fake["hash"], False])])
+        )
+        assert reply.get("result") is None, reply
+
+
+def test_without_verification_fake_old_blocks_get_through(
+    devnet: Devnet, start_gateway: GatewayFactory, background_loop: BackgroundLoop
+) -> None:
+    cluster, proxies = devnet
+    gateway = _gateway(start_gateway, proxies, "off")
+    _, fakes, _ = _fakes_served(background_loop, gateway, cluster)
+    assert fakes > 0
+
+
+async def _status(url: str) -> dict[str, Any]:
+    async with aiohttp.ClientSession() as session, session.get(url + "/status.json") as resp:
+        return dict(await resp.json())
