@@ -88,7 +88,9 @@ def checked_methods(mode: Mode) -> frozenset[str]:
         return frozenset()
     recomputed = {name for name, info in METHODS.items() if info.check is Check.RECOMPUTE}
     if mode == "integrity":
-        return frozenset(recomputed | {"eth_getLogs"})  # logs: in canonical blocks
+        # logs: in canonical blocks; proofs: walked to their block's stateRoot, so that a
+        # lying one (an old block's anchor is one) is that upstream's failure, never cached.
+        return frozenset(recomputed | {"eth_getLogs", "eth_getProof"})
     return frozenset(recomputed | {"eth_getLogs", "eth_getProof", "eth_getCode"})
 
 

@@ -125,3 +125,21 @@ def test_without_verification_fake_old_blocks_get_through(
 async def _status(url: str) -> dict[str, Any]:
     async with aiohttp.ClientSession() as session, session.get(url + "/status.json") as resp:
         return dict(await resp.json())
+
+
+@pytest.mark.parametrize("verify", ["integrity", "proofs"])
+def test_a_lying_proof_of_the_history_is_caught_and_asked_elsewhere(
+    devnet: Devnet, start_gateway: GatewayFactory, background_loop: BackgroundLoop, verify: str
+) -> None:
+    """A second liar answers the anchor's own question: its storage proofs carry a value
+    the proof does not prove. Its lie is its integrity failure, the proof is asked of the
+    honest node, and still no fake block reaches a client, and no call fails."""
+    cluster, proxies = devnet
+    proxies[1].set_fault(Fault.TAMPER_STORAGE)
+    gateway = _gateway(start_gateway, proxies, verify)
+    _, fakes, _ = _fakes_served(background_loop, gateway, cluster)
+    assert fakes == 0
+    assert proxies[1].tampered_answers > 0, "the proof liar was never asked"
+    status = gateway.loop.run(_status(gateway.url))
+    (proof_liar,) = [u for u in status["chains"][0]["upstreams"] if u["name"] == "node1"]
+    assert proof_liar["integrity_failures"] > 0

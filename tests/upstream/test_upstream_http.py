@@ -56,7 +56,10 @@ def _sized(body: bytes, *fields: str) -> bytes:
 
 
 LENGTH = _sized(ANSWER)
-GZIPPED = gzip.compress(ANSWER)
+# mtime=0: the bytes are the same in every process (test ids hold them, and each xdist
+# worker must collect the same ids).
+GZIPPED = gzip.compress(ANSWER, mtime=0)
+ZEROS_GZIPPED = gzip.compress(b"0" * 5000, mtime=0)
 FRAMINGS = {
     "content-length": LENGTH,
     "chunked": _head("Transfer-Encoding: chunked") + _chunked(ANSWER, (5, 20, len(ANSWER) - 25)),
@@ -68,7 +71,8 @@ FRAMINGS = {
     + LENGTH,
     "gzip": _sized(GZIPPED, "Content-Encoding: gzip"),
     "gzip in two members": _sized(
-        gzip.compress(ANSWER[:9]) + gzip.compress(ANSWER[9:]), "Content-Encoding: gzip"
+        gzip.compress(ANSWER[:9], mtime=0) + gzip.compress(ANSWER[9:], mtime=0),
+        "Content-Encoding: gzip",
     ),
     "deflate": _sized(zlib.compress(ANSWER), "Content-Encoding: deflate"),
     "gzip as a transfer coding": _head("Transfer-Encoding: gzip, chunked")
@@ -181,8 +185,8 @@ def test_bytes_that_are_no_http_response_say_what_is_wrong(data: bytes, words: s
         _head("Content-Length: 1001"),  # declared: refused before a byte of the body
         _head("Transfer-Encoding: chunked") + b"3e9\r\n",  # a chunk announced over the bound
         _head() + b"x" * 1001,  # until the close
-        _head("Content-Encoding: gzip", f"Content-Length: {len(gzip.compress(b'0' * 5000))}")
-        + gzip.compress(b"0" * 5000),  # small on the wire, over the bound inflated
+        _head("Content-Encoding: gzip", f"Content-Length: {len(ZEROS_GZIPPED)}")
+        + ZEROS_GZIPPED,  # small on the wire, over the bound inflated
     ],
 )
 def test_a_body_over_the_bound_is_refused_as_soon_as_it_is_known(data: bytes) -> None:
