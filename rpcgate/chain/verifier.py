@@ -39,6 +39,7 @@ from rpcgate.verify import (
     EMPTY_CODE_HASH,
     EMPTY_TRIE_ROOT,
     HISTORY_ADDRESS,
+    HISTORY_CODE_HASH,
     bloom_may_contain,
     code_matches,
     hash_from_word,
@@ -256,16 +257,20 @@ class Verifier:
         account = verify_account(proof, HISTORY_ADDRESS, state_root)
         if isinstance(account, str):
             raise Unverifiable(f"history contract at block {at}: {account}")
-        if account.code_hash == EMPTY_CODE_HASH:
-            # No history contract (proven absent): old blocks are checked for
-            # self-consistency only, and the chain is asked again later (a fork may add it).
+        if account.code_hash != HISTORY_CODE_HASH:
+            # No history contract (proven absent), or code of another kind (Arbitrum's):
+            # old blocks are checked for self-consistency only, and the chain is asked
+            # again later (a fork may deploy it).
             loop_time = asyncio.get_running_loop().time()
             self._no_history_until = loop_time + _NO_HISTORY_RECHECK_S
             if not self._said_no_history:
                 self._said_no_history = True
                 log.info(
-                    "history_contract_absent",
+                    "history_contract_absent"
+                    if account.code_hash == EMPTY_CODE_HASH
+                    else "history_contract_not_standard",
                     chain=self.chain,
+                    code_hash="0x" + account.code_hash.hex(),
                     effect="blocks older than the head tracker's window are checked for "
                     "self-consistency only",
                 )

@@ -16,7 +16,13 @@ that fails says what differs, in words. (The encoders, `transaction_encoding` an
 from rpcgate.verify._hex import BadField
 from rpcgate.verify.blooms import bloom_may_contain, logs_matching
 from rpcgate.verify.headers import HEADER_LAYOUTS, header_hash, header_mismatch
-from rpcgate.verify.history import HISTORY_ADDRESS, hash_from_word, history_slot, hops
+from rpcgate.verify.history import (
+    HISTORY_ADDRESS,
+    HISTORY_CODE_HASH,
+    hash_from_word,
+    history_slot,
+    hops,
+)
 from rpcgate.verify.proofs import (
     EMPTY_CODE_HASH,
     AccountState,
@@ -43,6 +49,7 @@ __all__ = [
     "ENCODED_TRANSACTION_TYPES",
     "HEADER_LAYOUTS",
     "HISTORY_ADDRESS",
+    "HISTORY_CODE_HASH",
     "AccountState",
     "BadField",
     "UnknownTransactionType",

@@ -19,6 +19,7 @@ import aiohttp
 import pytest
 
 from rpcgate.consensus.heads import HASH_HISTORY
+from rpcgate.verify import HISTORY_ADDRESS, history_slot
 from tests.conftest import GatewayFactory, ProxiedClusterFactory, RunningGateway
 from tests.harness.anvil import AnvilCluster
 from tests.harness.faultproxy import Fault, FaultProxy
@@ -143,3 +144,28 @@ def test_a_lying_proof_of_the_history_is_caught_and_asked_elsewhere(
     status = gateway.loop.run(_status(gateway.url))
     (proof_liar,) = [u for u in status["chains"][0]["upstreams"] if u["name"] == "node1"]
     assert proof_liar["integrity_failures"] > 0
+
+
+def test_a_history_contract_of_another_kind_is_not_read_and_honest_blocks_pass(
+    proxied_cluster: ProxiedClusterFactory,
+    start_gateway: GatewayFactory,
+    background_loop: BackgroundLoop,
+) -> None:
+    """Arbitrum keeps block hashes at the same address with code of its own (a longer
+    window): its slots mean other blocks. Only the standard contract, by its proven code
+    hash, is read; elsewhere old blocks are checked for consistency only, and an honest
+    upstream's old block never fails for a slot read the wrong way."""
+    cluster, proxies = proxied_cluster(3, chain_id=CHAIN_ID, mined=HEIGHT)
+    for node in cluster:  # the same on every node: they stay in lock-step
+        node.rpc("anvil_setCode", [HISTORY_ADDRESS, "0x60006000f3"])
+        for number in OLD:  # its slots hold what the standard layout would misread
+            node.rpc(
+                "anvil_setStorageAt", [HISTORY_ADDRESS, history_slot(number), "0x" + "11" * 32]
+            )
+    cluster.mine_all(1)
+    gateway = _gateway(start_gateway, proxies, "integrity")
+    same, fakes, levels = _fakes_served(background_loop, gateway, cluster)
+    assert (same, fakes) == (3 * len(OLD), 0)
+    assert levels == {"integrity"}
+    status = gateway.loop.run(_status(gateway.url))
+    assert all(u["integrity_failures"] == 0 for u in status["chains"][0]["upstreams"])
