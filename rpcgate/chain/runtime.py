@@ -297,6 +297,9 @@ class ChainRuntime:
                 if serving is not None
                 else CallContext.arriving(self._failover_config.deadline_s),
                 own=True,
+                # A client's `no-cache` is about its own answer: what checks it (headers,
+                # receipts, proofs, fresh or final as the cache holds them) is read as usual.
+                read_cache=True,
             )
         token = CURRENT_CALL.set(context)
         self._in_flight += 1

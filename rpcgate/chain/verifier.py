@@ -45,6 +45,7 @@ from rpcgate.verify import (
     hash_from_word,
     header_mismatch,
     history_slot,
+    holds,
     hops,
     is_encodable,
     logs_matching,
@@ -151,6 +152,8 @@ class Verifier:
         self._headers: dict[str, dict[str, Any]] = {}  # checked headers by hash, oldest first
         self._anchors: dict[int, str] = {}  # final blocks' proven hashes, oldest first
         self._anchors_genesis: str | None = None  # the chain's life they belong to
+        self._recent: dict[int, str] = {}  # non-final blocks' proven hashes, for one head
+        self._recent_head: str | None = None
         self._no_history_until = 0.0  # loop time: the chain was found without the contract
         self._said_no_history = False
 
@@ -219,69 +222,112 @@ class Verifier:
     ) -> str | None:
         """Block `height`'s hash as the history contract proves it from the head; None
         where the chain has no history contract (or none yet at that height)."""
-        if view.genesis != self._anchors_genesis:  # another life of the chain id: a reset
-            self._anchors.clear()
-            self._anchors_genesis = view.genesis
-        known = self._anchors.get(height)
+        known = self._anchor_known(height, head_hash, view)
         if known is not None:
             return known
         if asyncio.get_running_loop().time() < self._no_history_until:
             return None
         at, at_hash = head, head_hash
         for step in hops(height, head):
-            step_hash = self._anchors.get(step)
+            step_hash = self._anchor_known(step, head_hash, view)
             if step_hash is None:
-                step_hash = await self._history_hash(step, at, at_hash)
+                proven = await self._history_hashes([step], at, at_hash)
+                step_hash = proven.get(step)
                 if step_hash is None:
                     return None
-                if view.is_final(step):  # a final block's hash is its hash for good
-                    if len(self._anchors) >= _ANCHORS_KEPT:
-                        self._anchors.pop(next(iter(self._anchors)))
-                    self._anchors[step] = step_hash
+                self._keep_anchors({step: step_hash}, head_hash, view)
             at, at_hash = step, step_hash
         return at_hash
 
-    async def _history_hash(self, number: int, at: int, at_hash: str) -> str | None:
-        """Block `number`'s hash from the history contract's storage after block `at`
-        (whose hash is known), by a storage proof checked against `at`'s stateRoot."""
+    def _anchor_known(self, height: int, head_hash: str, view: ChainView) -> str | None:
+        """A hash proven before: for good once final, else while the head is the same."""
+        if view.genesis != self._anchors_genesis:  # another life of the chain id: a reset
+            self._anchors.clear()
+            self._anchors_genesis = view.genesis
+        if self._recent_head != head_hash:
+            self._recent.clear()
+            self._recent_head = head_hash
+        return self._anchors.get(height) or self._recent.get(height)
+
+    def _keep_anchors(self, proven: Mapping[int, str], head_hash: str, view: ChainView) -> None:
+        for height, block_hash in proven.items():
+            if view.is_final(height):  # a final block's hash is its hash for good
+                if len(self._anchors) >= _ANCHORS_KEPT:
+                    self._anchors.pop(next(iter(self._anchors)))
+                self._anchors[height] = block_hash
+            elif self._recent_head == head_hash:
+                self._recent[height] = block_hash
+
+    async def anchor_range(self, heights: range) -> None:
+        """Proves at once (one proof of many slots) the hashes of the heights in `heights`
+        that the head tracker does not hold and that the head's history still holds, so
+        that the checks of a range of blocks that follow find them proven."""
+        view = self._view()
+        head = view.head
+        if head is None or asyncio.get_running_loop().time() < self._no_history_until:
+            return
+        wanted = [
+            h
+            for h in heights
+            if holds(head.number, h)
+            and view.hash_at(h) is None
+            and self._anchor_known(h, head.hash, view) is None
+        ]
+        if len(wanted) > 1:
+            proven = await self._history_hashes(wanted, head.number, head.hash)
+            self._keep_anchors(proven, head.hash, view)
+
+    async def _history_hashes(self, numbers: list[int], at: int, at_hash: str) -> dict[int, str]:
+        """The hashes of blocks `numbers` from the history contract's storage after block
+        `at` (whose hash is known), by one storage proof of their slots checked against
+        `at`'s stateRoot; empty where the chain has no (standard) history contract."""
         header = await self._header(at_hash)
         state_root = _bytes(header.get("stateRoot"))
         if state_root is None or str(header.get("hash")).lower() != at_hash.lower():
             raise Unverifiable(f"the header of block {at} to prove history against")
-        slot = history_slot(number)
+        slots = [history_slot(n) for n in numbers]
         proof, error = await self._fetch(
-            "eth_getProof", [HISTORY_ADDRESS, [slot], {"blockHash": at_hash}]
+            "eth_getProof", [HISTORY_ADDRESS, slots, {"blockHash": at_hash}]
         )
         if error is not None or not isinstance(proof, dict):
-            raise Unverifiable(f"history of block {number}: {error or 'no proof'}")
+            raise Unverifiable(f"history of block {numbers[0]}: {error or 'no proof'}")
         account = verify_account(proof, HISTORY_ADDRESS, state_root)
         if isinstance(account, str):
             raise Unverifiable(f"history contract at block {at}: {account}")
         if account.code_hash != HISTORY_CODE_HASH:
-            # No history contract (proven absent), or code of another kind (Arbitrum's):
-            # old blocks are checked for self-consistency only, and the chain is asked
-            # again later (a fork may deploy it).
-            loop_time = asyncio.get_running_loop().time()
-            self._no_history_until = loop_time + _NO_HISTORY_RECHECK_S
-            if not self._said_no_history:
-                self._said_no_history = True
-                log.info(
-                    "history_contract_absent"
-                    if account.code_hash == EMPTY_CODE_HASH
-                    else "history_contract_not_standard",
-                    chain=self.chain,
-                    code_hash="0x" + account.code_hash.hex(),
-                    effect="blocks older than the head tracker's window are checked for "
-                    "self-consistency only",
-                )
-            return None
+            self._without_history(account.code_hash)
+            return {}
         items = proof.get("storageProof") or []
-        if len(items) != 1 or not isinstance(items[0], dict):
-            raise Unverifiable(f"history of block {number}: not one storage proof")
-        value = verify_storage(items[0], account.storage_hash)
-        if isinstance(value, str):
-            raise Unverifiable(f"history of block {number}: {value}")
-        return hash_from_word(value)
+        if len(items) != len(numbers):
+            raise Unverifiable(f"history of block {numbers[0]}: not one storage proof a slot")
+        proven: dict[int, str] = {}
+        for number, slot, item in zip(numbers, slots, items, strict=True):
+            if not isinstance(item, dict) or _slot(item.get("key")) != int(slot, 16):
+                raise Unverifiable(f"history of block {number}: proofs not for the slots asked")
+            value = verify_storage(item, account.storage_hash)
+            if isinstance(value, str):
+                raise Unverifiable(f"history of block {number}: {value}")
+            block_hash = hash_from_word(value)
+            if block_hash is not None:
+                proven[number] = block_hash
+        return proven
+
+    def _without_history(self, code_hash: bytes) -> None:
+        """No history contract (proven absent), or code of another kind (Arbitrum's): old
+        blocks are checked for self-consistency only, and the chain is asked again later
+        (a fork may deploy it)."""
+        self._no_history_until = asyncio.get_running_loop().time() + _NO_HISTORY_RECHECK_S
+        if not self._said_no_history:
+            self._said_no_history = True
+            log.info(
+                "history_contract_absent"
+                if code_hash == EMPTY_CODE_HASH
+                else "history_contract_not_standard",
+                chain=self.chain,
+                code_hash="0x" + code_hash.hex(),
+                effect="blocks older than the head tracker's window are checked for "
+                "self-consistency only",
+            )
 
     async def _block_problem(self, block: Any, upstream: str = "") -> str | None:
         if not isinstance(block, dict):
@@ -461,6 +507,7 @@ class Verifier:
         else:
             blocks = logs_range(criteria)
             assert blocks is not None  # logs_in_bound said so
+            await self.anchor_range(blocks)  # one proof for the range's hashes
             headers = await self._together(
                 [self._header(hex(number)) for number in blocks]  # one upstream batch per turn
             )

@@ -21,6 +21,7 @@ from rpcgate.verify.history import (
     HISTORY_CODE_HASH,
     hash_from_word,
     history_slot,
+    holds,
     hops,
 )
 from rpcgate.verify.proofs import (
@@ -59,6 +60,7 @@ __all__ = [
     "header_hash",
     "header_mismatch",
     "history_slot",
+    "holds",
     "hops",
     "is_encodable",
     "logs_matching",

@@ -169,3 +169,26 @@ def test_a_history_contract_of_another_kind_is_not_read_and_honest_blocks_pass(
     assert levels == {"integrity"}
     status = gateway.loop.run(_status(gateway.url))
     assert all(u["integrity_failures"] == 0 for u in status["chains"][0]["upstreams"])
+
+
+def test_what_checks_an_answer_is_read_from_the_cache_even_for_a_no_cache_client(
+    devnet: Devnet, start_gateway: GatewayFactory, background_loop: BackgroundLoop
+) -> None:
+    """A client's `no-cache` is about its own answer. The headers that check an
+    eth_getLogs range under `proofs` (each block's logsBloom), final and cached by the first
+    call, are not fetched again by the second, and neither is the range's anchor."""
+    _, proxies = devnet
+    proxies[0].set_fault(Fault.HEALTHY)
+    gateway = _gateway(start_gateway, proxies, "proofs")
+    logs = ("eth_getLogs", [{"fromBlock": "0x1", "toBlock": hex(300)}])
+    counts = []
+    for _ in range(2):
+        for proxy in proxies:
+            proxy.reset_counts()
+        (reply,) = background_loop.run(_ask_all(gateway.url, [logs]))
+        assert reply["result"] == [] and reply["verified"] == "proof", reply
+        asked = [m for p in proxies for m in p.methods]
+        counts.append((asked.count("eth_getBlockByNumber"), asked.count("eth_getProof")))
+    (first_headers, first_proofs), (again_headers, again_proofs) = counts
+    assert first_headers >= 300 and first_proofs >= 1, counts
+    assert again_headers < 30 and again_proofs == 0, counts  # head polls only
