@@ -1,5 +1,5 @@
 """The chart's Redis with Sentinel (redis.sentinel.enabled), run: the start scripts it renders
-run here, each "pod" on a loopback address of its own (127.0.0.1-3 stand for the pods' DNS
+run here, each "pod" on a loopback address of its own (127.0.0.2-4 stand for the pods' DNS
 names), with the environment the StatefulSet gives them. Pod 0 starts as the primary and the
 others as its replicas; when pod 0 dies the sentinels elect another; pod 0 started again
 joins that one as a replica; and the gateway's redis+sentinel:// URL finds the primary."""
@@ -22,7 +22,9 @@ from rpcgate.config.settings import parse_config
 from tests.harness.helm import SENTINEL_VALUES, find, pod_spec, render
 from tests.harness.tools import free_port
 
-HOSTS = ("127.0.0.1", "127.0.0.2", "127.0.0.3")  # pod 0, 1, 2
+# Pod 0, 1, 2. Not 127.0.0.1: the other tests (other xdist workers too) take their ports
+# there, and one taking pod 0's port while it is down would answer the sentinels for it.
+HOSTS = ("127.0.0.2", "127.0.0.3", "127.0.0.4")
 # Faster than the default 5 s, so that the failover happens within the test.
 FAST = ["redis.sentinel.downAfterMilliseconds=1000", "redis.sentinel.failoverTimeout=3000"]
 

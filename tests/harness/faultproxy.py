@@ -34,6 +34,7 @@ from tests.harness.tampering import (
     state_block,
     tampered,
 )
+from tests.harness.tools import free_port
 
 GARBAGE_BODY = b"\x00garbage<html>"
 UNAVAILABLE_BODY = "upstream unavailable"
@@ -372,7 +373,8 @@ class FaultProxy:
         # Reopening the same port right after closing it must not trip over TIME_WAIT.
         listen_socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            listen_socket.bind(("127.0.0.1", self._port or 0))
+            # A port of this worker's own (free_port): while it refuses, nobody takes it.
+            listen_socket.bind(("127.0.0.1", self._port or free_port()))
             listen_socket.listen(128)
         except OSError:
             listen_socket.close()

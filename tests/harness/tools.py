@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import random
 import socket
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -53,16 +54,51 @@ def anvil_binary() -> str:
     return str(installed)
 
 
+def _ephemeral_low() -> int:
+    """Where the kernel's ephemeral ports start (what `bind(0)` and outgoing connections
+    get): 32768 unless the machine says otherwise."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+_PORTS_LOW = 10000
+_given_ports: set[int] = set()
+
+
+def _port_slice() -> range:
+    """This process's ports: below the ephemeral range, one slice per xdist worker. A port a
+    test lets go of for a while (a proxy refusing connections, a Redis killed to be started
+    again) is then taken meanwhile by no other worker and by no `bind(0)` anywhere."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    index = int(worker[2:]) if worker[2:].isdigit() else 0
+    count = max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+    size = (min(_ephemeral_low(), 32768) - _PORTS_LOW) // count
+    start = _PORTS_LOW + index * size
+    return range(start, start + size)
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago.
+    """A TCP port on 127.0.0.1 that was free a moment ago, from this process's own slice
+    (`_port_slice`), never handed out twice by it.
 
     The port is released before returning, so another process may grab it first; callers
     that spawn servers should retry on "address in use".
     """
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
+    ports = _port_slice()
+    for _ in range(1000):
+        port = random.choice(ports)
+        if port in _given_ports:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _given_ports.add(port)
         return port
+    raise RuntimeError(f"no free port in {ports}")
 
 
 def wait_for_http(url: str, timeout: float = 30.0) -> None:
