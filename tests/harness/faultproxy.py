@@ -553,11 +553,7 @@ class FaultProxy:
                 item["result"] = new
             if new is not None or _id_of(item) in stale:
                 changed += 1
-        if not changed:
-            return response
-        with self._counts_lock:
-            self._tampered += changed
-        return web.Response(status=200, body=json.dumps(answer).encode(), content_type=_JSON)
+        return self._altered(response, answer, changed)
 
     async def _fake_blocks(
         self, request: web.BaseRequest, body: bytes, payload: Any, settings: FaultSettings
@@ -597,6 +593,10 @@ class FaultProxy:
                     item["result"] = fake
                     self._fakes[fake["hash"].lower()] = fake
                     changed += 1
+        return self._altered(response, answer, changed)
+
+    def _altered(self, response: web.Response, answer: Any, changed: int) -> web.Response:
+        """The answer as altered (`changed` results counted), or the node's as it was."""
         if not changed:
             return response
         with self._counts_lock:
