@@ -7,8 +7,8 @@ What web3.py lets a provider offer, and what it does not:
 - request and response (`make_request`) and batches (`make_batch_request`, from
   `w3.batch_requests()`): any provider. `AsyncRpcgateProvider` and `RpcgateProvider` give
   both, straight to the gateway.
-- subscriptions (`w3.eth.subscribe`, `w3.socket.process_subscriptions()`, the
-  `subscription_manager`): only a `PersistentConnectionProvider`, and only for `AsyncWeb3`
+- subscriptions (`w3.eth.subscribe`, `w3.socket.process_subscriptions()`): only a
+  `PersistentConnectionProvider`, and only for `AsyncWeb3`
   (web3.py has no synchronous subscriptions). `PersistentRpcgateProvider` is one. Its socket
   is an in-process queue: what web3.py sends is answered as rpcgate's WebSocket answers it
   (`edge.subscriptions`: newHeads and logs from the consensus, with failover, and
