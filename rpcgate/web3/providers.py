@@ -36,9 +36,9 @@ from web3.providers.persistent import PersistentConnectionProvider
 from web3.types import RPCEndpoint, RPCResponse
 
 from rpcgate.edge.subscriptions import Subscriptions, answer_on_connection
+from rpcgate.rpc.background import LoopThread
 from rpcgate.rpc.jsonrpc import parse_body
 from rpcgate.web3.embedded import ConfigSource, EmbeddedGateway
-from rpcgate.web3.loop_thread import LoopThread
 
 # Beyond the gateway's own deadline (`failover.deadline_s`), how long the synchronous
 # provider waits for its loop before it gives up on an answer.
@@ -111,9 +111,9 @@ class AsyncRpcgateProvider(AsyncJSONBaseProvider):
 
 def _shut(embedded: EmbeddedGateway, loop: LoopThread) -> None:
     """Closes the gateway and ends its loop's thread (a finalizer: it holds no provider)."""
-    if loop.alive:
+    if loop.is_running:
         try:
-            loop.run(embedded.close(), timeout_s=30)
+            loop.run(embedded.close(), timeout=30)
         finally:
             loop.stop()
 
@@ -155,14 +155,14 @@ class RpcgateProvider(JSONBaseProvider):
                 started = LoopThread("rpcgate-provider")
                 self._finalizer = weakref.finalize(self, _shut, self.embedded, started)
                 self._loop = started
-                started.run(self.embedded.ready(), timeout_s=self._wait_s * 2)
+                started.run(self.embedded.ready(), timeout=self._wait_s * 2)
             return self._loop
 
     def _answer(self, body: bytes) -> Any:
         loop = self._running()
         if self.embedded.closed:
             raise RuntimeError("this rpcgate provider is closed")
-        raw = loop.run(self.embedded.answer(body), timeout_s=self._wait_s)
+        raw = loop.run(self.embedded.answer(body), timeout=self._wait_s)
         return _decoded(raw, self.decode_rpc_response)
 
     def make_request(self, method: RPCEndpoint, params: Any) -> RPCResponse:
@@ -193,13 +193,13 @@ class RpcgateProvider(JSONBaseProvider):
     def status(self) -> dict[str, Any]:
         """What the server's `/status.json` shows."""
         loop = self._loop
-        if loop is None or not loop.alive:
+        if loop is None or not loop.is_running:
             return self.embedded.status()
 
         async def read() -> dict[str, Any]:
             return self.embedded.status()
 
-        return loop.run(read(), timeout_s=self._wait_s)
+        return loop.run(read(), timeout=self._wait_s)
 
 
 class PersistentRpcgateProvider(PersistentConnectionProvider):
