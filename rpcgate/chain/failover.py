@@ -37,7 +37,7 @@ from rpcgate.consensus.routing import (
 )
 from rpcgate.consensus.standing import ms, standing
 from rpcgate.rpc.context import CLIENT_BATCH, CallContext
-from rpcgate.rpc.errors import ErrorClass, UpstreamFailure
+from rpcgate.rpc.errors import ErrorClass, UpstreamFailure, classify
 from rpcgate.rpc.jsonrpc import (
     ALL_UPSTREAMS_FAILED,
     DEADLINE_EXCEEDED,
@@ -279,14 +279,22 @@ class Failover:
         return reply
 
     async def _verified(self, state: _CallState, upstream: Upstream, reply: Reply) -> Reply:
-        if reply.failure is not None:
-            return reply
         assert self.verifier is not None
         call = state.call
+        failure = reply.failure
+        if failure is not None and (
+            call.method != "eth_call" or classify(failure).error_class is not ErrorClass.REVERT
+        ):
+            return reply
         try:
-            problem = await self.verifier.check(
-                call.method, call.params, reply.result, upstream.name
-            )
+            if failure is not None:  # a revert: the call must revert over proven state too
+                problem = await self.verifier.revert_problem(
+                    call.method, call.params, failure.rpc_data
+                )
+            else:
+                problem = await self.verifier.check(
+                    call.method, call.params, reply.result, upstream.name
+                )
         except Unverifiable as exc:  # the anchor could not be had: not served as checked
             where = answer_block(reply.result)
             if where is not None and state.head is not None and where[0] > state.head:

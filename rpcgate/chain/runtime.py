@@ -133,6 +133,9 @@ class ChainRuntime:
             config.verify_logs_max_blocks,
             config.name,
             config.header_format,
+            config.chain_id,
+            config.execute_calls,
+            config.history_contract,
         )
         self._failover = Failover(self.upstreams, self.tracker, failover, drills, self.verifier)
         self._levels: dict[tuple[str, bool], Level] = {}  # per method, and anchored or not
@@ -281,6 +284,7 @@ class ChainRuntime:
         if self._head_feed is not None:
             await self._head_feed.stop()
         await self._broadcaster.close()
+        await self.verifier.close()
         await self.tracker.stop()
         for upstream in self.upstreams.values():
             await upstream.close()
@@ -509,7 +513,11 @@ class ChainRuntime:
             level = self._levels.get(key)
             if level is None:
                 level = self._levels[key] = answer_level(call.method, mode, key[1])
-            return level if level != "integrity" else self.verifier.level(call.method, level)
+            return (
+                level
+                if level not in ("integrity", "proof")
+                else self.verifier.level(call.method, level, call.params)
+            )
         in_bound = True
         if call.method == "eth_getLogs" and mode == "proofs":
             in_bound = self.verifier.logs_in_bound(self._prepare(call)[2].params)

@@ -31,6 +31,8 @@ from typing import Any, Literal
 
 import structlog
 
+from rpcgate.chain.executed_calls import ExecutedCalls
+from rpcgate.chain.local_evm import Unproven
 from rpcgate.rpc.context import CLIENT_BATCH, ClientBatch
 from rpcgate.rpc.errors import ErrorClass, UpstreamFailure, classify
 from rpcgate.rpc.methods import METHODS, Cache, Check, method_info
@@ -132,6 +134,9 @@ class Verifier:
         logs_max_blocks: int,
         chain: str = "",
         header_format: str = "ethereum",
+        chain_id: int = 0,
+        execute_calls: bool = False,
+        history: bool = True,
     ) -> None:
         self.chain = chain
         self.mode = mode
@@ -144,9 +149,17 @@ class Verifier:
         # False once no upstream serves eth_getBlockReceipts (receipts are then unchecked).
         self.block_receipts = True
         self._unhashable: dict[str, tuple[str, tuple[Any, ...]]] = {}
-        self.methods = checked_methods(mode)
         self._view = view
         self._fetch = fetch
+        # eth_call checked by executing it over proven state (`proofs`, an Ethereum EVM).
+        self.calls = (
+            ExecutedCalls(chain_id, chain, fetch, self)
+            if mode == "proofs" and execute_calls
+            else None
+        )
+        self.methods = checked_methods(mode) | (
+            {"eth_call"} if self.calls is not None else frozenset()
+        )
         self.logs_max_blocks = logs_max_blocks
         self.proves = mode == "proofs"  # state answered from eth_getProof (execute.py)
         self._headers: dict[str, dict[str, Any]] = {}  # checked headers by hash, oldest first
@@ -154,7 +167,9 @@ class Verifier:
         self._anchors_genesis: str | None = None  # the chain's life they belong to
         self._recent: dict[int, str] = {}  # non-final blocks' proven hashes, for one head
         self._recent_head: str | None = None
-        self._no_history_until = 0.0  # loop time: the chain was found without the contract
+        # Loop time until which old blocks are not anchored by the history contract: the
+        # chain was found without it (asked again later), or has none (`history: false`).
+        self._no_history_until = 0.0 if history else float("inf")
         self._said_no_history = False
 
     def logs_in_bound(self, params: Any) -> bool:
@@ -187,7 +202,47 @@ class Verifier:
             return await self._proof_problem(args, result)
         if method == "eth_getCode":
             return await self._code_problem(args, result)
+        if method == "eth_call" and self.calls is not None:
+            try:
+                return await self.calls.problem(args, result)
+            except Unproven as exc:
+                raise Unverifiable(str(exc)) from exc
         return None
+
+    async def revert_problem(self, method: str, params: Any, data: Any) -> str | None:
+        """What is wrong with an upstream's revert of an eth_call (its error's `data`):
+        under `proofs` it must be what the call does over proven state."""
+        if method != "eth_call" or self.calls is None:
+            return None
+        try:
+            return await self.calls.revert_problem(params, data)
+        except Unproven as exc:
+            raise Unverifiable(str(exc)) from exc
+
+    async def close(self) -> None:
+        if self.calls is not None:
+            await self.calls.close()
+
+    # -- what the check of an executed call borrows (executed_calls.Anchors) --
+
+    async def header(self, block: Any) -> dict[str, Any]:
+        return await self._header(block)
+
+    async def not_canonical(self, number: Any, block_hash: Any, what: str) -> str | None:
+        return await self._not_canonical(number, block_hash, what)
+
+    async def hash_at(self, number: int) -> str | None:
+        """Block `number`'s hash as the consensus has it or the head's history proves it."""
+        view = self._view()
+        head = view.head
+        if head is None or number > head.number:
+            return None
+        if number == head.number:
+            return head.hash
+        known = view.hash_at(number)
+        if known is None:
+            known = await self._anchored_hash(number, head.number, head.hash, view)
+        return known
 
     # -- blocks and transactions: recomputed from the answer alone --
 
@@ -398,10 +453,12 @@ class Verifier:
                 effect="eth_getTransactionReceipt is served as `consensus`, not `integrity`",
             )
 
-    def level(self, method: str, level: Level) -> Level:
-        """`level` as this chain's upstreams allow it to be earned."""
+    def level(self, method: str, level: Level, params: Any = None) -> Level:
+        """`level` as this chain's upstreams (and the call) allow it to be earned."""
         if level == "integrity" and method == "eth_getTransactionReceipt":
             return level if self.block_receipts else "consensus"
+        if method == "eth_call" and level == "proof":
+            return level if self.calls is not None and self.calls.executes(params) else "consensus"
         return level
 
     async def _header(self, block: Any) -> dict[str, Any]:

@@ -49,6 +49,8 @@ def complete_chain(entry: Any, path: str, problems: list[str]) -> Any:
         "upstreams": [public_upstream(p) for p in row.public],
         "block_time_s": row.block_time_s,
         "header_format": row.headers or "none",
+        "execute_calls": row.execution,
+        "history_contract": row.history == "eip2935",
     }
     if row.finality.depth is not None and not row.finality.tags:
         filled["finality_depth"] = row.finality.depth

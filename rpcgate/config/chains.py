@@ -74,6 +74,15 @@ class Chain:
     # check is off for this chain. Every chain not False has a real block in
     # tests/fixtures/chains/ that recomputes.
     headers: str | bool = "ethereum"
+    # Where old block hashes are kept (verify anchors old blocks on them): "eip2935", the
+    # standard history contract; "arbitrum", ArbOS 40's own (L2 blocks, another window), not
+    # read; "none". Where the contract is not documented here, "eip2935": the verifier proves
+    # its code before it reads it, and falls back by itself where it is absent.
+    history: str = "eip2935"
+    # Whether eth_call can be executed locally as the chain's nodes execute it: an EVM
+    # whose rules and precompiles are Ethereum's (an L2's own precompiles, P256 on the OP
+    # stack and Polygon, Arbitrum's ArbSys and its NUMBER, are not).
+    execution: bool = False
     # EIP-2718 types beyond Ethereum"s 0x00-0x04 that the chain"s blocks carry.
     tx_types: tuple[int, ...] = ()
     public: tuple[Public, ...] = ()
@@ -101,6 +110,7 @@ CHAINS: tuple[Chain, ...] = (
             depth=None,
         ),
         headers="ethereum",
+        execution=True,  # Pectra (May 2025; Sepolia March 2025): EIP-2935 live
         tx_types=(),
         public=(
             Public(
@@ -141,6 +151,7 @@ CHAINS: tuple[Chain, ...] = (
             depth=None,
         ),
         headers="ethereum",
+        # Isthmus (May 2025) brought EIP-2935; P256VERIFY (Fjord) keeps eth_call remote.
         tx_types=(0x7E,),
         public=(
             Public(
@@ -188,6 +199,7 @@ CHAINS: tuple[Chain, ...] = (
             depth=None,
         ),
         headers="ethereum",
+        # Isthmus (May 2025) brought EIP-2935; P256VERIFY (Fjord) keeps eth_call remote.
         tx_types=(0x7E,),
         public=(
             Public(
@@ -234,6 +246,7 @@ CHAINS: tuple[Chain, ...] = (
             depth=None,
         ),
         headers="ethereum",
+        history="arbitrum",  # ArbOS 40: its own contract, 393,168 L2 blocks
         tx_types=(0x64, 0x65, 0x66, 0x68, 0x69, 0x6A, 0x78),
         public=(
             Public(
@@ -408,6 +421,7 @@ CHAINS: tuple[Chain, ...] = (
             depth=None,
         ),
         headers=False,
+        execution=True,  # Pectra on Gnosis (April 2025): EIP-2935 live
         tx_types=(),
         public=(
             Public(
@@ -532,6 +546,7 @@ CHAINS: tuple[Chain, ...] = (
             depth=None,
         ),
         headers=False,
+        history="none",
         tx_types=(0x71, 0xFF),
         public=(
             Public(
@@ -574,6 +589,7 @@ CHAINS: tuple[Chain, ...] = (
             depth=None,
         ),
         headers=False,
+        execution=True,  # Pectra (May 2025; Sepolia March 2025): EIP-2935 live
         tx_types=(),
         public=(
             Public(
@@ -615,6 +631,7 @@ CHAINS: tuple[Chain, ...] = (
             depth=None,
         ),
         headers=False,
+        # Isthmus (May 2025) brought EIP-2935; P256VERIFY (Fjord) keeps eth_call remote.
         tx_types=(0x7E,),
         public=(
             Public(
@@ -651,6 +668,7 @@ CHAINS: tuple[Chain, ...] = (
             depth=None,
         ),
         headers=False,
+        history="arbitrum",  # ArbOS 40: its own contract, 393,168 L2 blocks
         tx_types=(0x64, 0x65, 0x66, 0x68, 0x69, 0x6A, 0x78),
         public=(
             Public(

@@ -173,6 +173,19 @@ class ChainConfig:
         "chain of the chain table has its row's.",
         default="ethereum",
     )
+    execute_calls: bool = setting(
+        "With `verify: proofs`, eth_call answers are checked by executing the call locally "
+        "(revm, in worker processes) over state proven against the block's stateRoot, and "
+        "served at the `proof` level. Right where the chain's EVM, precompiles included, is "
+        "Ethereum's; a chain of the chain table has its row's (`execution`).",
+        default=True,
+    )
+    history_contract: bool = setting(
+        "Whether old blocks are anchored by EIP-2935's history contract (the verifier "
+        "also finds out by itself, proving the contract's code). A chain of the chain table "
+        "has its row's (`history`).",
+        default=True,
+    )
     head_poll_interval: float = setting(
         "Seconds between two head polls of each upstream (one eth_blockNumber each when idle).",
         default=1.0,

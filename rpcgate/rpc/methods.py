@@ -101,7 +101,7 @@ METHODS: dict[str, MethodInfo] = {
     "eth_getCode": _block(1, _STATE, Check.PROOF),
     "eth_getTransactionCount": _block(1, _STATE + "; `pending` is never cached", Check.PROOF),
     "eth_getStorageAt": _block(2, _STATE, Check.PROOF),
-    "eth_call": _block(1, _STATE),
+    "eth_call": _block(1, _STATE, Check.PROOF),
     "eth_estimateGas": _block(1, _STATE + "; without a block parameter it is not cached"),
     "eth_createAccessList": _block(1, _STATE),
     "eth_getProof": _block(2, _STATE, Check.PROOF),

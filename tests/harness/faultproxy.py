@@ -30,9 +30,11 @@ from tests.harness.tampering import (
     BLOCK_FIELDS,
     at_block,
     fake_block,
+    omitted_slots,
     quantity,
     state_block,
     tampered,
+    without_omitted_slots,
 )
 from tests.harness.tools import free_port
 
@@ -104,6 +106,12 @@ class Fault(enum.Enum):
     """Forward, except look-ups by hash (eth_getTransactionReceipt, eth_getTransactionByHash,
     eth_getBlockByHash): answered null, as by a node whose transaction index lags (geth while
     indexing) or a replica behind its load balancer's others."""
+    TAMPER_CALL = "tamper_call"
+    """Forward; eth_call results with their last hex digit changed (an empty result kept)."""
+    OMIT_SLOT = "omit_slot"
+    """A liar about state that keeps its story straight: eth_createAccessList answers leave
+    out the first storage key of each contract they name, and eth_call is answered as if
+    those slots held zero (forwarded with a state override that zeroes them)."""
     GETH_LOG_RANGES = "geth_log_ranges"
     """Forward, except eth_getLogs whose range ends above the node's head: the -32602 error
     geth gives ("block range extends beyond current head block"), where anvil answers with
@@ -120,6 +128,7 @@ TAMPERING = frozenset(
         Fault.TAMPER_STORAGE,
         Fault.STALE_STATE,
         Fault.DROP_LOG,
+        Fault.TAMPER_CALL,
     }
 )
 
@@ -509,6 +518,8 @@ class FaultProxy:
                 return await self._forward(request, body)
             case Fault.FAKE_BLOCK:
                 return await self._fake_blocks(request, body, payload, settings)
+            case Fault.OMIT_SLOT:
+                return await self._omit_slots(request, payload)
             case Fault.GETH_LOG_RANGES:
                 blocks = _get_logs_blocks(payload)
                 if blocks is not None and blocks.start >= 0:
@@ -593,6 +604,35 @@ class FaultProxy:
                     item["result"] = fake
                     self._fakes[fake["hash"].lower()] = fake
                     changed += 1
+        return self._altered(response, answer, changed)
+
+    async def _omit_slots(self, request: web.BaseRequest, payload: Any) -> web.Response:
+        calls = payload if isinstance(payload, list) else [payload]
+        methods = {_id_of(c): c.get("method") for c in calls if isinstance(c, dict) and "id" in c}
+        changed = 0
+        sent = []
+        for call in calls:
+            params = call.get("params") if isinstance(call, dict) else None
+            if call.get("method") == "eth_call" and isinstance(params, list) and len(params) == 2:
+                listed = await self._ask("eth_createAccessList", params)
+                zeroed = {
+                    address: {"stateDiff": {key: "0x" + "00" * 32}}
+                    for address, key in omitted_slots(listed).items()
+                }
+                if zeroed:
+                    call = {**call, "params": [*params, zeroed]}
+                    changed += 1
+            sent.append(call)
+        body = json.dumps(sent if isinstance(payload, list) else sent[0]).encode()
+        response = await self._forward(request, body)
+        answer = _parse_json(response.body) if isinstance(response.body, bytes) else None
+        if response.status != 200 or answer is None:
+            return response
+        for item in answer if isinstance(answer, list) else [answer]:
+            method = methods.get(_id_of(item)) if isinstance(item, dict) else None
+            if method == "eth_createAccessList" and isinstance(item.get("result"), dict):
+                item["result"] = without_omitted_slots(item["result"])
+                changed += 1
         return self._altered(response, answer, changed)
 
     def _altered(self, response: web.Response, answer: Any, changed: int) -> web.Response:

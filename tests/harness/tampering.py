@@ -87,7 +87,28 @@ def tampered(mode: str, method: str, result: Any, field: str) -> Any | None:
         return tamper_state(method, result, _STATE_MODES[mode])
     if mode == "drop_log":
         return drop_log(method, result)
+    if mode == "tamper_call" and method == "eth_call" and isinstance(result, str):
+        return flip_last_digit(result) if len(result) > 2 else None
     return None
+
+
+def omitted_slots(access_list_answer: Any) -> dict[str, str]:
+    """The storage key OMIT_SLOT leaves out of an eth_createAccessList answer, per contract:
+    the first it names."""
+    entries = access_list_answer.get("accessList") if isinstance(access_list_answer, dict) else None
+    return {
+        str(entry["address"]).lower(): entry["storageKeys"][0]
+        for entry in entries or []
+        if isinstance(entry, dict) and entry.get("storageKeys")
+    }
+
+
+def without_omitted_slots(access_list_answer: dict[str, Any]) -> dict[str, Any]:
+    answer = copy.deepcopy(access_list_answer)
+    for entry in answer.get("accessList") or []:
+        if isinstance(entry, dict) and entry.get("storageKeys"):
+            entry["storageKeys"] = entry["storageKeys"][1:]
+    return answer
 
 
 def plus_one(number: str) -> str:
