@@ -9,16 +9,19 @@ node behind a fault proxy adding `--latency-ms` (a provider's round trip). For e
 fresh `rpcgate serve` (empty cache) answers, one call at a time with `Cache-Control:
 no-cache`, calls about blocks not asked before (the checks' own fetches, headers and
 receipts, go through the cache, so "cold" is the first call about a block):
-  full blocks, receipts, balances at a block, eth_getLogs over the whole range (cold, then
-  again warm), eth_getLogs over one block by hash.
-Prints a Markdown table (median latency, upstream calls per client call) and writes it to
-bench/results/verify.md.
+  old full blocks (anchored to the head by EIP-2935's history contract), receipts, balances
+  at a block, eth_calls (a token balance, a Uniswap V2-style quote over two pairs: the DEX of
+  tests/harness/dex.py, executed locally over proven state under `proofs`), eth_getLogs
+  over the whole range (cold, then again warm), eth_getLogs over one block by hash.
+Prints a Markdown table (median latency, upstream calls and CPU of the gateway's process
+tree, its EVM workers included, per client call) and writes it to bench/results/verify.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -38,6 +41,7 @@ from eth_utils import to_checksum_address  # noqa: E402
 
 from tests.harness.anvil import DEV_ADDRESSES, AnvilCluster, sign_transaction  # noqa: E402
 from tests.harness.contract import INIT_CODE, create_address  # noqa: E402
+from tests.harness.dex import deploy_dex  # noqa: E402
 from tests.harness.faultproxy import Fault, FaultProxy  # noqa: E402
 from tests.harness.loop import BackgroundLoop  # noqa: E402
 from tests.harness.tools import free_port, wait_for_http  # noqa: E402
@@ -58,8 +62,9 @@ def post(url: str, method: str, params: list[Any]) -> tuple[Any, dict[str, str]]
         return reply["result"], dict(resp.headers)
 
 
-def build_chain(cluster: AnvilCluster, blocks: int) -> dict[str, Any]:
-    """Transfers and logging contract calls every 25th block; the rest empty."""
+def build_chain(cluster: AnvilCluster, blocks: int, calls: int) -> dict[str, Any]:
+    """Transfers and logging contract calls every 25th block; the rest empty. Then the DEX,
+    and a block for each eth_call measured (each call about a block not asked before)."""
     contract = create_address(DEV_ADDRESSES[0], 0)
     cluster.broadcast_raw_transaction(sign_transaction(chain_id=CHAIN_ID, nonce=0, data=INIT_CODE))
     cluster.mine_all()
@@ -81,7 +86,12 @@ def build_chain(cluster: AnvilCluster, blocks: int) -> dict[str, Any]:
         else:
             cluster.mine_all(min(24, blocks - cluster[0].block_number()) or 1)
     cluster.mine_all(3)
+    dex = deploy_dex(cluster)
+    cluster.mine_all(2 * calls + 3)
+    after = range(dex.deployed_at + 1, dex.deployed_at + 1 + 2 * calls)
     return {
+        "dex": dex,
+        "call_blocks": list(after),
         "contract": contract,
         "tx_hashes": tx_hashes,
         "tx_blocks": tx_blocks,
@@ -121,17 +131,35 @@ def serve(upstreams: list[str], mode: str, workdir: Path) -> tuple[str, subproce
     return url, process
 
 
-def measure(url: str, calls: list[tuple[str, list[Any]]]) -> tuple[float, float, set[str]]:
-    """(median ms, upstream calls per client call, X-Rpcgate-Verified values)."""
+def cpu_s(pid: int) -> float:
+    """CPU seconds of a process and its children (the EVM workers), from /proc."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    pids = [pid]
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        pids += [int(c) for c in (task / "children").read_text().split()]
+    for each in pids:
+        fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / ticks
+    return total
+
+
+def measure(
+    url: str, pid: int, calls: list[tuple[str, list[Any]]]
+) -> tuple[float, float, float, set[str]]:
+    """(median ms, upstream calls per client call, CPU ms per client call,
+    X-Rpcgate-Verified values)."""
     before = upstream_requests(url)
+    cpu_before = cpu_s(pid)
     times, levels = [], set()
     for method, params in calls:
         started = time.perf_counter()
         _, headers = post(url + "/", method, params)
         times.append((time.perf_counter() - started) * 1000)
         levels.add(headers.get("X-Rpcgate-Verified", "?"))
+    cpu_ms = (cpu_s(pid) - cpu_before) * 1000 / len(calls)
     per_call = (upstream_requests(url) - before) / len(calls)
-    return statistics.median(times), per_call, levels
+    return statistics.median(times), per_call, cpu_ms, levels
 
 
 def scenarios(facts: dict[str, Any], count: int, cluster: AnvilCluster) -> list[Any]:
@@ -147,10 +175,17 @@ def scenarios(facts: dict[str, Any], count: int, cluster: AnvilCluster) -> list[
     by_hash = [
         ("eth_getLogs", [{"blockHash": cluster[0].block_hash(hex(n))}]) for n in tx_blocks[half:]
     ][:count]
+    dex, call_blocks = facts["dex"], facts["call_blocks"]
+    token = [("eth_call", [dex.balance_call(0, dex.pairs[0]), hex(n)]) for n in call_blocks[0::2]][
+        :count
+    ]
+    quote = [("eth_call", [dex.quote_call(), hex(n)]) for n in call_blocks[1::2]][:count]
     return [
-        ("full block (by number)", blocks),
+        (f"old full block (by number, {facts['head'] - tx_blocks[half]}+ deep)", blocks),
         ("receipt (by hash)", receipts),
         ("balance at a block", balances),
+        ("eth_call: token balance", token),
+        ("eth_call: swap quote over 2 pairs", quote),
         (f"eth_getLogs over {facts['head'] - 3} blocks, cold", [("eth_getLogs", [whole])]),
         (f"eth_getLogs over {facts['head'] - 3} blocks, warm", [("eth_getLogs", [whole])] * 3),
         ("eth_getLogs by block hash", by_hash),
@@ -164,32 +199,38 @@ def run(calls: int, blocks: int, latency_ms: float) -> str:
     workdir = Path(tempfile.mkdtemp(prefix="rpcgate-verify-"))
     rows: list[str] = []
     try:
-        facts = build_chain(cluster, blocks)
+        facts = build_chain(cluster, blocks, calls)
         proxies = [loop.run(FaultProxy(u).start()) for u in cluster.urls]
         if latency_ms:
             for proxy in proxies:
                 proxy.set_fault(Fault.LATENCY, delay=latency_ms / 1000)
-        results: dict[tuple[str, str], tuple[float, float, set[str]]] = {}
+        results: dict[tuple[str, str], tuple[float, float, float, set[str]]] = {}
         for mode in MODES:
             url, process = serve([p.url for p in proxies], mode, workdir)
             try:
                 for name, sent in scenarios(facts, calls, cluster):
-                    results[(name, mode)] = measure(url, sent)
-                    ms, per_call, _ = results[(name, mode)]
-                    print(f"  {mode:<9} {name:<40} {ms:7.1f} ms  {per_call:6.1f} calls", flush=True)
+                    results[(name, mode)] = measure(url, process.pid, sent)
+                    ms, per_call, cpu, _ = results[(name, mode)]
+                    print(
+                        f"  {mode:<9} {name:<40} {ms:7.1f} ms  {per_call:6.1f} calls "
+                        f"{cpu:6.2f} ms CPU",
+                        flush=True,
+                    )
             finally:
                 process.terminate()
                 process.wait(10)
         names = [name for name, _ in scenarios(facts, calls, cluster)]
         rows.append(
-            "| call | " + " | ".join(f"{m}: ms p50 | {m}: upstream calls" for m in MODES) + " |"
+            "| call | "
+            + " | ".join(f"{m}: ms p50 | {m}: upstream calls | {m}: CPU ms" for m in MODES)
+            + " |"
         )
-        rows.append("|---|" + "---:|---:|" * len(MODES))
+        rows.append("|---|" + "---:|---:|---:|" * len(MODES))
         for name in names:
             cells = []
             for mode in MODES:
-                ms, per_call, levels = results[(name, mode)]
-                cells.append(f"{ms:.1f} ({','.join(sorted(levels))}) | {per_call:.1f}")
+                ms, per_call, cpu, levels = results[(name, mode)]
+                cells.append(f"{ms:.1f} ({','.join(sorted(levels))}) | {per_call:.1f} | {cpu:.1f}")
             rows.append(f"| {name} | " + " | ".join(cells) + " |")
         for proxy in proxies:
             loop.run(proxy.stop())
@@ -198,9 +239,10 @@ def run(calls: int, blocks: int, latency_ms: float) -> str:
         loop.stop()
     return (
         f"Upstream latency added by the proxies: {latency_ms:g} ms. In brackets: the "
-        "X-Rpcgate-Verified header the answers carried. Upstream calls are per client call, "
-        "the checks' own fetches included (headers and receipts are cached like any answer: "
-        "a warm range costs the blocks not yet finalized).\n\n" + "\n".join(rows) + "\n"
+        "X-Rpcgate-Verified header the answers carried. Upstream calls and CPU are per client "
+        "call, the checks' own fetches included (headers and receipts are cached like any "
+        "answer: a warm range costs the blocks not yet finalized); CPU is the gateway's "
+        "process and its EVM workers, client and nodes excluded.\n\n" + "\n".join(rows) + "\n"
     )
 
 

@@ -60,7 +60,12 @@ def execute(request: dict[str, Any]) -> dict[str, Any]:
         )
     for address, slots in request["slots"].items():
         for slot, value in slots.items():
+            # Inside a snapshot reverted at once: the value stays in the database, and the
+            # slot stays cold (pyrevm 0.3.7 leaves an account's later slots warm otherwise,
+            # and the call would cost less gas than on a node).
+            checkpoint = evm.snapshot()
             evm.insert_account_storage(address, int(slot, 16), int(value, 16))
+            evm.revert(checkpoint)
     call = request["call"]
     try:
         output = evm.message_call(

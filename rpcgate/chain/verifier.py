@@ -78,6 +78,7 @@ _BODY_FIELDS = ("transactions", "uncles", "withdrawals", "size", "totalDifficult
 _UNHASHABLE_KEPT = 256  # headers that failed, kept to compare with another upstream's
 _HEADERS_KEPT = 4096  # checked headers remembered by hash (about 2.5 MB)
 _ANCHORS_KEPT = 65_536  # proven hashes of final blocks, by number (about 10 MB)
+PARENT_WALK_MAX = 256  # headers walked down from a known hash to anchor an old block
 _NO_HISTORY_RECHECK_S = 300.0  # a chain found without the history contract: asked again after
 _RECEIPT_FIELDS = ("status", "root", "cumulativeGasUsed", "logsBloom", "gasUsed", "type")
 
@@ -171,6 +172,7 @@ class Verifier:
         # chain was found without it (asked again later), or has none (`history: false`).
         self._no_history_until = 0.0 if history else float("inf")
         self._said_no_history = False
+        self.parent_links_walked = 0
 
     def logs_in_bound(self, params: Any) -> bool:
         """Whether a (pinned) eth_getLogs call is one `proofs` checks in full."""
@@ -275,13 +277,23 @@ class Verifier:
     async def _anchored_hash(
         self, height: int, head: int, head_hash: str, view: ChainView
     ) -> str | None:
-        """Block `height`'s hash as the history contract proves it from the head; None
-        where the chain has no history contract (or none yet at that height)."""
+        """Block `height`'s hash as the history contract proves it from the head, or else
+        as the parent links of the headers above it lead to it (a bounded walk); None
+        where neither reaches it."""
         known = self._anchor_known(height, head_hash, view)
         if known is not None:
             return known
-        if asyncio.get_running_loop().time() < self._no_history_until:
-            return None
+        if asyncio.get_running_loop().time() >= self._no_history_until:
+            proven = await self._hopped_hash(height, head, head_hash, view)
+            if proven is not None:
+                return proven
+        return await self._walked_hash(height, head, head_hash, view)
+
+    async def _hopped_hash(
+        self, height: int, head: int, head_hash: str, view: ChainView
+    ) -> str | None:
+        """By the history contract, in hops of 8,191 blocks; None where the chain has no
+        contract (or its slot holds nothing for that height)."""
         at, at_hash = head, head_hash
         for step in hops(height, head):
             step_hash = self._anchor_known(step, head_hash, view)
@@ -292,6 +304,38 @@ class Verifier:
                     return None
                 self._keep_anchors({step: step_hash}, head_hash, view)
             at, at_hash = step, step_hash
+        return at_hash
+
+    async def _walked_hash(
+        self, height: int, head: int, head_hash: str, view: ChainView
+    ) -> str | None:
+        """From the nearest block above `height` whose hash is known, down the headers'
+        `parentHash` links, each header's hash recomputed from its fields on the way; at
+        most PARENT_WALK_MAX headers, each kept as an anchor. None beyond that, or where
+        headers are not recomputed (a link would prove nothing)."""
+        if not self.headers_recomputed or self.mode == "off":
+            return None
+        start: tuple[int, str] | None = None
+        for above in range(height + 1, min(head, height + PARENT_WALK_MAX) + 1):
+            known = view.hash_at(above) or self._anchor_known(above, head_hash, view)
+            if above == head:
+                known = head_hash
+            if known is not None:
+                start = (above, known)
+                break
+        if start is None:
+            return None
+        at, at_hash = start
+        while at > height:
+            # Checked on the way in: its hash recomputed, and held to the anchor kept for
+            # its height (the child's parentHash) by the check of every block answer.
+            header = await self._header(at_hash)
+            parent = header.get("parentHash")
+            if str(header.get("hash")).lower() != at_hash.lower() or not isinstance(parent, str):
+                raise Unverifiable(f"the header of block {at} on the walk to block {height}")
+            at, at_hash = at - 1, parent.lower()
+            self._keep_anchors({at: at_hash}, head_hash, view)
+            self.parent_links_walked += 1
         return at_hash
 
     def _anchor_known(self, height: int, head_hash: str, view: ChainView) -> str | None:

@@ -759,9 +759,14 @@ def chains_reference() -> str:
     """The chain tables of docs/chains.md, generated from `CHAINS` (a test keeps them equal)."""
     lines = [
         "| Chain | Served at | Chain id | Block time | Poll / lag / hold | `safe`, `finalized` "
-        "| Headers checked | Types it adds |",
-        "|---|---|---|---|---|---|---|---|",
+        "| Headers checked | Types it adds | Old blocks anchored by | eth_call executed |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
+    anchors = {
+        "eip2935": "EIP-2935's contract",
+        "arbitrum": "not read (ArbOS 40's own contract)",
+        "none": "nothing: parent hashes walked",
+    }
     for chain in CHAINS:
         t = timing(chain.block_time_s)
         paths = ", ".join(f"`/{p}`" for p in (*chain.paths, str(chain.chain_id)))
@@ -778,7 +783,7 @@ def chains_reference() -> str:
             f"| {chain.title}{' (testnet)' if chain.testnet else ''} | {paths} | "
             f"{chain.chain_id} | {chain.block_time_s:g} s | {t['head_poll_interval']:g} s / "
             f"{t['max_lag_blocks']} blocks / {t['hold_ahead_s']:g} s | {tags} | {headers} | "
-            f"{types} |"
+            f"{types} | {anchors[chain.history]} | {'yes' if chain.execution else 'no'} |"
         )
     for chain in CHAINS:
         lines += ["", f"### {chain.title}", ""]

@@ -18,6 +18,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from rpcgate.chain.verifier import PARENT_WALK_MAX
 from rpcgate.consensus.heads import HASH_HISTORY
 from rpcgate.verify import HISTORY_ADDRESS, history_slot
 from tests.conftest import GatewayFactory, ProxiedClusterFactory, RunningGateway
@@ -192,3 +193,44 @@ def test_what_checks_an_answer_is_read_from_the_cache_even_for_a_no_cache_client
     (first_headers, first_proofs), (again_headers, again_proofs) = counts
     assert first_headers >= 300 and first_proofs >= 1, counts
     assert again_headers < 30 and again_proofs == 0, counts  # head polls only
+
+
+@pytest.mark.parametrize("depth", ["within the walk", "beyond the walk"])
+def test_without_a_history_contract_old_blocks_are_anchored_by_parent_links(
+    anvil_cluster: Any,
+    fault_proxy: Any,
+    start_gateway: GatewayFactory,
+    background_loop: BackgroundLoop,
+    depth: str,
+) -> None:
+    """A chain before Prague (no history contract): an old block is anchored by walking
+    the headers' parent links down from the oldest hash the consensus holds, each header's
+    hash recomputed. Within the walk's bound no fake reaches a client; beyond it the block
+    is checked for self-consistency only, and the fakes get through (so the test can fail)."""
+    cluster = anvil_cluster(3, chain_id=CHAIN_ID, extra_args=["--hardfork", "cancun"])
+    assert cluster[0].rpc("eth_getCode", [HISTORY_ADDRESS, "latest"]) == "0x"
+    height = HASH_HISTORY + PARENT_WALK_MAX + 80  # room for a block beyond the walk
+    cluster.mine_all(height)
+    proxies = [fault_proxy(url) for url in cluster.urls]
+    proxies[0].set_fault(Fault.FAKE_BLOCK, field="gasUsed")
+    gateway = _gateway(start_gateway, proxies, "integrity")
+    oldest_held = height - HASH_HISTORY
+    deep = oldest_held - PARENT_WALK_MAX - 20
+    numbers = (
+        list(range(oldest_held - 60, oldest_held - 10, 7)) if depth == "within the walk" else [deep]
+    )
+    assert all(n < height - HASH_HISTORY for n in numbers)
+    honest = {n: cluster[1].block(hex(n))["hash"] for n in numbers}
+    fakes = 0
+    for _ in range(4):
+        replies = background_loop.run(
+            _ask_all(gateway.url, [("eth_getBlockByNumber", [hex(n), False]) for n in numbers])
+        )
+        for number, reply in zip(numbers, replies, strict=True):
+            assert "error" not in reply, reply
+            fakes += reply["result"]["hash"] != honest[number]
+    assert proxies[0].tampered_answers > 0, "the liar was never asked"
+    if depth == "beyond the walk":
+        assert fakes > 0
+        return
+    assert fakes == 0, f"{fakes} fake old blocks reached the client"

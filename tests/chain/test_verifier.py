@@ -41,7 +41,8 @@ TX = "0x" + "cd" * 32
         ("eth_getBlockByNumber", "proofs", True, "integrity"),
         ("eth_getBlockByNumber", "off", True, "consensus"),
         ("eth_getTransactionReceipt", "integrity", True, "integrity"),
-        ("eth_call", "proofs", True, "consensus"),
+        ("eth_call", "proofs", True, "proof"),  # executed (the verifier downgrades others)
+        ("eth_call", "integrity", True, "consensus"),
         ("eth_chainId", "integrity", True, "consensus"),
         ("eth_sendRawTransaction", "proofs", True, "none"),
         ("eth_gasPrice", "proofs", True, "none"),
