@@ -208,6 +208,10 @@ def run(calls: int, blocks: int, latency_ms: float) -> str:
         for mode in MODES:
             url, process = serve([p.url for p in proxies], mode, workdir)
             try:
+                # The first eth_call under `proofs` starts the EVM workers (two Python
+                # processes): started before measuring, as in a gateway that has served.
+                dex = facts["dex"]
+                post(url + "/", "eth_call", [dex.balance_call(1, dex.pairs[1]), "latest"])
                 for name, sent in scenarios(facts, calls, cluster):
                     results[(name, mode)] = measure(url, process.pid, sent)
                     ms, per_call, cpu, _ = results[(name, mode)]

@@ -22,6 +22,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from rpcgate.chain.local_evm import LocalEvm, ProvenAccount, Unproven
+from rpcgate.rpc.context import CLIENT_BATCH, ClientBatch
+from rpcgate.rpc.trace import note_verification
 from rpcgate.verify import EMPTY_CODE_HASH, code_matches, verify_account, verify_storage
 from rpcgate.verify.calls import (
     CallRequest,
@@ -34,6 +36,7 @@ from rpcgate.verify.calls import (
 )
 
 EXECUTION_TIMEOUT_S = 10.0  # one local execution, its proofs included
+CODES_KEPT_BYTES = 8 * 1024 * 1024  # proven contract code kept by code hash
 Fetch = Callable[[str, list[Any]], Awaitable[tuple[Any, dict[str, Any] | None]]]
 
 
@@ -52,6 +55,7 @@ class ExecutedCalls:
         self._fetch = fetch
         self._anchors = anchors
         self.evm = LocalEvm(chain_id, chain)
+        self._codes = _Codes()
 
     def executes(self, params: Any) -> bool:
         """Whether an eth_call with these params is checked by execution."""
@@ -78,7 +82,12 @@ class ExecutedCalls:
         block = params[1] if len(params) > 1 else None
         if block is None:
             return "no block"
-        header = await self._anchors.header(block)
+        # The block's header and the hint at once; then every account's proof and the code
+        # not seen before, in upstream batches.
+        header, (hint_answer, hint_error) = await asyncio.gather(
+            self._anchors.header(block),
+            self._fetch("eth_createAccessList", [params[0], block]),
+        )
         anchors = self._anchors
         problem = await anchors.not_canonical(header.get("number"), header.get("hash"), "call")
         if problem is not None:
@@ -86,19 +95,29 @@ class ExecutedCalls:
         environment = block_environment(header)
         if isinstance(environment, str):
             raise Unproven(environment)
-        state = _BlockState(self._fetch, self._anchors, header)
-        hint_answer, hint_error = await self._fetch("eth_createAccessList", [params[0], block])
+        state = _BlockState(self._fetch, self._anchors, header, self._codes)
         wanted = access_hint(hint_answer) if hint_error is None else {}
         for address in (request.caller, request.to, environment.coinbase):
             wanted.setdefault(address, set())
-        proven = await asyncio.gather(
-            *(state.prove(address, sorted(slots)) for address, slots in wanted.items())
-        )
+        in_batch = CLIENT_BATCH.set(ClientBatch())
+        try:
+            proven = await asyncio.gather(
+                *(state.prove(address, sorted(slots)) for address, slots in wanted.items())
+            )
+        finally:
+            CLIENT_BATCH.reset(in_batch)
         accounts = {address: account for address, account, _ in proven}
         slots = {address: values for address, _, values in proven}
-        return await self.evm.execute(
+        executed = await self.evm.execute(
             environment, request, accounts, slots, state, EXECUTION_TIMEOUT_S
         )
+        note_verification(
+            f"eth_call executed at block {environment.number} ({str(header.get('hash'))[:12]}…) "
+            f"over {len(accounts)} accounts and {sum(len(v) for v in slots.values())} slots "
+            f"proven against its stateRoot, {executed.proven_on_touch} more proven when "
+            f"touched: {executed.outcome}, {executed.gas_used} gas"
+        )
+        return executed
 
     async def close(self) -> None:
         await self.evm.close()
@@ -107,7 +126,10 @@ class ExecutedCalls:
 class _BlockState:
     """Accounts, slots and block hashes proven at one block (a `StateSource`)."""
 
-    def __init__(self, fetch: Fetch, anchors: Anchors, header: dict[str, Any]) -> None:
+    def __init__(
+        self, fetch: Fetch, anchors: Anchors, header: dict[str, Any], codes: _Codes
+    ) -> None:
+        self._codes = codes
         self._fetch = fetch
         self._anchors = anchors
         self._block = header["number"]
@@ -136,13 +158,17 @@ class _BlockState:
                 raise Unproven(value)
             values[slot] = value
         code = b""
-        if account.code_hash != EMPTY_CODE_HASH:
+        known = self._codes.get(account.code_hash)
+        if known is not None:
+            code = known
+        elif account.code_hash != EMPTY_CODE_HASH:
             answer, error = await self._fetch("eth_getCode", [address, self._block])
             if error is not None or not isinstance(answer, str):
                 raise Unproven(f"code of {address}: {(error or {}).get('message', 'none')}")
             if not code_matches(answer, account.code_hash):
                 raise Unproven(f"code of {address} does not hash to the proven codeHash")
             code = bytes.fromhex(answer[2:])
+            self._codes.keep(account.code_hash, code)
         return address, ProvenAccount(account.balance, account.nonce, code), values
 
     async def account(self, address: str) -> ProvenAccount:
@@ -159,6 +185,26 @@ class _BlockState:
         if str(header.get("hash")).lower() != block_hash.lower():
             raise Unproven(f"block {number} is not the one the consensus has")
         return header
+
+
+class _Codes:
+    """Code by its hash, proven once: a hash names its code for good, on every block."""
+
+    def __init__(self) -> None:
+        self._by_hash: dict[bytes, bytes] = {}
+        self._bytes = 0
+
+    def get(self, code_hash: bytes) -> bytes | None:
+        return self._by_hash.get(code_hash)
+
+    def keep(self, code_hash: bytes, code: bytes) -> None:
+        if len(code) > CODES_KEPT_BYTES // 4:
+            return
+        while self._by_hash and self._bytes + len(code) > CODES_KEPT_BYTES:
+            oldest = next(iter(self._by_hash))
+            self._bytes -= len(self._by_hash.pop(oldest))
+        self._by_hash[code_hash] = code
+        self._bytes += len(code)
 
 
 def _key(value: Any) -> int | None:

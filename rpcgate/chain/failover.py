@@ -48,7 +48,7 @@ from rpcgate.rpc.jsonrpc import (
 from rpcgate.rpc.masking import MASKER
 from rpcgate.rpc.methods import Kind, method_info
 from rpcgate.rpc.raw_transactions import transaction_hash
-from rpcgate.rpc.trace import CallTrace
+from rpcgate.rpc.trace import VERIFICATION_NOTES, CallTrace
 from rpcgate.storage.cache_policy import answer_block
 from rpcgate.upstream.attempt import Attempt, Check, Tried, attempt, cut_short
 from rpcgate.upstream.client import Reply, Upstream
@@ -286,6 +286,7 @@ class Failover:
             call.method != "eth_call" or classify(failure).error_class is not ErrorClass.REVERT
         ):
             return reply
+        notes = VERIFICATION_NOTES.set([] if state.trace is not None else None)
         try:
             if failure is not None:  # a revert: the call must revert over proven state too
                 problem = await self.verifier.revert_problem(
@@ -303,6 +304,11 @@ class Failover:
                 return Reply(result=None, latency_s=reply.latency_s)
             failure = UpstreamFailure(transport=f"unverifiable: {MASKER.mask(str(exc))}")
             return Reply(failure=failure, latency_s=reply.latency_s)
+        finally:
+            noted = VERIFICATION_NOTES.get()
+            VERIFICATION_NOTES.reset(notes)
+            if state.trace is not None and noted:
+                state.trace.verification += [f"{upstream.name}: {note}" for note in noted]
         if problem is None:
             return reply
         log.warning(
@@ -324,7 +330,10 @@ class Failover:
             and self._hedge_partner(state, upstream) is not None
         ):  # no hedge can follow: the attempt needs no task of its own
             return [await self._timed(state, upstream, timeout, hedge=False)]
-        first = asyncio.create_task(self._timed(state, upstream, timeout, hedge=False))
+        replied: list[bool] = []  # the upstream answered: what runs on is its check
+        first = asyncio.create_task(
+            self._timed(state, upstream, timeout, hedge=False, replied=replied)
+        )
         delay = hedge_delay(
             upstream.health.latency_p95_s, config.hedge_delay_min_s, config.hedge_delay_max_s
         )
@@ -336,6 +345,8 @@ class Failover:
             raise
         if answered:
             return [first.result()]
+        if replied:  # not slow: its answer is being verified (a hedge would verify twice)
+            return [await first]
         partner = self._hedge_partner(state, upstream)
         if partner is None or not self.hedges.spend():
             return [await first]
@@ -380,16 +391,27 @@ class Failover:
         return None if chosen is None else self.upstreams[chosen.name]
 
     async def _timed(
-        self, state: _CallState, upstream: Upstream, timeout: float, *, hedge: bool
+        self,
+        state: _CallState,
+        upstream: Upstream,
+        timeout: float,
+        *,
+        hedge: bool,
+        replied: list[bool] | None = None,
     ) -> Tried:
         call = state.call
         verifier = self.verifier
         checked = (verifier is not None and call.method in verifier.methods) or (
             state.named_block and method_info(call.method).null_when_missing
         )
-        check: Check | None = (
-            (lambda reply: self._checked(state, upstream, reply)) if checked else None
-        )
+        check: Check | None = None
+        if checked:
+
+            async def check(reply: Reply) -> Reply:
+                if replied is not None:
+                    replied.append(True)
+                return await self._checked(state, upstream, reply)
+
         tx_hash = _tx_hash(call) if call.method == "eth_sendRawTransaction" else None
         if tx_hash is not None:  # a previous attempt may have delivered it
             check = own_transaction(upstream, tx_hash, timeout, state.attempt_log, state.trace)

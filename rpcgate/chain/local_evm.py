@@ -146,6 +146,7 @@ class LocalEvm:
             output=bytes.fromhex(answer["output"]),
             gas_used=int(answer["gas_used"]),
             reason=str(answer.get("reason", "")),
+            proven_on_touch=len(session.asked),
         )
 
     async def close(self) -> None:

@@ -36,6 +36,7 @@ from rpcgate.chain.local_evm import Unproven
 from rpcgate.rpc.context import CLIENT_BATCH, ClientBatch
 from rpcgate.rpc.errors import ErrorClass, UpstreamFailure, classify
 from rpcgate.rpc.methods import METHODS, Cache, Check, method_info
+from rpcgate.rpc.trace import note_verification
 from rpcgate.storage.cache_policy import ChainView
 from rpcgate.verify import (
     EMPTY_CODE_HASH,
@@ -164,6 +165,7 @@ class Verifier:
         self.logs_max_blocks = logs_max_blocks
         self.proves = mode == "proofs"  # state answered from eth_getProof (execute.py)
         self._headers: dict[str, dict[str, Any]] = {}  # checked headers by hash, oldest first
+        self._fetching_headers: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._anchors: dict[int, str] = {}  # final blocks' proven hashes, oldest first
         self._anchors_genesis: str | None = None  # the chain's life they belong to
         self._recent: dict[int, str] = {}  # non-final blocks' proven hashes, for one head
@@ -303,6 +305,10 @@ class Verifier:
                 if step_hash is None:
                     return None
                 self._keep_anchors({step: step_hash}, head_hash, view)
+                note_verification(
+                    f"block {step} is {step_hash[:12]}…: proven by EIP-2935's history "
+                    f"contract in the state of block {at} ({at_hash[:12]}…)"
+                )
             at, at_hash = step, step_hash
         return at_hash
 
@@ -336,6 +342,10 @@ class Verifier:
             at, at_hash = at - 1, parent.lower()
             self._keep_anchors({at: at_hash}, head_hash, view)
             self.parent_links_walked += 1
+        note_verification(
+            f"block {height} is {at_hash[:12]}…: {start[0] - height} parentHash links down "
+            f"from block {start[0]} ({start[1][:12]}…), each header recomputed"
+        )
         return at_hash
 
     def _anchor_known(self, height: int, head_hash: str, view: ChainView) -> str | None:
@@ -507,14 +517,26 @@ class Verifier:
 
     async def _header(self, block: Any) -> dict[str, Any]:
         """The header of a block (a hex number, a hash, or an EIP-1898 object), fetched
-        through the chain's path (so recomputed and checked like any block answer)."""
+        through the chain's path (so recomputed and checked like any block answer); one
+        fetch for the checks that want the same header at once (an eth_call's proofs)."""
         if isinstance(block, dict):
             block = block.get("blockHash") or block.get("blockNumber")
-        by_hash = isinstance(block, str) and len(block) == 66
-        if by_hash:
-            known = self._headers.get(str(block).lower())
+        if isinstance(block, str) and len(block) == 66:
+            known = self._headers.get(block.lower())
             if known is not None:
                 return known
+        key = str(block).lower()
+        fetching = self._fetching_headers.get(key)
+        if fetching is None:
+            fetching = self._fetching_headers[key] = asyncio.ensure_future(
+                self._fetched_header(block)
+            )
+            fetching.add_done_callback(lambda _: self._fetching_headers.pop(key, None))
+        return await asyncio.shield(fetching)
+
+    async def _fetched_header(self, block: Any) -> dict[str, Any]:
+        by_hash = isinstance(block, str) and len(block) == 66
+        if by_hash:
             result, error = await self._fetch("eth_getBlockByHash", [block, False])
         else:
             result, error = await self._fetch("eth_getBlockByNumber", [block, False])

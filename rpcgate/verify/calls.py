@@ -73,6 +73,7 @@ class Executed:
     output: bytes
     gas_used: int
     reason: str = ""
+    proven_on_touch: int = 0  # state items proven while it ran (the hint had not named them)
 
 
 def call_request(params: Any) -> CallRequest | str:
