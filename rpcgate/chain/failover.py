@@ -286,7 +286,9 @@ class Failover:
             call.method != "eth_call" or classify(failure).error_class is not ErrorClass.REVERT
         ):
             return reply
-        notes = VERIFICATION_NOTES.set([] if state.trace is not None else None)
+        # A traced call's checks note how they anchored it; the checks of the fetches they
+        # make write to the same notes (they are part of this answer's verification).
+        notes = VERIFICATION_NOTES.set([]) if state.trace is not None else None
         try:
             if failure is not None:  # a revert: the call must revert over proven state too
                 problem = await self.verifier.revert_problem(
@@ -305,9 +307,9 @@ class Failover:
             failure = UpstreamFailure(transport=f"unverifiable: {MASKER.mask(str(exc))}")
             return Reply(failure=failure, latency_s=reply.latency_s)
         finally:
-            noted = VERIFICATION_NOTES.get()
-            VERIFICATION_NOTES.reset(notes)
-            if state.trace is not None and noted:
+            if notes is not None and state.trace is not None:
+                noted = VERIFICATION_NOTES.get() or []
+                VERIFICATION_NOTES.reset(notes)
                 state.trace.verification += [f"{upstream.name}: {note}" for note in noted]
         if problem is None:
             return reply

@@ -231,3 +231,34 @@ async def test_an_execution_that_touches_too_much_unproven_state_fails() -> None
             await evm.execute(environment, call, {}, {}, _NothingProven(), 10.0)
     finally:
         await evm.close()
+
+
+def test_the_trace_shows_the_execution_and_the_anchors(
+    world: World, start_gateway: GatewayFactory, background_loop: BackgroundLoop
+) -> None:
+    """`X-Rpcgate-Trace: 1` says how the answer was verified: the execution (its block, the
+    accounts and slots proven) and, for a block older than the head tracker holds, how its
+    hash was anchored to the head."""
+    cluster, proxies, dex = world
+    gateway = _gateway(start_gateway, proxies, "proofs")
+    block = hex(dex.deployed_at)  # mined in bulk: the tracker never saw this height
+
+    async def traced() -> dict[str, Any]:
+        body = {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "eth_call",
+            "params": [dex.quote_call(), block],
+        }
+        headers = {"Cache-Control": "no-cache", "X-Rpcgate-Trace": "1"}
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(gateway.url + "/", json=body, headers=headers) as resp,
+        ):
+            return dict(json.loads(await resp.read()))
+
+    reply = background_loop.run(traced())
+    notes = reply["trace"]["verification"]
+    assert any(f"eth_call executed at block {int(block, 16)}" in n for n in notes), notes
+    assert any("5 accounts" in n and "returned" in n for n in notes), notes
+    assert any("history contract" in n for n in notes), notes

@@ -234,3 +234,21 @@ def test_without_a_history_contract_old_blocks_are_anchored_by_parent_links(
         assert fakes > 0
         return
     assert fakes == 0, f"{fakes} fake old blocks reached the client"
+
+    # The trace says how: down the parent links from a block whose hash was known.
+    async def traced(number: int) -> dict[str, Any]:
+        body = {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "eth_getBlockByNumber",
+            "params": [hex(number), False],
+        }
+        headers = {"Cache-Control": "no-cache", "X-Rpcgate-Trace": "1"}
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(gateway.url + "/", json=body, headers=headers) as resp,
+        ):
+            return dict(json.loads(await resp.read()))
+
+    notes = background_loop.run(traced(numbers[0] - 3))["trace"]["verification"]
+    assert any(f"block {numbers[0] - 3} is" in n and "parentHash links" in n for n in notes), notes
