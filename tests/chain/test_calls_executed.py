@@ -239,7 +239,7 @@ def test_the_trace_shows_the_execution_and_the_anchors(
     """`X-Rpcgate-Trace: 1` says how the answer was verified: the execution (its block, the
     accounts and slots proven) and, for a block older than the head tracker holds, how its
     hash was anchored to the head."""
-    cluster, proxies, dex = world
+    _, proxies, dex = world
     gateway = _gateway(start_gateway, proxies, "proofs")
     block = hex(dex.deployed_at)  # mined in bulk: the tracker never saw this height
 
