@@ -272,6 +272,13 @@ CASES = [
         is_plus_one,
     ),
     case(
+        Fault.TAMPER_CALL,
+        "eth_call",
+        lambda c: [{"to": c.contract, "data": "0x"}, "latest"],
+        WHOLE,
+        is_other_last_digit,
+    ),
+    case(
         Fault.DROP_LOG,
         "eth_getLogs",
         lambda c: [{"fromBlock": "0x0", "toBlock": "latest"}],
@@ -293,7 +300,6 @@ ALWAYS_UNTOUCHED: list[tuple[str, Callable[[Chain], list[Any]]]] = [
     ("eth_getBlockByNumber", lambda c: [hex(c.head + 100), True]),  # null: nothing to change
     ("eth_getTransactionReceipt", lambda c: ["0x" + "ab" * 32]),  # null
     ("eth_getLogs", lambda c: [{"fromBlock": "0x0", "toBlock": "0x0"}]),  # no logs
-    ("eth_call", lambda c: [{"to": c.contract, "data": "0x"}, "latest"]),
 ]
 
 
