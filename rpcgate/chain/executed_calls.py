@@ -19,13 +19,17 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
+
+import orjson
 
 from rpcgate.chain.local_evm import LocalEvm, ProvenAccount, Unproven
 from rpcgate.rpc.context import CLIENT_BATCH, ClientBatch
-from rpcgate.rpc.trace import note_verification
+from rpcgate.rpc.trace import VERIFICATION_NOTES, note_verification
 from rpcgate.verify import EMPTY_CODE_HASH, code_matches, verify_account, verify_storage
 from rpcgate.verify.calls import (
+    BlockEnvironment,
     CallRequest,
     Executed,
     access_hint,
@@ -37,6 +41,7 @@ from rpcgate.verify.calls import (
 
 EXECUTION_TIMEOUT_S = 10.0  # one local execution, its proofs included
 CODES_KEPT_BYTES = 8 * 1024 * 1024  # proven contract code kept by code hash
+_PREPARED_KEPT_S = 2.0  # proven state of a call, kept for the check that follows
 Fetch = Callable[[str, list[Any]], Awaitable[tuple[Any, dict[str, Any] | None]]]
 
 
@@ -56,6 +61,7 @@ class ExecutedCalls:
         self._anchors = anchors
         self.evm = LocalEvm(chain_id, chain)
         self._codes = _Codes()
+        self._preparing: dict[bytes, asyncio.Future[_Prepared]] = {}
 
     def executes(self, params: Any) -> bool:
         """Whether an eth_call with these params is checked by execution."""
@@ -73,25 +79,74 @@ class ExecutedCalls:
         executed = await self._executed(params)
         return None if isinstance(executed, str) else revert_difference(data, executed)
 
+    def prepare(self, params: Any) -> None:
+        """Starts proving the state an eth_call needs while the upstream is asked for its
+        answer (the check then finds it under way, or done)."""
+        if isinstance(call_request(params), CallRequest) and len(params) > 1:
+            self._prepared(params)
+
+    def _prepared(self, params: Any) -> asyncio.Future[_Prepared]:
+        key = orjson.dumps(params[:2], option=orjson.OPT_SORT_KEYS)
+        under_way = self._preparing.get(key)
+        if under_way is None:
+            under_way = self._preparing[key] = asyncio.ensure_future(self._prepare(params))
+            # Kept until the check that follows has taken it (or for a moment, if none does).
+            loop = asyncio.get_running_loop()
+            under_way.add_done_callback(
+                lambda _: loop.call_later(_PREPARED_KEPT_S, self._preparing.pop, key, None)
+            )
+            # A failure no check came to read (the upstream's answer failed first).
+            under_way.add_done_callback(lambda done: done.cancelled() or done.exception())
+        return under_way
+
     async def _executed(self, params: Any) -> Executed | str:
         """The call executed over the state of its block, proven; a reason in words when
-        it is not a call executed locally, or about a block the consensus does not have."""
+        it is not a call executed locally."""
         request = call_request(params)
         if not isinstance(request, CallRequest):
             return request
-        block = params[1] if len(params) > 1 else None
-        if block is None:
+        if len(params) < 2 or params[1] is None:
             return "no block"
-        # The block's header and the hint at once; then every account's proof and the code
-        # not seen before, in upstream batches.
+        prepared = await asyncio.shield(self._prepared(params))
+        # Still the block the consensus has there (prepared a moment ago: a reorg since?).
+        number = hex(prepared.environment.number)
+        problem = await self._anchors.not_canonical(number, prepared.block_hash, "call")
+        if problem is not None:
+            raise Unproven(problem)
+        executed = await self.evm.execute(
+            prepared.environment,
+            request,
+            prepared.accounts,
+            prepared.slots,
+            prepared.state,
+            EXECUTION_TIMEOUT_S,
+        )
+        for note in prepared.notes:
+            note_verification(note)
+        note_verification(
+            f"eth_call executed at block {prepared.environment.number} "
+            f"({prepared.block_hash[:12]}…) over {len(prepared.accounts)} accounts and "
+            f"{sum(len(v) for v in prepared.slots.values())} slots proven against its "
+            f"stateRoot, {executed.proven_on_touch} more proven when touched: "
+            f"{executed.outcome}, {executed.gas_used} gas"
+        )
+        return executed
+
+    async def _prepare(self, params: list[Any]) -> _Prepared:
+        """The block's checked header and environment, and the state the hint names,
+        proven: the header and the hint at once; then the block's anchor and every
+        account's proof (and the code not seen before) at once, in upstream batches."""
+        request = call_request(params)
+        assert isinstance(request, CallRequest)
+        block = params[1]
+        # What anchoring the block takes, for the trace of the check that reads this (the
+        # preparation runs as a task of its own: its notes are its own).
+        notes: list[str] = []
+        VERIFICATION_NOTES.set(notes)
         header, (hint_answer, hint_error) = await asyncio.gather(
             self._anchors.header(block),
             self._fetch("eth_createAccessList", [params[0], block]),
         )
-        anchors = self._anchors
-        problem = await anchors.not_canonical(header.get("number"), header.get("hash"), "call")
-        if problem is not None:
-            raise Unproven(problem)
         environment = block_environment(header)
         if isinstance(environment, str):
             raise Unproven(environment)
@@ -99,28 +154,43 @@ class ExecutedCalls:
         wanted = access_hint(hint_answer) if hint_error is None else {}
         for address in (request.caller, request.to, environment.coinbase):
             wanted.setdefault(address, set())
+        anchoring = asyncio.ensure_future(
+            self._anchors.not_canonical(header.get("number"), header.get("hash"), "call")
+        )
         in_batch = CLIENT_BATCH.set(ClientBatch())
         try:
             proven = await asyncio.gather(
                 *(state.prove(address, sorted(slots)) for address, slots in wanted.items())
             )
+        except BaseException:
+            anchoring.cancel()
+            raise
         finally:
             CLIENT_BATCH.reset(in_batch)
-        accounts = {address: account for address, account, _ in proven}
-        slots = {address: values for address, _, values in proven}
-        executed = await self.evm.execute(
-            environment, request, accounts, slots, state, EXECUTION_TIMEOUT_S
+        problem = await anchoring
+        if problem is not None:
+            raise Unproven(problem)
+        return _Prepared(
+            environment=environment,
+            block_hash=str(header.get("hash")),
+            accounts={address: account for address, account, _ in proven},
+            slots={address: values for address, _, values in proven},
+            state=state,
+            notes=notes,
         )
-        note_verification(
-            f"eth_call executed at block {environment.number} ({str(header.get('hash'))[:12]}…) "
-            f"over {len(accounts)} accounts and {sum(len(v) for v in slots.values())} slots "
-            f"proven against its stateRoot, {executed.proven_on_touch} more proven when "
-            f"touched: {executed.outcome}, {executed.gas_used} gas"
-        )
-        return executed
 
     async def close(self) -> None:
         await self.evm.close()
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    environment: BlockEnvironment
+    block_hash: str
+    accounts: dict[str, ProvenAccount]
+    slots: dict[str, dict[int, int]]
+    state: _BlockState
+    notes: list[str]
 
 
 class _BlockState:

@@ -442,6 +442,8 @@ class ChainRuntime:
             head = self._served_head()
         rule = self._quorum.get(call.method)
         proof_params = proof_call(call.method, call.params) if self.verifier.proves else None
+        if call.method == "eth_call" and self.verifier.calls is not None:
+            self.verifier.calls.prepare(call.params)  # proven while the upstream answers
         if proof_params is not None:  # verify: proofs: from the account's checked proof
             outcome = await self._proven_state(call, proof_params, context)
         elif call.method == "eth_sendRawTransaction" and self._failover_config.broadcast > 1:

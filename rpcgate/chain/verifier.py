@@ -166,6 +166,9 @@ class Verifier:
         self.proves = mode == "proofs"  # state answered from eth_getProof (execute.py)
         self._headers: dict[str, dict[str, Any]] = {}  # checked headers by hash, oldest first
         self._fetching_headers: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._anchoring: dict[tuple[int, str], asyncio.Future[str | None]] = {}
+        self._by_number: dict[str, dict[str, Any]] = {}  # headers by number, for one head
+        self._by_number_head: str | None = None
         self._anchors: dict[int, str] = {}  # final blocks' proven hashes, oldest first
         self._anchors_genesis: str | None = None  # the chain's life they belong to
         self._recent: dict[int, str] = {}  # non-final blocks' proven hashes, for one head
@@ -285,6 +288,17 @@ class Verifier:
         known = self._anchor_known(height, head_hash, view)
         if known is not None:
             return known
+        # One proof (or walk) for the checks that want the same height at once.
+        key = (height, head_hash)
+        anchoring = self._anchoring.get(key)
+        if anchoring is None:
+            anchoring = self._anchoring[key] = asyncio.ensure_future(
+                self._anchor(height, head, head_hash, view)
+            )
+            anchoring.add_done_callback(lambda _: self._anchoring.pop(key, None))
+        return await asyncio.shield(anchoring)
+
+    async def _anchor(self, height: int, head: int, head_hash: str, view: ChainView) -> str | None:
         if asyncio.get_running_loop().time() >= self._no_history_until:
             proven = await self._hopped_hash(height, head, head_hash, view)
             if proven is not None:
@@ -521,11 +535,20 @@ class Verifier:
         fetch for the checks that want the same header at once (an eth_call's proofs)."""
         if isinstance(block, dict):
             block = block.get("blockHash") or block.get("blockNumber")
+        key = str(block).lower()
         if isinstance(block, str) and len(block) == 66:
-            known = self._headers.get(block.lower())
+            known = self._headers.get(key)
             if known is not None:
                 return known
-        key = str(block).lower()
+        else:  # by number: the one fetched while the head is the same (a reorg moves it)
+            head = self._view().head
+            if head is not None and self._by_number_head == head.hash:
+                known = self._by_number.get(key)
+                if known is not None:
+                    return known
+            elif head is not None:
+                self._by_number.clear()
+                self._by_number_head = head.hash
         fetching = self._fetching_headers.get(key)
         if fetching is None:
             fetching = self._fetching_headers[key] = asyncio.ensure_future(
@@ -548,6 +571,8 @@ class Verifier:
         if len(self._headers) >= _HEADERS_KEPT:
             self._headers.pop(next(iter(self._headers)))
         self._headers[str(result.get("hash")).lower()] = result
+        if not by_hash and len(self._by_number) < _HEADERS_KEPT:
+            self._by_number[str(block).lower()] = result
         return result
 
     async def _block_receipts_problem(self, args: list[Any], receipts: Any) -> str | None:
