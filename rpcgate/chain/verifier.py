@@ -550,12 +550,25 @@ class Verifier:
                 self._by_number.clear()
                 self._by_number_head = head.hash
         fetching = self._fetching_headers.get(key)
-        if fetching is None:
-            fetching = self._fetching_headers[key] = asyncio.ensure_future(
-                self._fetched_header(block)
-            )
-            fetching.add_done_callback(lambda _: self._fetching_headers.pop(key, None))
-        return await asyncio.shield(fetching)
+        if fetching is not None:
+            return await asyncio.shield(fetching)
+        # The first asks; the others wait on a future (no task of its own: a range of
+        # headers is a thousand of these).
+        fetching = self._fetching_headers[key] = asyncio.get_running_loop().create_future()
+        try:
+            header = await self._fetched_header(block)
+        except BaseException as exc:
+            if not fetching.done():
+                fetching.set_exception(
+                    exc if isinstance(exc, Exception) else Unverifiable(f"header of {key[:20]}")
+                )
+                fetching.exception()  # read here: nobody may be waiting
+            raise
+        else:
+            fetching.set_result(header)
+            return header
+        finally:
+            self._fetching_headers.pop(key, None)
 
     async def _fetched_header(self, block: Any) -> dict[str, Any]:
         by_hash = isinstance(block, str) and len(block) == 66
