@@ -107,6 +107,8 @@ class ExecutedCalls:
             return request
         if len(params) < 2 or params[1] is None:
             return "no block"
+        if not await self.evm.ready():  # no pyrevm here: served unexecuted (`consensus`)
+            return self.evm.unavailable_reason
         prepared = await asyncio.shield(self._prepared(params))
         # Still the block the consensus has there (prepared a moment ago: a reorg since?).
         number = hex(prepared.environment.number)

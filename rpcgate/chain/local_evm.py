@@ -81,6 +81,11 @@ class LocalEvm:
         self._url = ""
         self._starting: asyncio.Lock | None = None
 
+    async def ready(self) -> bool:
+        """Whether executions can run here (the workers start with the first question)."""
+        await self._started()
+        return bool(self.available)
+
     async def execute(
         self,
         environment: BlockEnvironment,

@@ -262,3 +262,26 @@ def test_the_trace_shows_the_execution_and_the_anchors(
     assert any(f"eth_call executed at block {int(block, 16)}" in n for n in notes), notes
     assert any("5 accounts" in n and "returned" in n for n in notes), notes
     assert any("history contract" in n for n in notes), notes
+
+
+def test_without_pyrevm_calls_are_served_unexecuted(
+    world: World,
+    start_gateway: GatewayFactory,
+    background_loop: BackgroundLoop,
+    tmp_path: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Where pyrevm has no wheel (another platform, Python 3.13), the workers say so at
+    their start: eth_call is answered as before, at the `consensus` level, never refused."""
+    hidden = tmp_path / "pyrevm"
+    hidden.mkdir()
+    (hidden / "__init__.py").write_text("raise ImportError('no pyrevm on this platform')\n")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    cluster, proxies, dex = world
+    gateway = _gateway(start_gateway, proxies, "proofs")
+    block = hex(cluster[2].block_number())
+    calls = _calls(dex)
+    honest = [_honest(cluster, call, block) for call in calls]
+    replies = background_loop.run(_ask_all(gateway.url, [("eth_call", [c, block]) for c in calls]))
+    assert [_served(r) for r in replies] == honest
+    assert {r["verified"] for r in replies if "result" in r} == {"consensus"}
