@@ -9,7 +9,10 @@ Scenarios:
   a. cache hits: a finalized eth_getBalance (rpcgate answers from its cache; the bare dict
      server answers the same JSON; nginx and the bare proxy pass it to the node);
   b. pass-through: an uncacheable call (eth_getBalance at `pending`);
-  c. 50-item batches of uncacheable calls;
+  c. 50-item batches of uncacheable calls; then 50-item batches of cache hits (against the
+     bare dict server answering the same batch), and the mixed batch ethers sends when a
+     page loads (16 reads, some of them cached: the chain id, the head, finalized balances;
+     the rest `pending` balances), against the bare proxy;
   d. the realistic dApp mix with 30 ms upstreams (a block every 3 s);
   e. the mix with one of three upstreams killed halfway through;
   f. (--soak) 5 minutes of the mix at a steady concurrency; RSS sampled;
@@ -432,6 +435,31 @@ def path_bodies() -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]
     return hit, passthrough, batch
 
 
+def cached_batch() -> list[dict[str, Any]]:
+    """50 balances of 50 accounts at a finalized block: cache hits once stored."""
+    return [
+        {
+            "jsonrpc": "2.0",
+            "id": i,
+            "method": "eth_getBalance",
+            "params": [f"0x{0xCAC0 + i:040x}", "0x3"],
+        }
+        for i in range(50)
+    ]
+
+
+def page_load_batch() -> list[dict[str, Any]]:
+    """What ethers v6 sends in one batch when a page loads: 16 reads, 8 of them cacheable
+    (the chain id, the head, finalized balances) and 8 not (`pending` balances)."""
+    calls: list[tuple[str, list[Any]]] = [("eth_chainId", []), ("eth_blockNumber", [])]
+    calls += [("eth_getBalance", [f"0x{0xCAC0 + i:040x}", "0x3"]) for i in range(6)]
+    calls += [("eth_getBalance", [f"0x{0xFEE0 + i:040x}", "pending"]) for i in range(8)]
+    return [
+        {"jsonrpc": "2.0", "id": i, "method": method, "params": params}
+        for i, (method, params) in enumerate(calls)
+    ]
+
+
 def run(args: argparse.Namespace, notes: list[str]) -> list[Row]:
     """The measured rows; what the table cannot hold goes into `notes`, a line each."""
     rows: list[Row] = []
@@ -476,6 +504,19 @@ def run(args: argparse.Namespace, notes: list[str]) -> list[Row]:
                 compare(rows, "b pass-through c=1", alone, [passthrough], one, pinned)
             if "c" in args.scenarios:
                 compare(rows, "c batch of 50", forwarding, [batch], args, pinned, 50)
+                hits, page = cached_batch(), page_load_batch()
+                post(gateway, hits)  # stored: the next ones are hits
+                post(gateway, page)
+                bare_batch, bare_batch_process = servers.bare_dict(
+                    [pair for call in hits for pair in dict_answers(node, call)], pinned
+                )
+                cached_targets: list[Target] = [
+                    ("bare dict", bare_batch, bare_batch_process, None),
+                    ("rpcgate", gateway, gateway_process, count),
+                ]
+                compare(rows, "c cached batch of 50", cached_targets, [hits], args, pinned, 50)
+                page_targets = [t for t in forwarding if t[0] in ("bare proxy", "rpcgate")]
+                compare(rows, "c page-load batch", page_targets, [page], args, pinned, 16)
             servers.stop_all()
         if "a" in args.scenarios and CORES >= 2:
             # All cores: two workers on one port against nginx (one worker process, the
@@ -620,6 +661,8 @@ def ratios(rows: list[Row]) -> str:
             ("a cache hit", "bare dict"),
             ("b pass-through", "bare proxy"),
             ("c batch of 50", "bare proxy"),
+            ("c cached batch of 50", "bare dict"),
+            ("c page-load batch", "bare proxy"),
         ):
             ours, base = rps(scenario, "rpcgate", pinned), rps(scenario, floor, pinned)
             if ours and base:
@@ -627,6 +670,15 @@ def ratios(rows: list[Row]) -> str:
             nginx = rps(scenario, "nginx", pinned)
             if ours and nginx:
                 lines.append(f"- {scenario}, {label}: rpcgate / nginx = {ours / nginx:.2f}")
+    for pinned in (False, True):
+        cached = rps("c cached batch of 50", "rpcgate", pinned)
+        uncached = rps("c batch of 50", "rpcgate", pinned)
+        if cached and uncached:
+            label = "pinned" if pinned else "unpinned"
+            lines.append(
+                f"- c cached batch of 50 / c batch of 50 (items per second), {label}: "
+                f"{cached / uncached:.1f}"
+            )
     workers = rps("a cache hit", "rpcgate x2", False)
     nginx = rps("a cache hit", "nginx beside x2", False)
     bare_x2 = rps("a cache hit", "bare dict x2", False)

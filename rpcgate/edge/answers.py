@@ -112,17 +112,50 @@ async def answer_request(
     if len(parsed.items) == 1:
         answers = [await answer_item(chain, parsed.items[0], context, metrics)]
     else:
-        # The items' upstream calls travel as upstream batches (upstream.py); each item
-        # keeps its own failover. The tasks gather makes copy the context as it is here.
-        in_batch = CLIENT_BATCH.set(ClientBatch())
-        try:
-            answers = await asyncio.gather(
-                *(answer_item(chain, i, context.for_item(), metrics) for i in parsed.items)
-            )
-        finally:
-            CLIENT_BATCH.reset(in_batch)
+        # What the gateway holds (cache hits, the head) is answered here and now, with no
+        # task and no await; the rest takes the full path, each item in a task of its own.
+        held: list[Answer | None] = [answer_held(chain, i, context, metrics) for i in parsed.items]
+        rest = [item for item, answer in zip(parsed.items, held, strict=True) if answer is None]
+        fetched: list[Answer] = []
+        if rest:
+            # The items' upstream calls travel as upstream batches (upstream.py); each item
+            # keeps its own failover. The tasks gather makes copy the context as it is here.
+            in_batch = CLIENT_BATCH.set(ClientBatch())
+            try:
+                fetched = await asyncio.gather(
+                    *(answer_item(chain, i, context.for_item(), metrics) for i in rest)
+                )
+            finally:
+                CLIENT_BATCH.reset(in_batch)
+        others = iter(fetched)
+        answers = [answer if answer is not None else next(others) for answer in held]
     payload = encode_response([a.body for a in answers if a.body is not None], parsed.is_batch)
     return payload, diagnostics(answers, parsed.is_batch)
+
+
+def answer_held(
+    chain: ChainRuntime, item: Call | Invalid, context: CallContext, metrics: CallRecorder
+) -> Answer | None:
+    """A batch item's answer when the gateway has it in hand (as `answer_in_hand`); None
+    when it needs the full path (or the client asked for a trace)."""
+    if not isinstance(item, Call) or item.is_notification or context.trace:
+        return None
+    try:
+        local = chain.answer_locally(item, context.read_cache)
+    except Exception:  # a bug: the item takes the full path, whose errors are answered
+        log.exception("answer_locally_failed", method=item.method)
+        return None
+    if local is None or local.result_json is None:
+        return None
+    metrics.call_answered_locally(chain.config.name, item.method, perf_counter() - context.started)
+    return Answer(
+        {"jsonrpc": "2.0", "id": item.id, "result": Fragment(local.result_json)},
+        local.upstream,
+        0,
+        local.cache,
+        local.block,
+        chain.verified_level(item, local),
+    )
 
 
 def answer_in_hand(

@@ -103,6 +103,39 @@ def test_every_diagnostics_header_of_a_batch_has_one_value_per_answer_in_order(
     assert values["Verified"][2] == "none"
 
 
+def test_a_batch_answers_what_it_holds_at_once_and_the_rest_in_order(
+    anvil_cluster: AnvilClusterFactory, start_gateway: GatewayFactory
+) -> None:
+    """Cache hits and the head are answered where they are held, without the full path;
+    the other items take it; each answer keeps its place, its id and its header values."""
+    cluster = anvil_cluster(2, chain_id=CHAIN_ID)
+    cluster.mine_all(2)
+    gateway = start_gateway(cluster.urls)
+    gateway.sync()
+    for address in ADDRESSES[:2]:
+        gateway.rpc("eth_getBalance", [address, "0x1"])  # stored
+    batch = [
+        {"jsonrpc": "2.0", "id": "a", "method": "eth_getBalance", "params": [ADDRESSES[2], "0x1"]},
+        {"jsonrpc": "2.0", "id": "b", "method": "eth_getBalance", "params": [ADDRESSES[0], "0x1"]},
+        {"jsonrpc": "2.0", "id": "c", "method": "eth_blockNumber", "params": []},
+        {"jsonrpc": "2.0", "id": "d", "method": "eth_chainId", "params": []},
+        {"jsonrpc": "2.0", "id": "e", "method": "eth_getBalance", "params": [ADDRESSES[1], "0x1"]},
+    ]
+    reply = gateway.post(batch)
+    answers = reply.json()
+    assert [a["id"] for a in answers] == ["a", "b", "c", "d", "e"]
+    assert answers[2]["result"] == hex(2)
+    assert answers[3]["result"] == hex(CHAIN_ID)
+    values = {
+        name: reply.headers[f"X-Rpcgate-{name}"].split(",")
+        for name in ("Upstream", "Attempts", "Cache", "Block")
+    }
+    assert values["Cache"][0] == "miss" and values["Cache"][1] == values["Cache"][4] == "hit"
+    assert [values["Upstream"][i] for i in (1, 2, 4)] == ["cache", "gateway", "cache"]
+    assert [values["Attempts"][i] for i in (1, 2, 4)] == ["0", "0", "0"]
+    assert values["Block"][:3] == ["1", "1", "2"]
+
+
 def test_a_batch_of_notifications_alone_has_no_diagnostics_values(gateway: RunningGateway) -> None:
     reply = gateway.post([{"jsonrpc": "2.0", "method": "eth_chainId"}] * 2)
     assert reply.status == 204
