@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 from multidict import CIMultiDict
 
-from rpcgate.edge.rate_limits import Bucket, Rate, retry_after_header, take
+from rpcgate.edge.rate_limits import Bucket, Rate, lease_size, retry_after_header, take
 from tests.conftest import GatewayFactory, ProxiedClusterFactory, RunningGateway, ServeProcess
 from tests.harness.faultproxy import Fault
 from tests.harness.fixtures import AnvilClusterFactory
@@ -40,6 +40,21 @@ def test_token_bucket(
     bucket: Bucket | None, cost: int, now: float, after: Bucket, wait: float
 ) -> None:
     assert take(bucket, Rate(2.0, 10), cost, now) == (after, wait)
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("rate", "size"),
+    [
+        (Rate(100.0, 200), 5),  # a twentieth of a second of the rate
+        (Rate(1000.0, 100), 5),  # at most a twentieth of the burst
+        (Rate(10.0, 20), 1),
+        (Rate(0.001, 5), 1),  # at least one
+        (Rate(10_000.0, 10_000), 500),
+    ],
+)
+def test_a_lease_is_a_small_share_of_the_bucket(rate: Rate, size: int) -> None:
+    assert lease_size(rate) == size
 
 
 @pytest.mark.unit
@@ -314,9 +329,11 @@ def test_redis_down_falls_back_to_counting_in_process(
     )
     assert [gateway.post(CALL).status for _ in range(2)] == [200, 200]  # 3 left, in Redis
     redis_server.kill()
-    # In process, the client starts again with a full bucket: served, never all refused...
-    after = [gateway.post(CALL).status for _ in range(7)]
-    assert after == [200] * 5 + [429] * 2  # ...and still limited
+    # In process, the client starts again with a full bucket: served, never all refused
+    # (and the token its replica's lease still held, taken from Redis before it went)...
+    after = [gateway.post(CALL).status for _ in range(8)]
+    assert after[:5] == [200] * 5 and after[-2:] == [429] * 2  # ...and still limited
+    assert after.count(200) <= 6
     events = [json.loads(line)["event"] for line in log_lines.getvalue().splitlines()]
     assert events.count("rate_limits_local") == 1
 
@@ -378,3 +395,68 @@ def test_refusals_are_counted_in_status_and_metrics(
     metrics = gateway.loop.run(get("/metrics")).decode()
     assert 'rpcgate_client_refusals_total{reason="rate_limit"} 3.0' in metrics
     assert "rpcgate_rate_limits_shared 0.0" in metrics
+
+
+def _evalsha_calls(redis_server: RedisServer) -> int:
+    stats = redis_server.client().info("commandstats")
+    return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
+
+
+def test_calls_spend_a_lease_without_a_redis_round_trip_each(
+    anvil_cluster: AnvilClusterFactory, start_gateway: GatewayFactory, redis_server: RedisServer
+) -> None:
+    """A hundred calls of one client through one replica: a few Redis scripts (a lease of
+    five tokens each, asked ahead), not one a call; and still limited by the Redis bucket."""
+    gateway = start_gateway(
+        anvil_cluster(1, automine=True).urls,
+        cache={"redis_url": redis_server.url},
+        limits={**LIMIT_LOOPBACK, "rate_per_s": 100, "rate_burst": 100},
+    )
+    gateway.rpc("eth_chainId")  # the first lease
+    before = _evalsha_calls(redis_server)
+    statuses = [gateway.post(CALL).status for _ in range(60)]
+    scripts = _evalsha_calls(redis_server) - before
+    assert statuses.count(200) >= 55
+    assert scripts <= 60 // lease_size(Rate(100, 100)) + 3, scripts
+
+
+def test_two_replicas_spend_a_clients_budget_within_what_the_leases_hold(
+    serve_process: ServeProcess, anvil_cluster: AnvilClusterFactory, redis_server: RedisServer
+) -> None:
+    """One client floods two replicas at once for two seconds: what they serve together is
+    never more than its Redis bucket gives (burst plus the rate over the time), and short of
+    it by at most the tokens the leases hold (the error the docs state)."""
+    upstream = anvil_cluster(1, automine=True).urls[0]
+    rate, burst = 100, 100
+    shared = {
+        "cache": {"redis_url": redis_server.url},
+        "limits": {**LIMIT_LOOPBACK, "rate_per_s": rate, "rate_burst": burst},
+    }
+    first, first_process = serve_process(upstream, **shared)
+    second, second_process = serve_process(upstream, **shared)
+    try:
+
+        async def flood() -> tuple[list[int], float]:
+            statuses: list[int] = []
+            started = time.monotonic()
+            async with aiohttp.ClientSession() as session:
+
+                async def one_stream(url: str) -> None:
+                    while time.monotonic() - started < 2.0:
+                        async with session.post(url, json=CALL) as resp:
+                            statuses.append(resp.status)
+
+                await asyncio.gather(*(one_stream(u) for u in (first, second) * 8))
+            return statuses, time.monotonic() - started
+
+        statuses, elapsed = asyncio.run(flood())
+    finally:
+        for process in (first_process, second_process):
+            process.send_signal(signal.SIGINT)
+            process.wait(10)
+    served = statuses.count(200)
+    budget = burst + rate * elapsed
+    assert served <= budget + 1, (served, budget)
+    held = 2 * lease_size(Rate(rate, burst))
+    assert served >= 0.9 * budget - held, (served, budget)
+    assert statuses.count(429) > 0
