@@ -58,12 +58,20 @@ from cache_bench import HOT_ACCOUNTS, dapp_mix, prepare_chain, upstream_requests
 from tests.harness.anvil import AnvilCluster  # noqa: E402
 from tests.harness.faultproxy import Fault, FaultProxy  # noqa: E402
 from tests.harness.loop import BackgroundLoop  # noqa: E402
+from tests.harness.redis_server import RedisServer  # noqa: E402
 from tests.harness.tools import free_port, process_memory, wait_for_http  # noqa: E402
 
 CHAIN_ID = 31337
 UPSTREAM_LATENCY_S = 0.030
 CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 NO_LIMITS = {"rate_per_s": 0, "max_concurrent_per_client": 0}  # one load address, by design
+# Limits counted for every client, through Redis, at a rate the load never reaches.
+LIMITED_NEVER_REFUSED = {
+    "unlimited_networks": [],
+    "rate_per_s": 10_000_000,
+    "rate_burst": 10_000_000,
+    "max_concurrent_per_client": 0,
+}
 
 
 @dataclass
@@ -168,13 +176,20 @@ class Servers:
         return process
 
     def rpcgate(
-        self, upstreams: list[str], pinned: bool, workers: int = 1, mined_every: bool = False
+        self,
+        upstreams: list[str],
+        pinned: bool,
+        workers: int = 1,
+        mined_every: bool = False,
+        redis_url: str | None = None,
     ) -> tuple[str, subprocess.Popen[bytes]]:
+        """A gateway; with `redis_url`, sharing Redis and with rate limits on for every
+        client (the load's own too, at a rate it never reaches)."""
         port = free_port()
-        config = {
+        config: dict[str, Any] = {
             "listen": f"127.0.0.1:{port}",
             "log_level": "warning",
-            "limits": NO_LIMITS,
+            "limits": NO_LIMITS if redis_url is None else LIMITED_NEVER_REFUSED,
             "chains": [
                 {
                     "name": "devnet",
@@ -184,6 +199,8 @@ class Servers:
                 }
             ],
         }
+        if redis_url is not None:
+            config["cache"] = {"redis_url": redis_url}
         path = self.workdir / f"rpcgate-{port}.yaml"
         path.write_text(yaml.safe_dump(config))
         command = [sys.executable, "-m", "rpcgate.cli", "serve", "--config", str(path)]
@@ -494,7 +511,15 @@ def run(args: argparse.Namespace, notes: list[str]) -> list[Row]:
             if nginx:
                 targets.insert(3, ("nginx", nginx[0], nginx[1], None))
             if "a" in args.scenarios:
-                compare(rows, "a cache hit", targets, [hit], args, pinned)
+                hit_targets = list(targets)
+                redis = RedisServer().start() if shutil.which("redis-server") else None
+                if redis is not None:  # the same gateway, with Redis and rate limits on
+                    shared, shared_process = servers.rpcgate([node], pinned, redis_url=redis.url)
+                    post(shared, hit)
+                    hit_targets.append(("rpcgate redis+limits", shared, shared_process, None))
+                compare(rows, "a cache hit", hit_targets, [hit], args, pinned)
+                if redis is not None:
+                    redis.stop()
             forwarding = [t for t in targets if t[0] != "bare dict"]
             if "b" in args.scenarios:
                 compare(rows, "b pass-through", forwarding, [passthrough], args, pinned)
@@ -678,6 +703,15 @@ def ratios(rows: list[Row]) -> str:
             lines.append(
                 f"- c cached batch of 50 / c batch of 50 (items per second), {label}: "
                 f"{cached / uncached:.1f}"
+            )
+    for pinned in (False, True):
+        limited = rps("a cache hit", "rpcgate redis+limits", pinned)
+        alone = rps("a cache hit", "rpcgate", pinned)
+        if limited and alone:
+            label = "pinned" if pinned else "unpinned"
+            lines.append(
+                f"- a cache hit, {label}: rpcgate with Redis and rate limits / without = "
+                f"{limited / alone:.2f}"
             )
     workers = rps("a cache hit", "rpcgate x2", False)
     nginx = rps("a cache hit", "nginx beside x2", False)

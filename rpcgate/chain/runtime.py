@@ -139,6 +139,8 @@ class ChainRuntime:
         )
         self._failover = Failover(self.upstreams, self.tracker, failover, drills, self.verifier)
         self._levels: dict[tuple[str, bool], Level] = {}  # per method, and anchored or not
+        # Batches answered wholly from what the gateway holds, by their calls (edge/answers).
+        self.held_batches: dict[bytes, Any] = {}
         self._failover_config = failover
         self._quorum = {rule.method: rule for rule in config.quorum}
         self.policy = MethodPolicy(config.methods)
@@ -381,6 +383,10 @@ class ChainRuntime:
             return None
         self.cache_counters.hits += 1
         return _hit(entry.result_json, pinned_call.block, entry.block_number)
+
+    def view_token(self) -> object:
+        """What changes whenever the consensus does (answers held for it go with it)."""
+        return self._consensus_view()[2]
 
     def _prepare(self, call: Call) -> tuple[int | None, ChainView, PinnedCall, CachePlan]:
         head, tags, view = self._consensus_view()

@@ -10,12 +10,13 @@ each header is about answer i.
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from dataclasses import dataclass
 from time import perf_counter
 from typing import Any
 
 import structlog
-from orjson import Fragment
+from orjson import Fragment, loads
 
 from rpcgate.chain.outcome import Outcome
 from rpcgate.chain.runtime import ChainRuntime
@@ -60,6 +61,7 @@ class Answer:
     cache: str
     block: int | None = None
     verified: str = "none"
+    held: bytes | None = None  # the result's JSON, when answered from what the gateway holds
 
 
 async def answer_item(
@@ -129,8 +131,94 @@ async def answer_request(
                 CLIENT_BATCH.reset(in_batch)
         others = iter(fetched)
         answers = [answer if answer is not None else next(others) for answer in held]
+        if not rest and parsed.is_batch and context.read_cache and not context.trace:
+            remember_held_batch(chain, parsed, answers)
     payload = encode_response([a.body for a in answers if a.body is not None], parsed.is_batch)
     return payload, diagnostics(answers, parsed.is_batch)
+
+
+@dataclass(slots=True)
+class HeldBatch:
+    """A batch every item of which the gateway answered from what it holds, as sent: the
+    same calls (whatever their ids) get the same answers while the consensus is the same."""
+
+    view: object  # the chain's consensus view it was answered in (ChainRuntime.view_token)
+    until: float  # monotonic: remembered this long at most
+    results: list[bytes]
+    headers: dict[str, str]
+    methods: list[tuple[str, int]]  # each method, and how many of its calls
+    cache_hits: int  # items answered from the cache (the others: the consensus head)
+
+
+HELD_BATCH_S = 1.0
+_HELD_BATCHES = 256  # per chain
+_ITEM_MEMBERS = frozenset({"jsonrpc", "id", "method", "params"})
+
+
+def _batch_calls(items: list[Any]) -> bytes:
+    return dumps([[method, params] for method, params in items])
+
+
+def remember_held_batch(chain: ChainRuntime, parsed: Request, answers: list[Answer]) -> None:
+    calls: list[tuple[Any, Any]] = []
+    results: list[bytes] = []
+    for item, answer in zip(parsed.items, answers, strict=True):
+        if not isinstance(item, Call) or answer.body is None:
+            return
+        if answer.held is None:
+            return
+        calls.append((item.method, item.params))
+        results.append(answer.held)
+    held = chain.held_batches
+    if len(held) >= _HELD_BATCHES:
+        held.clear()
+    held[_batch_calls(calls)] = HeldBatch(
+        chain.view_token(),
+        perf_counter() + HELD_BATCH_S,
+        results,
+        diagnostics(answers, True),
+        list(Counter(str(c[0]) for c in calls).items()),
+        sum(answer.cache == "hit" for answer in answers),
+    )
+
+
+def batch_in_hand(chain: ChainRuntime, body: bytes) -> tuple[bytes, HeldBatch] | None:
+    """A batch answered as the same calls were a moment ago (`HeldBatch`), with this
+    request's ids: the body and what was remembered; None when it is not one (the full
+    parse and path then answer it)."""
+    held = chain.held_batches
+    if not held or body.lstrip()[:1] != b"[":
+        return None
+    try:
+        items = loads(body)
+    except ValueError:
+        return None
+    if type(items) is not list:
+        return None
+    calls: list[tuple[Any, Any]] = []
+    ids: list[Any] = []
+    for item in items:
+        if type(item) is not dict or item.get("jsonrpc") != "2.0":
+            return None
+        if not item.keys() <= _ITEM_MEMBERS:
+            return None
+        ident = item.get("id", _NO_ID)
+        if ident is not None and type(ident) not in (str, int):
+            return None  # a notification, or an id the full parse must judge
+        ids.append(ident)
+        calls.append((item.get("method"), item.get("params")))
+    found = held.get(_batch_calls(calls))
+    if found is None or found.view is not chain.view_token() or found.until < perf_counter():
+        return None
+    payload = b"[%s]" % b",".join(
+        b'{"jsonrpc":"2.0","id":%s,"result":%s}' % (dumps(ident), result)
+        for ident, result in zip(ids, found.results, strict=True)
+    )
+    chain.cache_counters.hits += found.cache_hits
+    return payload, found
+
+
+_NO_ID = object()
 
 
 def answer_held(
@@ -155,6 +243,7 @@ def answer_held(
         local.cache,
         local.block,
         chain.verified_level(item, local),
+        local.result_json,
     )
 
 
@@ -205,6 +294,14 @@ async def answer_body(
                 chain.config.name, single.method, perf_counter() - started
             )
             return in_hand[0]
+    if single is None and read_cache:
+        held = batch_in_hand(chain, body)
+        if held is not None:
+            answered, batch = held
+            elapsed = perf_counter() - started
+            for method, calls in batch.methods:
+                metrics.call_answered_locally(chain.config.name, method, elapsed, calls)
+            return answered
     parsed = request_of(body, single, max_batch_items, max_depth=max_depth)
     context = CallContext.arriving(
         budget_s, started=started, read_cache=read_cache, asked_locally=single is not None

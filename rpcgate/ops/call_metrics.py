@@ -83,13 +83,16 @@ class CallRecorder:
         self.in_flight: collections.Counter[str] = collections.Counter()  # chain -> calls
         self.history = Histories()  # per upstream, the last 15 minutes (status page charts)
 
-    def call_answered_locally(self, chain: str, method: str, seconds: float) -> None:
-        """The cache-hit path: one dict get and two increments."""
+    def call_answered_locally(
+        self, chain: str, method: str, seconds: float, calls: int = 1
+    ) -> None:
+        """The cache-hit path: one dict get and two increments (`calls` of one method
+        answered together, a batch's, count each with the batch's time)."""
         series = self._calls.get((chain, method, LOCAL))
         if series is None:
             series = self._series(chain, method, LOCAL)
-        series.counts[bisect_left(LATENCY_BUCKETS_S, seconds)] += 1
-        series.total_s += seconds
+        series.counts[bisect_left(LATENCY_BUCKETS_S, seconds)] += calls
+        series.total_s += seconds * calls
 
     def call_answered(
         self, chain: str, method: str | None, outcome: Outcome, seconds: float

@@ -136,6 +136,49 @@ def test_a_batch_answers_what_it_holds_at_once_and_the_rest_in_order(
     assert values["Block"][:3] == ["1", "1", "2"]
 
 
+def test_the_same_calls_again_are_answered_as_held_until_the_head_moves(
+    anvil_cluster: AnvilClusterFactory, start_gateway: GatewayFactory
+) -> None:
+    """A batch answered wholly from what the gateway holds is answered again, with the next
+    request's ids, from what was answered, while the consensus is the same; once the head
+    moves, never: the head and every answer about it are asked anew."""
+    cluster = anvil_cluster(2, chain_id=CHAIN_ID)
+    cluster.mine_all(2)
+    gateway = start_gateway(cluster.urls)
+    gateway.sync()
+
+    def batch(first_id: int) -> list[dict[str, object]]:
+        calls = [
+            ("eth_getBalance", [ADDRESSES[0], "0x1"]),
+            ("eth_blockNumber", []),
+            ("eth_getBalance", [ADDRESSES[1], "0x1"]),
+        ]
+        return [
+            {"jsonrpc": "2.0", "id": first_id + i, "method": m, "params": p}
+            for i, (m, p) in enumerate(calls)
+        ]
+
+    gateway.post(batch(0))  # the balances stored
+    held = gateway.post(batch(10))  # every item held: remembered as a batch
+    assert held.headers["X-Rpcgate-Cache"].split(",") == ["hit", "bypass", "hit"]
+    counters = gateway.gateway.chains[0].cache_counters
+    hits_before = counters.hits
+    again = gateway.post(batch(20))
+    assert [a["id"] for a in again.json()] == [20, 21, 22]
+    assert [a["result"] for a in again.json()] == [a["result"] for a in held.json()]
+    assert again.headers["X-Rpcgate-Cache"] == held.headers["X-Rpcgate-Cache"]
+    assert counters.hits == hits_before + 2
+
+    cluster.mine_all(1)
+    gateway.sync()
+    moved = gateway.post(batch(30)).json()
+    assert moved[1]["result"] == hex(3), moved  # the new head, not the one held
+    fresh = gateway.post(batch(40), headers={"Cache-Control": "no-cache"})
+    assert fresh.headers["X-Rpcgate-Cache"].split(",")[0] == "miss"
+    with_notification = [*batch(50), {"jsonrpc": "2.0", "method": "eth_chainId"}]
+    assert len(gateway.post(with_notification).json()) == 3
+
+
 def test_a_batch_of_notifications_alone_has_no_diagnostics_values(gateway: RunningGateway) -> None:
     reply = gateway.post([{"jsonrpc": "2.0", "method": "eth_chainId"}] * 2)
     assert reply.status == 204
