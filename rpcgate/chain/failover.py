@@ -10,9 +10,11 @@ together.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import time
 from collections.abc import Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,8 +52,14 @@ from rpcgate.rpc.methods import Kind, method_info
 from rpcgate.rpc.raw_transactions import transaction_hash
 from rpcgate.rpc.trace import VERIFICATION_NOTES, CallTrace
 from rpcgate.storage.cache_policy import answer_block
-from rpcgate.upstream.attempt import Attempt, Check, Tried, attempt, cut_short
+from rpcgate.upstream.attempt import Attempt, Check, Tried, attempt, attempt_many, cut_short
 from rpcgate.upstream.client import Reply, Upstream
+
+# The attempt a call already had (its client batch's upstream batch), set by the runtime in
+# the call's own task before it takes the full path: `run` counts it as the first.
+PRIOR_ATTEMPT: ContextVar[tuple[Tried, Attempt] | None] = ContextVar(
+    "rpcgate_prior_attempt", default=None
+)
 
 log = structlog.get_logger("rpcgate.failover")
 
@@ -160,6 +168,67 @@ class Failover:
         candidates = self._candidates(time.monotonic(), block, trace)
         return attempt_order(candidates, next(self._rotation))
 
+    async def run_many(
+        self, calls: list[Call], block: int | None, context: CallContext
+    ) -> list[tuple[Tried, Attempt] | None]:
+        """First attempts of calls of one client batch, all about `block` or below: the
+        upstreams that may serve it worked out once, each call's first choice taken by the
+        rotation as `run` takes it, and the calls of one upstream sent in upstream batches
+        (`attempt_many`), each upstream's at once. An upstream slower than the hedge delay
+        is given up (its request ends) where hedges may follow: its calls come back as None,
+        as do those no upstream takes. The caller settles each with `run`, the attempt
+        that failed or was given up counted there (`PRIOR_ATTEMPT`)."""
+        now = time.monotonic()
+        self.hedges.earn()
+        answered: list[tuple[Tried, Attempt] | None] = [None] * len(calls)
+        candidates = self._candidates(now, block, None)
+        if not candidates:
+            return answered
+        groups: dict[str, list[int]] = {}
+        for index in range(len(calls)):
+            order = attempt_order(candidates, next(self._rotation))
+            chosen = next((c for c in order if c.available and not c.last_resort), None)
+            if chosen is not None:
+                groups.setdefault(chosen.name, []).append(index)
+        timeout = max(0.001, min(self.config.attempt_timeout_s, context.deadline - now))
+
+        async def send(name: str, indices: list[int]) -> None:
+            attempts: list[Attempt] = []
+            sent = [(calls[i].method, calls[i].params) for i in indices]
+            tried = await attempt_many(self.upstreams[name], sent, timeout, attempts)
+            for index, one, made in zip(indices, tried, attempts, strict=True):
+                answered[index] = (one, made)
+
+        tasks = {
+            asyncio.ensure_future(send(name, indices)): name for name, indices in groups.items()
+        }
+        hedging = self.config.hedge_budget > 0 and len(candidates) > 1
+        wait = timeout
+        if hedging:
+            known = [self.upstreams[name].health.latency_p95_s for name in groups]
+            slowest = max((p95 for p95 in known if p95 is not None), default=None)
+            wait = min(
+                timeout,
+                hedge_delay(slowest, self.config.hedge_delay_min_s, self.config.hedge_delay_max_s),
+            )
+        try:
+            _, pending = await asyncio.wait(tasks, timeout=wait)
+        except asyncio.CancelledError:
+            for task in tasks:
+                task.cancel()
+            raise
+        if pending:
+            for task in pending:
+                await _cancelled(task)
+                name = tasks[task]
+                cut_short(self.upstreams[name], time.monotonic() - now, None, "given up")
+                failure = UpstreamFailure(transport="timeout")
+                slow = Tried(name, Reply(failure=failure), classify(failure))
+                for index in groups[name]:
+                    gave_up = Attempt(name, ErrorClass.TRANSIENT, time.monotonic() - now)
+                    answered[index] = (slow, gave_up)
+        return answered
+
     async def run(
         self,
         call: Call,
@@ -210,8 +279,16 @@ class Failover:
             named_block=named_block,
         )
         # The first attempt, in most calls the only one, goes without tenacity's per-call
-        # setup; tenacity drives the attempts after a failure.
-        step = await self._attempt(state)
+        # setup; tenacity drives the attempts after a failure. An attempt made already (in
+        # a client batch's upstream batch: `run_many`) counts as the first.
+        prior = PRIOR_ATTEMPT.get()
+        if prior is not None and prior[0].upstream in self.upstreams:
+            PRIOR_ATTEMPT.set(None)  # this call's: not the calls made on its behalf
+            state.tried.append(prior[0].upstream)
+            state.attempt_log.append(prior[1])
+            step = self._step(state, prior[0])
+        else:
+            step = await self._attempt(state)
         if step.retry:
             if self.config.max_attempts <= 1 or time.monotonic() >= state.deadline - 0.001:
                 step = self._give_up(state)
@@ -525,6 +602,12 @@ class Failover:
             ),
             attempts=attempts,
         )
+
+
+async def _cancelled(task: asyncio.Future[Any]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def _within(task: asyncio.Task[Any], seconds: float) -> bool:

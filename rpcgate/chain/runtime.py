@@ -25,13 +25,14 @@ from rpcgate.chain.broadcast import (
     PendingTransactions,
     broadcast_targets,
 )
-from rpcgate.chain.failover import Failover
+from rpcgate.chain.failover import PRIOR_ATTEMPT, Failover
 from rpcgate.chain.feeds import HeadFeed, PendingFeed
 from rpcgate.chain.filters import FILTER_METHODS, Filters, FilterStore
 from rpcgate.chain.getlogs import refused_as_too_large, split_get_logs
 from rpcgate.chain.head_tracker import HeadTracker
 from rpcgate.chain.outcome import Outcome
 from rpcgate.chain.verifier import (
+    PROVEN_STATE,
     Level,
     Verifier,
     anchored,
@@ -50,6 +51,7 @@ from rpcgate.rpc.errors import UpstreamFailure
 from rpcgate.rpc.jsonrpc import (
     ALL_UPSTREAMS_FAILED,
     DEADLINE_EXCEEDED,
+    INTERNAL_ERROR,
     METHOD_NOT_FOUND,
     NO_UPSTREAM,
     Call,
@@ -57,7 +59,7 @@ from rpcgate.rpc.jsonrpc import (
 )
 from rpcgate.rpc.masking import MASKER
 from rpcgate.rpc.method_policy import MethodPolicy
-from rpcgate.rpc.methods import Cache, method_info
+from rpcgate.rpc.methods import METHODS, Cache, Kind, method_info
 from rpcgate.rpc.trace import CallTrace
 from rpcgate.storage.cache_policy import (
     CachePlan,
@@ -68,7 +70,7 @@ from rpcgate.storage.cache_policy import (
     plan_call,
 )
 from rpcgate.storage.response_cache import CacheCounters, Coalescer, ResponseCache
-from rpcgate.upstream.attempt import Attempt, attempt
+from rpcgate.upstream.attempt import Attempt, Tried, attempt
 from rpcgate.upstream.client import Reply, Upstream
 from rpcgate.upstream.websocket import PendingMerger, UpstreamSocket
 
@@ -141,6 +143,7 @@ class ChainRuntime:
         self._levels: dict[tuple[str, bool], Level] = {}  # per method, and anchored or not
         # Batches answered wholly from what the gateway holds, by their calls (edge/answers).
         self.held_batches: dict[bytes, Any] = {}
+        self._together_methods: dict[str, bool] = {}  # methods a batch may send together
         self._failover_config = failover
         self._quorum = {rule.method: rule for rule in config.quorum}
         self.policy = MethodPolicy(config.methods)
@@ -357,6 +360,165 @@ class ChainRuntime:
             lambda: self._fetch_and_store(pinned, block, head, plan, context),
             on_shared=lambda: setattr(counters, "coalesced", counters.coalesced + 1),
         )
+
+    async def execute_many(self, calls: list[Call], context: CallContext) -> list[Outcome]:
+        """The calls of one client batch that need more than the gateway holds. Those that
+        can go together (plain reads that need no check, about blocks the consensus has)
+        share one routing decision and one upstream batch; each that fails there, and every
+        other call, takes the full path (`execute`), as a call of its own."""
+        outcomes: list[Outcome | None] = [None] * len(calls)
+        together = [] if self.config.on_demand and not self.active else self._together(calls)
+        if len(together) >= 2:
+            try:
+                await self._answer_together(together, outcomes, context)
+            except Exception:  # a bug: the calls take the full path, whose errors are answered
+                log.exception("batch_together_failed", calls=len(together))
+        rest = [i for i, outcome in enumerate(outcomes) if outcome is None]
+        if rest:
+            answered = await asyncio.gather(
+                *(self.execute(calls[i], context.for_item()) for i in rest),
+                return_exceptions=True,
+            )
+            for i, outcome in zip(rest, answered, strict=True):
+                if isinstance(outcome, BaseException):
+                    if not isinstance(outcome, Exception):
+                        raise outcome
+                    log.error("execute_failed", method=calls[i].method, exc_info=outcome)
+                    outcome = Outcome(
+                        error=rpc_error(INTERNAL_ERROR, "internal gateway error"),
+                        upstream="gateway",
+                    )
+                outcomes[i] = outcome
+        return [outcome for outcome in outcomes if outcome is not None]
+
+    def _together(self, calls: list[Call]) -> list[tuple[int, Call, int | None, CachePlan]]:
+        """The calls that may travel together: (their place, the call pinned, its block,
+        its cache plan)."""
+        if self.cache.redis is not None:
+            return []  # the Redis tier is asked first, call by call
+        picked = []
+        for index, call in enumerate(calls):
+            if not self._goes_together(call.method):
+                continue
+            head, _, pinned_call, plan = self._prepare(call)
+            block = pinned_call.block
+            if head is None or (block is not None and block > head):
+                continue
+            if self.tracker.behind_shared and _about_the_head(call.method, pinned_call):
+                continue
+            pinned = Call(call.method, pinned_call.params, call.id, call.is_notification)
+            picked.append((index, pinned, block, plan))
+        return picked
+
+    def _goes_together(self, method: str) -> bool:
+        known = self._together_methods.get(method)
+        if known is None:
+            info = METHODS.get(method)
+            known = self._together_methods[method] = (
+                info is not None
+                and info.kind is Kind.READ
+                and method not in self._quorum
+                and method not in FILTER_METHODS
+                and method not in PREFERENCE_METHODS
+                and method not in self.verifier.methods
+                and not (self.verifier.proves and method in PROVEN_STATE)
+                and method not in ("eth_getLogs", "eth_subscribe", "eth_unsubscribe")
+            )
+        return known and self.policy.check(method) is None
+
+    async def _answer_together(
+        self,
+        together: list[tuple[int, Call, int | None, CachePlan]],
+        outcomes: list[Outcome | None],
+        context: CallContext,
+    ) -> None:
+        """First attempts together (`run_many`); what they answered plainly is answered
+        here, the rest takes the full path with its first attempt counted."""
+        # The same call twice in a batch goes once, as the coalescer has it on the full path.
+        unique: dict[str, int] = {}
+        twins: list[tuple[int, int]] = []  # (place of a repeat, position of its first)
+        sending = []
+        for index, call, block, plan in together:
+            if plan.key is not None and plan.key in unique:
+                twins.append((index, unique[plan.key]))
+                continue
+            if plan.key is not None:
+                unique[plan.key] = index
+            sending.append((index, call, block, plan))
+        blocks = [block for _, _, block, _ in sending]
+        head = self._served_head()
+        at = head if any(b is None for b in blocks) else max(b for b in blocks if b is not None)
+        sent = await self._failover.run_many([call for _, call, _, _ in sending], at, context)
+        _, _, view = self._consensus_view()
+        counters = self.cache_counters
+        again: list[tuple[int, Call, tuple[Tried, Attempt] | None]] = []
+        for (index, call, block, plan), first in zip(sending, sent, strict=True):
+            if first is None:
+                again.append((index, call, None))
+                continue
+            answer, made = first
+            reply = answer.reply
+            where = answer_block(reply.result)
+            if (
+                answer.classification is not None
+                or reply.result is None  # not found (here): the full path weighs it
+                or (where is not None and (head is None or where[0] > head))
+            ):
+                failed = answer.classification is not None
+                again.append((index, call, first if failed else None))
+                continue
+            outcome = Outcome(
+                result=reply.result,
+                upstream=answer.upstream,
+                attempts=1,
+                attempt_log=(made,),
+                block=block if block is not None or where is None else where[0],
+            )
+            if plan.key is None:
+                counters.bypass += 1
+            else:
+                counters.misses += 1
+                outcome.cache = "miss"
+                stored = entry_for(plan, reply.result, view, self._trusted_to(answer.upstream))
+                if stored is not None:
+                    self.cache.put(plan.key, *stored)
+                    counters.stores += 1
+            self._log_call(call, outcome)
+            outcomes[index] = outcome
+        calls = {index: call for index, call, _, _ in together}
+        for index, original in twins:
+            shared = outcomes[original]
+            if shared is None:
+                again.append((index, calls[index], None))  # coalesced with its first there
+            else:
+                counters.coalesced += 1
+                outcomes[index] = shared
+        if again:
+            settled = await asyncio.gather(
+                *(self._again(call, prior, context) for _, call, prior in again),
+                return_exceptions=True,
+            )
+            for (index, call, _), settled_one in zip(again, settled, strict=True):
+                if isinstance(settled_one, Outcome):
+                    outcomes[index] = settled_one
+                elif not isinstance(settled_one, Exception):
+                    raise settled_one  # cancelled
+                else:  # left None: execute_many answers it on its own
+                    log.error("execute_failed", method=call.method, exc_info=settled_one)
+
+    async def _again(
+        self, call: Call, prior: tuple[Tried, Attempt] | None, context: CallContext
+    ) -> Outcome:
+        """A call of a batch on the full path, in a task of its own: its attempt in the
+        batch (if it failed there) counted as its first."""
+        if prior is not None:
+            PRIOR_ATTEMPT.set(prior)
+        outcome = await self.execute(
+            call, dataclasses.replace(context.for_item(), read_cache=False)
+        )
+        if prior is not None and outcome.attempts == 0:  # answered without an upstream after all
+            outcome.attempt_log = (prior[1], *outcome.attempt_log)
+        return outcome
 
     def answer_locally(self, call: Call, read_cache: bool = True) -> Outcome | None:
         """The answer when the gateway has it in hand (the consensus head, an entry of the

@@ -64,27 +64,29 @@ class Answer:
     held: bytes | None = None  # the result's JSON, when answered from what the gateway holds
 
 
-async def answer_item(
-    chain: ChainRuntime, item: Call | Invalid, context: CallContext, metrics: CallRecorder
-) -> Answer:
-    started, trace = context.started, context.trace
-    if isinstance(item, Invalid):
-        outcome = Outcome(error=item.error)
-        metrics.call_answered(chain.config.name, None, outcome, perf_counter() - started)
-        return Answer(response_object(item.id, error=item.error), "gateway", 0, "bypass")
-    metrics.in_flight[chain.config.name] += 1
+async def answer_many(
+    chain: ChainRuntime, items: list[Call | Invalid], context: CallContext, metrics: CallRecorder
+) -> list[Answer]:
+    """Several items of a batch, their calls answered together (`execute_many`)."""
+    calls = [item for item in items if isinstance(item, Call)]
+    name = chain.config.name
+    metrics.in_flight[name] += len(calls)
     try:
-        outcome = await chain.execute(item, context)
-    except Exception as exc:  # a bug must cost one answer, never the whole batch
-        log.exception("execute_failed", method=item.method)
-        outcome = Outcome(
-            error=rpc_error(
-                INTERNAL_ERROR, "internal gateway error", MASKER.mask(type(exc).__name__)
-            )
-        )
+        outcomes = iter(await chain.execute_many(calls, context))
     finally:
-        metrics.in_flight[chain.config.name] -= 1
-    metrics.call_answered(chain.config.name, item.method, outcome, perf_counter() - started)
+        metrics.in_flight[name] -= len(calls)
+    answers = []
+    for item in items:
+        if isinstance(item, Invalid):
+            answers.append(await answer_item(chain, item, context, metrics))
+            continue
+        outcome = next(outcomes)
+        metrics.call_answered(name, item.method, outcome, perf_counter() - context.started)
+        answers.append(_answer_of(chain, item, outcome, context.trace))
+    return answers
+
+
+def _answer_of(chain: ChainRuntime, item: Call, outcome: Outcome, trace: bool) -> Answer:
     result = outcome.result if outcome.result_json is None else Fragment(outcome.result_json)
     body = (
         None
@@ -107,6 +109,30 @@ async def answer_item(
     )
 
 
+async def answer_item(
+    chain: ChainRuntime, item: Call | Invalid, context: CallContext, metrics: CallRecorder
+) -> Answer:
+    started, trace = context.started, context.trace
+    if isinstance(item, Invalid):
+        outcome = Outcome(error=item.error)
+        metrics.call_answered(chain.config.name, None, outcome, perf_counter() - started)
+        return Answer(response_object(item.id, error=item.error), "gateway", 0, "bypass")
+    metrics.in_flight[chain.config.name] += 1
+    try:
+        outcome = await chain.execute(item, context)
+    except Exception as exc:  # a bug must cost one answer, never the whole batch
+        log.exception("execute_failed", method=item.method)
+        outcome = Outcome(
+            error=rpc_error(
+                INTERNAL_ERROR, "internal gateway error", MASKER.mask(type(exc).__name__)
+            )
+        )
+    finally:
+        metrics.in_flight[chain.config.name] -= 1
+    metrics.call_answered(chain.config.name, item.method, outcome, perf_counter() - started)
+    return _answer_of(chain, item, outcome, trace)
+
+
 async def answer_request(
     chain: ChainRuntime, parsed: Request, context: CallContext, metrics: CallRecorder
 ) -> tuple[bytes | None, dict[str, str]]:
@@ -120,13 +146,18 @@ async def answer_request(
         rest = [item for item, answer in zip(parsed.items, held, strict=True) if answer is None]
         fetched: list[Answer] = []
         if rest:
-            # The items' upstream calls travel as upstream batches (upstream.py); each item
-            # keeps its own failover. The tasks gather makes copy the context as it is here.
+            # The items' upstream calls travel as upstream batches (upstream.py): plain
+            # reads together, on one upstream (`execute_many`); the others each with its
+            # own failover, in tasks that copy the context as it is here.
             in_batch = CLIENT_BATCH.set(ClientBatch())
             try:
-                fetched = await asyncio.gather(
-                    *(answer_item(chain, i, context.for_item(), metrics) for i in rest)
-                )
+                calls = [i for i in rest if isinstance(i, Call)]
+                if len(calls) > 1 and not context.trace:
+                    fetched = await answer_many(chain, rest, context, metrics)
+                else:
+                    fetched = await asyncio.gather(
+                        *(answer_item(chain, i, context.for_item(), metrics) for i in rest)
+                    )
             finally:
                 CLIENT_BATCH.reset(in_batch)
         others = iter(fetched)

@@ -101,6 +101,34 @@ async def attempt(
     return Tried(upstream.name, reply, classification)
 
 
+async def attempt_many(
+    upstream: Upstream,
+    calls: list[tuple[str, Any]],
+    timeout_s: float,
+    attempts: list[Attempt],
+) -> list[Tried]:
+    """Several calls of a client batch on one upstream, in upstream batches: each recorded
+    as `attempt` records one (in flight, its latency and outcome in health, an `Attempt`);
+    no check (the callers send only calls that need none)."""
+    health = upstream.health
+    health.in_flight += len(calls)
+    try:
+        replies = await upstream.call_many(calls, timeout_s)
+    finally:
+        health.in_flight -= len(calls)
+    tried = []
+    for reply in replies:
+        classification = None if reply.failure is None else classify(reply.failure)
+        if classification is None:
+            record_success(health, reply.latency_s)
+        else:
+            _record_failure(upstream, classification)
+        error_class = None if classification is None else classification.error_class
+        attempts.append(Attempt(upstream.name, error_class, reply.latency_s))
+        tried.append(Tried(upstream.name, reply, classification))
+    return tried
+
+
 def cut_short(upstream: Upstream, elapsed_s: float, trace: CallTrace | None, why: str) -> None:
     """An attempt abandoned before it answered (a hedge's loser): it took at least
     `elapsed_s`, which its latency estimate learns, so it loses its place; the trace says

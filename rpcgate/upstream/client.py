@@ -267,6 +267,41 @@ class Upstream:
             reply = _replies(exchange, [request_id])[0]
         return Reply(reply.result, reply.failure, reply.error, time.monotonic() - started)
 
+    async def call_many(self, calls: list[tuple[str, Any]], timeout_s: float) -> list[Reply]:
+        """Several calls in upstream batches of `max_batch` at most, sent at once: a Reply
+        each, in order (the request's time as each one's latency)."""
+        started = time.monotonic()
+        ids = [next(self._ids) for _ in calls]
+        count = -(-len(calls) // max(1, self.max_batch))  # groups of even sizes, as _flush
+        groups = [
+            list(range(index * len(calls) // count, (index + 1) * len(calls) // count))
+            for index in range(count)
+        ]
+
+        async def one_group(group: list[int]) -> list[Reply]:
+            if len(group) == 1:
+                (index,) = group
+                data = dumps(_request(ids[index], *calls[index]))
+            else:
+                data = dumps([_request(ids[i], *calls[i]) for i in group])
+            exchange = await self._post(data, timeout_s)
+            if len(group) > 1 and isinstance(exchange, tuple) and exchange[1] is None:
+                return [  # over max_response_bytes as a whole: one by one
+                    _replies(
+                        await self._post(dumps(_request(ids[i], *calls[i])), timeout_s), [ids[i]]
+                    )[0]
+                    for i in group
+                ]
+            return _replies(exchange, [ids[i] for i in group])
+
+        answered = await asyncio.gather(*(one_group(group) for group in groups))
+        latency = time.monotonic() - started
+        return [
+            Reply(reply.result, reply.failure, reply.error, latency)
+            for replies in answered
+            for reply in replies
+        ]
+
     async def _batched(self, method: str, params: Any, timeout_s: float) -> Reply:
         loop = asyncio.get_running_loop()
         reply: asyncio.Future[Reply] = loop.create_future()
