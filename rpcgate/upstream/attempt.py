@@ -82,13 +82,8 @@ async def attempt(
         health.in_flight -= 1
     if check is not None:
         reply = await check(reply)
-    classification = None if reply.failure is None else classify(reply.failure)
-    if classification is None:
-        record_success(health, reply.latency_s)
-    else:
-        _record_failure(upstream, classification)
-    error_class = None if classification is None else classification.error_class
-    attempts.append(Attempt(upstream.name, error_class, reply.latency_s))
+    tried = _recorded(upstream, reply, attempts)
+    error_class = tried.error_class
     if trace is not None:
         entry: dict[str, Any] = {
             "upstream": upstream.name,
@@ -98,7 +93,7 @@ async def attempt(
         if hedge:
             entry["hedge"] = True
         trace.attempts.append(entry)
-    return Tried(upstream.name, reply, classification)
+    return tried
 
 
 async def attempt_many(
@@ -116,17 +111,19 @@ async def attempt_many(
         replies = await upstream.call_many(calls, timeout_s)
     finally:
         health.in_flight -= len(calls)
-    tried = []
-    for reply in replies:
-        classification = None if reply.failure is None else classify(reply.failure)
-        if classification is None:
-            record_success(health, reply.latency_s)
-        else:
-            _record_failure(upstream, classification)
-        error_class = None if classification is None else classification.error_class
-        attempts.append(Attempt(upstream.name, error_class, reply.latency_s))
-        tried.append(Tried(upstream.name, reply, classification))
-    return tried
+    return [_recorded(upstream, reply, attempts) for reply in replies]
+
+
+def _recorded(upstream: Upstream, reply: Reply, attempts: list[Attempt]) -> Tried:
+    """An attempt's reply classified, weighed in the upstream's health and logged."""
+    classification = None if reply.failure is None else classify(reply.failure)
+    if classification is None:
+        record_success(upstream.health, reply.latency_s)
+    else:
+        _record_failure(upstream, classification)
+    error_class = None if classification is None else classification.error_class
+    attempts.append(Attempt(upstream.name, error_class, reply.latency_s))
+    return Tried(upstream.name, reply, classification)
 
 
 def cut_short(upstream: Upstream, elapsed_s: float, trace: CallTrace | None, why: str) -> None:

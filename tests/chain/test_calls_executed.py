@@ -11,7 +11,6 @@ fail."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any
 
@@ -25,6 +24,7 @@ from tests.harness.anvil import DEV_ADDRESSES, AnvilCluster
 from tests.harness.dex import Dex, calldata, decoded, deploy_dex
 from tests.harness.faultproxy import Fault, FaultProxy
 from tests.harness.loop import BackgroundLoop
+from tests.harness.verified_calls import ask_all, traced, verifying_gateway
 
 CHAIN_ID = 31337
 ROUNDS = 4
@@ -57,27 +57,7 @@ def _calls(dex: Dex) -> list[dict[str, Any]]:
 
 
 def _gateway(start_gateway: GatewayFactory, proxies: list[FaultProxy], verify: str) -> Any:
-    gateway = start_gateway(
-        [p.url for p in proxies],
-        chain={"verify": verify},
-        failover={"attempt_timeout_s": 5.0, "deadline_s": 20.0, "max_attempts": 5},
-    )
-    gateway.sync()
-    return gateway
-
-
-async def _ask_all(url: str, calls: list[tuple[str, list[Any]]]) -> list[dict[str, Any]]:
-    async with aiohttp.ClientSession() as session:
-
-        async def one(index: int, method: str, params: list[Any]) -> dict[str, Any]:
-            body = {"jsonrpc": "2.0", "id": index, "method": method, "params": params}
-            headers = {"Cache-Control": "no-cache"}
-            async with session.post(url + "/", json=body, headers=headers) as resp:
-                reply: dict[str, Any] = json.loads(await resp.read())
-                reply["verified"] = resp.headers.get("X-Rpcgate-Verified")
-                return reply
-
-        return await asyncio.gather(*(one(i, m, p) for i, (m, p) in enumerate(calls)))
+    return verifying_gateway(start_gateway, proxies, verify, attempt_timeout_s=5.0, deadline_s=20.0)
 
 
 def _honest(cluster: AnvilCluster, call: dict[str, Any], block: str) -> dict[str, Any]:
@@ -116,7 +96,7 @@ def _rounds(
     same = wrong = 0
     levels: set[Any] = set()
     for _ in range(ROUNDS):
-        replies = loop.run(_ask_all(gateway.url, [("eth_call", [c, block]) for c in calls]))
+        replies = loop.run(ask_all(gateway.url, [("eth_call", [c, block]) for c in calls]))
         for expected, reply in zip(honest, replies, strict=True):
             if _served(reply) == expected:
                 same += 1
@@ -243,21 +223,7 @@ def test_the_trace_shows_the_execution_and_the_anchors(
     gateway = _gateway(start_gateway, proxies, "proofs")
     block = hex(dex.deployed_at)  # mined in bulk: the tracker never saw this height
 
-    async def traced() -> dict[str, Any]:
-        body = {
-            "jsonrpc": "2.0",
-            "id": 1,
-            "method": "eth_call",
-            "params": [dex.quote_call(), block],
-        }
-        headers = {"Cache-Control": "no-cache", "X-Rpcgate-Trace": "1"}
-        async with (
-            aiohttp.ClientSession() as session,
-            session.post(gateway.url + "/", json=body, headers=headers) as resp,
-        ):
-            return dict(json.loads(await resp.read()))
-
-    reply = background_loop.run(traced())
+    reply = background_loop.run(traced(gateway.url, "eth_call", [dex.quote_call(), block]))
     notes = reply["trace"]["verification"]
     assert any(f"eth_call executed at block {int(block, 16)}" in n for n in notes), notes
     assert any("5 accounts" in n and "returned" in n for n in notes), notes
@@ -282,6 +248,6 @@ def test_without_pyrevm_calls_are_served_unexecuted(
     block = hex(cluster[2].block_number())
     calls = _calls(dex)
     honest = [_honest(cluster, call, block) for call in calls]
-    replies = background_loop.run(_ask_all(gateway.url, [("eth_call", [c, block]) for c in calls]))
+    replies = background_loop.run(ask_all(gateway.url, [("eth_call", [c, block]) for c in calls]))
     assert [_served(r) for r in replies] == honest
     assert {r["verified"] for r in replies if "result" in r} == {"consensus"}

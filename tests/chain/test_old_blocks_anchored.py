@@ -10,8 +10,6 @@ by hash; with `off` fakes get through (so the test can fail)."""
 
 from __future__ import annotations
 
-import asyncio
-import json
 import random
 from typing import Any
 
@@ -25,6 +23,7 @@ from tests.conftest import GatewayFactory, ProxiedClusterFactory, RunningGateway
 from tests.harness.anvil import AnvilCluster
 from tests.harness.faultproxy import Fault, FaultProxy
 from tests.harness.loop import BackgroundLoop
+from tests.harness.verified_calls import ask_all, traced, verifying_gateway
 
 CHAIN_ID = 31337
 HEIGHT = 400
@@ -40,27 +39,7 @@ def devnet(proxied_cluster: ProxiedClusterFactory) -> Devnet:
 
 
 def _gateway(start_gateway: GatewayFactory, proxies: list[FaultProxy], verify: str) -> Any:
-    gateway = start_gateway(
-        [p.url for p in proxies],
-        chain={"verify": verify},
-        failover={"attempt_timeout_s": 2.0, "deadline_s": 15.0, "max_attempts": 5},
-    )
-    gateway.sync()
-    return gateway
-
-
-async def _ask_all(url: str, calls: list[tuple[str, list[Any]]]) -> list[dict[str, Any]]:
-    async with aiohttp.ClientSession() as session:
-
-        async def one(index: int, method: str, params: list[Any]) -> dict[str, Any]:
-            body = {"jsonrpc": "2.0", "id": index, "method": method, "params": params}
-            headers = {"Cache-Control": "no-cache"}
-            async with session.post(url + "/", json=body, headers=headers) as resp:
-                reply: dict[str, Any] = json.loads(await resp.read())
-                reply["verified"] = resp.headers.get("X-Rpcgate-Verified")
-                return reply
-
-        return await asyncio.gather(*(one(i, m, p) for i, (m, p) in enumerate(calls)))
+    return verifying_gateway(start_gateway, proxies, verify)
 
 
 def _fakes_served(
@@ -74,7 +53,7 @@ def _fakes_served(
     for round_ in range(3):
         numbers = random.Random(round_).sample(list(OLD), len(OLD))
         replies = loop.run(
-            _ask_all(gateway.url, [("eth_getBlockByNumber", [hex(n), False]) for n in numbers])
+            ask_all(gateway.url, [("eth_getBlockByNumber", [hex(n), False]) for n in numbers])
         )
         for number, reply in zip(numbers, replies, strict=True):
             assert "error" not in reply, reply
@@ -110,7 +89,7 @@ def test_a_self_consistent_fake_old_block_never_reaches_a_client(
     assert fake is not None
     for _ in range(3):
         (reply,) = background_loop.run(
-            _ask_all(gateway.url, [("eth_getBlockByHash", [fake["hash"], False])])
+            ask_all(gateway.url, [("eth_getBlockByHash", [fake["hash"], False])])
         )
         assert reply.get("result") is None, reply
 
@@ -186,7 +165,7 @@ def test_what_checks_an_answer_is_read_from_the_cache_even_for_a_no_cache_client
     for _ in range(2):
         for proxy in proxies:
             proxy.reset_counts()
-        (reply,) = background_loop.run(_ask_all(gateway.url, [logs]))
+        (reply,) = background_loop.run(ask_all(gateway.url, [logs]))
         assert reply["result"] == [] and reply["verified"] == "proof", reply
         asked = [m for p in proxies for m in p.methods]
         counts.append((asked.count("eth_getBlockByNumber"), asked.count("eth_getProof")))
@@ -224,7 +203,7 @@ def test_without_a_history_contract_old_blocks_are_anchored_by_parent_links(
     fakes = 0
     for _ in range(4):
         replies = background_loop.run(
-            _ask_all(gateway.url, [("eth_getBlockByNumber", [hex(n), False]) for n in numbers])
+            ask_all(gateway.url, [("eth_getBlockByNumber", [hex(n), False]) for n in numbers])
         )
         for number, reply in zip(numbers, replies, strict=True):
             assert "error" not in reply, reply
@@ -236,19 +215,7 @@ def test_without_a_history_contract_old_blocks_are_anchored_by_parent_links(
     assert fakes == 0, f"{fakes} fake old blocks reached the client"
 
     # The trace says how: down the parent links from a block whose hash was known.
-    async def traced(number: int) -> dict[str, Any]:
-        body = {
-            "jsonrpc": "2.0",
-            "id": 1,
-            "method": "eth_getBlockByNumber",
-            "params": [hex(number), False],
-        }
-        headers = {"Cache-Control": "no-cache", "X-Rpcgate-Trace": "1"}
-        async with (
-            aiohttp.ClientSession() as session,
-            session.post(gateway.url + "/", json=body, headers=headers) as resp,
-        ):
-            return dict(json.loads(await resp.read()))
-
-    notes = background_loop.run(traced(numbers[0] - 3))["trace"]["verification"]
+    block = hex(numbers[0] - 3)
+    reply = background_loop.run(traced(gateway.url, "eth_getBlockByNumber", [block, False]))
+    notes = reply["trace"]["verification"]
     assert any(f"block {numbers[0] - 3} is" in n and "parentHash links" in n for n in notes), notes
