@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from time import perf_counter
 from typing import Any
 
+import orjson
 import structlog
 from orjson import Fragment, loads
 
@@ -186,8 +187,13 @@ _HELD_BATCHES = 256  # per chain
 _ITEM_MEMBERS = frozenset({"jsonrpc", "id", "method", "params"})
 
 
-def _batch_calls(items: list[Any]) -> bytes:
-    return dumps([[method, params] for method, params in items])
+def _batch_calls(items: list[Any]) -> bytes | None:
+    """What a batch asks, ids aside, as one key; None for params orjson will not encode
+    (deeper than it goes, integers beyond 64 bits): such a batch is never one remembered."""
+    try:
+        return orjson.dumps([[method, params] for method, params in items])
+    except orjson.JSONEncodeError:
+        return None
 
 
 def remember_held_batch(chain: ChainRuntime, parsed: Request, answers: list[Answer]) -> None:
@@ -201,9 +207,12 @@ def remember_held_batch(chain: ChainRuntime, parsed: Request, answers: list[Answ
         calls.append((item.method, item.params))
         results.append(answer.held)
     held = chain.held_batches
+    key = _batch_calls(calls)
+    if key is None:
+        return
     if len(held) >= _HELD_BATCHES:
         held.clear()
-    held[_batch_calls(calls)] = HeldBatch(
+    held[key] = HeldBatch(
         chain.view_token(),
         perf_counter() + HELD_BATCH_S,
         results,
@@ -218,8 +227,8 @@ def batch_in_hand(chain: ChainRuntime, body: bytes) -> tuple[bytes, HeldBatch] |
     request's ids: the body and what was remembered; None when it is not one (the full
     parse and path then answer it)."""
     held = chain.held_batches
-    if not held or body.lstrip()[:1] != b"[":
-        return None
+    if not held or body.lstrip()[:1] != b"[" or chain.tracker.behind_shared:
+        return None  # behind another replica's head: the head is asked anew
     try:
         items = loads(body)
     except ValueError:
@@ -238,7 +247,8 @@ def batch_in_hand(chain: ChainRuntime, body: bytes) -> tuple[bytes, HeldBatch] |
             return None  # a notification, or an id the full parse must judge
         ids.append(ident)
         calls.append((item.get("method"), item.get("params")))
-    found = held.get(_batch_calls(calls))
+    key = _batch_calls(calls)
+    found = held.get(key) if key is not None else None
     if found is None or found.view is not chain.view_token() or found.until < perf_counter():
         return None
     payload = b"[%s]" % b",".join(

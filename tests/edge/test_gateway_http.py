@@ -177,6 +177,16 @@ def test_the_same_calls_again_are_answered_as_held_until_the_head_moves(
     assert fresh.headers["X-Rpcgate-Cache"].split(",")[0] == "miss"
     with_notification = [*batch(50), {"jsonrpc": "2.0", "method": "eth_chainId"}]
     assert len(gateway.post(with_notification).json()) == 3
+    # Params deeper than a key can be made of (batches are remembered now): the full path
+    # refuses the item, naming the limit; never a server error.
+    deep: list[object] = []
+    for _ in range(1019):  # within what the JSON parser reads (1,024 with the batch)
+        deep = [deep]
+    refused = gateway.post(
+        [*batch(60), {"jsonrpc": "2.0", "id": 99, "method": "x", "params": deep}]
+    )
+    assert refused.status < 500
+    assert "max_json_depth" in json.dumps(refused.json())
 
 
 def test_a_batch_of_notifications_alone_has_no_diagnostics_values(gateway: RunningGateway) -> None:
