@@ -138,9 +138,16 @@ def test_sentinels_fail_over_and_a_returning_pod_0_joins_the_new_primary(
                 len(p.sentinel_server().execute_command("SENTINEL", "sentinels", "rpcgate")) == 2
                 for p in pods
             )
+            # Each sentinel knows both replicas (it learns them from the primary's INFO,
+            # every 10 s): one that knows none has nobody to promote, for good, once the
+            # primary is gone ("-failover-abort-no-good-slave").
+            and all(
+                len(p.sentinel_server().execute_command("SENTINEL", "replicas", "rpcgate")) == 2
+                for p in pods
+            )
         )
 
-    _eventually(settled, "pod 0 the primary, pods 1 and 2 its replicas, 3 sentinels")
+    _eventually(settled, "pod 0 the primary, pods 1 and 2 its replicas, 3 sentinels knowing both")
 
     # The gateway's URL, as the chart renders it, names the sentinels' Service: here, pod 1's.
     url = parse_config(find(rendered, "ConfigMap")["data"]["config.yaml"], env={}).cache.redis_url
@@ -160,7 +167,7 @@ def test_sentinels_fail_over_and_a_returning_pod_0_joins_the_new_primary(
         "a new primary among pods 1 and 2",
         # Two sentinels that both stand for leader split the vote; each tries again after
         # twice the failover timeout (6 s): a few such rounds happen on a busy machine.
-        timeout=60.0,
+        timeout=45.0,
     )
     elected = _primary_named_by(others[0])
     _eventually(
