@@ -72,8 +72,6 @@ class LocalEvm:
         self.chain = chain
         self.available: bool | None = None  # None until the first worker has started
         self.unavailable_reason = ""
-        self.executions = 0
-        self.items_asked = 0  # items proven during executions (the hint missed them)
         self._sessions: dict[str, _Session] = {}
         self._idle: asyncio.Queue[_Worker] | None = None
         self._workers: list[_Worker] = []
@@ -141,7 +139,6 @@ class LocalEvm:
         finally:
             self._sessions.pop(token, None)
             self._idle.put_nowait(worker)
-        self.executions += 1
         if session.failure is not None:
             raise Unproven(session.failure)
         if answer["outcome"] == "failed":
@@ -257,7 +254,6 @@ class LocalEvm:
         if known is None:
             if len(session.asked) >= MAX_UNPROVEN:
                 raise Unproven(f"the call touches more than {MAX_UNPROVEN} unproven items")
-            self.items_asked += 1
             known = session.asked[key] = asyncio.ensure_future(prove())
         return await asyncio.shield(known)
 

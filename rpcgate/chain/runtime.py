@@ -389,7 +389,9 @@ class ChainRuntime:
                         upstream="gateway",
                     )
                 outcomes[i] = outcome
-        return [outcome for outcome in outcomes if outcome is not None]
+        settled = [outcome for outcome in outcomes if outcome is not None]
+        assert len(settled) == len(calls)  # every call settled, in its place
+        return settled
 
     def _together(self, calls: list[Call]) -> list[tuple[int, Call, int | None, CachePlan]]:
         """The calls that may travel together: (their place, the call pinned, its block,

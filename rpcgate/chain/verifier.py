@@ -177,7 +177,6 @@ class Verifier:
         # chain was found without it (asked again later), or has none (`history: false`).
         self._no_history_until = 0.0 if history else float("inf")
         self._said_no_history = False
-        self.parent_links_walked = 0
 
     def logs_in_bound(self, params: Any) -> bool:
         """Whether a (pinned) eth_getLogs call is one `proofs` checks in full."""
@@ -355,7 +354,6 @@ class Verifier:
                 raise Unverifiable(f"the header of block {at} on the walk to block {height}")
             at, at_hash = at - 1, parent.lower()
             self._keep_anchors({at: at_hash}, head_hash, view)
-            self.parent_links_walked += 1
         note_verification(
             f"block {height} is {at_hash[:12]}…: {start[0] - height} parentHash links down "
             f"from block {start[0]} ({start[1][:12]}…), each header recomputed"
