@@ -33,6 +33,7 @@ from rpcgate.consensus.routing import (
     Candidate,
     attempt_order,
     block_fit,
+    first_choices,
     next_candidate,
     score,
     why_unfit,
@@ -185,11 +186,10 @@ class Failover:
         if not candidates:
             return answered
         groups: dict[str, list[int]] = {}
-        for index in range(len(calls)):
-            order = attempt_order(candidates, next(self._rotation))
-            chosen = next((c for c in order if c.available and not c.last_resort), None)
+        rotations = [next(self._rotation) for _ in calls]
+        for index, chosen in enumerate(first_choices(candidates, rotations)):
             if chosen is not None:
-                groups.setdefault(chosen.name, []).append(index)
+                groups.setdefault(chosen, []).append(index)
         timeout = max(0.001, min(self.config.attempt_timeout_s, context.deadline - now))
 
         async def send(name: str, indices: list[int]) -> None:

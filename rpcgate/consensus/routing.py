@@ -135,6 +135,23 @@ def attempt_order(
     return available + cooling + last
 
 
+def first_choices(candidates: Sequence[Candidate], rotations: Sequence[int]) -> list[str | None]:
+    """The upstream each of several calls tries first, one call per turn of the rotation:
+    for each, the first of `attempt_order(candidates, rotation)` if it is available (not
+    cooling down, not a last resort), else None. The order is worked out once for them
+    all: the calls of one client batch."""
+    available = [c for c in candidates if c.available and not c.last_resort]
+    if not available:
+        return [None] * len(rotations)
+    limit = min(c.score for c in available) * NEAR_EQUAL_RATIO + NEAR_EQUAL_SLACK_S
+    near = [c.name for c in available if c.score <= limit]  # in config order
+    every = [c.name for c in available]
+    return [
+        every[r % len(every)] if r % EXPLORE_EVERY == EXPLORE_EVERY - 1 else near[r % len(near)]
+        for r in rotations
+    ]
+
+
 def _by_score(candidate: Candidate) -> float:
     return candidate.score
 

@@ -45,6 +45,9 @@ class Admission:
         # Whether a call over HTTP needs to know who makes it: to check a key, or to count
         # a limit. Without either, nothing reads the caller.
         self.identifies = bool(config.auth.keys) or self.enforces
+        # Without keys a caller is its address alone: who (peer, X-Forwarded-For lines) was
+        # is remembered, so a client's next call skips working it out again.
+        self._by_address: dict[tuple[str | None, tuple[str, ...]], Caller] = {}
 
     def caller(
         self,
@@ -58,7 +61,13 @@ class Admission:
     ) -> Caller | Refusal:
         """Their key (when keys are configured), else their address; `limited` says
         whether the per-client limits apply (not to an address in limits.unlimited_networks)."""
-        address = client_address(peer, _lines(headers, "X-Forwarded-For"), self._trusted)
+        forwarded = _lines(headers, "X-Forwarded-For")
+        remembers = not self._auth.keys and sum(map(len, forwarded)) <= _MAX_REMEMBERED_CHARS
+        if remembers:
+            known = self._by_address.get((peer, forwarded))
+            if known is not None:
+                return known
+        address = client_address(peer, forwarded, self._trusted)
         caller: Caller = Caller("ip:" + address)
         if self._auth.keys:
             presented = presented_key(path_key, headers, query)
@@ -69,7 +78,11 @@ class Admission:
             if verdict is not None:
                 caller = verdict
         if self._unlimited and not is_limited(caller, address, self._unlimited):
-            return dataclasses.replace(caller, limited=False)
+            caller = dataclasses.replace(caller, limited=False)
+        if remembers:
+            if len(self._by_address) >= _MAX_REMEMBERED:
+                self._by_address.clear()  # they are worked out again on their next call
+            self._by_address[peer, forwarded] = caller
         return caller
 
     async def admit(self, caller: Caller, cost: int, *, in_flight: bool = True) -> Verdict:
@@ -77,7 +90,9 @@ class Admission:
         in flight until `leave`."""
         if not caller.limited:
             return ALLOWED
-        verdict = await self.limiter.admit(caller, cost)
+        verdict = self.limiter.admit_now(caller, cost)  # the common case: no wait
+        if verdict is None:
+            verdict = await self.limiter.admit(caller, cost)
         if verdict.allowed and in_flight:
             verdict = self.limiter.enter(caller, cost)
         if not verdict.allowed:
@@ -96,10 +111,16 @@ class Admission:
         }
 
 
-def _lines(headers: Mapping[str, str], name: str) -> list[str]:
+# How many callers `caller` remembers by address before it starts afresh, and the longest
+# X-Forwarded-For it remembers one by (a client may send any, and each is a new entry).
+_MAX_REMEMBERED = 10_000
+_MAX_REMEMBERED_CHARS = 200
+
+
+def _lines(headers: Mapping[str, str], name: str) -> tuple[str, ...]:
     """Every line of a header field, in order (aiohttp's headers are a multidict)."""
     getall = getattr(headers, "getall", None)
     if getall is not None:
-        return list(getall(name, ()))
+        return tuple(getall(name, ()))
     value = headers.get(name)
-    return [] if value is None else [value]
+    return () if value is None else (value,)

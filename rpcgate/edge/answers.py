@@ -77,13 +77,15 @@ async def answer_many(
     finally:
         metrics.in_flight[name] -= len(calls)
     answers = []
+    answered = []
     for item in items:
         if isinstance(item, Invalid):
             answers.append(await answer_item(chain, item, context, metrics))
             continue
         outcome = next(outcomes)
-        metrics.call_answered(name, item.method, outcome, perf_counter() - context.started)
+        answered.append((item.method, outcome))
         answers.append(_answer_of(chain, item, outcome, context.trace))
+    metrics.calls_answered(name, answered, perf_counter() - context.started)
     return answers
 
 

@@ -140,11 +140,40 @@ class RateLimiter:
         self._leases: dict[str, Lease] = {}
         self._prefix = link.prefix if link is not None else ""
         self.shared = link is not None  # False while Redis is down
+        self._default_rate = Rate(limits.rate_per_s, limits.rate_burst)
 
     @property
     def counted_in(self) -> str:
         """Where buckets are counted now (status and metrics): redis | process."""
         return "redis" if self.shared else "process"
+
+    def admit_now(self, caller: Caller, cost: int) -> Verdict | None:
+        """The verdict when it needs no wait on Redis (the common case: the replica's
+        lease of the client's tokens has them, or buckets are counted in process), else
+        None: `admit` waits for the next lease."""
+        key = caller.key
+        rate = (
+            self._default_rate
+            if key is None or (key.rate_per_s is None and key.rate_burst is None)
+            else rate_for(caller, self.limits)
+        )
+        if rate.per_s <= 0:
+            return ALLOWED
+        if cost > rate.burst:
+            return _over_burst(cost, rate)
+        if self._script is not None:
+            lease = self._leases.get(caller.identity)
+            if lease is None or lease.tokens < cost:
+                return None
+            now = time.monotonic()
+            if now - lease.taken_at > LEASE_TTL_S:
+                return None  # stale: the next lease decides
+            lease.tokens -= cost
+            low = lease.tokens < lease_size(rate) / 2
+            if low and lease.refill is None and now >= lease.empty_until:
+                lease.refill = asyncio.ensure_future(self._refill(caller.identity, lease, rate, 1))
+            return ALLOWED
+        return self._counted_here(caller.identity, rate, cost)
 
     async def admit(self, caller: Caller, cost: int) -> Verdict:
         """Takes `cost` tokens from the caller's bucket, or says how long to wait."""
@@ -152,26 +181,17 @@ class RateLimiter:
         if rate.per_s <= 0:
             return ALLOWED
         if cost > rate.burst:
-            return Verdict(
-                False,
-                None,
-                f"a batch of {cost} calls is more than this client may send at once "
-                f"({rate.burst}, limits.rate_burst)",
-                "batch_over_burst",
-            )
+            return _over_burst(cost, rate)
         wait = await self._leased_wait(caller.identity, rate, cost)
         if wait is None:
-            bucket, wait = take(self._buckets.get(caller.identity), rate, cost, time.monotonic())
-            self._remember(caller.identity, bucket)
-        if wait <= 0:
-            return ALLOWED
-        return Verdict(
-            False,
-            wait,
-            f"rate limit exceeded: {rate.per_s:g} calls per second with bursts of "
-            f"{rate.burst} per client (limits.rate_per_s); retry after {wait:.2f} s",
-            "rate_limit",
-        )
+            return self._counted_here(caller.identity, rate, cost)
+        return ALLOWED if wait <= 0 else _too_fast(rate, wait)
+
+    def _counted_here(self, identity: str, rate: Rate, cost: int) -> Verdict:
+        """The verdict of the bucket this process keeps (no Redis, or Redis down)."""
+        bucket, wait = take(self._buckets.get(identity), rate, cost, time.monotonic())
+        self._remember(identity, bucket)
+        return ALLOWED if wait <= 0 else _too_fast(rate, wait)
 
     async def _leased_wait(self, identity: str, rate: Rate, cost: int) -> float | None:
         """0 when the replica's lease of the client's tokens had `cost` of them (taken), else
@@ -288,6 +308,26 @@ class RateLimiter:
             self._in_flight[caller.identity] = left
         else:
             self._in_flight.pop(caller.identity, None)
+
+
+def _over_burst(cost: int, rate: Rate) -> Verdict:
+    return Verdict(
+        False,
+        None,
+        f"a batch of {cost} calls is more than this client may send at once "
+        f"({rate.burst}, limits.rate_burst)",
+        "batch_over_burst",
+    )
+
+
+def _too_fast(rate: Rate, wait: float) -> Verdict:
+    return Verdict(
+        False,
+        wait,
+        f"rate limit exceeded: {rate.per_s:g} calls per second with bursts of "
+        f"{rate.burst} per client (limits.rate_per_s); retry after {wait:.2f} s",
+        "rate_limit",
+    )
 
 
 def retry_after_header(wait_s: float | None) -> dict[str, str]:

@@ -18,7 +18,7 @@ import time
 from bisect import bisect_left
 
 from rpcgate.chain.outcome import Outcome
-from rpcgate.ops.history import Histories
+from rpcgate.ops.history import Histories, UpstreamHistory
 from rpcgate.rpc.methods import METHODS
 
 # The outcome of a client call: the closed set of the `outcome` label.
@@ -116,6 +116,36 @@ class CallRecorder:
                 self.history.of(chain, attempt.upstream).record_attempt(
                     attempt.error_class, attempt.latency_s, now
                 )
+
+    def calls_answered(
+        self, chain: str, answered: list[tuple[str, Outcome]], seconds: float
+    ) -> None:
+        """The calls of one client batch answered together, each with the batch's time:
+        as `call_answered` for each, the bucket found once and each upstream's history
+        slot once."""
+        bucket = bisect_left(LATENCY_BUCKETS_S, seconds)
+        now = time.monotonic()
+        histories: dict[str, UpstreamHistory] = {}
+        for method, outcome in answered:
+            label = call_outcome(outcome)
+            series = self._calls.get((chain, method, label))
+            if series is None:
+                series = self._series(chain, method, label)
+            series.counts[bucket] += 1
+            series.total_s += seconds
+            if not outcome.attempt_log or outcome.attempts_counted:
+                continue
+            outcome.attempts_counted = True
+            for attempt in outcome.attempt_log:
+                key = (chain, attempt.upstream, attempt.error_class or NO_ERROR)
+                found = self._attempts.get(key)
+                if found is None:
+                    found = self._attempts[key] = Latencies()
+                found.observe(attempt.latency_s)
+                history = histories.get(attempt.upstream)
+                if history is None:
+                    history = histories[attempt.upstream] = self.history.of(chain, attempt.upstream)
+                history.record_attempt(attempt.error_class, attempt.latency_s, now)
 
     def _series(self, chain: str, method: str, outcome: str) -> Latencies:
         folded = method if method in METHODS else OTHER_METHOD

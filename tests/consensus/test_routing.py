@@ -13,11 +13,13 @@ from rpcgate.consensus.health import (
     record_success,
 )
 from rpcgate.consensus.routing import (
+    EXPLORE_EVERY,
     NEAR_EQUAL_RATIO,
     NEAR_EQUAL_SLACK_S,
     Candidate,
     attempt_order,
     block_fit,
+    first_choices,
     next_candidate,
     why_unfit,
 )
@@ -261,3 +263,26 @@ def test_a_socket_that_failed_is_counted_and_only_a_verdict_on_the_account_rests
     limited = Classification(ErrorClass.RATE_LIMITED, True, 5.0, "HTTP 429")
     record_socket_failure(health, limited, now=0.0)
     assert health.failures == 6 and not health.is_available(4.9)
+
+
+@pytest.mark.parametrize(
+    "candidates",
+    [
+        [A, B, C, D_COOLING],
+        [Candidate("f", "d1", True, score=0.01), Candidate("s", "d2", True, score=0.5), A],
+        [Candidate("x", "d1", False), Candidate("y", "d2", True, last_resort=True)],
+        [D_COOLING, Candidate("n", "d3", True, score=0.2), Candidate("m", "d1", True, score=0.02)],
+    ],
+)
+def test_a_batchs_first_choices_are_each_calls_first_available_in_its_attempt_order(
+    candidates: list[Candidate],
+) -> None:
+    rotations = list(range(3 * EXPLORE_EVERY + 5))
+    expected = [
+        next(
+            (c.name for c in attempt_order(candidates, r) if c.available and not c.last_resort),
+            None,
+        )
+        for r in rotations
+    ]
+    assert first_choices(candidates, rotations) == expected

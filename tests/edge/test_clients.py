@@ -9,7 +9,15 @@ from collections.abc import Iterator
 
 import pytest
 
-from rpcgate.config.settings import AuthConfig, ClientKey, ConfigError, LimitsConfig, parse_config
+from rpcgate.config.settings import (
+    AuthConfig,
+    ClientKey,
+    ConfigError,
+    LimitsConfig,
+    config_from_data,
+    parse_config,
+)
+from rpcgate.edge import admission as admission_module
 from rpcgate.edge.clients import (
     Caller,
     Refusal,
@@ -250,3 +258,43 @@ def test_without_keys_the_gateway_is_open(
     assert gateway.rpc("eth_chainId").status == 200
     reply = gateway.post({"jsonrpc": "2.0", "id": 1, "method": "eth_chainId"}, "/devnet/anything")
     assert reply.status == 200
+
+
+@pytest.mark.unit
+def test_callers_remembered_by_address_are_the_same_callers_and_stay_bounded() -> None:
+    """Admission remembers who (peer, X-Forwarded-For) was, so that a client's next call
+    skips working it out: the same answer as working it out, within a bound that a client
+    sending a new X-Forwarded-For each time cannot pass."""
+    config = config_from_data(
+        {
+            "limits": {"trusted_proxies": ["10.0.0.0/8"], "rate_per_s": 5},
+            "chains": [{"name": "e", "chain_id": 1, "upstreams": [{"url": "http://127.0.0.1:1"}]}],
+        }
+    )
+    admission = admission_module.Admission(config)
+
+    def caller(peer: str, forwarded: str | None = None) -> Caller | Refusal:
+        headers = {} if forwarded is None else {"X-Forwarded-For": forwarded}
+        return admission.caller(
+            path_key=None, headers=headers, query={}, peer=peer, chain_name="e", chain_id=1
+        )
+
+    cases = [
+        ("203.0.113.9", None, "ip:203.0.113.9", True),
+        ("10.0.0.1", "198.51.100.4", "ip:198.51.100.4", True),
+        ("10.0.0.1", "198.51.100.4, 10.0.0.7", "ip:198.51.100.4", True),
+        ("203.0.113.9", "198.51.100.4", "ip:203.0.113.9", True),  # not a trusted proxy
+        ("127.0.0.1", None, "ip:127.0.0.1", False),  # unlimited_networks
+    ]
+    for _ in range(2):  # worked out, then remembered
+        for peer, forwarded, identity, limited in cases:
+            found = caller(peer, forwarded)
+            assert isinstance(found, Caller)
+            assert (found.identity, found.limited) == (identity, limited), (peer, forwarded)
+    for n in range(admission_module._MAX_REMEMBERED + 50):
+        caller("10.0.0.1", f"198.51.{n // 256}.{n % 256}")
+    assert len(admission._by_address) <= admission_module._MAX_REMEMBERED
+    admission._by_address.clear()
+    long_line = ", ".join(f"198.51.100.{n}" for n in range(30))
+    assert isinstance(caller("10.0.0.1", long_line), Caller)
+    assert admission._by_address == {}  # a long X-Forwarded-For is not a key

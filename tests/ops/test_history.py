@@ -169,3 +169,44 @@ def test_an_upstream_out_of_rotation_says_why(
     cooling_down_s: float, drained_s: float, shown: str
 ) -> None:
     assert rotation(cooling_down_s, drained_s) == shown
+
+
+def test_a_batch_answered_together_is_recorded_as_its_calls_one_by_one() -> None:
+    def outcomes() -> list[tuple[str, Outcome]]:
+        shared = Outcome(attempts=1, attempt_log=(Attempt("node0", None, 0.004),))
+        return [
+            ("eth_getBalance", Outcome(attempts=1, attempt_log=(Attempt("node0", None, 0.003),))),
+            ("eth_getBalance", shared),
+            ("eth_call", shared),  # a twin: its attempts count once
+            (
+                "eth_getCode",
+                Outcome(
+                    attempts=2,
+                    attempt_log=(
+                        Attempt("node1", ErrorClass.TRANSIENT, 0.2),
+                        Attempt("node0", None, 0.01),
+                    ),
+                ),
+            ),
+            ("eth_chainId", Outcome(error={"code": -32000, "message": "x"})),
+            ("not_a_method", Outcome(attempts=1, attempt_log=(Attempt("node1", None, 0.02),))),
+        ]
+
+    one_by_one, together = CallRecorder(), CallRecorder()
+    for method, outcome in outcomes():
+        one_by_one.call_answered("devnet", method, outcome, 0.05)
+    together.calls_answered("devnet", outcomes(), 0.05)
+    assert together._calls.keys() == one_by_one._calls.keys()
+    for key, series in one_by_one._calls.items():
+        assert (together._calls[key].counts, together._calls[key].total_s) == (
+            series.counts,
+            pytest.approx(series.total_s),
+        ), key
+    assert {k: v.counts for k, v in together._attempts.items()} == {
+        k: v.counts for k, v in one_by_one._attempts.items()
+    }
+    now = time.monotonic()
+    for upstream in ("node0", "node1"):
+        a = figures(one_by_one.history.of("devnet", upstream), now)
+        b = figures(together.history.of("devnet", upstream), now)
+        assert (a.calls, a.errors) == (b.calls, b.errors), upstream
