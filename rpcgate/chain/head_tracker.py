@@ -415,40 +415,60 @@ class HeadTracker:
         if raised is not consensus:
             consensus, canonical = raised, canonical_hashes(views, raised)
         head = consensus.head
-        offered = self._offered
-        if (
-            self._shared is not None
-            and head is not None
-            and previous.head is not None
-            and head != previous.head
-            and self._shared.stance(heard_higher=floor is not None) == "settle"
-        ):
-            # Redis is back: the head stays where it is until the other replicas have found
-            # it too (or one of them offers a head), so that all hear the next one offered.
-            self._decided_round = round_
-            return
-        if (
-            self._shared is not None
-            and head is not None
-            and (head.number > offered[0] or consensus.genesis != offered[1])
-        ):
-            # Before anyone is served it.
-            if await self._shared.offer(self.chain.chain_id, head, consensus.genesis):
-                self._offered = (head.number, consensus.genesis)
-            elif previous.head is not None and self._shared.stance(False) == "hold":
-                # Redis is unreachable (a failover): the head stays where the replicas
-                # last agreed for a few seconds (`cache.shared_head_hold_s`), rather than
-                # run ahead of a replica that cannot hear of it; then each goes on alone.
-                self._decided_round = round_
+        if self._shared is not None and head is not None:
+            stance = await self._agree(consensus)
+            if stance in ("hold", "settle") and previous.head is not None and head != previous.head:
+                # Redis unreachable (a failover), or found again before the other replicas
+                # have: the head stays where the replicas last agreed (`shared_head.stance`).
+                await self._hold(previous, views, floor, round_)
                 return
+        self._weigh(floor, head)
+        self._decided_round = round_
+        self._publish(consensus, canonical)
+
+    async def _agree(self, consensus: Consensus) -> str:
+        """Where the served head stands with the other replicas (`shared_head.stance`), judged
+        once Redis has been asked whether it is back: by a read, never by the offer, which
+        would announce a head to nobody (the replicas still looking for Redis are not
+        subscribed) and serve it beside them. When they agree, a new head is offered: in Redis
+        before anyone is served it."""
+        assert self._shared is not None and consensus.head is not None
+        shared, head, offered = self._shared, consensus.head, self._offered
+        await shared.look_again(self.chain.chain_id)
+        stance = shared.stance(heard_higher=self._shared_floor is not None)
+        if stance == "shared" and (head.number > offered[0] or consensus.genesis != offered[1]):
+            if await shared.offer(self.chain.chain_id, head, consensus.genesis):
+                self._offered = (head.number, consensus.genesis)
+            else:  # lost just now: "hold" (or "alone" without a hold)
+                stance = shared.stance(heard_higher=self._shared_floor is not None)
+        return stance
+
+    async def _hold(
+        self, previous: Consensus, views: list[UpstreamView], floor: Block | None, round_: int
+    ) -> None:
+        """The served head where the replicas last agreed: the one served before, or a higher
+        one another replica offered (it serves it) where a voter of ours holds that very
+        block; never the upstreams' newer heads, which a replica that cannot hear of them
+        would not serve beside this one. A head heard is weighed as in any decision, so calls
+        about the head do not wait on it until they give up and ask an upstream."""
+        lookups = _floor_lookups(views, previous.head, floor)[:MAX_LOOKUPS_PER_DECISION]
+        await asyncio.gather(*(self._lookup(name, number) for name, number in lookups))
+        held = raised_to_shared(previous, views, floor)
+        self._weigh(floor, held.head)
+        self._decided_round = round_
+        if held is previous:
+            self._wake()  # decided: the same head
+        else:
+            self._publish(held, canonical_hashes(views, held))
+
+    def _weigh(self, floor: Block | None, head: Block | None) -> None:
+        """A shared head is weighed by a poll that began after it came, or by reaching it."""
         weighed = floor is not None and (
             self._polls > self._floor_heard_in_round
             or (head is not None and head.number >= floor.number)
         )
         if weighed and self._shared_floor is floor:
-            self._shared_floor = None  # by a poll that began after it came, or reached
-        self._decided_round = round_
-        self._publish(consensus, canonical)
+            self._shared_floor = None
 
     async def _lookup(self, name: str, number: int) -> None:
         upstream, view = self.upstreams[name], self.views[name]
@@ -458,12 +478,16 @@ class HeadTracker:
             record_hash(view, number, block.hash)
             record_hash(view, number - 1, block.parent_hash)
 
+    def _wake(self) -> None:
+        """Whoever waits for a decision (a new head or the same one) looks again."""
+        self._published.set()
+        self._published = asyncio.Event()
+
     def _publish(self, consensus: Consensus, canonical: dict[int, str]) -> None:
         previous = self.consensus.head
         self.consensus = consensus
         self.canonical = canonical
-        self._published.set()
-        self._published = asyncio.Event()
+        self._wake()
         if consensus.head is not None and (previous is None or previous != consensus.head):
             log.debug(
                 "consensus_head",
@@ -502,15 +526,22 @@ def _needs(
 ) -> list[tuple[str, int]]:
     """Look-ups the consensus needs first, then whether a voter holds the shared head,
     then those that tell how far each upstream agrees with the consensus."""
-    at_floor = []
-    if floor is not None and (consensus.head is None or consensus.head.number < floor.number):
-        at_floor = [
-            (v.name, floor.number)
-            for v in views
-            if v.votes
-            and v.head is not None
-            and v.head.number >= floor.number
-            and v.hash_at(floor.number) is None
-        ]
+    at_floor = _floor_lookups(views, consensus.head, floor)
     lookups = agreement_lookups(views, consensus, canonical)
     return list(dict.fromkeys([*consensus.needs, *at_floor, *lookups]))
+
+
+def _floor_lookups(
+    views: list[UpstreamView], head: Block | None, floor: Block | None
+) -> list[tuple[str, int]]:
+    """Whether a voter holds the shared head, where it is above `head`: its block there."""
+    if floor is None or (head is not None and head.number >= floor.number):
+        return []
+    return [
+        (v.name, floor.number)
+        for v in views
+        if v.votes
+        and v.head is not None
+        and v.head.number >= floor.number
+        and v.hash_at(floor.number) is None
+    ]

@@ -168,15 +168,19 @@ class RedisLink:
         what: str,
         channels: Callable[[], list[str]],
         deliver: Callable[[dict[str, Any]], None],
+        subscribed: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         """Hands every message published on the `channels()` to `deliver`, for ever:
         subscribed again (to the channels then) a second after Redis fails or drops the
-        subscription (a failover)."""
+        subscription (a failover). `subscribed` runs after each subscription is made: what
+        was published while there was none is lost, so a caller reads what it missed."""
         while True:
             pubsub = self.pubsub()
             try:
                 await self.run("subscribe to " + what, pubsub.subscribe(*channels()))
                 if self.up:  # subscribed (a failure, or Redis known down, marks it down)
+                    if subscribed is not None:
+                        await subscribed()
                     async for message in pubsub.listen():
                         deliver(message)
             except (RedisError, OSError) as exc:

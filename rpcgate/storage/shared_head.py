@@ -13,12 +13,17 @@ guarantee holds within one replica only.
 Redis never breaks serving (the one outage policy of `redis_client`): every operation has
 the cache's short timeout, and the subscription is made again every second. When Redis
 becomes unreachable (a Sentinel failover takes a few seconds) the replicas hold their served
-head where they last agreed for `cache.shared_head_hold_s`, then each goes on alone. When it
-comes back the replicas do not find it at the same moment (each tries again a second after
-its last failure): one that found it holds a little longer (`SETTLE_S`) without offering,
-long enough for the others to find it and subscribe, so that the first head offered after
-the outage is heard by all and none of them serves ahead of a replica still on the old
-head. A head offered meanwhile by another replica ends the wait (`stance`).
+head where they last agreed for `cache.shared_head_hold_s` (raised only to a head another
+replica had offered, where a voter holds it), then each goes on alone. When it comes back
+the replicas do not find it at the same moment (each tries again a second after its last
+failure): one that found it holds a little longer (`SETTLE_S`) without offering, long enough
+for the others to find it and subscribe, so that the first head offered after the outage
+is heard by all and none of them serves ahead of a replica still on the old head. A head
+offered meanwhile by another replica ends the wait (`stance`). So a replica finds Redis
+again by reading (`look_again`), never by the offer itself: an offer that happened to be
+the first operation to reach the new primary was published to nobody and served at once,
+beside a replica still holding the old head. A subscription made again reads the stored
+heads too, since what was published while there was none is lost.
 """
 
 from __future__ import annotations
@@ -112,10 +117,7 @@ class SharedHeads:
 
     async def start(self) -> None:
         """Reads the heads stored now, then follows new ones in the background."""
-        for channel, listener in self._listeners.items():
-            stored = await self.link.run("get served head", self.link.client.get(channel))
-            if isinstance(stored, bytes | str) and (shared := decode(stored)) is not None:
-                listener(*shared)
+        await self._read_stored()
         self._following.start()
 
     async def close(self) -> None:
@@ -123,7 +125,11 @@ class SharedHeads:
 
     async def offer(self, chain_id: int, block: Block, genesis: str | None = None) -> bool:
         """Stores and announces `block` if it is higher than the shared head (or the shared
-        head is of another life of the chain id); whether Redis was reached."""
+        head is of another life of the chain id); whether Redis was reached. Never while
+        Redis is thought down: the offer is not how a replica finds it again
+        (`look_again`)."""
+        if not self.link.up:
+            return False
         key = self.key(chain_id)
         args = [*encode(block, genesis).split(":"), key]
         done = await self.link.run("offer served head", lambda: self._offer(keys=[key], args=args))
@@ -133,8 +139,27 @@ class SharedHeads:
         """What the served head does now (see `stance`)."""
         return stance(self.link.outage_s(), self.link.recovered_s(), self.hold_s, heard_higher)
 
+    async def look_again(self, chain_id: int) -> None:
+        """Redis thought down: whether it is back (asked at most once per `RETRY_S`), by
+        reading the chain's shared head, heard if higher, before the stance is judged. A
+        replica that found Redis through its offer would have announced a head that the
+        replicas still looking for Redis cannot hear, and served it beside them."""
+        if not self.link.up:
+            await self._read_stored([self.key(chain_id)])
+
+    async def _read_stored(self, channels: list[str] | None = None) -> None:
+        """The heads stored now, heard as if published (a head's key is its channel)."""
+        for channel in list(self._listeners) if channels is None else channels:
+            stored = await self.link.run("get served head", self.link.client.get(channel))
+            listener = self._listeners.get(channel)
+            shared = decode(stored) if isinstance(stored, bytes | str) else None
+            if listener is not None and shared is not None:
+                listener(*shared)
+
     async def _follow(self) -> None:
-        await self.link.follow("served heads", lambda: list(self._listeners), self._deliver)
+        await self.link.follow(
+            "served heads", lambda: list(self._listeners), self._deliver, self._read_stored
+        )
 
     def _deliver(self, message: dict[str, Any]) -> None:
         channel, data = message.get("channel"), message.get("data")

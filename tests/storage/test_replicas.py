@@ -10,14 +10,16 @@ import urllib.request
 from collections.abc import Callable
 from typing import Any
 
-from rpcgate.storage.redis_client import RESUBSCRIBE_S
-from rpcgate.storage.shared_head import SETTLE_S
-from tests.conftest import GatewayFactory, ProxiedClusterFactory
+from rpcgate.chain.head_tracker import HeadTracker
+from rpcgate.storage.redis_client import RESUBSCRIBE_S, RETRY_S, RedisLink
+from rpcgate.storage.shared_head import SETTLE_S, SharedHeads
+from tests.conftest import GatewayFactory, ProxiedClusterFactory, RunningGateway
 from tests.harness.loop import BackgroundLoop
 from tests.harness.redis_server import RedisServer
 from tests.harness.slow_link import SlowLink
 
 CHAIN_ID = 31337
+KEY = f"rpcgate:v1:{CHAIN_ID}:served-head"  # the served head, and its channel
 
 
 def _result(url: str, method: str, params: list[Any]) -> Any:
@@ -191,3 +193,102 @@ def test_back_from_a_redis_outage_a_replica_waits_for_the_others_before_moving_o
         redis.stop()
         if again is not None:
             again.stop()
+
+
+def _own_tracker(
+    gateway: RunningGateway, redis_url: str, loop: BackgroundLoop
+) -> tuple[HeadTracker, SharedHeads]:
+    """A replica's head tracker over the gateway's upstream clients and a Redis link of its
+    own, polled only when the test says (`poll_once`), its subscription not started: no
+    operation but the tracker's own reaches Redis."""
+    chain = gateway.gateway.chains[0]
+
+    async def make() -> tuple[HeadTracker, SharedHeads]:
+        shared = SharedHeads(RedisLink(redis_url, "rpcgate:v1:", 0.5), hold_s=5.0)
+        return HeadTracker(chain.config, chain.upstreams, 2.0, shared), shared
+
+    return loop.run(make())
+
+
+def test_a_replica_that_finds_redis_again_by_its_offer_still_waits_for_the_others(
+    proxied_cluster: ProxiedClusterFactory,
+    start_gateway: GatewayFactory,
+    background_loop: BackgroundLoop,
+) -> None:
+    """The race a Sentinel failover showed (a replica served 11 the moment it reached the
+    new primary, beside another still holding 7): the first operation to reach Redis again
+    was this replica's offer of its new head, so it never settled, and the head it
+    announced reached no replica that was still looking for Redis. Found again, it holds
+    the head without announcing one, whatever operation found it."""
+    cluster, proxies = proxied_cluster(3, chain_id=CHAIN_ID, mined=3)
+    gateway = start_gateway([p.url for p in proxies], head_poll_interval=60)
+    redis = RedisServer().start()
+    again: RedisServer | None = None
+    tracker, shared = _own_tracker(gateway, redis.url, background_loop)
+    link = shared.link
+    try:
+        background_loop.run(tracker.poll_once())
+        assert tracker.consensus.head is not None and tracker.consensus.head.number == 3
+        redis.kill()
+        cluster.mine_all(2)
+        background_loop.run(tracker.poll_once())
+        assert not link.up and tracker.consensus.head.number == 3  # held: Redis unreachable
+        again = RedisServer(port=redis.port).start()
+        heard = again.client().pubsub(ignore_subscribe_messages=True)
+        heard.subscribe(KEY)
+        time.sleep(RETRY_S + 0.1)  # the next operation tries Redis again
+        background_loop.run(tracker.poll_once())  # the tracker's own: nothing else runs
+        assert link.up
+        assert tracker.consensus.head.number == 3, "moved on before the others found Redis"
+        assert heard.get_message(timeout=0.3) is None, "announced a head while settling"
+        assert again.client().get(KEY) is None
+
+        time.sleep(SETTLE_S)  # then the next head is offered, heard by all, and served
+        background_loop.run(tracker.poll_once())
+        assert tracker.consensus.head.number == 5
+        message = heard.get_message(timeout=2)
+        assert message is not None and message["data"].startswith(b"5:")
+    finally:
+        background_loop.run(link.close())
+        redis.stop()
+        if again is not None:
+            again.stop()
+
+
+def test_while_redis_is_unreachable_a_head_another_replica_served_is_held_not_passed(
+    proxied_cluster: ProxiedClusterFactory,
+    start_gateway: GatewayFactory,
+    background_loop: BackgroundLoop,
+    redis_server: RedisServer,
+) -> None:
+    """Another replica offered block 4 (and serves it); this one heard it, then Redis died
+    before its next poll, which finds the upstreams at 6. It serves 4, where the replicas
+    last agreed: not 3 (behind the other), not 6 (ahead of a replica holding 4), and it
+    does not keep calls about the head waiting on a head it has weighed (they would give
+    up and ask an upstream, which answers 6)."""
+    cluster, proxies = proxied_cluster(3, chain_id=CHAIN_ID, mined=3)
+    gateway = start_gateway([p.url for p in proxies], head_poll_interval=60)
+    tracker, shared = _own_tracker(gateway, redis_server.url, background_loop)
+    link, client = shared.link, redis_server.client()
+    try:
+        background_loop.run(tracker.poll_once())
+        background_loop.run(shared.start())  # it subscribes: it hears the other replica
+        deadline = time.monotonic() + 5
+        while client.pubsub_numsub(KEY) != [(KEY.encode(), 1)] and time.monotonic() < deadline:
+            time.sleep(0.02)
+        cluster.mine_all(3)
+        four = cluster[0].block(4)
+        client.publish(KEY, f"4:{four['hash']}:{four['parentHash']}")
+        while not tracker.behind_shared and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert tracker.behind_shared  # heard, not yet weighed
+        redis_server.kill()
+        while link.up and time.monotonic() < deadline:
+            time.sleep(0.02)  # the subscription finds it gone
+        assert not link.up
+        background_loop.run(tracker.poll_once())
+        assert tracker.consensus.head is not None and tracker.consensus.head.number == 4
+        assert not tracker.behind_shared
+    finally:
+        background_loop.run(shared.close())
+        background_loop.run(link.close())
