@@ -7,7 +7,9 @@ from the same run.
 
 Scenarios:
   a. cache hits: a finalized eth_getBalance (rpcgate answers from its cache; the bare dict
-     server answers the same JSON; nginx and the bare proxy pass it to the node);
+     server answers the same JSON; nginx and the bare proxy pass it to the node); rpcgate
+     also with `server.fast_path: false` (aiohttp serving every request), alone and under
+     `--workers 2`;
   b. pass-through: an uncacheable call (eth_getBalance at `pending`);
   c. 50-item batches of uncacheable calls; then 50-item batches of cache hits (against the
      bare dict server answering the same batch), and the mixed batch ethers sends when a
@@ -182,9 +184,11 @@ class Servers:
         workers: int = 1,
         mined_every: bool = False,
         redis_url: str | None = None,
+        fast_path: bool = True,
     ) -> tuple[str, subprocess.Popen[bytes]]:
         """A gateway; with `redis_url`, sharing Redis and with rate limits on for every
-        client (the load's own too, at a rate it never reaches)."""
+        client (the load's own too, at a rate it never reaches); `fast_path=False`: aiohttp
+        serves every request (`server.fast_path`)."""
         port = free_port()
         config: dict[str, Any] = {
             "listen": f"127.0.0.1:{port}",
@@ -201,6 +205,8 @@ class Servers:
         }
         if redis_url is not None:
             config["cache"] = {"redis_url": redis_url}
+        if not fast_path:
+            config["server"] = {"fast_path": False}
         path = self.workdir / f"rpcgate-{port}.yaml"
         path.write_text(yaml.safe_dump(config))
         command = [sys.executable, "-m", "rpcgate.cli", "serve", "--config", str(path)]
@@ -512,6 +518,10 @@ def run(args: argparse.Namespace, notes: list[str]) -> list[Row]:
                 targets.insert(3, ("nginx", nginx[0], nginx[1], None))
             if "a" in args.scenarios:
                 hit_targets = list(targets)
+                # The same gateway with aiohttp serving every request: the fast path's share.
+                slow, slow_process = servers.rpcgate([node], pinned, fast_path=False)
+                post(slow, hit)
+                hit_targets.append(("rpcgate aiohttp only", slow, slow_process, None))
                 redis = RedisServer().start() if shutil.which("redis-server") else None
                 if redis is not None:  # the same gateway, with Redis and rate limits on
                     shared, shared_process = servers.rpcgate([node], pinned, redis_url=redis.url)
@@ -549,14 +559,17 @@ def run(args: argparse.Namespace, notes: list[str]) -> list[Row]:
             print("== rpcgate --workers 2", flush=True)
             node = cluster[0].url
             gateway, gateway_process = servers.rpcgate([node], False, workers=2)
+            slow, slow_process = servers.rpcgate([node], False, workers=2, fast_path=False)
             for _ in range(8):  # each worker stores the answer once; the rest are hits
                 post(gateway, hit)
+                post(slow, hit)
             nginx = servers.nginx(node, False)
             # The framework's own ceiling on both cores: the dict server, two processes.
             bare, bare_process = servers.bare_dict(dict_answers(node, hit), False, processes=2)
             pair: list[Target] = [
                 ("bare dict x2", bare, bare_process, None),
                 ("rpcgate x2", gateway, gateway_process, None),
+                ("rpcgate x2 aiohttp only", slow, slow_process, None),
             ]
             if nginx:
                 pair.insert(0, ("nginx beside x2", nginx[0], nginx[1], None))
@@ -722,6 +735,23 @@ def ratios(rows: list[Row]) -> str:
         lines.append(f"- a cache hit, bare dict x2 / nginx = {bare_x2 / nginx:.2f}")
     if workers and bare_x2:
         lines.append(f"- a cache hit, rpcgate --workers 2 / bare dict x2 = {workers / bare_x2:.2f}")
+    slow_x2 = rps("a cache hit", "rpcgate x2 aiohttp only", False)
+    if slow_x2 and nginx:
+        lines.append(
+            f"- a cache hit, rpcgate --workers 2 aiohttp only (server.fast_path: false) / nginx "
+            f"= {slow_x2 / nginx:.2f}"
+        )
+    for pinned in (False, True):
+        fast, slow = (
+            rps("a cache hit", "rpcgate", pinned),
+            rps("a cache hit", "rpcgate aiohttp only", pinned),
+        )
+        if fast and slow:
+            label = "pinned" if pinned else "unpinned"
+            lines.append(
+                f"- a cache hit, {label}: rpcgate / rpcgate aiohttp only (the fast path) = "
+                f"{fast / slow:.2f}"
+            )
     for pinned in (False, True):
         one = {
             r.target: r.p50_ms

@@ -16,7 +16,7 @@ import yaml
 from aiohttp import web
 
 from rpcgate.config.settings import Config, parse_config
-from rpcgate.edge.connections import runner_for
+from rpcgate.edge.fast_http import rpc_runner
 from rpcgate.edge.http_server import GATEWAY, INGRESS, Gateway, Ingress, build_app
 from rpcgate.rpc.logs import configure_logging
 from tests.harness.anvil import AnvilCluster, JsonRpcError
@@ -126,7 +126,7 @@ class GatewayFactory(Protocol):
 
 async def _start(config: Config, loop: BackgroundLoop) -> RunningGateway:
     app = build_app(config)
-    runner = runner_for(app, config, access_log=None)
+    runner = rpc_runner(app, config, access_log=None)  # the fast path, as `rpcgate serve`
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()

@@ -13,6 +13,11 @@ connections obey `limits`:
 `read_body` reads a request's body within `max_body_bytes` and `body_timeout_s`, and a
 body it refuses is never read to its end: the connection closes after the answer.
 
+On the RPC listener a connection is first the fast path's (`fast_http`, which keeps the
+same limits itself) and becomes aiohttp's at the first request it leaves to aiohttp
+(`LimitedServer.adopt`); `LimitedServer` counts both kinds as one (`open_connections`,
+`refused_connections`, `late_heads`) and drains both on shutdown.
+
 The head clock is one timer handle per connection, re-armed lazily (as aiohttp arms its
 keep-alive timer): a request on a kept-alive connection moves a deadline and schedules
 nothing, and no task is started per request.
@@ -21,8 +26,9 @@ nothing, and no task is started per request.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 from aiohttp.streams import StreamReader
@@ -36,13 +42,36 @@ from rpcgate.rpc.jsonrpc import INVALID_REQUEST
 _RESET_AVOIDANCE_S = 0.5
 
 
-def runner_for(app: web.Application, config: Config, **runner_kwargs: Any) -> web.AppRunner:
+def runner_for(
+    app: web.Application,
+    config: Config,
+    first_protocol: FirstProtocol | None = None,
+    **runner_kwargs: Any,
+) -> web.AppRunner:
     """An AppRunner for `app` whose client connections obey `config.limits` (read once: a
-    reload does not change them)."""
+    reload does not change them). `first_protocol`: what serves a new connection first
+    (the fast path, `fast_http`), handing it to aiohttp (`LimitedServer.adopt`) when it
+    will not serve it; None: aiohttp from the start."""
     limits = config.limits
     return _LimitedRunner(
-        app, limits, **{**runner_kwargs, "keepalive_timeout": limits.keepalive_timeout_s}
+        app,
+        limits,
+        first_protocol,
+        **{**runner_kwargs, "keepalive_timeout": limits.keepalive_timeout_s},
     )
+
+
+class FastConnection(Protocol):
+    """A connection served before (or instead of) aiohttp, drained with aiohttp's own."""
+
+    def close(self) -> None:
+        """Close once the request in hand is answered; at once when idle."""
+
+    async def shutdown(self, timeout: float | None) -> None:
+        """Wait up to `timeout` for the request in hand, then close."""
+
+
+FirstProtocol = Callable[["LimitedServer"], asyncio.BaseProtocol]
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,25 +147,47 @@ def _refuse(request: web.BaseRequest, refused: BodyRefused) -> BodyRefused:
     return refused
 
 
+def close_leaving_body_unread(
+    transport: asyncio.Transport, loop: asyncio.AbstractEventLoop
+) -> None:
+    """Close a connection whose answer is written and whose request body is partly unread.
+
+    Closing a socket with unread bytes sends a reset, and a client still sending may lose
+    the answer with it: say we are done (FIN), read nothing more (the client's sends stall
+    in full buffers) and close a moment later, as Go's net/http does."""
+    if transport.can_write_eof():
+        transport.write_eof()
+    transport.pause_reading()
+    loop.call_later(_RESET_AVOIDANCE_S, transport.close)
+
+
 # How long a handler cancelled at shutdown gets to unwind (its finally blocks).
-_CANCELLED_HANDLER_WAIT_S = 0.5
+CANCELLED_HANDLER_WAIT_S = 0.5
 
 
 class _LimitedRunner(web.AppRunner):
-    __slots__ = ("_limits",)
+    __slots__ = ("_first_protocol", "_limits")
 
-    def __init__(self, app: web.Application, limits: LimitsConfig, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        app: web.Application,
+        limits: LimitsConfig,
+        first_protocol: FirstProtocol | None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(app, **kwargs)
         self._limits = limits
+        self._first_protocol = first_protocol
 
     async def _make_server(self) -> web.Server:
         # AppRunner starts the app and builds aiohttp's Server; ours is made of the same
         # parts. Those, and what _LimitedHandler reads of aiohttp's RequestHandler, are
         # aiohttp's private attributes (as of 3.14): tests/edge/test_slow_clients.py pins them.
         built = await super()._make_server()
-        return _LimitedServer(
+        return LimitedServer(
             built.request_handler,
             self._limits,
+            self._first_protocol,
             request_factory=built.request_factory,
             handler_cancellation=built.handler_cancellation,
             loop=built._loop,
@@ -144,20 +195,65 @@ class _LimitedRunner(web.AppRunner):
         )
 
 
-class _LimitedServer(web.Server):
+class LimitedServer(web.Server):
     """aiohttp's protocol factory, making connections that obey the limits, and counting
-    them."""
+    them: aiohttp's own and those the first protocol serves (`runner_for`), each counted
+    once, from its arrival to its end, whoever serves it."""
 
-    def __init__(self, handler: Any, limits: LimitsConfig, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        handler: Any,
+        limits: LimitsConfig,
+        first_protocol: FirstProtocol | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(handler, **kwargs)
         self.header_timeout_s = limits.header_timeout_s
+        self.keepalive_timeout_s = limits.keepalive_timeout_s
         self.max_connections = limits.max_connections
         self.open_connections = 0
         self.refused_connections = 0  # closed as they arrived, over max_connections
         self.late_heads = 0  # connections closed for a head not sent in time
+        self.first_protocol = first_protocol
+        self.fast_connections: set[FastConnection] = set()  # served by the first protocol
 
-    def __call__(self) -> RequestHandler:
+    def __call__(self) -> RequestHandler:  # what the listener makes for each new connection
+        if self.first_protocol is not None:
+            # aiohttp's Server makes RequestHandlers; the listener takes any protocol.
+            return self.first_protocol(self)  # type: ignore[return-value]
         return _LimitedHandler(self, loop=self._loop, **self._kwargs)
+
+    def admit_connection(self) -> bool:
+        """Whether a new connection may stay (counted from now), or is one over the cap."""
+        if self.open_connections >= self.max_connections:
+            self.refused_connections += 1
+            return False
+        self.open_connections += 1
+        return True
+
+    def adopt(
+        self, transport: asyncio.Transport, received: bytes, head_deadline: float | None
+    ) -> None:
+        """aiohttp takes over a connection the first protocol counted, from the start of
+        the request in `received` (that and what followed it, not yet answered); its head
+        is due by `head_deadline` (None: complete in `received`)."""
+        handler = _LimitedHandler(self, loop=self._loop, adopted=True, **self._kwargs)
+        transport.set_protocol(handler)
+        handler.connection_made(transport)
+        if head_deadline is not None:
+            handler.head_due_by(head_deadline)
+        if received:
+            handler.data_received(received)
+
+    def pre_shutdown(self) -> None:
+        super().pre_shutdown()
+        for connection in list(self.fast_connections):
+            connection.close()
+
+    async def shutdown(self, timeout: float | None = None) -> None:
+        fast = [connection.shutdown(timeout) for connection in list(self.fast_connections)]
+        await asyncio.gather(super().shutdown(timeout), *fast)
+        self.fast_connections.clear()
 
 
 class _LimitedHandler(RequestHandler):
@@ -173,23 +269,20 @@ class _LimitedHandler(RequestHandler):
         "_limited",
     )
 
-    def __init__(self, manager: _LimitedServer, **kwargs: Any) -> None:
+    def __init__(self, manager: LimitedServer, *, adopted: bool = False, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
         self._limited = manager  # aiohttp forgets its manager when the connection is lost
-        self._counted = False
+        self._counted = adopted  # an adopted connection was counted as it arrived
         self._head_deadline: float | None = None  # None: no head is due
         self._head_timer: asyncio.TimerHandle | None = None
         self._last_payload: StreamReader | None = None  # the body of the last head received
         self._leaving_body_unread = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        server = self._limited
-        if server.open_connections >= server.max_connections:
-            server.refused_connections += 1
+        if not self._counted and not self._limited.admit_connection():
             self._force_close = True  # no request task, nothing read
             transport.close()
             return
-        server.open_connections += 1
         self._counted = True
         super().connection_made(transport)
         self._start_head_clock()
@@ -231,7 +324,7 @@ class _LimitedHandler(RequestHandler):
             handler = self._task_handler
             if handler is not None and not handler.done():
                 handler.cancel()
-                await asyncio.wait({handler}, timeout=_CANCELLED_HANDLER_WAIT_S)
+                await asyncio.wait({handler}, timeout=CANCELLED_HANDLER_WAIT_S)
             if self.transport is not None:
                 self.transport.close()
 
@@ -255,15 +348,16 @@ class _LimitedHandler(RequestHandler):
             super().close()
 
     def _close_leaving_body_unread(self, transport: asyncio.Transport) -> None:
-        # Closing a socket with unread bytes sends a reset, and a client still sending
-        # may lose the answer with it: say we are done (FIN), read nothing more (the
-        # client's sends stall in full buffers) and close a moment later, as Go's
-        # net/http does.
         self._close = self._force_close = True  # aiohttp leaves the transport to us
-        if transport.can_write_eof():
-            transport.write_eof()
-        transport.pause_reading()
-        self._loop.call_later(_RESET_AVOIDANCE_S, transport.close)
+        close_leaving_body_unread(transport, self._loop)
+
+    def head_due_by(self, deadline: float) -> None:
+        """The head in hand is due by `deadline` (set on a connection adopted with a head
+        begun and not complete), not a whole header timeout from now."""
+        self._head_deadline = deadline
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+        self._head_timer = self._loop.call_at(deadline, self._on_head_clock)
 
     def _between_requests(self) -> bool:
         """Whether bytes arriving now start a new request head (not a body, nor a WebSocket

@@ -1,15 +1,14 @@
-"""The aiohttp server: a thin shell from HTTP requests to the executor and back.
+"""The aiohttp server: the routes, and a thin shell from HTTP requests to the gateway.
 
-A request's path: read the body (within limits) -> frame it (`jsonrpc`) -> answer each item
-(`execute`) -> encode, with diagnostics headers saying who answered and after how many
-attempts.
+A JSON-RPC POST is answered by `rpc_post` (chain and caller, body within limits, admission,
+the answer with its diagnostics headers); on the RPC listener most of them never reach
+aiohttp (`fast_http` answers them), and everything else is served here: WebSockets, the
+probes, the status page, metrics, admin, CORS preflights, `Expect: 100-continue`.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
-from time import perf_counter
 from typing import Any
 
 import orjson
@@ -17,42 +16,21 @@ import structlog
 from aiohttp import HttpVersion11, web
 
 from rpcgate import __version__
-from rpcgate.chain.runtime import ChainRuntime
 from rpcgate.config.settings import Config
 from rpcgate.consensus.heads import State
-from rpcgate.edge.answers import (
-    HEADER_ATTEMPTS,
-    HEADER_CACHE_CONTROL,
-    HEADER_UPSTREAM,
-    answer_in_hand,
-    answer_request,
-    batch_in_hand,
-)
-from rpcgate.edge.clients import UNAUTHORIZED, Caller, Refusal
 from rpcgate.edge.connections import BodyRefused, body_too_large, read_body
 from rpcgate.edge.gateway import Gateway
 from rpcgate.edge.ingress import Ingress
-from rpcgate.edge.rate_limits import LIMIT_EXCEEDED, Verdict, retry_after_header
 from rpcgate.edge.responses import JsonAnswer
+from rpcgate.edge.rpc_post import Reply, RpcPost, chain_and_caller, gateway_error
 from rpcgate.edge.siblings import FORWARDED, SiblingFanout, Siblings
 from rpcgate.edge.websocket import close_websockets, is_websocket, serve_websocket
 from rpcgate.ops.admin import EventsFanout, Fanout, add_admin_routes, apply_event
 from rpcgate.ops.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from rpcgate.ops.metrics import merged_exposition
 from rpcgate.ops.status import gateway_status, handle_status_page
-from rpcgate.rpc.context import CallContext
-from rpcgate.rpc.jsonrpc import (
-    INVALID_REQUEST,
-    UNKNOWN_CHAIN,
-    Call,
-    dumps,
-    parse_single,
-    request_of,
-    response_object,
-    rpc_error,
-)
+from rpcgate.rpc.jsonrpc import INVALID_REQUEST, dumps
 from rpcgate.rpc.masking import MASKER
-from rpcgate.rpc.trace import HEADER_TRACE, wants_trace
 
 log = structlog.get_logger("rpcgate.server")
 
@@ -85,164 +63,68 @@ def _gateway_error(
     data: Any = None,
     headers: dict[str, str] | None = None,
 ) -> web.Response:
-    return _json_response(
-        request,
-        response_object(None, error=rpc_error(code, message, data)),
-        status,
-        {HEADER_UPSTREAM: "gateway", HEADER_ATTEMPTS: "0", **(headers or {})},
+    reply = gateway_error(
+        request.app[INGRESS], request.headers.get("Origin"), status, code, message, data, headers
     )
+    response = _response(reply)
+    assert isinstance(response, web.Response)
+    return response
 
 
-def _skips_cache(headers: Mapping[str, str]) -> bool:
-    for name in (HEADER_CACHE_CONTROL, "Cache-Control"):
-        value = headers.get(name)
-        if value is not None and "no-cache" in value.lower():
-            return True
-    return False
-
-
-def _answer_in_hand(
-    request: web.Request, chain: ChainRuntime, call: Call, read_cache: bool
-) -> web.StreamResponse | None:
-    """The hot path (`answers.answer_in_hand`), as an HTTP answer."""
-    in_hand = answer_in_hand(chain, call, read_cache)
-    if in_hand is None:
-        return None
-    payload, headers = in_hand
-    origin = request.headers.get("Origin")
-    if origin is not None:
-        headers.update(request.app[INGRESS].cors.headers(origin))
-    return JsonAnswer(payload, headers)
-
-
-def _refused(request: web.Request, verdict: Verdict) -> web.Response:
-    data = {"retry_after_s": round(verdict.retry_after_s, 3)} if verdict.retry_after_s else None
-    return _gateway_error(
-        request,
-        429,
-        LIMIT_EXCEEDED,
-        verdict.message,
-        data,
-        retry_after_header(verdict.retry_after_s),
+def _response(reply: Reply) -> web.StreamResponse:
+    """A reply as aiohttp sends it: a 200 in one piece (`JsonAnswer`), others as usual."""
+    if reply.status == 200 and reply.body is not None and not reply.close:
+        return JsonAnswer(reply.body, reply.fields)
+    response = web.Response(
+        body=reply.body,
+        status=reply.status,
+        content_type="application/json" if reply.body is not None else None,
+        headers=reply.fields,
     )
-
-
-# Who calls, where nothing needs to know (no keys, no limits): the hot path skips working
-# out the client's address.
-_UNIDENTIFIED = Caller("unidentified")
-
-
-def _chain_and_caller(
-    request: web.Request, identify: bool = True
-) -> tuple[ChainRuntime, Caller] | web.Response:
-    """The chain the path names and who calls it (when `identify`), or the error answer."""
-    gateway = request.app[GATEWAY]
-    chain = gateway.chain_for(request.match_info.get("chain"))
-    if chain is None:
-        name = request.match_info.get("chain")
-        return _gateway_error(
-            request,
-            404,
-            UNKNOWN_CHAIN,
-            f"unknown chain {name!r}; served: " + ", ".join(gateway.served_paths()),
-        )
-    if not identify:
-        return chain, _UNIDENTIFIED
-    caller = request.app[INGRESS].admission.caller(
-        path_key=request.match_info.get("key"),
-        headers=request.headers,
-        query=request.rel_url.query,
-        peer=request.remote,
-        chain_name=chain.config.name,
-        chain_id=chain.config.chain_id,
-    )
-    if isinstance(caller, Refusal):
-        return _gateway_error(request, caller.status, UNAUTHORIZED, caller.message)
-    return chain, caller
+    if reply.close:
+        response.force_close()
+    return response
 
 
 async def handle_rpc(request: web.Request) -> web.StreamResponse:
-    started = perf_counter()
-    gateway = request.app[GATEWAY]
-    ingress = request.app[INGRESS]
-    admission = ingress.admission
-    found = _chain_and_caller(request, admission.identifies)
-    if isinstance(found, web.Response):
-        return found
-    chain, caller = found
-    limits = gateway.config.limits
-    body = await read_body(request, limits.max_body_bytes, limits.body_timeout_s)
-    if isinstance(body, BodyRefused):
-        refusal = _gateway_error(request, body.status, body.code, body.message, body.data)
-        refusal.force_close()  # the rest of the body stays unread: this connection ends here
-        return refusal
-    read_cache = not _skips_cache(request.headers)
-    trace = wants_trace(request.headers.get(HEADER_TRACE))
-    single = parse_single(body, max_depth=limits.max_json_depth)
-    asked_locally = single is not None and not single.is_notification and not trace
-    if single is not None and asked_locally:
-        in_hand = _answer_in_hand(request, chain, single, read_cache)
-        if in_hand is not None:
-            if admission.enforces:
-                verdict = await admission.admit(caller, 1, in_flight=False)
-                if not verdict.allowed:
-                    return _refused(request, verdict)
-            gateway.metrics.call_answered_locally(
-                chain.config.name, single.method, perf_counter() - started
-            )
-            return in_hand
-    if single is None and read_cache and not trace:
-        held = batch_in_hand(chain, body)  # the same calls answered a moment ago
-        if held is not None:
-            answered, batch = held
-            if admission.enforces:
-                verdict = await admission.admit(caller, len(batch.results), in_flight=False)
-                if not verdict.allowed:
-                    return _refused(request, verdict)
-            elapsed = perf_counter() - started
-            for method, calls in batch.methods:
-                gateway.metrics.call_answered_locally(chain.config.name, method, elapsed, calls)
-            headers = dict(batch.headers)
-            origin = request.headers.get("Origin")
-            if origin is not None:
-                headers.update(ingress.cors.headers(origin))
-            return JsonAnswer(answered, headers)
-    parsed = request_of(body, single, limits.max_batch_items, max_depth=limits.max_json_depth)
-    cost = len(parsed.items)
-    context = CallContext.arriving(
-        gateway.config.failover.deadline_s,
-        started=started,
-        read_cache=read_cache,
-        asked_locally=asked_locally,
-        trace=trace,
+    """A JSON-RPC POST, answered by `rpc_post` (the fast path serves most of them without
+    aiohttp: `fast_http`)."""
+    post = RpcPost(
+        request.app[INGRESS],
+        request.match_info.get("chain"),
+        request.match_info.get("key"),
+        request.headers,
+        request.query,
+        request.remote,
     )
-    if not admission.enforces:
-        payload, headers = await answer_request(chain, parsed, context, gateway.metrics)
-    else:
-        verdict = await admission.admit(caller, cost)
-        if not verdict.allowed:
-            return _refused(request, verdict)
-        try:
-            payload, headers = await answer_request(chain, parsed, context, gateway.metrics)
-        finally:
-            admission.leave(caller, cost)
-    origin = request.headers.get("Origin")
-    if origin is not None:  # only browsers send it; others are spared the headers
-        headers.update(ingress.cors.headers(origin))
-    if payload is None:  # only notifications: nothing to answer
-        return web.Response(status=204, headers=headers)
-    return JsonAnswer(payload, headers)
+    reply = post.route()
+    if reply is None:
+        limits = request.app[GATEWAY].config.limits
+        body = await read_body(request, limits.max_body_bytes, limits.body_timeout_s)
+        if isinstance(body, BodyRefused):  # the rest of the body stays unread
+            reply = post.body_refused(body)
+        else:
+            reply = await post.answer(body)
+    return _response(reply)
 
 
 async def handle_get(request: web.Request) -> web.StreamResponse:
     """A chain's path answers GET with a WebSocket (an Upgrade), else it is POST only."""
     if not is_websocket(request):
         return await handle_not_post(request)
-    found = _chain_and_caller(request)
-    if isinstance(found, web.Response):
-        return found
+    ingress = request.app[INGRESS]
+    found = chain_and_caller(
+        ingress,
+        request.match_info.get("chain"),
+        request.match_info.get("key"),
+        request.headers,
+        request.query,
+        request.remote,
+    )
+    if isinstance(found, Reply):
+        return _response(found)
     chain, caller = found
-    return await serve_websocket(request, request.app[INGRESS], chain, caller)
+    return await serve_websocket(request, ingress, chain, caller)
 
 
 async def handle_not_post(request: web.Request) -> web.StreamResponse:

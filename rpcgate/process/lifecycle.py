@@ -28,6 +28,7 @@ from aiohttp import web
 
 from rpcgate.config.settings import Config, ConfigError, load_config, split_host_port
 from rpcgate.edge.connections import runner_for
+from rpcgate.edge.fast_http import rpc_runner
 from rpcgate.edge.http_server import (
     GATEWAY,
     INGRESS,
@@ -104,7 +105,7 @@ async def serve(config: Config, config_path: str | None, *, worker: int | None =
             return EXIT_CANNOT_SERVE
     app = build_app(config, siblings)
     gateway = app[GATEWAY]
-    runner = runner_for(
+    runner = rpc_runner(
         app,
         config,
         access_log=None,

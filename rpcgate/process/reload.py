@@ -35,7 +35,7 @@ class ReloadPlan:
 
 
 # Settings read once at start: a reload names them and leaves them as they are.
-_RESTART_ONLY = ("listen", "log_level", "cache", "ops")
+_RESTART_ONLY = ("listen", "log_level", "cache", "ops", "server")
 
 
 def plan_reload(old: Config, new: Config) -> ReloadPlan:

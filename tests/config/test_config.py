@@ -307,7 +307,7 @@ UPSTREAM_KEYS = (
 )
 ROOT_KEYS = (
     "admin, auth, cache, chains, cors, failover, filters, limits, listen, log_level, ops, "
-    "shutdown, websocket"
+    "server, shutdown, websocket"
 )
 PRESET_NAMES = (
     "infura, alchemy, quicknode, chainstack, ankr, drpc, pokt, lava, publicnode, onerpc, "

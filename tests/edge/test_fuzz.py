@@ -24,6 +24,7 @@ from aiohttp import web
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from rpcgate.edge.fast_http import rpc_runner
 from rpcgate.edge.http_server import build_app
 from tests.conftest import gateway_config
 from tests.harness.anvil import DEFAULT_CHAIN_ID as CHAIN_ID
@@ -91,7 +92,7 @@ def gateway(background_loop: BackgroundLoop) -> Iterator[Client]:
     config = gateway_config(cluster.urls, limits=NO_CLIENT_LIMITS)
 
     async def serve() -> tuple[web.AppRunner, str]:
-        runner = web.AppRunner(build_app(config), access_log=None)
+        runner = rpc_runner(build_app(config), config, access_log=None)  # the fast path
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", 0).start()
         host, port = runner.addresses[0][:2]

@@ -124,15 +124,18 @@ async def _trickle(writer: asyncio.StreamWriter, data: bytes, interval_s: float)
 GatewayWithLimits = Callable[..., RunningGateway]  # limits as keyword arguments
 
 
-@pytest.fixture
+@pytest.fixture(params=[True, False], ids=["fast-path", "aiohttp"])
 def gateway_with(
-    anvil_cluster: AnvilClusterFactory, start_gateway: GatewayFactory
+    request: pytest.FixtureRequest,
+    anvil_cluster: AnvilClusterFactory,
+    start_gateway: GatewayFactory,
 ) -> GatewayWithLimits:
-    """Starts an in-process gateway over one anvil node, with the given `limits`."""
+    """Starts an in-process gateway over one anvil node, with the given `limits`: served by
+    the fast path (the default), and by aiohttp alone (`server.fast_path: false`)."""
     cluster = anvil_cluster(1, automine=True)
 
     def start(**limits: Any) -> RunningGateway:
-        return start_gateway(cluster.urls, limits=limits)
+        return start_gateway(cluster.urls, limits=limits, server={"fast_path": request.param})
 
     return start
 
