@@ -85,6 +85,17 @@ class Admission:
             self._by_address[peer, forwarded] = caller
         return caller
 
+    def admit_now(self, caller: Caller, cost: int) -> Verdict | None:
+        """As `admit` without `in_flight`, when that needs no wait (the common case: the
+        replica's lease of the caller's tokens has them, or they are counted in process);
+        None when it needs the next lease from Redis (then `admit`)."""
+        if not caller.limited:
+            return ALLOWED
+        verdict = self.limiter.admit_now(caller, cost)
+        if verdict is not None and not verdict.allowed:
+            self.refusals[verdict.reason] += cost
+        return verdict
+
     async def admit(self, caller: Caller, cost: int, *, in_flight: bool = True) -> Verdict:
         """Takes the caller's tokens for `cost` calls and, with `in_flight`, counts them as
         in flight until `leave`."""

@@ -10,8 +10,9 @@ call it, so every decision about an RPC POST is made in this one place:
    answer.
 2. The server reads the body within `limits` (a refused body: `body_refused`).
 3. `at_once`: what the gateway holds (a cache hit, the head, a batch answered a moment
-   ago) is answered there and then, without awaiting anything, when no rate limit is
-   counted; None otherwise.
+   ago) is answered there and then, without awaiting anything, when the caller's rate
+   limit is decided in process too (no limit, the replica's lease of the caller's tokens,
+   or a bucket counted here); None otherwise.
 4. `in_full`: the rest (admission, then `answers.answer_request`).
 
 A bug in steps 3 and 4 is logged and answered 500 with a JSON-RPC error, and the
@@ -214,8 +215,8 @@ class RpcPost:
         return reply
 
     def at_once(self, body: bytes) -> Reply | None:
-        """The answer when the gateway holds it and no rate limit is counted; None: await
-        `in_full`."""
+        """The answer when the gateway holds it and the caller's rate limit (if any) is
+        decided without a wait (`Admission.admit_now`); None: await `in_full`."""
         try:
             return self._at_once(body)
         except Exception:
@@ -250,9 +251,13 @@ class RpcPost:
                 self._add_cors(fields)
                 reply = Reply(200, fields, payload)
                 if admission.enforces:
-                    self._in_hand, self._cost = reply, 1
-                    self._record = [(single.method, 1)]
-                    return None
+                    verdict = admission.admit_now(self._caller, 1)
+                    if verdict is None:  # the caller's tokens are to be had from Redis
+                        self._in_hand, self._cost = reply, 1
+                        self._record = [(single.method, 1)]
+                        return None
+                    if not verdict.allowed:
+                        return self._refused(verdict)
                 self.ingress.gateway.metrics.call_answered_locally(
                     chain.config.name, single.method, perf_counter() - self.started
                 )
@@ -266,9 +271,13 @@ class RpcPost:
                 reply = Reply(200, fields, answered)
                 methods = list(batch.methods)
                 if admission.enforces:
-                    self._in_hand, self._cost = reply, len(batch.results)
-                    self._record = methods
-                    return None
+                    verdict = admission.admit_now(self._caller, len(batch.results))
+                    if verdict is None:  # the caller's tokens are to be had from Redis
+                        self._in_hand, self._cost = reply, len(batch.results)
+                        self._record = methods
+                        return None
+                    if not verdict.allowed:
+                        return self._refused(verdict)
                 self._record_local(methods)
                 return reply
         return None

@@ -610,6 +610,33 @@ def test_a_failing_handler_is_a_logged_500_json_rpc_error_and_the_gateway_serves
     assert gateway.rpc("eth_chainId").json()["result"] == "0x7a69"
 
 
+@pytest.mark.parametrize("fast_path", [True, False], ids=["fast", "aiohttp"])
+def test_a_cache_hit_under_rate_limits_is_answered_and_refused_without_awaiting_admission(
+    anvil_cluster: AnvilClusterFactory,
+    start_config: ConfigFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    fast_path: bool,
+) -> None:
+    """With limits counted in process, a call the gateway holds is admitted (or refused)
+    there and then (`Admission.admit_now`), not in a task that awaits `Admission.admit`."""
+    limits = {"unlimited_networks": [], "rate_per_s": 0.001, "rate_burst": 4}
+    gateway = start_config(
+        gateway_config(
+            anvil_cluster(1, automine=True).urls,
+            server={"fast_path": fast_path},
+            limits=limits,
+        )
+    )
+    assert gateway.rpc("eth_chainId").json()["result"] == "0x7a69"  # stored: 1 token
+
+    async def never(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a held answer awaited admission")
+
+    monkeypatch.setattr("rpcgate.edge.admission.Admission.admit", never)
+    statuses = [gateway.rpc("eth_chainId").status for _ in range(4)]
+    assert statuses == [200, 200, 200, 429]
+
+
 def test_with_the_fast_path_off_aiohttp_serves_every_connection(
     anvil_cluster: AnvilClusterFactory, start_config: ConfigFactory
 ) -> None:
