@@ -104,18 +104,7 @@ class CallRecorder:
         if series is None:
             series = self._series(chain, method or OTHER_METHOD, label)
         series.observe(seconds)
-        if outcome.attempt_log and not outcome.attempts_counted:
-            outcome.attempts_counted = True  # coalesced callers share this Outcome
-            now = time.monotonic()
-            for attempt in outcome.attempt_log:
-                key = (chain, attempt.upstream, attempt.error_class or NO_ERROR)
-                found = self._attempts.get(key)
-                if found is None:
-                    found = self._attempts[key] = Latencies()
-                found.observe(attempt.latency_s)
-                self.history.of(chain, attempt.upstream).record_attempt(
-                    attempt.error_class, attempt.latency_s, now
-                )
+        self._count_attempts(chain, outcome, time.monotonic(), {})
 
     def calls_answered(
         self, chain: str, answered: list[tuple[str, Outcome]], seconds: float
@@ -133,19 +122,26 @@ class CallRecorder:
                 series = self._series(chain, method, label)
             series.counts[bucket] += 1
             series.total_s += seconds
-            if not outcome.attempt_log or outcome.attempts_counted:
-                continue
-            outcome.attempts_counted = True
-            for attempt in outcome.attempt_log:
-                key = (chain, attempt.upstream, attempt.error_class or NO_ERROR)
-                found = self._attempts.get(key)
-                if found is None:
-                    found = self._attempts[key] = Latencies()
-                found.observe(attempt.latency_s)
-                history = histories.get(attempt.upstream)
-                if history is None:
-                    history = histories[attempt.upstream] = self.history.of(chain, attempt.upstream)
-                history.record_attempt(attempt.error_class, attempt.latency_s, now)
+            self._count_attempts(chain, outcome, now, histories)
+
+    def _count_attempts(
+        self, chain: str, outcome: Outcome, now: float, histories: dict[str, UpstreamHistory]
+    ) -> None:
+        """The upstream attempts a call made, once (coalesced callers share its Outcome);
+        `histories`: the upstreams' rings found so far (kept across a batch's calls)."""
+        if not outcome.attempt_log or outcome.attempts_counted:
+            return
+        outcome.attempts_counted = True
+        for attempt in outcome.attempt_log:
+            key = (chain, attempt.upstream, attempt.error_class or NO_ERROR)
+            found = self._attempts.get(key)
+            if found is None:
+                found = self._attempts[key] = Latencies()
+            found.observe(attempt.latency_s)
+            history = histories.get(attempt.upstream)
+            if history is None:
+                history = histories[attempt.upstream] = self.history.of(chain, attempt.upstream)
+            history.record_attempt(attempt.error_class, attempt.latency_s, now)
 
     def _series(self, chain: str, method: str, outcome: str) -> Latencies:
         folded = method if method in METHODS else OTHER_METHOD
