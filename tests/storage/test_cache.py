@@ -378,7 +378,14 @@ def test_finalized_history_is_cached_right_after_a_start(
             assert answer["result"] == cluster[2].rpc(method, params), method
     for method, params in calls:  # besides what verification asks for its anchors
         assert sum(p.calls_of(method, params) for p in proxies) == 1, method
-    time.sleep(0.3)  # the writes reach Redis after the answers
+    # The writes reach Redis after the answers: until none is pending (a loaded machine
+    # can take longer than a fixed pause).
+    redis_tier = gateway.gateway.cache.redis
+    assert redis_tier is not None
+    deadline = time.monotonic() + 5.0
+    while redis_tier._writes and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.05)
     replica = start()  # a fresh process: its memory is empty, Redis is warm
     for proxy in proxies:
         proxy.reset_counts()
