@@ -16,7 +16,6 @@ import os
 import signal
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
 from aiohttp import HttpVersion10, HttpVersion11
@@ -36,6 +35,7 @@ from tests.conftest import (
 )
 from tests.harness.faultproxy import Fault
 from tests.harness.fixtures import AnvilClusterFactory, FaultProxyFactory
+from tests.harness.tools import host_port
 
 CHAIN_ID = {"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []}
 
@@ -217,12 +217,6 @@ async def _closed(reader: asyncio.StreamReader, within_s: float = 2.0) -> bool:
         return True
 
 
-def _address(url: str) -> tuple[str, int]:
-    parts = urlsplit(url)
-    assert parts.hostname is not None and parts.port is not None
-    return parts.hostname, parts.port
-
-
 @dataclass
 class Counts:
     fast: int  # connections the fast path serves
@@ -269,7 +263,7 @@ def test_rpc_posts_are_served_by_the_fast_path_and_other_requests_by_aiohttp_on_
     gateway: RunningGateway,
 ) -> None:
     async def scenario() -> list[tuple[str, Answer, Counts]]:
-        reader, writer = await asyncio.open_connection(*_address(gateway.url))
+        reader, writer = await asyncio.open_connection(*host_port(gateway.url))
         seen = []
         try:
             for label, request in [
@@ -310,7 +304,7 @@ def test_a_connection_that_starts_with_a_get_is_aiohttps_from_the_start(
     gateway: RunningGateway,
 ) -> None:
     async def scenario() -> tuple[Answer, Counts, Answer]:
-        reader, writer = await asyncio.open_connection(*_address(gateway.url))
+        reader, writer = await asyncio.open_connection(*host_port(gateway.url))
         try:
             writer.write(_get("/"))
             root = await _answer(reader)
@@ -360,7 +354,7 @@ def test_a_websocket_upgrade_after_rpc_posts_on_the_same_connection_is_served(
     )
 
     async def scenario() -> tuple[list[int], bytes, Any]:
-        reader, writer = await asyncio.open_connection(*_address(gateway.url))
+        reader, writer = await asyncio.open_connection(*host_port(gateway.url))
         try:
             statuses = []
             for _ in range(2):
@@ -428,7 +422,7 @@ def test_pipelined_requests_fast_and_aiohttps_are_answered_whole_and_in_order(
     gateway: RunningGateway, handoffs: list[bytes]
 ) -> None:
     _, expected = _mixed_pipeline()
-    assert asyncio.run(_pipelined(_address(gateway.url))) == expected
+    assert asyncio.run(_pipelined(host_port(gateway.url))) == expected
     assert handoffs == [_get("/healthz")[:40]]  # from the GET's first byte, no sooner
 
 
@@ -437,7 +431,7 @@ def test_as_rpcgate_serve_on_uvloop_pipelined_and_handed_over_requests_are_answe
 ) -> None:
     url, _ = serve_process(anvil_cluster(1, automine=True).urls[0])
     _, expected = _mixed_pipeline()
-    assert asyncio.run(_pipelined(_address(url))) == expected
+    assert asyncio.run(_pipelined(host_port(url))) == expected
 
 
 HOST_LINE = b"Host: gateway\r\n"
@@ -485,7 +479,7 @@ def test_a_malformed_request_gets_400_and_the_connection_closes(
     gateway: RunningGateway, request_bytes: bytes, after_a_post: bool
 ) -> None:
     async def scenario() -> tuple[Answer, bool]:
-        reader, writer = await asyncio.open_connection(*_address(gateway.url))
+        reader, writer = await asyncio.open_connection(*host_port(gateway.url))
         try:
             if after_a_post:
                 writer.write(_post(CHAIN_ID))
@@ -505,7 +499,7 @@ def test_a_compressed_body_is_read_as_aiohttp_reads_it(gateway: RunningGateway) 
     body = gzip.compress(json.dumps({**CHAIN_ID, "id": 3}).encode())
 
     async def scenario() -> list[Answer]:
-        reader, writer = await asyncio.open_connection(*_address(gateway.url))
+        reader, writer = await asyncio.open_connection(*host_port(gateway.url))
         try:
             answers = []
             for _ in range(2):  # first on the connection, then handed over after a POST
@@ -525,7 +519,7 @@ def test_fast_and_aiohttp_connections_are_one_count_under_the_connection_cap(
     anvil_cluster: AnvilClusterFactory, start_gateway: GatewayFactory
 ) -> None:
     gateway = start_gateway(anvil_cluster(1, automine=True).urls, limits={"max_connections": 3})
-    address = _address(gateway.url)
+    address = host_port(gateway.url)
 
     async def exchange(
         connection: tuple[asyncio.StreamReader, asyncio.StreamWriter], request: bytes
@@ -590,7 +584,7 @@ def test_a_failing_handler_is_a_logged_500_json_rpc_error_and_the_gateway_serves
     )
 
     async def scenario() -> tuple[Answer, bool]:
-        reader, writer = await asyncio.open_connection(*_address(gateway.url))
+        reader, writer = await asyncio.open_connection(*host_port(gateway.url))
         try:
             writer.write(_post({**BALANCE, "id": 5}))
             answer = await _answer(reader)
@@ -645,7 +639,7 @@ def test_with_the_fast_path_off_aiohttp_serves_every_connection(
     )
 
     async def scenario() -> tuple[Answer, Counts]:
-        reader, writer = await asyncio.open_connection(*_address(gateway.url))
+        reader, writer = await asyncio.open_connection(*host_port(gateway.url))
         try:
             writer.write(_post(CHAIN_ID))
             answer = await _answer(reader)
@@ -665,7 +659,7 @@ def test_sigterm_answers_the_call_in_flight_and_closes_idle_keep_alive_connectio
 ) -> None:
     proxy = fault_proxy(anvil_cluster(1, automine=True).urls[0])
     url, process = serve_process(proxy.url, shutdown={"grace_s": 0, "timeout_s": 10})
-    address = _address(url)
+    address = host_port(url)
 
     async def scenario() -> tuple[bool, float, Answer, bool]:
         idle_reader, idle_writer = await asyncio.open_connection(*address)
@@ -735,7 +729,7 @@ def test_each_client_limit_is_kept_by_the_fast_path_itself(
 ) -> None:
     # The limit under test alone, the others at their defaults (longer: 10 s and more).
     gateway = start_gateway(anvil_cluster(1, automine=True).urls, limits={limit: LIMITED[limit]})
-    answer, closed_after = asyncio.run(_limit_met(_address(gateway.url), limit))
+    answer, closed_after = asyncio.run(_limit_met(host_port(gateway.url), limit))
     if limit == "max_body_bytes":
         assert answer is not None and answer.status == 413  # before a byte of it was sent
         assert closed_after < 1.0
@@ -766,7 +760,7 @@ def test_a_client_that_says_close_gets_its_answer_and_the_connection_closes(
     gateway: RunningGateway, request_bytes: bytes
 ) -> None:
     async def scenario() -> tuple[Answer, bool]:
-        reader, writer = await asyncio.open_connection(*_address(gateway.url))
+        reader, writer = await asyncio.open_connection(*host_port(gateway.url))
         try:
             writer.write(request_bytes)
             return await _answer(reader), await _closed(reader)
@@ -793,7 +787,7 @@ def test_a_head_pipelined_behind_a_slow_call_is_late_only_if_it_is_not_all_there
         second = second[:20]
 
     async def scenario() -> tuple[list[Answer], bool]:
-        reader, writer = await asyncio.open_connection(*_address(gateway.url))
+        reader, writer = await asyncio.open_connection(*host_port(gateway.url))
         try:
             slow = _post({**BALANCE, "id": 1}, "/", "Cache-Control: no-cache")
             writer.write(slow + second)  # the second waits 2 s behind the first

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import json
-from urllib.parse import urlsplit
 
 import aiohttp
 import pytest
@@ -18,6 +17,7 @@ from rpcgate.config.settings import ConfigError, parse_config
 from rpcgate.edge.responses import answer_head
 from tests.conftest import GatewayFactory, RunningGateway
 from tests.harness.fixtures import AnvilClusterFactory
+from tests.harness.tools import host_port
 
 BLOCK_NUMBER = {"jsonrpc": "2.0", "id": 7, "method": "eth_blockNumber", "params": []}
 CHAIN_ID = {"jsonrpc": "2.0", "id": 8, "method": "eth_chainId", "params": []}
@@ -78,9 +78,7 @@ async def _closed(reader: asyncio.StreamReader) -> bool:
 
 
 def _connect(gateway: RunningGateway) -> tuple[str, int]:
-    parts = urlsplit(gateway.url)
-    assert parts.hostname is not None and parts.port is not None
-    return parts.hostname, parts.port
+    return host_port(gateway.url)
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from time import perf_counter
 from typing import Any
-from urllib.parse import urlsplit
 
 import aiohttp
 import pytest
@@ -25,7 +24,7 @@ import yaml
 
 from tests.conftest import GatewayFactory, RunningGateway
 from tests.harness.fixtures import AnvilClusterFactory
-from tests.harness.tools import free_port, rpcgate_command, wait_for_http
+from tests.harness.tools import free_port, host_port, rpcgate_command, wait_for_http
 
 CALL = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "eth_blockNumber", "params": []}).encode()
 SLACK_S = 0.6  # how late a limit may act on a loaded test machine
@@ -42,12 +41,6 @@ def _request(body: bytes = CALL) -> bytes:
         b"POST / HTTP/1.1\r\nHost: gateway\r\nContent-Type: application/json\r\n"
         b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
     )
-
-
-def _address(url: str) -> tuple[str, int]:
-    parts = urlsplit(url)
-    assert parts.hostname is not None and parts.port is not None
-    return parts.hostname, parts.port
 
 
 @dataclass
@@ -144,7 +137,7 @@ def test_slow_loris_is_cut_at_the_header_timeout_while_others_are_served_at_full
     gateway_with: GatewayWithLimits,
 ) -> None:
     gateway = gateway_with(header_timeout_s=1)
-    host, port = _address(gateway.url)
+    host, port = host_port(gateway.url)
     head = b"POST / HTTP/1.1\r\nHost: gateway\r\nContent-Type: application/json\r\n"
 
     async def loris() -> float | None:
@@ -178,7 +171,7 @@ def test_kept_alive_connection_has_header_timeout_from_the_start_of_its_next_req
     gateway_with: GatewayWithLimits,
 ) -> None:
     gateway = gateway_with(header_timeout_s=1, keepalive_timeout_s=5)
-    host, port = _address(gateway.url)
+    host, port = host_port(gateway.url)
 
     async def scenario() -> float | None:
         reader, writer = await asyncio.open_connection(host, port)
@@ -198,7 +191,7 @@ def test_kept_alive_connection_has_header_timeout_from_the_start_of_its_next_req
 
 def test_slow_body_gets_408_naming_the_body_timeout(gateway_with: GatewayWithLimits) -> None:
     gateway = gateway_with(body_timeout_s=1)
-    host, port = _address(gateway.url)
+    host, port = host_port(gateway.url)
     request = _request()
     head, body = request[: -len(CALL)], CALL
 
@@ -231,7 +224,7 @@ def test_idle_keep_alive_connection_is_closed_after_the_keepalive_timeout(
     gateway_with: GatewayWithLimits,
 ) -> None:
     gateway = gateway_with(keepalive_timeout_s=1)
-    host, port = _address(gateway.url)
+    host, port = host_port(gateway.url)
 
     async def scenario() -> float | None:
         reader, writer = await asyncio.open_connection(host, port)
@@ -254,7 +247,7 @@ def test_connections_over_max_connections_are_closed_and_room_is_made_as_others_
     gateway_with: GatewayWithLimits,
 ) -> None:
     gateway = gateway_with(max_connections=4)
-    host, port = _address(gateway.url)
+    host, port = host_port(gateway.url)
 
     async def exchange(connection: tuple[asyncio.StreamReader, asyncio.StreamWriter]) -> int:
         """The status of one call on `connection`, 0 when it was closed without answer."""
@@ -369,7 +362,7 @@ class Pushed:
 async def _push(url: str, head: bytes, frame: bytes, wait_for_answer_first: bool) -> Pushed:
     """Sends `head`, then `frame` over and over (HUGE bytes of body in all) while reading
     the answer, until the gateway closes the connection."""
-    reader, writer = await asyncio.open_connection(*_address(url))
+    reader, writer = await asyncio.open_connection(*host_port(url))
     writer.write(head)
     answering = asyncio.create_task(_read_answer(reader))
     if wait_for_answer_first:  # a client waiting for an early refusal before it sends
@@ -455,7 +448,7 @@ def test_expect_continue_refuses_an_announced_oversize_body_before_it_is_sent(
     gateway_with: GatewayWithLimits, declared: int, status: int
 ) -> None:
     gateway = gateway_with(max_body_bytes=1024 * 1024)
-    host, port = _address(gateway.url)
+    host, port = host_port(gateway.url)
     head = (
         b"POST / HTTP/1.1\r\nHost: gateway\r\nContent-Type: application/json\r\n"
         b"Expect: 100-continue\r\nContent-Length: %d\r\n\r\n" % declared
