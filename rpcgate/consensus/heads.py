@@ -26,11 +26,13 @@ One URL is often a load balancer over replicas a block or two apart, and a node 
 back (a rewind, `evm_revert`, a restart from an older snapshot). An upstream votes with its
 *consistent height*: the height it has shown, or, once it has shown heights that went back
 while the higher block was still there (replicas behind one URL: `uneven`), the lowest
-height it showed over its last HEIGHT_WINDOW polls, and below any block it was seen to lack
-when asked for it. So the consensus head is one every replica behind a URL can answer at;
-the highest block it showed stays routable as a last resort. A height that went back with
-the higher block gone is a rewind: the hashes above it are forgotten at once (they are no
-longer known to be held, let alone canonical).
+height it showed over its last HEIGHT_WINDOW polls, never closer to the highest height it
+showed than the widest gap seen between its replicas (`spread`: a run of polls that all
+reach the replica ahead does not make the one behind catch up), and below any block it was
+seen to lack when asked for it. So the consensus head is one every replica behind a URL
+can answer at; the highest block it showed stays routable as a last resort. A height that
+went back with the higher block gone is a rewind: the hashes above it are forgotten at once
+(they are no longer known to be held, let alone canonical).
 
 `safe` and `finalized` are the highest numbers that a weighted majority of voters has
 reached (capped at the head), with the hash the majority reports there; they never go
@@ -141,6 +143,8 @@ class UpstreamView:
     # The heights its polls (and answers that lacked a block) showed, oldest first.
     seen: list[int] = field(default_factory=list)
     uneven: int = 0  # polls left during which it counts as replicas at different heights
+    # How far below the highest height it showed a replica behind it was seen (while uneven).
+    spread: int = 0
 
     def hash_at(self, number: int) -> str | None:
         return self.hashes.get(number)
@@ -152,7 +156,7 @@ class UpstreamView:
             return None
         if not self.uneven or not self.seen:
             return self.head.number
-        return min(self.head.number, *self.seen)
+        return min(self.head.number - self.spread, *self.seen)
 
     @property
     def votes(self) -> bool:
@@ -193,6 +197,8 @@ def observe_height(view: UpstreamView, number: int) -> None:
     del view.seen[:-HEIGHT_WINDOW]
     if view.uneven:
         view.uneven -= 1
+        if not view.uneven:
+            view.spread = 0
 
 
 def record_uneven(view: UpstreamView, lower: int) -> None:
@@ -201,6 +207,8 @@ def record_uneven(view: UpstreamView, lower: int) -> None:
     view.seen.append(lower)
     del view.seen[:-HEIGHT_WINDOW]
     view.uneven = UNEVEN_MEMORY_POLLS
+    if view.head is not None:
+        view.spread = max(view.spread, view.head.number - lower)
 
 
 def record_missing(view: UpstreamView, number: int) -> bool:
@@ -226,6 +234,7 @@ def rewind(view: UpstreamView, block: Block) -> None:
         view.hashes = {n: h for n, h in view.hashes.items() if n <= block.number}
     view.head = block
     view.seen = [block.number]
+    view.spread = 0
     record_hash(view, block.number, block.hash)
     record_hash(view, block.number - 1, block.parent_hash)
 

@@ -327,13 +327,30 @@ def test_an_upstream_that_showed_a_lower_head_beside_a_higher_block_votes_the_lo
 
 def test_an_uneven_upstream_votes_the_lowest_height_of_its_last_polls_only() -> None:
     lb = view("lb", 20)
+    record_uneven(lb, 17)  # replicas 3 apart, once
     record_uneven(lb, 19)
     for number in range(20, 20 + HEIGHT_WINDOW):
         observe_height(lb, number)
-    # 19 and 20 were shown more than HEIGHT_WINDOW polls ago: the lowest since is 20.
-    assert lb.consistent_height == 20
-    observe_height(lb, 18)
-    assert lb.consistent_height == 18
+    # 17 and 19 were shown more than HEIGHT_WINDOW polls ago: the lowest since is 20, but
+    # never closer to the highest than the widest gap seen (3).
+    assert lb.consistent_height == 17
+    observe_height(lb, 16)
+    assert lb.consistent_height == 16
+
+
+def test_polls_that_all_reach_the_replica_ahead_do_not_lift_the_one_behind() -> None:
+    """A load balancer over two replicas a block apart: a new head, then a run of polls
+    that all land on the replica ahead. The replica behind is still a block lower, and a
+    receipt from the head block would be null there."""
+    lb = view("lb", 20)
+    record_uneven(lb, 19)  # the replica behind, a block lower
+    for number in range(21, 30):
+        record_head(lb, Block(number, h("a", number), h("a", number - 1)))
+        for _ in range(HEIGHT_WINDOW):
+            observe_height(lb, number)  # every poll reached the replica ahead
+        assert lb.consistent_height == number - 1
+        consensus = compute_consensus([lb], Consensus())
+        assert consensus.head is not None and consensus.head.number == number - 1
 
 
 def test_an_upstream_forgets_it_was_uneven_after_enough_polls() -> None:
@@ -342,8 +359,11 @@ def test_an_upstream_forgets_it_was_uneven_after_enough_polls() -> None:
     for _ in range(UNEVEN_MEMORY_POLLS - 1):
         observe_height(lb, 20)
     assert lb.uneven  # not one poll early
+    assert lb.consistent_height == 19  # the gap between its replicas, still
     observe_height(lb, 20)
     assert not lb.uneven and lb.consistent_height == 20
+    record_uneven(lb, 19)
+    assert lb.spread == 1  # the gap is learnt again from the next one seen
 
 
 @pytest.mark.parametrize(
