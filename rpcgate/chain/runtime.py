@@ -36,9 +36,11 @@ from rpcgate.chain.verifier import (
     Level,
     Verifier,
     anchored,
+    anchored_unpinned,
     answer_level,
     proof_call,
     state_from_proof,
+    unpinned_anchor,
 )
 from rpcgate.config.settings import ChainConfig, FailoverConfig, QuorumRule
 from rpcgate.consensus.drills import Drills
@@ -46,7 +48,7 @@ from rpcgate.consensus.pinning import PinnedCall, Tags, pin_call
 from rpcgate.consensus.quorum import decide_agree, decide_max, hear
 from rpcgate.rpc import logs
 from rpcgate.rpc.background import Background
-from rpcgate.rpc.context import CURRENT_CALL, CallContext
+from rpcgate.rpc.context import CLIENT_BATCH, CURRENT_CALL, CallContext
 from rpcgate.rpc.errors import UpstreamFailure
 from rpcgate.rpc.jsonrpc import (
     ALL_UPSTREAMS_FAILED,
@@ -141,6 +143,7 @@ class ChainRuntime:
         )
         self._failover = Failover(self.upstreams, self.tracker, failover, drills, self.verifier)
         self._levels: dict[tuple[str, bool], Level] = {}  # per method, and anchored or not
+        self._anchors: dict[str, bool | int] = {}  # `unpinned_anchor`, per known method
         # Batches answered wholly from what the gateway holds, by their calls (edge/answers).
         self.held_batches: dict[bytes, Any] = {}
         self._together_methods: dict[str, bool] = {}  # methods a batch may send together
@@ -399,6 +402,7 @@ class ChainRuntime:
         if self.cache.redis is not None:
             return []  # the Redis tier is asked first, call by call
         picked = []
+        behind_shared = self.tracker.behind_shared
         for index, call in enumerate(calls):
             if not self._goes_together(call.method):
                 continue
@@ -406,9 +410,13 @@ class ChainRuntime:
             block = pinned_call.block
             if head is None or (block is not None and block > head):
                 continue
-            if self.tracker.behind_shared and _about_the_head(call.method, pinned_call):
+            if behind_shared and _about_the_head(call.method, pinned_call):
                 continue
-            pinned = Call(call.method, pinned_call.params, call.id, call.is_notification)
+            pinned = (
+                call
+                if pinned_call.params is call.params
+                else Call(call.method, pinned_call.params, call.id, call.is_notification)
+            )
             picked.append((index, pinned, block, plan))
         return picked
 
@@ -554,7 +562,15 @@ class ChainRuntime:
 
     def _prepare(self, call: Call) -> tuple[int | None, ChainView, PinnedCall, CachePlan]:
         head, tags, view = self._consensus_view()
+        # A client batch's call is prepared once (looked up locally, then sent together).
+        batch = CLIENT_BATCH.get()
+        if batch is not None:
+            found = batch.shared.get(id(call))
+            if found is not None and found[0] is call and found[1] is view:
+                return head, view, found[2], found[3]
         pinned_call, plan = self._plan(call, tags, view)
+        if batch is not None:
+            batch.shared[id(call)] = (call, view, pinned_call, plan)
         return head, view, pinned_call, plan
 
     def _consensus_view(self) -> tuple[int | None, Tags, ChainView]:
@@ -672,19 +688,27 @@ class ChainRuntime:
             attempt_log=proven.attempt_log,
         )
 
+    def _anchored_unpinned(self, call: Call) -> bool:
+        """`anchored(method, None, params)`, the method's part found once."""
+        anchor = self._anchors.get(call.method)
+        if anchor is None:
+            anchor = unpinned_anchor(call.method)
+            if call.method in METHODS:  # a bounded table: the methods rpcgate knows
+                self._anchors[call.method] = anchor
+        return anchored_unpinned(anchor, call.params)
+
     def verified_level(self, call: Call, outcome: Outcome) -> Level:
         """What was verified of this answer (X-Rpcgate-Verified)."""
         if outcome.error is not None or (outcome.result is None and outcome.result_json is None):
             return "none"
         mode = self.verifier.mode
         if call.method != "eth_getLogs":  # the level follows from the method and the anchor
-            key = (
-                call.method,
-                outcome.block is not None or anchored(call.method, None, call.params),
-            )
+            key = (call.method, outcome.block is not None or self._anchored_unpinned(call))
             level = self._levels.get(key)
             if level is None:
-                level = self._levels[key] = answer_level(call.method, mode, key[1])
+                level = answer_level(call.method, mode, key[1])
+                if call.method in METHODS:  # a bounded table: the methods rpcgate knows
+                    self._levels[key] = level
             return (
                 level
                 if level not in ("integrity", "proof")

@@ -782,6 +782,24 @@ def anchored(method: str, block: int | None, params: Any) -> bool:
     return False
 
 
+def unpinned_anchor(method: str) -> bool | int:
+    """`anchored(method, None, params)` for a method other than eth_getLogs, worked out once
+    per method: a bool when its params do not matter, else the position of its block
+    parameter, where a block named by its hash (an EIP-1898 object) anchors it."""
+    info = method_info(method)
+    if info.cache is Cache.STATIC or info.cache is Cache.BY_HASH or method == "eth_blockNumber":
+        return True
+    return False if info.block_param is None else info.block_param
+
+
+def anchored_unpinned(anchor: bool | int, params: Any) -> bool:
+    """`anchored(method, None, params)` given `unpinned_anchor(method)`."""
+    if type(anchor) is bool:
+        return anchor
+    value = params[anchor] if type(params) is list and len(params) > anchor else None
+    return type(value) is dict and "blockHash" in value
+
+
 def _unsupported(error: Mapping[str, Any]) -> bool:
     """Whether an error says the method is not served (by any upstream, or by policy)."""
     code = error.get("code")

@@ -52,8 +52,9 @@ class UpstreamHealth:
         return self.failures / total if total else 0.0
 
 
-def record_success(health: UpstreamHealth, latency_s: float) -> None:
-    health.successes += 1
+def record_success(health: UpstreamHealth, latency_s: float, calls: int = 1) -> None:
+    """An answer (or `calls` answers of one upstream batch: one request, so one latency)."""
+    health.successes += calls
     health.consecutive_failures = 0
     health.cooldown_until = 0.0
     health.cooldown_reason = ""

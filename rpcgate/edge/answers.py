@@ -143,17 +143,19 @@ async def answer_request(
     if len(parsed.items) == 1:
         answers = [await answer_item(chain, parsed.items[0], context, metrics)]
     else:
-        # What the gateway holds (cache hits, the head) is answered here and now, with no
-        # task and no await; the rest takes the full path, each item in a task of its own.
-        held: list[Answer | None] = [answer_held(chain, i, context, metrics) for i in parsed.items]
-        rest = [item for item, answer in zip(parsed.items, held, strict=True) if answer is None]
-        fetched: list[Answer] = []
-        if rest:
-            # The items' upstream calls travel as upstream batches (upstream.py): plain
-            # reads together, on one upstream (`execute_many`); the others each with its
-            # own failover, in tasks that copy the context as it is here.
-            in_batch = CLIENT_BATCH.set(ClientBatch())
-            try:
+        in_batch = CLIENT_BATCH.set(ClientBatch())
+        try:
+            # What the gateway holds (cache hits, the head) is answered here and now, with
+            # no task and no await; the rest takes the full path.
+            held: list[Answer | None] = [
+                answer_held(chain, i, context, metrics) for i in parsed.items
+            ]
+            rest = [item for item, answer in zip(parsed.items, held, strict=True) if answer is None]
+            fetched: list[Answer] = []
+            if rest:
+                # The items' upstream calls travel as upstream batches (upstream.py): plain
+                # reads together, on one upstream (`execute_many`); the others each with its
+                # own failover, in tasks that copy the context as it is here.
                 calls = [i for i in rest if isinstance(i, Call)]
                 if len(calls) > 1 and not context.trace:
                     fetched = await answer_many(chain, rest, context, metrics)
@@ -161,8 +163,8 @@ async def answer_request(
                     fetched = await asyncio.gather(
                         *(answer_item(chain, i, context.for_item(), metrics) for i in rest)
                     )
-            finally:
-                CLIENT_BATCH.reset(in_batch)
+        finally:
+            CLIENT_BATCH.reset(in_batch)
         others = iter(fetched)
         answers = [answer if answer is not None else next(others) for answer in held]
         if not rest and parsed.is_batch and context.read_cache and not context.trace:
@@ -367,15 +369,27 @@ def diagnostics(answers: list[Answer], is_batch: bool) -> dict[str, str]:
         if answer.block is not None and answer.body is not None:
             headers[HEADER_BLOCK] = str(answer.block)
         return headers
-    answered = [a for a in answers if a.body is not None]
-    if not answered:
+    upstreams: list[str] = []
+    attempts: list[str] = []
+    caches: list[str] = []
+    verified: list[str] = []
+    blocks: list[str] = []
+    for a in answers:  # one pass: a batch of hundreds is answered here
+        if a.body is None:
+            continue
+        upstreams.append(_answered_by(a))
+        attempts.append(str(a.attempts))
+        caches.append(a.cache or NO_VALUE)
+        verified.append(a.verified or NO_VALUE)
+        blocks.append(NO_VALUE if a.block is None else str(a.block))
+    if not upstreams:
         return {}
     return {
-        HEADER_UPSTREAM: ",".join(_answered_by(a) for a in answered),
-        HEADER_ATTEMPTS: ",".join(str(a.attempts) for a in answered),
-        HEADER_CACHE: ",".join(a.cache or NO_VALUE for a in answered),
-        HEADER_VERIFIED: ",".join(a.verified or NO_VALUE for a in answered),
-        HEADER_BLOCK: ",".join(NO_VALUE if a.block is None else str(a.block) for a in answered),
+        HEADER_UPSTREAM: ",".join(upstreams),
+        HEADER_ATTEMPTS: ",".join(attempts),
+        HEADER_CACHE: ",".join(caches),
+        HEADER_VERIFIED: ",".join(verified),
+        HEADER_BLOCK: ",".join(blocks),
     }
 
 

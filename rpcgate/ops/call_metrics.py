@@ -20,6 +20,7 @@ from bisect import bisect_left
 from rpcgate.chain.outcome import Outcome
 from rpcgate.ops.history import Histories, UpstreamHistory
 from rpcgate.rpc.methods import METHODS
+from rpcgate.upstream.attempt import Attempt
 
 # The outcome of a client call: the closed set of the `outcome` label.
 LOCAL = "local"  # answered from what the gateway holds: a cache hit, the consensus head
@@ -61,9 +62,9 @@ class Latencies:
         self.counts = [0] * (len(LATENCY_BUCKETS_S) + 1)
         self.total_s = 0.0
 
-    def observe(self, seconds: float) -> None:
-        self.counts[bisect_left(LATENCY_BUCKETS_S, seconds)] += 1
-        self.total_s += seconds
+    def observe(self, seconds: float, times: int = 1) -> None:
+        self.counts[bisect_left(LATENCY_BUCKETS_S, seconds)] += times
+        self.total_s += seconds * times
 
 
 def call_outcome(outcome: Outcome) -> str:
@@ -113,16 +114,30 @@ class CallRecorder:
         as `call_answered` for each, the bucket found once and each upstream's history
         slot once."""
         bucket = bisect_left(LATENCY_BUCKETS_S, seconds)
-        now = time.monotonic()
-        histories: dict[str, UpstreamHistory] = {}
+        calls: collections.Counter[tuple[str, str]] = collections.Counter()
+        # An upstream batch's answers share one Attempt: counted once, with their number.
+        made: dict[int, tuple[Attempt, list[int]]] = {}
         for method, outcome in answered:
-            label = call_outcome(outcome)
+            calls[method, call_outcome(outcome)] += 1
+            if not outcome.attempt_log or outcome.attempts_counted:
+                continue
+            outcome.attempts_counted = True
+            for attempt in outcome.attempt_log:
+                shared = made.get(id(attempt))
+                if shared is None:
+                    made[id(attempt)] = (attempt, [1])
+                else:
+                    shared[1][0] += 1
+        for (method, label), count in calls.items():
             series = self._calls.get((chain, method, label))
             if series is None:
                 series = self._series(chain, method, label)
-            series.counts[bucket] += 1
-            series.total_s += seconds
-            self._count_attempts(chain, outcome, now, histories)
+            series.counts[bucket] += count
+            series.total_s += seconds * count
+        now = time.monotonic()
+        histories: dict[str, UpstreamHistory] = {}
+        for attempt, times in made.values():
+            self._count_attempt(chain, attempt, times[0], now, histories)
 
     def _count_attempts(
         self, chain: str, outcome: Outcome, now: float, histories: dict[str, UpstreamHistory]
@@ -133,15 +148,26 @@ class CallRecorder:
             return
         outcome.attempts_counted = True
         for attempt in outcome.attempt_log:
-            key = (chain, attempt.upstream, attempt.error_class or NO_ERROR)
-            found = self._attempts.get(key)
-            if found is None:
-                found = self._attempts[key] = Latencies()
-            found.observe(attempt.latency_s)
-            history = histories.get(attempt.upstream)
-            if history is None:
-                history = histories[attempt.upstream] = self.history.of(chain, attempt.upstream)
-            history.record_attempt(attempt.error_class, attempt.latency_s, now)
+            self._count_attempt(chain, attempt, 1, now, histories)
+
+    def _count_attempt(
+        self,
+        chain: str,
+        attempt: Attempt,
+        times: int,
+        now: float,
+        histories: dict[str, UpstreamHistory],
+    ) -> None:
+        """One attempt (or `times` calls' attempts in one upstream batch, one latency)."""
+        key = (chain, attempt.upstream, attempt.error_class or NO_ERROR)
+        found = self._attempts.get(key)
+        if found is None:
+            found = self._attempts[key] = Latencies()
+        found.observe(attempt.latency_s, times)
+        history = histories.get(attempt.upstream)
+        if history is None:
+            history = histories[attempt.upstream] = self.history.of(chain, attempt.upstream)
+        history.record_attempt(attempt.error_class, attempt.latency_s, now, times)
 
     def _series(self, chain: str, method: str, outcome: str) -> Latencies:
         folded = method if method in METHODS else OTHER_METHOD

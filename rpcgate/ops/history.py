@@ -94,16 +94,19 @@ class UpstreamHistory:
             slot.reset(number)
         return slot
 
-    def record_attempt(self, error_class: ErrorClass | None, latency_s: float, now: float) -> None:
+    def record_attempt(
+        self, error_class: ErrorClass | None, latency_s: float, now: float, times: int = 1
+    ) -> None:
+        """An attempt (`times` calls' attempts answered in one upstream batch, alike)."""
         slot = self.current(now)
-        slot.calls += 1
+        slot.calls += times
         if error_class is None:
             counts = slot.latency_counts
             if counts is None:
                 counts = slot.latency_counts = [0] * LATENCY_BUCKETS
-            counts[latency_bucket(latency_s)] += 1
+            counts[latency_bucket(latency_s)] += times
         elif counts_against_health(error_class):
-            slot.errors += 1
+            slot.errors += times
 
     def note_lag(self, lag: int | None, now: float) -> None:
         if lag is None:

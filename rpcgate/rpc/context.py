@@ -70,7 +70,8 @@ class ClientBatch:
     """The calls of one client batch, answered together."""
 
     # What its calls, made at one moment, may work out once for all (failover: the
-    # upstreams that may serve a block, with their scores).
+    # upstreams that may serve a block, with their scores; the chain: each call's pinning
+    # and cache plan, by the call's identity).
     shared: dict[Any, Any] = field(default_factory=dict)
 
 

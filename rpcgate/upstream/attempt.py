@@ -44,7 +44,7 @@ class Attempt:
     latency_s: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built per call, and a frozen __init__ costs
 class Tried:
     """What one attempt came to: the reply (after the caller's check) and, for a failure,
     its classification."""
@@ -111,7 +111,24 @@ async def attempt_many(
         replies = await upstream.call_many(calls, timeout_s)
     finally:
         health.in_flight -= len(calls)
-    return [_recorded(upstream, reply, attempts) for reply in replies]
+    # The answers of one exchange share its latency: their successes are weighed once
+    # (one request, one latency) and one Attempt stands for each of them.
+    answered: dict[float, tuple[Attempt, list[int]]] = {}
+    tried = []
+    for reply in replies:
+        if reply.failure is not None:
+            tried.append(_recorded(upstream, reply, attempts))
+            continue
+        shared = answered.get(reply.latency_s)
+        if shared is None:
+            made = Attempt(upstream.name, None, reply.latency_s)
+            shared = answered[reply.latency_s] = (made, [0])
+        shared[1][0] += 1
+        attempts.append(shared[0])
+        tried.append(Tried(upstream.name, reply))
+    for latency_s, (_, count) in answered.items():
+        record_success(health, latency_s, count[0])
+    return tried
 
 
 def _recorded(upstream: Upstream, reply: Reply, attempts: list[Attempt]) -> Tried:

@@ -37,7 +37,7 @@ USER_AGENT = "rpcgate/0.1"
 _BODY_PREFIX = 200  # bytes of a non-JSON body kept for classification and logs
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built per call, and a frozen __init__ costs
 class Reply:
     """One attempt's outcome: a result, or a failure (with the upstream's error object)."""
 
@@ -115,8 +115,18 @@ def interpret_batch(
                 twice.add(answer_id)
             by_id[answer_id] = answer
     replies = []
+    plain = status < 300
     for request_id in request_ids:
         answer = by_id.get(request_id)
+        if (
+            plain
+            and answer is not None
+            and "result" in answer
+            and "error" not in answer
+            and request_id not in twice
+        ):  # the common answer: `answer_problem` finds nothing wrong with it
+            replies.append(Reply(answer["result"]))
+            continue
         if request_id in twice:
             problem = f"id {request_id} answered twice in a batch"
         elif answer is None:
@@ -296,11 +306,10 @@ class Upstream:
 
         answered = await asyncio.gather(*(one_group(group) for group in groups))
         latency = time.monotonic() - started
-        return [
-            Reply(reply.result, reply.failure, reply.error, latency)
-            for replies in answered
-            for reply in replies
-        ]
+        every = [reply for replies in answered for reply in replies]
+        for reply in every:  # each made just now by `_replies`, for these calls only
+            reply.latency_s = latency
+        return every
 
     async def _batched(self, method: str, params: Any, timeout_s: float) -> Reply:
         loop = asyncio.get_running_loop()
@@ -396,7 +405,8 @@ def _request(request_id: int, method: str, params: Any) -> dict[str, Any]:
 
 
 def _replies(exchange: _Exchange | UpstreamFailure, request_ids: list[int]) -> list[Reply]:
-    """Each call's Reply from the exchange that carried it (alone, or in a batch)."""
+    """Each call's Reply from the exchange that carried it (alone, or in a batch), made
+    for this exchange only (`call_many` stamps each with the request's time)."""
     if isinstance(exchange, UpstreamFailure):
         return [Reply(failure=exchange)] * len(request_ids)
     status, body, headers = exchange

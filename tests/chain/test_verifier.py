@@ -14,13 +14,16 @@ from rpcgate.chain.verifier import (
     _logs_difference,
     _receipt_difference,
     anchored,
+    anchored_unpinned,
     answer_level,
     checked_methods,
     logs_range,
     proof_call,
     state_from_proof,
+    unpinned_anchor,
 )
 from rpcgate.config.settings import parse_config
+from rpcgate.rpc.methods import METHODS
 
 pytestmark = pytest.mark.unit
 
@@ -85,6 +88,23 @@ def test_each_mode_checks_more_than_the_one_before() -> None:
 )
 def test_anchored(method: str, block: int | None, params: list[Any], expected: bool) -> None:
     assert anchored(method, block, params) is expected
+
+
+@pytest.mark.parametrize("method", sorted(set(METHODS) - {"eth_getLogs"} | {"no_such_method"}))
+def test_the_anchor_worked_out_once_per_method_is_what_anchored_says(method: str) -> None:
+    anchor = unpinned_anchor(method)
+    for params in (
+        None,
+        [],
+        ["0x1"],
+        ["0x1", "pending"],
+        ["0x1", {"blockHash": BLOCK_HASH}],
+        [{"blockHash": BLOCK_HASH}],
+        [{"to": "0x1"}, {"blockNumber": "0x5"}],
+        ["0x1", "0x2", {"blockHash": BLOCK_HASH}],
+        {"blockHash": BLOCK_HASH},
+    ):
+        assert anchored_unpinned(anchor, params) is anchored(method, None, params), params
 
 
 @pytest.mark.parametrize(
