@@ -199,10 +199,14 @@ class Failover:
             for index, one, made in zip(indices, tried, attempts, strict=True):
                 answered[index] = (one, made)
 
+        hedging = self.config.hedge_budget > 0 and len(candidates) > 1
+        if len(groups) == 1 and not hedging:  # nothing to give up early: no task needed
+            ((name, indices),) = groups.items()
+            await send(name, indices)  # its request ends within `timeout` by itself
+            return answered
         tasks = {
             asyncio.ensure_future(send(name, indices)): name for name, indices in groups.items()
         }
-        hedging = self.config.hedge_budget > 0 and len(candidates) > 1
         wait = timeout
         if hedging:
             known = [self.upstreams[name].health.latency_p95_s for name in groups]

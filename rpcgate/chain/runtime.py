@@ -403,8 +403,13 @@ class ChainRuntime:
             return []  # the Redis tier is asked first, call by call
         picked = []
         behind_shared = self.tracker.behind_shared
+        goes: dict[str, bool] = {}  # per method, for this batch
         for index, call in enumerate(calls):
-            if not self._goes_together(call.method):
+            method = call.method
+            going = goes.get(method)
+            if going is None:
+                going = goes[method] = self._goes_together(method)
+            if not going:
                 continue
             head, _, pinned_call, plan = self._prepare(call)
             block = pinned_call.block
@@ -468,17 +473,18 @@ class ChainRuntime:
                 continue
             answer, made = first
             reply = answer.reply
-            where = answer_block(reply.result)
+            result = reply.result
+            where = answer_block(result) if type(result) is dict else None
             if (
                 answer.classification is not None
-                or reply.result is None  # not found (here): the full path weighs it
+                or result is None  # not found (here): the full path weighs it
                 or (where is not None and (head is None or where[0] > head))
             ):
                 failed = answer.classification is not None
                 again.append((index, call, first if failed else None))
                 continue
             outcome = Outcome(
-                result=reply.result,
+                result=result,
                 upstream=answer.upstream,
                 attempts=1,
                 attempt_log=(made,),
@@ -489,13 +495,14 @@ class ChainRuntime:
             else:
                 counters.misses += 1
                 outcome.cache = "miss"
-                stored = entry_for(plan, reply.result, view, self._trusted_to(answer.upstream))
+                stored = entry_for(plan, result, view, self._trusted_to(answer.upstream))
                 if stored is not None:
                     self.cache.put(plan.key, *stored)
                     counters.stores += 1
-            self._log_call(call, outcome)
+            if logs.DEBUG:  # an answer: only a debug line to log
+                self._log_call(call, outcome)
             outcomes[index] = outcome
-        calls = {index: call for index, call, _, _ in together}
+        calls = {index: call for index, call, _, _ in together} if twins else {}
         for index, original in twins:
             shared = outcomes[original]
             if shared is None:

@@ -231,6 +231,8 @@ def _checked_item(obj: Any, max_depth: int) -> Item:
 def parse_single(body: bytes, *, max_depth: int = DEFAULT_MAX_JSON_DEPTH) -> Call | None:
     """The common case in one step: a body that is one valid call, else None (and the
     caller takes `parse_request`, which says what is wrong)."""
+    if body[:1] == b"[":  # a batch (leading whitespace: the full parse finds out)
+        return None
     try:
         obj = orjson.loads(body)
     except orjson.JSONDecodeError:

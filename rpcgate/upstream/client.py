@@ -304,7 +304,10 @@ class Upstream:
                 ]
             return _replies(exchange, [ids[i] for i in group])
 
-        answered = await asyncio.gather(*(one_group(group) for group in groups))
+        if len(groups) == 1:
+            answered = [await one_group(groups[0])]
+        else:
+            answered = await asyncio.gather(*(one_group(group) for group in groups))
         latency = time.monotonic() - started
         every = [reply for replies in answered for reply in replies]
         for reply in every:  # each made just now by `_replies`, for these calls only
