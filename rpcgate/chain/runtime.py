@@ -14,6 +14,7 @@ import collections
 import contextlib
 import dataclasses
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -44,6 +45,7 @@ from rpcgate.chain.verifier import (
 )
 from rpcgate.config.settings import ChainConfig, FailoverConfig, QuorumRule
 from rpcgate.consensus.drills import Drills
+from rpcgate.consensus.heads import Block
 from rpcgate.consensus.pinning import PinnedCall, Tags, pin_call
 from rpcgate.consensus.quorum import decide_agree, decide_max, hear
 from rpcgate.rpc import logs
@@ -404,6 +406,9 @@ class ChainRuntime:
         picked = []
         behind_shared = self.tracker.behind_shared
         goes: dict[str, bool] = {}  # per method, for this batch
+        head, _, view = self._consensus_view()
+        batch = CLIENT_BATCH.get()
+        prepared = batch.shared if batch is not None else {}
         for index, call in enumerate(calls):
             method = call.method
             going = goes.get(method)
@@ -411,7 +416,11 @@ class ChainRuntime:
                 going = goes[method] = self._goes_together(method)
             if not going:
                 continue
-            head, _, pinned_call, plan = self._prepare(call)
+            found = prepared.get(id(call))  # as `_prepare` found it moments ago
+            if found is not None and found[0] is call and found[1] is view:
+                pinned_call, plan = found[2], found[3]
+            else:
+                head, _, pinned_call, plan = self._prepare(call)
             block = pinned_call.block
             if head is None or (block is not None and block > head):
                 continue
@@ -544,8 +553,30 @@ class ChainRuntime:
             return None  # execute answers with the denial
         if not self.active:
             return None  # an on-demand chain not yet (or no longer) tracked: its heads are old
-        behind_shared = self.tracker.behind_shared  # then what is about the head waits
-        head = self.tracker.consensus.head
+        return self._local(
+            call, read_cache, self.tracker.behind_shared, self.tracker.consensus.head
+        )
+
+    def answer_locally_many(
+        self, calls: Sequence[Call | None], read_cache: bool = True
+    ) -> list[Outcome | None]:
+        """`answer_locally` for each of a client batch's calls (None: an item to skip),
+        what is the same for them all found once."""
+        answered: list[Outcome | None] = [None] * len(calls)
+        if not self.active:
+            return answered
+        behind_shared, head = self.tracker.behind_shared, self.tracker.consensus.head
+        denied = self.policy.check
+        for index, call in enumerate(calls):
+            if call is not None and denied(call.method) is None:
+                answered[index] = self._local(call, read_cache, behind_shared, head)
+        return answered
+
+    def _local(
+        self, call: Call, read_cache: bool, behind_shared: bool, head: Block | None
+    ) -> Outcome | None:
+        """`answer_locally` once the policy allows the call on an active chain; while
+        `behind_shared`, what is about the head waits."""
         if call.method == "eth_blockNumber" and head is not None and not behind_shared:
             return Outcome(
                 upstream="gateway",
@@ -710,7 +741,13 @@ class ChainRuntime:
             return "none"
         mode = self.verifier.mode
         if call.method != "eth_getLogs":  # the level follows from the method and the anchor
-            key = (call.method, outcome.block is not None or self._anchored_unpinned(call))
+            anchor = self._anchors.get(call.method)
+            if outcome.block is not None:
+                key = (call.method, True)
+            elif type(anchor) is bool:
+                key = (call.method, anchor)
+            else:
+                key = (call.method, self._anchored_unpinned(call))
             level = self._levels.get(key)
             if level is None:
                 level = answer_level(call.method, mode, key[1])

@@ -90,12 +90,14 @@ async def answer_many(
 
 
 def _answer_of(chain: ChainRuntime, item: Call, outcome: Outcome, trace: bool) -> Answer:
-    result = outcome.result if outcome.result_json is None else Fragment(outcome.result_json)
-    body = (
-        None
-        if item.is_notification
-        else response_object(item.id, result=result, error=outcome.error)
-    )
+    body: dict[str, Any] | None = None
+    if item.is_notification:
+        pass
+    elif outcome.error is not None:
+        body = {"jsonrpc": "2.0", "id": item.id, "error": outcome.error}
+    else:  # `response_object`, spelt out: once per answer of a batch
+        result = outcome.result if outcome.result_json is None else Fragment(outcome.result_json)
+        body = {"jsonrpc": "2.0", "id": item.id, "result": result}
     if trace and body is not None:  # an extra member, only for a caller who asked
         body["trace"] = (
             outcome.trace.as_json()
@@ -147,9 +149,7 @@ async def answer_request(
         try:
             # What the gateway holds (cache hits, the head) is answered here and now, with
             # no task and no await; the rest takes the full path.
-            held: list[Answer | None] = [
-                answer_held(chain, i, context, metrics) for i in parsed.items
-            ]
+            held = answers_held(chain, parsed.items, context, metrics)
             rest = [item for item, answer in zip(parsed.items, held, strict=True) if answer is None]
             fetched: list[Answer] = []
             if rest:
@@ -266,30 +266,37 @@ def batch_in_hand(chain: ChainRuntime, body: bytes) -> tuple[bytes, HeldBatch] |
 _NO_ID = object()
 
 
-def answer_held(
-    chain: ChainRuntime, item: Call | Invalid, context: CallContext, metrics: CallRecorder
-) -> Answer | None:
-    """A batch item's answer when the gateway has it in hand (as `answer_in_hand`); None
-    when it needs the full path (or the client asked for a trace)."""
-    if not isinstance(item, Call) or item.is_notification or context.trace:
-        return None
+def answers_held(
+    chain: ChainRuntime, items: list[Call | Invalid], context: CallContext, metrics: CallRecorder
+) -> list[Answer | None]:
+    """A batch's items' answers where the gateway has them in hand (as `answer_in_hand`);
+    None for each that needs the full path (all of them when the client asked for a
+    trace)."""
+    held: list[Answer | None] = [None] * len(items)
+    if context.trace:
+        return held
+    asked = [i if type(i) is Call and not i.is_notification else None for i in items]
     try:
-        local = chain.answer_locally(item, context.read_cache)
-    except Exception:  # a bug: the item takes the full path, whose errors are answered
-        log.exception("answer_locally_failed", method=item.method)
-        return None
-    if local is None or local.result_json is None:
-        return None
-    metrics.call_answered_locally(chain.config.name, item.method, perf_counter() - context.started)
-    return Answer(
-        {"jsonrpc": "2.0", "id": item.id, "result": Fragment(local.result_json)},
-        local.upstream,
-        0,
-        local.cache,
-        local.block,
-        chain.verified_level(item, local),
-        local.result_json,
-    )
+        found = chain.answer_locally_many(asked, context.read_cache)
+    except Exception:  # a bug: the items take the full path, whose errors are answered
+        log.exception("answer_locally_failed", calls=len(items))
+        return held
+    elapsed = perf_counter() - context.started
+    name = chain.config.name
+    for index, (item, local) in enumerate(zip(asked, found, strict=True)):
+        if item is None or local is None or local.result_json is None:
+            continue
+        metrics.call_answered_locally(name, item.method, elapsed)
+        held[index] = Answer(
+            {"jsonrpc": "2.0", "id": item.id, "result": Fragment(local.result_json)},
+            local.upstream,
+            0,
+            local.cache,
+            local.block,
+            chain.verified_level(item, local),
+            local.result_json,
+        )
+    return held
 
 
 def answer_in_hand(
@@ -377,7 +384,7 @@ def diagnostics(answers: list[Answer], is_batch: bool) -> dict[str, str]:
     for a in answers:  # one pass: a batch of hundreds is answered here
         if a.body is None:
             continue
-        upstreams.append(_answered_by(a))
+        upstreams.append(a.upstream.replace(",", "+") or NO_VALUE)  # `_answered_by`
         attempts.append(str(a.attempts))
         caches.append(a.cache or NO_VALUE)
         verified.append(a.verified or NO_VALUE)

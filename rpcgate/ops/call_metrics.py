@@ -117,8 +117,9 @@ class CallRecorder:
         calls: collections.Counter[tuple[str, str]] = collections.Counter()
         # An upstream batch's answers share one Attempt: counted once, with their number.
         made: dict[int, tuple[Attempt, list[int]]] = {}
-        for method, outcome in answered:
-            calls[method, call_outcome(outcome)] += 1
+        for method, outcome in answered:  # `call_outcome` of each, spelt out
+            label = ERROR if outcome.error is not None else UPSTREAM if outcome.attempts else LOCAL
+            calls[method, label] += 1
             if not outcome.attempt_log or outcome.attempts_counted:
                 continue
             outcome.attempts_counted = True
