@@ -462,19 +462,27 @@ class ChainRuntime:
         unique: dict[str, int] = {}
         twins: list[tuple[int, int]] = []  # (place of a repeat, position of its first)
         sending = []
-        for index, call, block, plan in together:
-            if plan.key is not None and plan.key in unique:
-                twins.append((index, unique[plan.key]))
-                continue
-            if plan.key is not None:
-                unique[plan.key] = index
-            sending.append((index, call, block, plan))
-        blocks = [block for _, _, block, _ in sending]
+        about_head = False  # some call is about the head (no block named)
+        highest = -1
+        for entry in together:
+            _, _, block, plan = entry
+            key = plan.key
+            if key is not None:
+                if key in unique:
+                    twins.append((entry[0], unique[key]))
+                    continue
+                unique[key] = entry[0]
+            if block is None:
+                about_head = True
+            elif block > highest:
+                highest = block
+            sending.append(entry)
         head = self._served_head()
-        at = head if any(b is None for b in blocks) else max(b for b in blocks if b is not None)
-        sent = await self._failover.run_many([call for _, call, _, _ in sending], at, context)
+        at = head if about_head else highest
+        sent = await self._failover.run_many([entry[1] for entry in sending], at, context)
         _, _, view = self._consensus_view()
         counters = self.cache_counters
+        bypassed = 0
         again: list[tuple[int, Call, tuple[Tried, Attempt] | None]] = []
         for (index, call, block, plan), first in zip(sending, sent, strict=True):
             if first is None:
@@ -500,7 +508,7 @@ class ChainRuntime:
                 block=block if block is not None or where is None else where[0],
             )
             if plan.key is None:
-                counters.bypass += 1
+                bypassed += 1
             else:
                 counters.misses += 1
                 outcome.cache = "miss"
@@ -511,6 +519,7 @@ class ChainRuntime:
             if logs.DEBUG:  # an answer: only a debug line to log
                 self._log_call(call, outcome)
             outcomes[index] = outcome
+        counters.bypass += bypassed
         calls = {index: call for index, call, _, _ in together} if twins else {}
         for index, original in twins:
             shared = outcomes[original]
@@ -744,10 +753,10 @@ class ChainRuntime:
             anchor = self._anchors.get(call.method)
             if outcome.block is not None:
                 key = (call.method, True)
-            elif type(anchor) is bool:
-                key = (call.method, anchor)
-            else:
+            elif anchor is None:
                 key = (call.method, self._anchored_unpinned(call))
+            else:
+                key = (call.method, anchored_unpinned(anchor, call.params))
             level = self._levels.get(key)
             if level is None:
                 level = answer_level(call.method, mode, key[1])

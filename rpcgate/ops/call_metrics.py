@@ -117,6 +117,7 @@ class CallRecorder:
         calls: collections.Counter[tuple[str, str]] = collections.Counter()
         # An upstream batch's answers share one Attempt: counted once, with their number.
         made: dict[int, tuple[Attempt, list[int]]] = {}
+        last: tuple[Attempt, list[int]] | None = None
         for method, outcome in answered:  # `call_outcome` of each, spelt out
             label = ERROR if outcome.error is not None else UPSTREAM if outcome.attempts else LOCAL
             calls[method, label] += 1
@@ -124,11 +125,14 @@ class CallRecorder:
                 continue
             outcome.attempts_counted = True
             for attempt in outcome.attempt_log:
-                shared = made.get(id(attempt))
-                if shared is None:
-                    made[id(attempt)] = (attempt, [1])
+                if last is not None and attempt is last[0]:  # the batch's calls, in a row
+                    last[1][0] += 1
+                    continue
+                last = made.get(id(attempt))
+                if last is None:
+                    last = made[id(attempt)] = (attempt, [1])
                 else:
-                    shared[1][0] += 1
+                    last[1][0] += 1
         for (method, label), count in calls.items():
             series = self._calls.get((chain, method, label))
             if series is None:

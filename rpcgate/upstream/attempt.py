@@ -111,23 +111,23 @@ async def attempt_many(
         replies = await upstream.call_many(calls, timeout_s)
     finally:
         health.in_flight -= len(calls)
-    # The answers of one exchange share its latency: their successes are weighed once
-    # (one request, one latency) and one Attempt stands for each of them.
-    answered: dict[float, tuple[Attempt, list[int]]] = {}
+    # Every reply has the request's time as its latency (`call_many`): the answers'
+    # successes are weighed once (one request, one latency), one Attempt stands for each.
+    if not replies:
+        return []
+    name = upstream.name
+    answered = Attempt(name, None, replies[0].latency_s)
+    count = 0
     tried = []
     for reply in replies:
-        if reply.failure is not None:
+        if reply.failure is None:
+            count += 1
+            attempts.append(answered)
+            tried.append(Tried(name, reply))
+        else:
             tried.append(_recorded(upstream, reply, attempts))
-            continue
-        shared = answered.get(reply.latency_s)
-        if shared is None:
-            made = Attempt(upstream.name, None, reply.latency_s)
-            shared = answered[reply.latency_s] = (made, [0])
-        shared[1][0] += 1
-        attempts.append(shared[0])
-        tried.append(Tried(upstream.name, reply))
-    for latency_s, (_, count) in answered.items():
-        record_success(health, latency_s, count[0])
+    if count:
+        record_success(health, answered.latency_s, count)
     return tried
 
 
