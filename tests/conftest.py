@@ -18,6 +18,7 @@ from aiohttp import web
 from rpcgate.config.settings import Config, parse_config
 from rpcgate.edge.fast_http import rpc_runner
 from rpcgate.edge.http_server import GATEWAY, INGRESS, Gateway, Ingress, build_app
+from rpcgate.rpc import logs
 from rpcgate.rpc.logs import configure_logging
 from tests.harness.anvil import AnvilCluster, JsonRpcError
 from tests.harness.faultproxy import FaultProxy
@@ -27,6 +28,9 @@ from tests.harness.loop import BackgroundLoop
 from tests.harness.tools import free_port, rpcgate_command, wait_for_http
 
 pytest_plugins = ["tests.harness.unit_guard"]  # the `unit` mark kept honest
+
+# Loggers re-read the configuration: tests capture log lines after others configured it.
+logs.CACHE_ALLOWED = False
 
 
 @dataclass

@@ -24,6 +24,11 @@ def _render(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> str:
 
 # Whether debug lines are written: the call path skips building them otherwise.
 DEBUG = False
+# Whether `cache=True` may bind each logger to the configuration for good on its first use
+# (faster). The test suite turns it off: it configures logging again and again in one
+# process (the CLI run in-process, captured log lines), and a logger bound for good would
+# write a later test's lines to an earlier test's stream.
+CACHE_ALLOWED = True
 
 
 def configure_logging(
@@ -51,7 +56,7 @@ def configure_logging(
             logging.getLevelNamesMapping()[level.upper()]
         ),
         logger_factory=structlog.PrintLoggerFactory(stream or sys.stderr),
-        cache_logger_on_first_use=cache,
+        cache_logger_on_first_use=cache and CACHE_ALLOWED,
     )
     if not stdlib:
         return
