@@ -106,6 +106,21 @@ def interpret_batch(
         )
         problem = f"{shown} for a batch of {calls} calls" + _error_words(parsed)
         return [_unusable(status, body, retry_after, "bad_response", problem)] * calls
+    if status < 300 and len(parsed) == calls:
+        in_order = _plain_in_order(parsed, request_ids)
+        if in_order is not None:
+            return in_order
+    return _matched_by_id(status, body, retry_after, parsed, request_ids)
+
+
+def _matched_by_id(
+    status: int,
+    body: bytes,
+    retry_after: float | None,
+    parsed: list[Any],
+    request_ids: Sequence[int],
+) -> list[Reply]:
+    """Each call's Reply from the batch answer whose id is its own (`interpret_batch`)."""
     by_id: dict[int, dict[str, Any]] = {}
     twice: set[int] = set()
     for answer in parsed:
@@ -135,6 +150,24 @@ def interpret_batch(
             replies.append(_answer_reply(status, body, retry_after, answer, request_id))
             continue
         replies.append(_unusable(status, body, retry_after, "bad_response", problem))
+    return replies
+
+
+def _plain_in_order(parsed: list[Any], request_ids: Sequence[int]) -> list[Reply] | None:
+    """The common batch answer, read in one pass: a result for each call, in the order
+    asked, with its id (distinct ids, each in its place: none missing, none twice). None
+    when it is anything else, and the full reading matches answers by id."""
+    replies = []
+    for answer, request_id in zip(parsed, request_ids, strict=True):
+        if (
+            type(answer) is not dict
+            or "error" in answer
+            or "result" not in answer
+            or type(answer.get("id")) is not int
+            or answer["id"] != request_id
+        ):
+            return None
+        replies.append(Reply(answer["result"]))
     return replies
 
 

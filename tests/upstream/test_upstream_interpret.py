@@ -5,9 +5,18 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from rpcgate.rpc.errors import ErrorClass, classify
-from rpcgate.upstream.client import Reply, interpret, interpret_batch, parse_retry_after
+from rpcgate.upstream.client import (
+    Reply,
+    _matched_by_id,
+    _plain_in_order,
+    interpret,
+    interpret_batch,
+    parse_retry_after,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -396,3 +405,43 @@ def test_a_result_in_a_batch_behind_an_error_status_is_not_taken() -> None:
     answers = [_answer(i, "0x1") for i in CALLS]
     replies = interpret_batch(500, _body(answers), {}, CALLS)
     assert all(r.failure is not None and r.result is None for r in replies)
+
+
+_ANSWERS_IN_A_BATCH = st.one_of(
+    st.builds(
+        _answer,
+        st.sampled_from([7, 8, 9, 10, "8", True, None]),
+        st.sampled_from(["0x7", "0x8", "0x9", None]),
+    ),
+    st.builds(
+        lambda answer_id: {
+            "jsonrpc": "2.0",
+            "id": answer_id,
+            "error": {"code": -1, "message": "x"},
+        },
+        st.sampled_from([7, 8, 9, None]),
+    ),
+    st.builds(lambda answer_id: {"jsonrpc": "2.0", "id": answer_id}, st.sampled_from([7, 8, 9])),
+    st.sampled_from(["0x8", None, 8]),
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(answers=st.lists(_ANSWERS_IN_A_BATCH, min_size=3, max_size=3))
+def test_a_batch_answered_in_order_is_read_as_matching_each_answer_by_id_reads_it(
+    answers: list[object],
+) -> None:
+    """The one-pass reading of a batch answered in order (`_plain_in_order`) takes only
+    what matching by id takes, and the same."""
+    in_order = _plain_in_order(answers, CALLS)
+    if in_order is not None:
+        careful = _matched_by_id(200, _body(answers), None, answers, CALLS)
+        assert _what_each_got(in_order) == _what_each_got(careful)
+        assert [r.result for r in in_order] == [r.result for r in careful]
+
+
+def test_a_batch_answered_in_order_takes_the_one_pass_reading() -> None:
+    answers = [_answer(7, "0x7"), _answer(8, "0x8"), _answer(9, None)]
+    in_order = _plain_in_order(answers, CALLS)
+    assert in_order is not None and [r.result for r in in_order] == ["0x7", "0x8", None]
+    assert _plain_in_order([answers[1], answers[0], answers[2]], CALLS) is None  # by id, then
