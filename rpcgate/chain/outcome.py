@@ -26,3 +26,10 @@ class Outcome:
     # share this Outcome, and its attempts happened once.
     attempts_counted: bool = False
     trace: CallTrace | None = None  # what routing did, when the caller asked
+
+
+def answered_once(result: Any, upstream: str, attempt: Attempt, block: int | None) -> Outcome:
+    """An upstream's answer at its first attempt, not cached: `Outcome(result=...,
+    upstream=..., attempts=1, attempt_log=(attempt,), block=...)` built by position, half
+    the cost of by keyword (once per call of a client batch)."""
+    return Outcome(result, None, upstream, 1, "bypass", None, block, (attempt,))

@@ -31,7 +31,7 @@ from rpcgate.chain.feeds import HeadFeed, PendingFeed
 from rpcgate.chain.filters import FILTER_METHODS, Filters, FilterStore
 from rpcgate.chain.getlogs import refused_as_too_large, split_get_logs
 from rpcgate.chain.head_tracker import HeadTracker
-from rpcgate.chain.outcome import Outcome
+from rpcgate.chain.outcome import Outcome, answered_once
 from rpcgate.chain.verifier import (
     PROVEN_STATE,
     Level,
@@ -500,12 +500,11 @@ class ChainRuntime:
                 failed = answer.classification is not None
                 again.append((index, call, first if failed else None))
                 continue
-            outcome = Outcome(
-                result=result,
-                upstream=answer.upstream,
-                attempts=1,
-                attempt_log=(made,),
-                block=block if block is not None or where is None else where[0],
+            outcome = answered_once(
+                result,
+                answer.upstream,
+                made,
+                block if block is not None or where is None else where[0],
             )
             if plan.key is None:
                 bypassed += 1

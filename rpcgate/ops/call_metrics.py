@@ -114,13 +114,14 @@ class CallRecorder:
         as `call_answered` for each, the bucket found once and each upstream's history
         slot once."""
         bucket = bisect_left(LATENCY_BUCKETS_S, seconds)
-        calls: collections.Counter[tuple[str, str]] = collections.Counter()
+        calls: dict[tuple[str, str], int] = {}
         # An upstream batch's answers share one Attempt: counted once, with their number.
         made: dict[int, tuple[Attempt, list[int]]] = {}
         last: tuple[Attempt, list[int]] | None = None
         for method, outcome in answered:  # `call_outcome` of each, spelt out
             label = ERROR if outcome.error is not None else UPSTREAM if outcome.attempts else LOCAL
-            calls[method, label] += 1
+            key = (method, label)
+            calls[key] = calls.get(key, 0) + 1
             if not outcome.attempt_log or outcome.attempts_counted:
                 continue
             outcome.attempts_counted = True
