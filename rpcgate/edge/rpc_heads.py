@@ -24,7 +24,7 @@ from typing import Any
 import httptools
 from aiohttp import HttpVersion10, HttpVersion11
 from aiohttp.http_parser import SINGLETON_HEADERS
-from multidict import CIMultiDict
+from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 HEAD_END = b"\r\n\r\n"
@@ -35,23 +35,37 @@ _MOST_FIELDS = 128
 _VERSIONS = {"1.1": HttpVersion11, "1.0": HttpVersion10}
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class RpcHead:
-    """A head the fast path serves: where it goes, its fields, and how the answer goes."""
+    """A head the fast path serves: where it goes, its fields, and how the answer goes.
+    Read-only: one is shared by every request with the same head bytes."""
 
     chain: str | None  # the path's segments: /{chain}/{key}
     key: str | None
     query: Mapping[str, str]
-    headers: CIMultiDict[str]  # as aiohttp reads them
+    headers: CIMultiDictProxy[str]  # as aiohttp reads them
     version: Any  # aiohttp's HttpVersion, for the answer's status line
     keep_alive: bool
     length: int  # the body's declared length
 
 
+# A client sends the same head again and again (the same fields, and the same length for
+# the same calls): a head this short is judged once while it is among the last ones seen.
+_REMEMBERED_HEAD_BYTES = 2048
+_REMEMBERED_HEADS = 256
+
+
 def rpc_head(head: bytes, operator_segments: frozenset[bytes]) -> RpcHead | None:
     """The head (its bytes up to and with `HEAD_END`) of a request the fast path serves;
     None: one for aiohttp. `operator_segments`: first path segments that are not a chain's
-    (the operator's paths)."""
+    (the operator's paths). A pure function of its arguments, so a decision is remembered
+    by the head's bytes."""
+    if len(head) <= _REMEMBERED_HEAD_BYTES:
+        return _remembered_head(head, operator_segments)
+    return _read_head(head, operator_segments)
+
+
+def _read_head(head: bytes, operator_segments: frozenset[bytes]) -> RpcHead | None:
     reader = _HeadReader()
     try:
         reader.parser.feed_data(head)
@@ -81,11 +95,14 @@ def rpc_head(head: bytes, operator_segments: frozenset[bytes]) -> RpcHead | None
     declared = headers.get("Content-Length")
     return RpcHead(
         *route,
-        headers,
+        CIMultiDictProxy(headers),
         version,
         reader.keep_alive,
         0 if declared is None else int(declared),  # llhttp let only digits through
     )
+
+
+_remembered_head = functools.lru_cache(maxsize=_REMEMBERED_HEADS)(_read_head)
 
 
 class _HeadReader:

@@ -140,6 +140,19 @@ def test_a_served_head_says_where_it_goes_and_how_to_answer() -> None:
 
 
 @pytest.mark.unit
+def test_a_head_sent_again_is_judged_once_and_shared_read_only() -> None:
+    head = _head(HOST, "Content-Length: 40")
+    first, again = rpc_head(head, OPERATOR_SEGMENTS), rpc_head(bytes(head), OPERATOR_SEGMENTS)
+    assert first is not None and again is first  # remembered by its bytes
+    with pytest.raises(TypeError):
+        first.headers["Origin"] = "x"  # type: ignore[index]  # shared: nobody may change it
+    other = rpc_head(_head(HOST, "Content-Length: 41"), OPERATOR_SEGMENTS)
+    assert other is not None and other.length == 41  # another head, another decision
+    long = _head(HOST, "Content-Length: 40", f"X-Pad: {'a' * 3000}")
+    assert rpc_head(long, OPERATOR_SEGMENTS) is not rpc_head(long, OPERATOR_SEGMENTS)
+
+
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("status", "length", "version", "keep_alive", "first", "connection", "typed"),
     [
