@@ -174,7 +174,12 @@ def test_an_upstream_out_of_rotation_says_why(
 def test_a_batch_answered_together_is_recorded_as_its_calls_one_by_one() -> None:
     def outcomes() -> list[tuple[str, Outcome]]:
         shared = Outcome(attempts=1, attempt_log=(Attempt("node0", None, 0.004),))
+        # One upstream batch: one Attempt stands for each of its calls' (attempt_many).
+        upstream_batch = Attempt("node0", None, 0.006)
         return [
+            ("eth_getBalance", Outcome(attempts=1, attempt_log=(upstream_batch,))),
+            ("eth_getStorageAt", Outcome(attempts=1, attempt_log=(upstream_batch,))),
+            ("eth_getBalance", Outcome(attempts=1, attempt_log=(upstream_batch,))),
             ("eth_getBalance", Outcome(attempts=1, attempt_log=(Attempt("node0", None, 0.003),))),
             ("eth_getBalance", shared),
             ("eth_call", shared),  # a twin: its attempts count once
