@@ -107,6 +107,29 @@ def test_a_50_item_batch_reaches_the_upstream_as_one_batch_request(
     assert answered_by(reply) == {"node0"}
 
 
+def test_an_upstream_batch_weighs_in_health_and_metrics_as_its_calls_in_one_request(
+    proxied_cluster: ProxiedClusterFactory, start_gateway: GatewayFactory
+) -> None:
+    """Each call of the batch counts as a success and an attempt; its one request is one
+    latency observation (the request's time)."""
+    _, (proxy,) = funded(proxied_cluster, 1)
+    gateway = one_node_gateway(start_gateway, proxy)
+    chain = gateway.gateway.chains[0]
+    health = chain.upstreams["node0"].health
+    before = health.successes
+    latency_before = health.latency_ewma_s
+
+    reply = gateway.post(balance_batch(client_ids()), headers=NO_CACHE)
+
+    assert reply.status == 200 and proxy.requests == [["eth_getBalance"] * ITEMS]
+    assert health.successes - before == ITEMS
+    assert health.latency_ewma_s is not None and health.latency_ewma_s != latency_before
+    series = gateway.gateway.metrics._attempts[("devnet", "node0", "none")]
+    assert sum(series.counts) >= ITEMS  # every call's attempt, the head polls' not among them
+    history = gateway.gateway.metrics.history.of("devnet", "node0")
+    assert sum(slot.calls for slot in history.slots) >= ITEMS
+
+
 @pytest.mark.parametrize("max_batch", [3, 7, DEFAULT_MAX_BATCH])
 def test_an_upstream_batch_holds_at_most_max_batch_calls(
     proxied_cluster: ProxiedClusterFactory, start_gateway: GatewayFactory, max_batch: int
