@@ -408,7 +408,7 @@ class ChainRuntime:
         goes: dict[str, bool] = {}  # per method, for this batch
         head, _, view = self._consensus_view()
         batch = CLIENT_BATCH.get()
-        prepared = batch.shared if batch is not None else {}
+        prepared = batch.prepared if batch is not None else {}
         for index, call in enumerate(calls):
             method = call.method
             going = goes.get(method)
@@ -611,12 +611,12 @@ class ChainRuntime:
         # A client batch's call is prepared once (looked up locally, then sent together).
         batch = CLIENT_BATCH.get()
         if batch is not None:
-            found = batch.shared.get(id(call))
+            found = batch.prepared.get(id(call))
             if found is not None and found[0] is call and found[1] is view:
                 return head, view, found[2], found[3]
         pinned_call, plan = self._plan(call, tags, view)
         if batch is not None:
-            batch.shared[id(call)] = (call, view, pinned_call, plan)
+            batch.prepared[id(call)] = (call, view, pinned_call, plan)
         return head, view, pinned_call, plan
 
     def _consensus_view(self) -> tuple[int | None, Tags, ChainView]:

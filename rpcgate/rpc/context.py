@@ -70,9 +70,10 @@ class ClientBatch:
     """The calls of one client batch, answered together."""
 
     # What its calls, made at one moment, may work out once for all (failover: the
-    # upstreams that may serve a block, with their scores; the chain: each call's pinning
-    # and cache plan, by the call's identity).
+    # upstreams that may serve a block, with their scores).
     shared: dict[Any, Any] = field(default_factory=dict)
+    # Each call's pinning and cache plan, found once (the chain's), by the call's identity.
+    prepared: dict[int, Any] = field(default_factory=dict)
 
 
 # Set (by answers.py) while the items of one client batch are answered. Tasks copy the
