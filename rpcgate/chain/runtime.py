@@ -416,9 +416,9 @@ class ChainRuntime:
                 going = goes[method] = self._goes_together(method)
             if not going:
                 continue
-            found = prepared.get(id(call))  # as `_prepare` found it moments ago
-            if found is not None and found[0] is call and found[1] is view:
-                pinned_call, plan = found[2], found[3]
+            found = _found(prepared, call, view)  # as `_prepare` found it moments ago
+            if found is not None:
+                pinned_call, plan = found
             else:
                 head, _, pinned_call, plan = self._prepare(call)
             block = pinned_call.block
@@ -611,9 +611,9 @@ class ChainRuntime:
         # A client batch's call is prepared once (looked up locally, then sent together).
         batch = CLIENT_BATCH.get()
         if batch is not None:
-            found = batch.prepared.get(id(call))
-            if found is not None and found[0] is call and found[1] is view:
-                return head, view, found[2], found[3]
+            found = _found(batch.prepared, call, view)
+            if found is not None:
+                return head, view, *found
         pinned_call, plan = self._plan(call, tags, view)
         if batch is not None:
             batch.prepared[id(call)] = (call, view, pinned_call, plan)
@@ -734,14 +734,14 @@ class ChainRuntime:
             attempt_log=proven.attempt_log,
         )
 
-    def _anchored_unpinned(self, call: Call) -> bool:
-        """`anchored(method, None, params)`, the method's part found once."""
-        anchor = self._anchors.get(call.method)
+    def _anchor_of(self, method: str) -> bool | int:
+        """`unpinned_anchor(method)`, found once per method rpcgate knows."""
+        anchor = self._anchors.get(method)
         if anchor is None:
-            anchor = unpinned_anchor(call.method)
-            if call.method in METHODS:  # a bounded table: the methods rpcgate knows
-                self._anchors[call.method] = anchor
-        return anchored_unpinned(anchor, call.params)
+            anchor = unpinned_anchor(method)
+            if method in METHODS:  # a bounded table
+                self._anchors[method] = anchor
+        return anchor
 
     def verified_level(self, call: Call, outcome: Outcome) -> Level:
         """What was verified of this answer (X-Rpcgate-Verified)."""
@@ -749,13 +749,11 @@ class ChainRuntime:
             return "none"
         mode = self.verifier.mode
         if call.method != "eth_getLogs":  # the level follows from the method and the anchor
-            anchor = self._anchors.get(call.method)
-            if outcome.block is not None:
-                key = (call.method, True)
-            elif anchor is None:
-                key = (call.method, self._anchored_unpinned(call))
-            else:
-                key = (call.method, anchored_unpinned(anchor, call.params))
+            key = (
+                call.method,
+                outcome.block is not None
+                or anchored_unpinned(self._anchor_of(call.method), call.params),
+            )
             level = self._levels.get(key)
             if level is None:
                 level = answer_level(call.method, mode, key[1])
@@ -936,6 +934,16 @@ class ChainRuntime:
                 self.cache.put(plan.key, *stored)
                 self.cache_counters.stores += 1
         return outcome
+
+
+def _found(
+    prepared: dict[int, Any], call: Call, view: ChainView
+) -> tuple[PinnedCall, CachePlan] | None:
+    """A client batch's call as it was prepared in this consensus view (`_prepare`)."""
+    found = prepared.get(id(call))
+    if found is None or found[0] is not call or found[1] is not view:
+        return None
+    return found[2], found[3]
 
 
 def _about_the_head(method: str, pinned: PinnedCall) -> bool:

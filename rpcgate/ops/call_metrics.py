@@ -16,6 +16,7 @@ from __future__ import annotations
 import collections
 import time
 from bisect import bisect_left
+from typing import Any
 
 from rpcgate.chain.outcome import Outcome
 from rpcgate.ops.history import Histories, UpstreamHistory
@@ -116,8 +117,7 @@ class CallRecorder:
         bucket = bisect_left(LATENCY_BUCKETS_S, seconds)
         calls: dict[tuple[str, str], int] = {}
         # An upstream batch's answers share one Attempt: counted once, with their number.
-        made: dict[int, tuple[Attempt, list[int]]] = {}
-        last: tuple[Attempt, list[int]] | None = None
+        made: dict[int, list[Any]] = {}  # id -> [the attempt, how many calls it stands for]
         for method, outcome in answered:  # `call_outcome` of each, spelt out
             label = ERROR if outcome.error is not None else UPSTREAM if outcome.attempts else LOCAL
             key = (method, label)
@@ -126,14 +126,11 @@ class CallRecorder:
                 continue
             outcome.attempts_counted = True
             for attempt in outcome.attempt_log:
-                if last is not None and attempt is last[0]:  # the batch's calls, in a row
-                    last[1][0] += 1
-                    continue
-                last = made.get(id(attempt))
-                if last is None:
-                    last = made[id(attempt)] = (attempt, [1])
+                shared = made.get(id(attempt))
+                if shared is None:
+                    made[id(attempt)] = [attempt, 1]
                 else:
-                    last[1][0] += 1
+                    shared[1] += 1
         for (method, label), count in calls.items():
             series = self._calls.get((chain, method, label))
             if series is None:
@@ -143,7 +140,7 @@ class CallRecorder:
         now = time.monotonic()
         histories: dict[str, UpstreamHistory] = {}
         for attempt, times in made.values():
-            self._count_attempt(chain, attempt, times[0], now, histories)
+            self._count_attempt(chain, attempt, times, now, histories)
 
     def _count_attempts(
         self, chain: str, outcome: Outcome, now: float, histories: dict[str, UpstreamHistory]
