@@ -366,6 +366,15 @@ def test_an_upstream_forgets_it_was_uneven_after_enough_polls() -> None:
     assert lb.spread == 1  # the gap is learnt again from the next one seen
 
 
+def test_the_gap_between_replicas_is_forgotten_with_the_unevenness() -> None:
+    lb = view("lb", 20)
+    record_uneven(lb, 17)  # replicas 3 apart, once
+    for _ in range(UNEVEN_MEMORY_POLLS):
+        observe_height(lb, 20)
+    record_uneven(lb, 19)  # uneven again, a block apart
+    assert lb.consistent_height == 19  # not 17: the old gap went with the old unevenness
+
+
 @pytest.mark.parametrize(
     ("asked", "changed", "height"),
     [(11, True, 10), (12, False, 11), (8, True, 7), (5, True, 4)],
@@ -393,6 +402,14 @@ def test_a_node_that_went_back_forgets_every_hash_above_where_it_is() -> None:
     assert v.hash_at(19) == h("a", 19)  # below it, still its chain
     assert v.hash_at(15) == h("a", 15)
     assert v.consistent_height == 20 and v.seen == [20]
+
+
+def test_a_node_that_went_back_forgets_the_gap_its_replicas_showed() -> None:
+    v = view("a", 22, history=10)
+    record_uneven(v, 19)  # replicas 3 apart
+    rewind(v, Block(20, h("a", 20), h("a", 19)))
+    record_uneven(v, 19)  # now one a block behind
+    assert v.consistent_height == 19  # held 1 below 20, not 3
 
 
 def test_a_node_that_went_back_to_another_block_forgets_everything() -> None:
